@@ -1,0 +1,139 @@
+"""The edge's settings: one frozen object, loaded and validated at start.
+
+Everything lives under one config directory (``rapha-edge init DIR``):
+
+    edge.toml            these settings (hospital-edited)
+    keys/                edge_ed25519.pem, pseudonym.key, chain.key (mode 0600)
+    state/               edge.sqlite (jobs, audit, nonces), chain/ (embedded chain journal), jobs/
+    datasets.json        dataset registry (rapha-edge datasets add)
+    researchers.json     registered researcher keys (rapha-edge researchers add)
+
+An invalid file stops the start with a message naming the key to fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_rapha.protocol.errors import BadInput
+
+CONFIG_FILE = "edge.toml"
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    backend: str = "embedded"  # "embedded" (eth-tester, served at /chain) or "rpc"
+    rpc_url: str = ""
+    chain_id: int = 0  # 0: take the chain's own id
+    min_confirmations: int = 1
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    airgap_binary: str = ""  # empty: look for rust/airgap/target/release/rapha-airgap, then PATH
+    python: str = ""  # interpreter for job processes; empty: the edge's own
+    # Runs jobs without the air-gap. Never in production: warns on every job and is
+    # written into the receipt.
+    unsafe_no_airgap: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_dir: Path
+    edge_id: str
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8470
+    currency: str = "GBP"
+    chain: ChainSettings = field(default_factory=ChainSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    unsafe: tuple[str, ...] = ()
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.config_dir / "keys"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config_dir / "state"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "edge.sqlite"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "jobs"
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.config_dir / "policies"
+
+
+def load_settings(config_dir: str | Path) -> Settings:
+    root = Path(config_dir).resolve()
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise BadInput(f"no {CONFIG_FILE} in {root}", hint="create one with 'rapha-edge init DIR'")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} is not valid TOML: {exc}") from exc
+    return _settings(root, data)
+
+
+def _settings(root: Path, data: dict[str, Any]) -> Settings:
+    edge = _table(data, "edge")
+    server = _table(data, "server")
+    chain = _table(data, "chain")
+    sandbox = _table(data, "sandbox")
+    chain_settings = ChainSettings(
+        backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc"), "embedded"),
+        rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, ""),
+        chain_id=_typed(chain, "chain.chain_id", "chain_id", int, 0),
+        min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, 1),
+    )
+    if chain_settings.backend == "rpc" and not chain_settings.rpc_url:
+        raise BadInput("chain.backend is 'rpc' but chain.rpc_url is empty")
+    sandbox_settings = SandboxSettings(
+        airgap_binary=_typed(sandbox, "sandbox.airgap_binary", "airgap_binary", str, ""),
+        python=_typed(sandbox, "sandbox.python", "python", str, ""),
+        unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
+    )
+    unsafe = ("unsafe_no_airgap",) if sandbox_settings.unsafe_no_airgap else ()
+    port = _typed(server, "server.port", "port", int, 8470)
+    if not 0 <= port <= 65535:
+        raise BadInput("server.port must be from 0 to 65535")
+    edge_id = _typed(edge, "edge.id", "id", str, "")
+    if not edge_id:
+        raise BadInput("edge.id must be set in edge.toml")
+    return Settings(
+        config_dir=root, edge_id=edge_id, demo=_typed(edge, "edge.demo", "demo", bool, False),
+        host=_typed(server, "server.host", "host", str, "127.0.0.1"), port=port,
+        currency=_typed(edge, "edge.currency", "currency", str, "GBP"),
+        chain=chain_settings, sandbox=sandbox_settings, unsafe=unsafe,
+    )
+
+
+def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise BadInput(f"[{name}] in edge.toml must be a table")
+    return value
+
+
+def _typed(table: dict[str, Any], label: str, key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadInput(f"{label} in edge.toml must be a {kind.__name__}")
+    return value
+
+
+def _choice(table: dict[str, Any], label: str, key: str, options: tuple[str, ...], default: str) -> str:
+    value = _typed(table, label, key, str, default)
+    if value not in options:
+        raise BadInput(f"{label} must be one of {', '.join(options)}")
+    return str(value)

@@ -1,0 +1,10 @@
+"""jupyter-rapha: train clinical models where the data lives."""
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    # Imported lazily so that `import jupyter_rapha` stays cheap and torch-free.
+    from .magic import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,157 @@
+"""The job a researcher asks an edge to run. Parsing is strict: unknown keys, wrong
+types and out-of-range values are refused with a message that says what to fix."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import BadInput
+
+JOBSPEC_VERSION = 1
+MAX_CODE_BYTES = 256 * 1024
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+ParamValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_records: int
+    max_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    max_weights_bytes: int = 64 * 1024 * 1024
+    metric_names: tuple[str, ...] = ()  # empty: any name matching the metric-name pattern
+    max_metric_points: int = 10_000
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    researcher_key_id: str
+    created: str
+    nonce: str
+    code: str
+    code_sha256: str
+    dataset: str
+    fields: tuple[str, ...]
+    budget: Budget
+    output_policy: OutputPolicy = field(default_factory=OutputPolicy)
+    params: dict[str, ParamValue] = field(default_factory=dict)
+    version: int = JOBSPEC_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fields"] = list(self.fields)
+        data["output_policy"]["metric_names"] = list(self.output_policy.metric_names)
+        return data
+
+    @property
+    def epochs(self) -> int:
+        value = self.params.get("epochs", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def parse_jobspec(data: Any) -> JobSpec:
+    obj = _object(data, "job spec", {
+        "version", "job_id", "researcher_key_id", "created", "nonce", "code", "code_sha256",
+        "dataset", "fields", "budget", "output_policy", "params"})
+    if obj.get("version") != JOBSPEC_VERSION:
+        raise BadInput(f"job spec version must be {JOBSPEC_VERSION}", hint="upgrade jupyter-rapha")
+    code = _str(obj, "code", MAX_CODE_BYTES)
+    spec = JobSpec(
+        version=JOBSPEC_VERSION,
+        job_id=_match(obj, "job_id", _JOB_ID, "32 lowercase hex digits"),
+        researcher_key_id=_match(obj, "researcher_key_id", _JOB_ID, "32 lowercase hex digits"),
+        created=_match(obj, "created", _TIME, "UTC time like 2026-01-31T12:00:00Z"),
+        nonce=_match(obj, "nonce", _JOB_ID, "32 lowercase hex digits"),
+        code=code,
+        code_sha256=_str(obj, "code_sha256", 64),
+        dataset=_match(obj, "dataset", _NAME, "a dataset name of letters, digits, '.', '_' or '-'"),
+        fields=tuple(_names(obj.get("fields"), "fields")),
+        budget=_budget(obj.get("budget")),
+        output_policy=_output_policy(obj.get("output_policy", {})),
+        params=_params(obj.get("params", {})),
+    )
+    if code_digest(code) != spec.code_sha256:
+        raise BadInput("code_sha256 does not match the code", hint="the cell changed after it was hashed")
+    return spec
+
+
+def _object(data: Any, what: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} must be a JSON object")
+    unknown = set(data) - allowed
+    if unknown:
+        raise BadInput(f"{what} has unknown keys: {', '.join(sorted(unknown))}")
+    return data
+
+
+def _str(obj: dict[str, Any], key: str, max_len: int) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"'{key}' must be a non-empty string")
+    if len(value.encode("utf-8")) > max_len:
+        raise BadInput(f"'{key}' is longer than {max_len} bytes")
+    return value
+
+
+def _match(obj: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise BadInput(f"'{key}' must be {what}")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:
+    value = obj.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadInput(f"'{key}' must be a whole number from {low} to {high}")
+    return value
+
+
+def _names(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and _NAME.match(v) for v in value):
+        raise BadInput(f"'{key}' must be a list of names")
+    if len(set(value)) != len(value):
+        raise BadInput(f"'{key}' names a field twice")
+    return list(value)
+
+
+def _budget(data: Any) -> Budget:
+    obj = _object(data, "budget", {"max_records", "max_seconds"})
+    return Budget(
+        max_records=_int(obj, "max_records", 1, 10_000_000),
+        max_seconds=_int(obj, "max_seconds", 1, 7 * 24 * 3600, default=3600),
+    )
+
+
+def _output_policy(data: Any) -> OutputPolicy:
+    obj = _object(data, "output_policy", {"max_weights_bytes", "metric_names", "max_metric_points"})
+    default = OutputPolicy()
+    return OutputPolicy(
+        max_weights_bytes=_int(obj, "max_weights_bytes", 1, 2**40, default.max_weights_bytes),
+        metric_names=tuple(_names(obj.get("metric_names", []), "metric_names")),
+        max_metric_points=_int(obj, "max_metric_points", 1, 1_000_000, default.max_metric_points),
+    )
+
+
+def _params(data: Any) -> dict[str, ParamValue]:
+    if not isinstance(data, dict) or len(data) > 64:
+        raise BadInput("'params' must be an object of at most 64 entries")
+    for key, value in data.items():
+        if not _NAME.match(key) or not isinstance(value, (str, int, float, bool)):
+            raise BadInput(f"param '{key}' must be named plainly and hold a string, number or boolean")
+        if isinstance(value, str) and len(value) > 1024:
+            raise BadInput(f"param '{key}' is longer than 1024 characters")
+    return dict(data)

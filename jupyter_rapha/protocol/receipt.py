@@ -1,0 +1,217 @@
+"""Receipt v1: an in-toto Statement v1 in a DSSE envelope signed by the edge.
+
+receipt.json holds ``{"format", "envelope", "anchor"}``. The anchor is added after
+signing (the transaction cannot exist before the signature it commits to) and names the
+SHA-256 of the canonical envelope; verifiers recompute that digest themselves.
+Verification here is pure: chain look-ups are done by the caller and passed in as an
+``AnchorObservation``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canonical import canonical_json
+from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
+from .errors import BadInput, RaphaError
+from .keys import PrivateKey, PublicKey
+
+RECEIPT_FORMAT = "rapha-receipt/v1"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://jupyter-rapha.org/receipt/v1"
+PREDICATE_VERSION = 1
+GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
+_PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
+                   "outputs", "metrics", "gates", "unsafe", "times"}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def metrics_digest(metrics: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(metrics))
+
+
+def envelope_digest(envelope: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(envelope))
+
+
+def build_statement(predicate: dict[str, Any], weights_sha256: str) -> dict[str, Any]:
+    missing = _PREDICATE_KEYS - predicate.keys()
+    if missing:
+        raise BadInput(f"receipt predicate lacks {', '.join(sorted(missing))}")
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": "weights.safetensors", "digest": {"sha256": weights_sha256}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": predicate,
+    }
+
+
+def sign_receipt(predicate: dict[str, Any], weights_sha256: str, edge_key: PrivateKey) -> dict[str, Any]:
+    """Return an unanchored receipt document."""
+    statement = build_statement(predicate, weights_sha256)
+    envelope = sign_envelope(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, edge_key)
+    return {"format": RECEIPT_FORMAT, "envelope": envelope, "anchor": None}
+
+
+@dataclass(frozen=True)
+class AnchorObservation:
+    """What a chain says about the anchor transaction, fetched by the caller."""
+
+    chain_id: int
+    tx_hash: str
+    block_number: int | None
+    sender: str
+    data: bytes
+    head_block: int
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "pass", "fail" or "skipped"
+    detail: str
+
+
+@dataclass
+class Verification:
+    checks: list[Check] = field(default_factory=list)
+    statement: dict[str, Any] | None = None
+
+    @property
+    def predicate(self) -> dict[str, Any]:
+        return (self.statement or {}).get("predicate", {})
+
+    def ok(self, allow_skipped: bool = False) -> bool:
+        bad = {"fail"} if allow_skipped else {"fail", "skipped"}
+        return bool(self.checks) and not any(c.status in bad for c in self.checks)
+
+    def add(self, name: str, passed: bool, detail: str) -> bool:
+        self.checks.append(Check(name, "pass" if passed else "fail", detail))
+        return passed
+
+    def skip(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, "skipped", detail))
+
+
+def verify_receipt(
+    document: Any,
+    edge_key: PublicKey,
+    *,
+    weights: bytes | None = None,
+    metrics: dict[str, Any] | None = None,
+    anchor: AnchorObservation | None = None,
+    min_confirmations: int = 1,
+) -> Verification:
+    """Check a receipt document. Every check is listed; the first failure stops the rest
+    that depend on it."""
+    result = Verification()
+    if not _check_format(document, result):
+        return result
+    try:
+        payload = verify_envelope(document["envelope"], edge_key)
+    except RaphaError as exc:
+        result.add("signature", False, exc.diagnostics())
+        return result
+    result.add("signature", True, f"signed by edge key {edge_key.key_id}")
+    statement = _parse_statement(payload, result)
+    if statement is None:
+        return result
+    result.statement = statement
+    _check_outputs(statement, weights, metrics, result)
+    _check_anchor(document, statement["predicate"], anchor, min_confirmations, result)
+    return result
+
+
+def _check_format(document: Any, result: Verification) -> bool:
+    if not isinstance(document, dict) or document.get("format") != RECEIPT_FORMAT:
+        return result.add("format", False, f"not a {RECEIPT_FORMAT} document")
+    if not isinstance(document.get("envelope"), dict):
+        return result.add("format", False, "receipt has no envelope")
+    return result.add("format", True, RECEIPT_FORMAT)
+
+
+def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | None:
+    try:
+        statement = json.loads(payload)
+    except ValueError:
+        result.add("statement", False, "signed payload is not JSON")
+        return None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        result.add("statement", False, "signed payload is not an in-toto Statement v1")
+        return None
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        result.add("statement", False, f"predicate type is not {PREDICATE_TYPE}")
+        return None
+    predicate = statement.get("predicate")
+    if not isinstance(predicate, dict) or _PREDICATE_KEYS - predicate.keys():
+        result.add("statement", False, "receipt predicate is incomplete")
+        return None
+    if predicate.get("receipt_version") != PREDICATE_VERSION:
+        result.add("statement", False, f"receipt version {predicate.get('receipt_version')!r} is not supported")
+        return None
+    result.add("statement", True, f"job {predicate['job'].get('id')}")
+    return statement
+
+
+def _subject_digest(statement: dict[str, Any]) -> str | None:
+    subjects = statement.get("subject")
+    if isinstance(subjects, list) and subjects and isinstance(subjects[0], dict):
+        digest = subjects[0].get("digest", {})
+        return digest.get("sha256") if isinstance(digest, dict) else None
+    return None
+
+
+def _check_outputs(statement: dict[str, Any], weights: bytes | None,
+                   metrics: dict[str, Any] | None, result: Verification) -> None:
+    predicate = statement["predicate"]
+    claimed = _subject_digest(statement)
+    if weights is not None:
+        actual = sha256_hex(weights)
+        result.add("weights", actual == claimed and predicate["outputs"]["weights"]["bytes"] == len(weights),
+                   f"weights sha256 {actual[:16]}… {'matches' if actual == claimed else 'differs from'} the receipt")
+    if metrics is not None:
+        actual = metrics_digest(metrics)
+        expected = predicate["outputs"]["metrics"]["sha256"]
+        result.add("metrics", actual == expected and canonical_json(metrics) == canonical_json(predicate["metrics"]),
+                   f"metrics sha256 {actual[:16]}… {'matches' if actual == expected else 'differs from'} the receipt")
+
+
+def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observation: AnchorObservation | None,
+                  min_confirmations: int, result: Verification) -> None:
+    anchor = document.get("anchor")
+    if anchor is None:
+        result.skip("anchor", "receipt is not anchored")
+        return
+    digest = envelope_digest(document["envelope"])
+    if not isinstance(anchor, dict) or anchor.get("envelope_sha256") != digest:
+        result.add("anchor", False, "anchor names a different envelope digest than this envelope's")
+        return
+    if observation is None:
+        result.skip("anchor", "chain not consulted (pass an RPC endpoint to check the anchor)")
+        return
+    result.add("anchor", *_anchor_matches(anchor, predicate, observation, digest, min_confirmations))
+
+
+def _anchor_matches(anchor: dict[str, Any], predicate: dict[str, Any], obs: AnchorObservation,
+                    digest: str, min_confirmations: int) -> tuple[bool, str]:
+    edge = predicate.get("edge", {})
+    if obs.tx_hash.lower() != str(anchor.get("tx_hash", "")).lower():
+        return False, "the chain returned a different transaction than the anchor names"
+    if obs.chain_id != anchor.get("chain_id") or obs.chain_id != edge.get("chain_id"):
+        return False, f"chain id {obs.chain_id} is not the anchored chain {anchor.get('chain_id')}"
+    if obs.data != bytes.fromhex(digest):
+        return False, "anchor transaction data is not this envelope's digest"
+    if obs.sender.lower() != str(edge.get("anchor_address", "")).lower():
+        return False, "anchor transaction was not sent by the edge's anchor address"
+    if obs.block_number is None or obs.block_number != anchor.get("block_number"):
+        return False, "anchor transaction is not in the block the receipt names"
+    confirmations = obs.head_block - obs.block_number + 1
+    if confirmations < min_confirmations:
+        return False, f"{confirmations} confirmations, {min_confirmations} required"
+    return True, f"tx {obs.tx_hash[:12]}… in block {obs.block_number} on chain {obs.chain_id}, {confirmations} confirmations"
