@@ -1,0 +1,226 @@
+"""HTTP client for one edge (the v1 API of docs/internals.md).
+
+Every request is signed with the researcher's key over method, path with query, a
+timestamp, a fresh nonce and the body's digest (S8), so an edge can refuse anything not
+from a registered researcher and any replay. Failures are wrapped once, here, into the
+project's error tree: the caller sees ``GateDenied`` when the hospital said no and
+``Fault`` when something broke, never a ``requests`` exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import requests
+
+from .protocol import errors
+from .protocol.canonical import canonical_json
+from .protocol.jobspec import Budget, JobSpec, OutputPolicy, ParamValue, code_digest
+from .protocol.keys import PrivateKey
+from .protocol.request import sign_request
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FINAL_STATES = ("completed", "denied", "failed")
+MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
+_GATE_ERRORS: dict[str, type[errors.GateDenied]] = {
+    cls.gate: cls for cls in (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
+                              errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
+}
+
+
+class JobFailed(errors.Fault):
+    """The job's own code raised. Only the exception type and cell line leave the edge (S5)."""
+
+    def __init__(self, message: str, *, error_type: str = "", line: int | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.line = line
+
+
+class EdgeClient:
+    def __init__(self, url: str, key: PrivateKey, timeout: float = 30) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise errors.BadInput(f"edge URL {url!r} must start with http:// or https://")
+        self.url = url.rstrip("/")
+        self._base_path = parts.path.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    # -- API -------------------------------------------------------------------------
+    def edge_info(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/edge")
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/datasets").get("datasets", []))
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        for entry in self.datasets():
+            if entry.get("name") == name:
+                return entry
+        raise errors.NotFound(f"edge {self.url} offers no dataset named {name!r}")
+
+    def submit(self, spec: JobSpec) -> str:
+        body = canonical_json({"spec": spec.to_dict()})
+        answer = self._json("POST", "/v1/jobs", body)
+        job_id = answer.get("job_id")
+        if not isinstance(job_id, str):
+            raise errors.Fault(f"edge {self.url} answered the submission without a job id")
+        return job_id
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", _job_route(job_id))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/jobs").get("jobs", []))
+
+    def receipt(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", _job_route(job_id, "/receipt"))
+
+    def metrics(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", _job_route(job_id, "/metrics"))
+
+    def weights(self, job_id: str) -> bytes:
+        return self._request("GET", _job_route(job_id, "/weights"), max_bytes=MAX_WEIGHTS_BYTES)
+
+    def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None,
+             on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job reaches a final state; ``on_status`` sees every change."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            status = self.status(job_id)
+            if status != last and on_status is not None:
+                on_status(status)
+            last = status
+            if status.get("state") in FINAL_STATES:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.Fault(f"job {job_id} at {self.url} still {status.get('state')!r} after {timeout:g} s")
+            time.sleep(poll)
+
+    # -- transport -------------------------------------------------------------------
+    def _json(self, method: str, route: str, body: bytes = b"") -> dict[str, Any]:
+        content = self._request(method, route, body)
+        try:
+            value = json.loads(content)
+        except ValueError as exc:
+            raise errors.Fault(f"edge {self.url} answered {route} with something that is not JSON") from exc
+        if not isinstance(value, dict):
+            raise errors.Fault(f"edge {self.url} answered {route} with JSON that is not an object")
+        return value
+
+    def _request(self, method: str, route: str, body: bytes = b"", max_bytes: int = 64 * 2**20) -> bytes:
+        path = self._base_path + route
+        headers = {"Authorization": sign_request(self.key, method, path, body, int(time.time()))}
+        if body:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._session.request(method, self.url + route, data=body or None,
+                                             headers=headers, timeout=self.timeout, stream=True)
+            content = _read_bounded(response, max_bytes, self.url)
+        except requests.RequestException as exc:
+            raise errors.Fault(f"cannot reach the edge at {self.url}: {_reason(exc)}",
+                               hint="check the URL and that the edge is running") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, content, self.url)
+        return content
+
+
+def _job_route(job_id: str, suffix: str = "") -> str:
+    # A job id goes into the signed path; refuse anything that could re-aim the request.
+    if not _JOB_ID.match(job_id):
+        raise errors.BadInput(f"{job_id!r} is not a job id")
+    return f"/v1/jobs/{job_id}{suffix}"
+
+
+def _read_bounded(response: requests.Response, max_bytes: int, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            response.close()
+            raise errors.Fault(f"edge {url} answered more than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused or host unreachable"
+    return type(exc).__name__
+
+
+def error_from_response(status: int, content: bytes, url: str) -> errors.RaphaError:
+    """Turn an error answer into the matching error class (400/401/403/404/5xx)."""
+    kind, message, reasons = _error_body(content)
+    message = message or f"edge {url} answered HTTP {status}"
+    if status == 400:
+        return errors.BadInput(message)
+    if status == 401:
+        return errors.AuthError(message, hint="is your public key registered at this edge?")
+    if status == 403:
+        return _GATE_ERRORS.get(kind, errors.GateDenied)(message, reasons=reasons or None)
+    if status == 404:
+        return errors.NotFound(message)
+    if status >= 500:
+        return errors.Fault(f"edge {url} failed: {message}")
+    return errors.Fault(f"edge {url} answered HTTP {status}: {message}")
+
+
+def _error_body(content: bytes) -> tuple[str, str, list[str]]:
+    try:
+        error = json.loads(content).get("error", {})
+        reasons = [str(r) for r in error.get("reasons", []) or []]
+        return str(error.get("kind", "")), str(error.get("message", "")), reasons
+    except (ValueError, AttributeError, TypeError):
+        return "", "", []
+
+
+def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
+    """The error a final job status stands for, or None when it completed."""
+    state = status.get("state")
+    if state == "completed":
+        return None
+    if state == "denied":
+        reasons = [str(r) for r in status.get("reasons") or []] or ["the edge denied the job"]
+        gate = next((g.get("name") for g in status.get("gates", []) if g.get("outcome") == "deny"), "")
+        cls = _GATE_ERRORS.get(str(gate), errors.GateDenied)
+        return cls(f"job {status.get('job_id')} denied" + (f" by the {gate} gate" if gate else ""), reasons=reasons)
+    error = status.get("error") or {}
+    if error.get("type"):
+        where = f" at line {error['line']} of the cell" if error.get("line") else ""
+        return JobFailed(f"{error['type']}{where}", error_type=str(error["type"]), line=error.get("line"))
+    return errors.Fault(f"job {status.get('job_id')} ended {state!r}" + _reasons_text(status))
+
+
+def _reasons_text(status: dict[str, Any]) -> str:
+    reasons = status.get("reasons") or []
+    return (": " + "; ".join(str(r) for r in reasons)) if reasons else ""
+
+
+def utc_now_text() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], max_records: int,
+                 max_seconds: int, params: dict[str, ParamValue], key_id: str,
+                 output_policy: OutputPolicy | None = None) -> JobSpec:
+    """A fresh job spec: new job id and nonce, created now (UTC)."""
+    return JobSpec(
+        job_id=uuid.uuid4().hex, researcher_key_id=key_id, created=utc_now_text(),
+        nonce=secrets.token_hex(16), code=code, code_sha256=code_digest(code), dataset=dataset,
+        fields=tuple(fields), budget=Budget(max_records=max_records, max_seconds=max_seconds),
+        output_policy=output_policy or OutputPolicy(), params=dict(params),
+    )
