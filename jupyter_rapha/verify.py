@@ -1,0 +1,163 @@
+"""Receipt verification with its I/O: files, keys and the chain (S6).
+
+The pure check is ``jupyter_rapha.protocol.receipt.verify_receipt``; this module finds
+its inputs. Defaults lean strict: an anchor nobody looked at is not a pass unless the
+caller says ``offline``, and an RPC endpoint is only ever the one the caller names,
+never one read from the receipt (a forged receipt would name a forged chain).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .protocol.errors import RaphaError
+from .protocol.keys import PublicKey, load_public_key
+from .protocol.receipt import AnchorObservation, Check, Verification, verify_receipt
+
+EDGE_KEY_FILE = "edge.pub"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+NO_KEY = "no edge public key: pass --edge-key"
+NO_RPC = "pass --rpc URL to check the anchor, or --offline"
+Observer = Callable[[str, str], AnchorObservation]
+
+
+@dataclass
+class VerificationReport(Verification):
+    """A ``Verification`` plus where its inputs came from and whether skips are allowed."""
+
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+    offline: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.ok(allow_skipped=self.offline)
+
+    def failures(self) -> list[Check]:
+        bad = {"fail"} if self.offline else {"fail", "skipped"}
+        return [c for c in self.checks if c.status in bad]
+
+
+def read_edge_key(value: str | Path) -> PublicKey:
+    """``ed25519:BASE64``, PEM text, or a path to a file holding either."""
+    text = str(value).strip()
+    if not text.startswith(("ed25519:", "-----BEGIN")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise RaphaError(f"edge key {text!r} is neither 'ed25519:BASE64' nor a readable file")
+        text = path.read_text("utf-8")
+    return load_public_key(text)
+
+
+def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes | None = None,
+                    metrics: dict[str, Any] | None = None, rpc_url: str | None = None,
+                    offline: bool = False, observe: Observer | None = None) -> VerificationReport:
+    """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given."""
+    report = VerificationReport(offline=offline)
+    if edge_key is None:
+        report.add("signature", False, NO_KEY)
+        return report
+    observation, chain_error = _observe(document, rpc_url, observe)
+    base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation)
+    report.checks, report.statement = base.checks, base.statement
+    _settle_anchor(report, rpc_url, offline, chain_error)
+    return report
+
+
+def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | None = None,
+                        rpc_url: str | None = None, offline: bool = False,
+                        weights_path: str | Path | None = None, metrics_path: str | Path | None = None,
+                        observe: Observer | None = None) -> VerificationReport:
+    """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too."""
+    receipt_path = Path(path)
+    notes: list[str] = []
+    try:
+        document = json.loads(receipt_path.read_bytes())
+        key = _edge_key(receipt_path, edge_key, notes)
+        weights = _beside(receipt_path, weights_path, WEIGHTS_FILE, notes)
+        metrics_bytes = _beside(receipt_path, metrics_path, METRICS_FILE, notes)
+        metrics = json.loads(metrics_bytes) if metrics_bytes is not None else None
+    except (OSError, ValueError, RaphaError) as exc:
+        return _unreadable(receipt_path, exc, offline)
+    report = verify_document(document, key, weights=weights, metrics=metrics,
+                             rpc_url=rpc_url, offline=offline, observe=observe)
+    report.source, report.notes = str(receipt_path), notes
+    return report
+
+
+def _edge_key(receipt: Path, given: str | Path | PublicKey | None, notes: list[str]) -> PublicKey | None:
+    if isinstance(given, PublicKey):
+        return given
+    if given:
+        return read_edge_key(given)
+    beside = receipt.parent / EDGE_KEY_FILE
+    if beside.is_file():
+        notes.append(f"edge key taken from {beside} beside the receipt (pass --edge-key to pin it)")
+        return read_edge_key(beside)
+    return None
+
+
+def _beside(receipt: Path, given: str | Path | None, name: str, notes: list[str]) -> bytes | None:
+    if given:
+        return Path(given).read_bytes()
+    candidate = receipt.parent / name
+    if candidate.is_file():
+        notes.append(f"checking {candidate} beside the receipt")
+        return candidate.read_bytes()
+    return None
+
+
+def _unreadable(path: Path, exc: Exception, offline: bool) -> VerificationReport:
+    report = VerificationReport(source=str(path), offline=offline)
+    detail = exc.diagnostics() if isinstance(exc, RaphaError) else (
+        f"cannot read {path}: {exc.strerror}" if isinstance(exc, OSError) else f"{path.name} is not valid JSON")
+    report.add("format", False, detail)
+    return report
+
+
+def _observe(document: Any, rpc_url: str | None,
+             observe: Observer | None) -> tuple[AnchorObservation | None, str]:
+    anchor = document.get("anchor") if isinstance(document, dict) else None
+    if not rpc_url or not isinstance(anchor, dict) or not isinstance(anchor.get("tx_hash"), str):
+        return None, ""
+    if observe is None:
+        from .chain import observe_anchor as observe
+    try:
+        return observe(rpc_url, anchor["tx_hash"]), ""
+    except RaphaError as exc:  # an unreachable chain is a failed check, never a pass
+        return None, exc.diagnostics()
+
+
+def _settle_anchor(report: VerificationReport, rpc_url: str | None, offline: bool, chain_error: str) -> None:
+    """Say why an anchor check was skipped, and fail the skips that only look harmless."""
+    for index, check in enumerate(report.checks):
+        if check.name != "anchor" or check.status != "skipped":
+            continue
+        if "not anchored" in check.detail:
+            status = "skipped" if offline else "fail"
+            report.checks[index] = Check("anchor", status, check.detail)
+        elif chain_error:
+            report.checks[index] = Check("anchor", "fail", f"cannot read the chain at {rpc_url}: {chain_error}")
+        elif not offline:
+            report.checks[index] = Check("anchor", "skipped", NO_RPC)
+        else:
+            report.checks[index] = Check("anchor", "skipped", "offline: chain not consulted")
+
+
+def format_report(report: VerificationReport) -> list[str]:
+    """One line per check, ``PASS signature  signed by edge key …``."""
+    lines = [f"note: {note}" for note in report.notes]
+    width = max((len(c.name) for c in report.checks), default=0)
+    for check in report.checks:
+        mark = {"pass": "PASS", "fail": "FAIL"}.get(check.status, "SKIP")
+        lines.append(f"{mark} {check.name.ljust(width)}  {check.detail}")
+    return lines
+
+
+def report_dict(report: VerificationReport) -> dict[str, Any]:
+    return {"receipt": report.source, "ok": report.passed, "offline": report.offline, "notes": report.notes,
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
