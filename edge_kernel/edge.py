@@ -1,0 +1,127 @@
+"""The edge: settings, keys, stores, gates, runner and anchor, opened together.
+
+Opening checks everything a job will need, so a misconfigured edge refuses to start
+instead of refusing jobs one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from jupyter_rapha import __version__
+from jupyter_rapha.protocol.errors import BadInput, NotFound
+from jupyter_rapha.protocol.jobspec import JobSpec
+from jupyter_rapha.protocol.keys import PrivateKey
+
+from .audit import AuditLog
+from .auth import Authenticator
+from .data.registry import Dataset, DatasetRegistry
+from .db import Database
+from .gates.pipeline import AbsentGate, Gate, GateContext
+from .gates.spec import SpecGate
+from .jobs import JobManager
+from .researchers import ResearcherRegistry
+from .settings import Settings, load_settings
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+EDGE_KEY_FILE = "edge_ed25519.pem"
+PSEUDONYM_KEY_FILE = "pseudonym.key"
+CHAIN_KEY_FILE = "chain.key"
+
+
+class Edge:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.key = PrivateKey.from_pem(_read_secret(settings.keys_dir / EDGE_KEY_FILE))
+        self.pseudonym_key = bytes.fromhex(_read_secret(settings.keys_dir / PSEUDONYM_KEY_FILE).decode().strip())
+        if len(self.pseudonym_key) < 32:
+            raise BadInput("the pseudonym key must be at least 32 bytes")
+        self.db = Database(settings.db_path)
+        self.audit = AuditLog(self.db)
+        self.store = JobStore(self.db)
+        self.researchers = ResearcherRegistry(settings.config_dir)
+        self.auth = Authenticator(self.db, self.researchers)
+        self.datasets = DatasetRegistry(settings.config_dir)
+        self.datasets.all()  # a malformed registry stops the start
+        self.chain, self.anchor = _open_chain(settings)
+        self.gates = build_gates(settings)
+        self.jobs = JobManager(self)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, config_dir: str | Path) -> "Edge":
+        return cls(load_settings(config_dir))
+
+    def start(self) -> None:
+        self.audit.append("edge.start", detail={"version": __version__})
+        self.jobs.recover()
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.audit.append("edge.stop")
+        self.db.close()
+
+    def identity(self) -> dict[str, Any]:
+        return {"id": self.settings.edge_id, "key_id": self.key.key_id,
+                "anchor_address": self.anchor.address, "chain_id": self.anchor.chain_id}
+
+    def info(self) -> dict[str, Any]:
+        rpc = "/chain" if self.settings.chain.backend == "embedded" else self.settings.chain.rpc_url
+        return {"edge_id": self.settings.edge_id, "public_key": self.key.public.to_text(),
+                "key_id": self.key.key_id, "version": __version__, "demo": self.settings.demo,
+                "chain": {"chain_id": self.anchor.chain_id, "anchor_address": self.anchor.address, "rpc": rpc}}
+
+    def catalog_entry(self, dataset: Dataset) -> dict[str, Any]:
+        return {"name": dataset.name, "version": dataset.version, "schema": dataset.schema(),
+                "labels": sorted(dataset.labels), "price_per_record": dataset.price_per_record,
+                "currency": self.settings.currency, "max_records": dataset.max_records,
+                "sensitivity": dataset.sensitivity, "description": dataset.description}
+
+    def dataset_or_none(self, name: str) -> Dataset | None:
+        try:
+            return self.datasets.get(name)
+        except NotFound:
+            return None
+
+    def gate_extras(self) -> dict[str, Any]:
+        return {"edge_key_id": self.key.key_id}
+
+    def release_dir(self, job_id: str) -> Path:
+        return self.settings.jobs_dir / job_id / "release"
+
+    def run(self, spec: JobSpec, ctx: GateContext, cancel: threading.Event | None, on_progress: Any) -> Any:
+        from .sandbox.runner import run_job
+
+        dataset = self.datasets.get(spec.dataset)
+        workdir = self.settings.jobs_dir / spec.job_id / "work"
+        return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
+                       workdir, self.settings, cancel=cancel, on_progress=on_progress)
+
+
+def build_gates(settings: Settings) -> list[Gate]:
+    return [SpecGate(), AbsentGate("scan"), AbsentGate("attestation"), AbsentGate("airgap"), AbsentGate("policy")]
+
+
+def _open_chain(settings: Settings) -> tuple[Any, Any]:
+    from .anchor.account import load_chain_account
+
+    account = load_chain_account(settings.keys_dir / CHAIN_KEY_FILE)
+    if settings.chain.backend == "embedded":
+        from .anchor.devchain import EmbeddedChain
+
+        chain = EmbeddedChain(settings.state_dir / "chain", account)
+        return chain, chain
+    from .anchor.evm import RpcAnchor
+
+    return None, RpcAnchor(settings.chain.rpc_url, account, settings.chain.chain_id or None)
+
+
+def _read_secret(path: Path) -> bytes:
+    if not path.is_file():
+        raise BadInput(f"missing key file {path.name} in {path.parent}", hint="run 'rapha-edge init'")
+    return path.read_bytes()

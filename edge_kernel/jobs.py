@@ -1,0 +1,183 @@
+"""The job manager: takes an authenticated job through gates, runner, release, receipt
+and anchor, writing each step to the audit log before doing it (S7).
+
+One worker thread runs jobs one at a time: an edge is one appliance and a job may use all
+of it. Any unexpected error fails the job with a generic reason (S4); details stay in the
+edge's own log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from jupyter_rapha.protocol.errors import GateDenied, RaphaError
+from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
+from jupyter_rapha.protocol.receipt import envelope_digest
+
+from . import receipts
+from .audit import AuditLog, utc_now
+from .gates.pipeline import GateContext, GateResult, run_gates
+from .release.files import write_release
+from .release.metrics import parse_metrics, sanitize_error
+from .release.weights import check_weights
+from .researchers import Researcher
+from .store import JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobManager:
+    def __init__(self, edge: Any) -> None:
+        self.edge = edge
+        self.store: JobStore = edge.store
+        self.audit: AuditLog = edge.audit
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rapha-job")
+        self._cancels: dict[str, threading.Event] = {}
+
+    # ---- intake -------------------------------------------------------------------
+    def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
+        self.audit.append("job.submit", job_id=spec.job_id, actor=researcher.key_id,
+                          detail={"dataset": spec.dataset, "code_sha256": spec.code_sha256,
+                                  "request_sha256": request_sha256})
+        job, created = self.store.create(spec, request_sha256)
+        if created:
+            self._enqueue(job.job_id)
+        return job
+
+    def cancel(self, job_id: str, researcher: Researcher) -> JobRecord:
+        job = self.store.get(job_id, researcher.key_id)
+        self.audit.append("job.cancel", job_id=job_id, actor=researcher.key_id)
+        event = self._cancels.get(job_id)
+        if event is not None:
+            event.set()
+        elif job.state == "submitted":
+            job = self.store.transition(job_id, "failed", reasons=["cancelled by the researcher"])
+        return job
+
+    def recover(self) -> None:
+        """After a restart: jobs cut off mid-run fail; queued jobs run again from the gates."""
+        for job in self.store.in_state("running"):
+            self.audit.append("job.fail", job_id=job.job_id, detail={"reason": "edge restarted during the job"})
+            self.store.transition(job.job_id, "failed", reasons=["the edge restarted while the job ran"])
+        for job in self.store.in_state("submitted"):
+            self._enqueue(job.job_id)
+
+    def shutdown(self) -> None:
+        for event in list(self._cancels.values()):
+            event.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _enqueue(self, job_id: str) -> None:
+        self._cancels[job_id] = threading.Event()
+        self._executor.submit(self._process_safely, job_id)
+
+    # ---- the walk of one job ------------------------------------------------------
+    def _process_safely(self, job_id: str) -> None:
+        try:
+            self._process(job_id)
+        except Exception as exc:  # S4: an unexpected error fails the job, it never passes it
+            log.exception("job %s failed", job_id)
+            reason = exc.diagnostics() if isinstance(exc, RaphaError) else "internal error at the edge"
+            self.audit.append("job.fail", job_id=job_id, detail={"fault": type(exc).__name__})
+            self.store.transition(job_id, "failed", reasons=[reason])
+        finally:
+            self._cancels.pop(job_id, None)
+
+    def _process(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        spec = parse_jobspec(job.spec)
+        researcher = self.edge.researchers.by_key_id(job.researcher_key_id)
+        ctx = GateContext(spec, job.request_sha256, researcher, self.edge.dataset_or_none(spec.dataset),
+                          self.edge.settings, extra=self.edge.gate_extras())
+        self.audit.append("gates.start", job_id=job_id)
+        outcome = run_gates(self.edge.gates, ctx)
+        entries = receipts.gate_entries(outcome.results)
+        self.audit.append("gates.done", job_id=job_id,
+                          detail={"allowed": outcome.allowed, "gates": entries})
+        if not outcome.allowed:
+            self.store.transition(job_id, "denied", gates=entries, reasons=outcome.reasons)
+            return
+        self._run(job, spec, ctx, outcome.results)
+
+    def _run(self, job: JobRecord, spec: JobSpec, ctx: GateContext, results: list[GateResult]) -> None:
+        job_id, started = job.job_id, utc_now()
+        self.audit.append("job.run", job_id=job_id, detail={"fields": list(spec.fields)})
+        self.store.transition(job_id, "running", gates=receipts.gate_entries(results))
+        run = self.edge.run(spec, ctx, self._cancels.get(job_id), self._progress_callback(job_id))
+        self.audit.append("job.ran", job_id=job_id,
+                          detail={"status": run.status, "records_used": run.meter.records_used,
+                                  "records_root": run.meter.records_root_hex})
+        if run.status != "completed":
+            error = sanitize_error(run.error, len(spec.code.splitlines())) if run.error else None
+            reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget",
+                      "cancelled": "cancelled by the researcher"}.get(run.status, "the job's code raised an error")
+            self.store.transition(job_id, "failed", reasons=[reason], error=error,
+                                  progress=self._progress(run.meter))
+            return
+        self._release(job, spec, results, run, started)
+
+    def _release(self, job: JobRecord, spec: JobSpec, results: list[GateResult], run: Any, started: str) -> None:
+        job_id = job.job_id
+        try:
+            weights = check_weights(run.weights, spec.output_policy)
+            metrics = parse_metrics(run.metrics_raw, spec.output_policy)
+        except GateDenied as denied:
+            release = GateResult("release", "deny", {"reason": denied.message}, tuple(denied.reasons))
+            self.audit.append("release.deny", job_id=job_id, detail={"reason": denied.message})
+            self.store.transition(job_id, "denied", gates=receipts.gate_entries([*results, release]),
+                                  reasons=[f"release: {r}" for r in denied.reasons], progress=self._progress(run.meter))
+            return
+        release = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
+                                                 "metric_names": sorted(metrics)})
+        gates = [*results, release]
+        times = {"submitted": job.submitted, "started": started, "finished": utc_now()}
+        predicate = receipts.build_predicate(
+            spec=spec, request_sha256=job.request_sha256, edge=self.edge.identity(), dataset=self.edge.datasets.get(spec.dataset),
+            meter=run.meter, weights=run.weights, weights_tensors=weights.tensors, metrics=metrics,
+            gates=gates, unsafe=self.edge.settings.unsafe, times=times, currency=self.edge.settings.currency)
+        document = receipts.sign(predicate, run.weights, self.edge.key)
+        digest = envelope_digest(document["envelope"])
+        self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
+        document["anchor"] = self._anchor(job_id, digest)
+        write_release(self.edge.release_dir(job_id), run.weights, metrics, document)
+        self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
+        self.store.transition(job_id, "completed", gates=receipts.gate_entries(gates), receipt=document,
+                              progress=self._progress(run.meter))
+
+    def _anchor(self, job_id: str, digest: str) -> dict[str, Any] | None:
+        self.audit.append("anchor.send", job_id=job_id, detail={"envelope_sha256": digest})
+        try:
+            anchor = dict(self.edge.anchor.anchor(bytes.fromhex(digest)))
+        except RaphaError as exc:
+            # The results stay valid without the anchor; the receipt says it is not anchored.
+            self.audit.append("anchor.fail", job_id=job_id, detail={"fault": type(exc).__name__})
+            return None
+        anchor["envelope_sha256"] = digest
+        self.audit.append("anchor.done", job_id=job_id, detail={"tx_hash": anchor.get("tx_hash")})
+        return anchor
+
+    # ---- progress -----------------------------------------------------------------
+    def _progress_callback(self, job_id: str) -> Any:
+        last = [0.0]
+
+        def on_progress(update: dict[str, Any]) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.5:  # throttle database writes, the loop may be fast
+                last[0] = now
+                self.store.set_progress(job_id, _plain(update))
+
+        return on_progress
+
+    @staticmethod
+    def _progress(meter: Any) -> dict[str, Any]:
+        return {"records_used": meter.records_used, "cohort_size": meter.cohort_size}
+
+
+def _plain(update: dict[str, Any]) -> dict[str, Any]:
+    # Progress leaves the edge: keep only counters and finite numbers.
+    return {k: v for k, v in update.items() if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,0 +1,62 @@
+"""Building the receipt predicate from what the edge observed, then signing it.
+
+Every value here comes from the edge's own records (the broker's meter, the release
+checks, the gate results), never from anything the job reported about itself.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from jupyter_rapha.protocol.jobspec import JobSpec
+from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.receipt import PREDICATE_VERSION, metrics_digest, sha256_hex, sign_receipt
+
+from .gates.pipeline import GATE_ORDER, GateResult
+
+
+def settlement(price_per_record: str, records_used: int, currency: str) -> dict[str, Any]:
+    try:
+        price = Decimal(price_per_record)
+    except InvalidOperation:
+        price = Decimal(0)
+    return {"price_per_record": str(price), "currency": currency, "records": records_used,
+            "amount": str(price * records_used)}
+
+
+def gate_entries(results: list[GateResult]) -> list[dict[str, Any]]:
+    """One entry per known gate, in order; a gate that did not run is 'absent'."""
+    by_name = {r.name: r for r in results}
+    entries = []
+    for name in (*GATE_ORDER, "release"):
+        result = by_name.get(name) or GateResult(name, "absent", {"reason": "gate not built in this version"})
+        entries.append(result.receipt_entry())
+    return entries
+
+
+def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
+                    meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
+                    gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
+                    currency: str) -> dict[str, Any]:
+    return {
+        "receipt_version": PREDICATE_VERSION,
+        "job": {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id, "code_sha256": spec.code_sha256,
+                "request_sha256": request_sha256, "params": spec.params},
+        "edge": edge,
+        "dataset": {"id": dataset.name, "version": dataset.version, "fields": list(spec.fields),
+                    "records_used": meter.records_used, "records_root": meter.records_root_hex,
+                    "cohort_size": meter.cohort_size, "skipped": dict(meter.skipped)},
+        "budget": {"max_records": spec.budget.max_records, "max_seconds": spec.budget.max_seconds},
+        "settlement": settlement(dataset.price_per_record, meter.records_used, currency),
+        "outputs": {"weights": {"sha256": sha256_hex(weights), "bytes": len(weights), "tensors": weights_tensors},
+                    "metrics": {"sha256": metrics_digest(metrics), "names": sorted(metrics)}},
+        "metrics": metrics,
+        "gates": gate_entries(gates),
+        "unsafe": sorted(unsafe),
+        "times": times,
+    }
+
+
+def sign(predicate: dict[str, Any], weights: bytes, key: PrivateKey) -> dict[str, Any]:
+    return sign_receipt(predicate, sha256_hex(weights), key)

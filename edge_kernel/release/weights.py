@@ -1,0 +1,96 @@
+"""Release check for weights (S5): a well-formed safetensors file of numeric tensors.
+
+Parsed here by hand rather than loaded, so that nothing the job wrote is executed or
+deserialised into objects on the edge. Free-text metadata is refused because it is a
+side channel for anything the job read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_rapha.protocol.errors import ReleaseDenied
+from jupyter_rapha.protocol.jobspec import OutputPolicy
+
+NUMERIC_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_TENSORS = 10_000
+_TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
+_ALLOWED_METADATA = ({}, {"format": "pt"})
+
+
+@dataclass(frozen=True)
+class WeightsSummary:
+    byte_size: int
+    tensors: int
+    parameters: int
+
+
+def check_weights(data: bytes | None, policy: OutputPolicy) -> WeightsSummary:
+    if not data:
+        raise ReleaseDenied("the job saved no weights", hint="call rapha.save(model) at the end of the cell")
+    if len(data) > policy.max_weights_bytes:
+        raise ReleaseDenied(f"weights are {len(data)} bytes, over the output limit of {policy.max_weights_bytes}")
+    header, body_size = _header(data)
+    metadata = header.pop("__metadata__", {})
+    if metadata not in _ALLOWED_METADATA:
+        raise ReleaseDenied("weights carry free-form metadata, which may not leave the edge")
+    if not header or len(header) > MAX_TENSORS:
+        raise ReleaseDenied(f"weights must hold from 1 to {MAX_TENSORS} tensors")
+    parameters = _check_layout(header, body_size)
+    return WeightsSummary(len(data), len(header), parameters)
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], int]:
+    if len(data) < 8:
+        raise ReleaseDenied("weights file is not safetensors (too short)")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > MAX_HEADER_BYTES or 8 + length > len(data):
+        raise ReleaseDenied("weights file is not safetensors (bad header length)")
+    try:
+        header = json.loads(data[8:8 + length])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReleaseDenied("weights header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise ReleaseDenied("weights header is not a JSON object")
+    return header, len(data) - 8 - length
+
+
+def _check_layout(header: dict[str, Any], body_size: int) -> int:
+    spans, parameters = [], 0
+    for name, info in header.items():
+        if not _TENSOR_NAME.match(name):
+            raise ReleaseDenied("a tensor name is not of letters, digits, '_' or '.' (at most 128)")
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ReleaseDenied("a tensor entry is malformed")
+        width = NUMERIC_DTYPES.get(info["dtype"])
+        shape, offsets = info["shape"], info["data_offsets"]
+        if width is None:
+            raise ReleaseDenied(f"tensor dtype {str(info['dtype'])[:8]} is not a numeric type")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ReleaseDenied("a tensor shape is malformed")
+        count = 1
+        for dim in shape:
+            count *= dim
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= body_size and offsets[1] - offsets[0] == count * width):
+            raise ReleaseDenied("a tensor's data offsets do not match its shape")
+        spans.append((offsets[0], offsets[1]))
+        parameters += count
+    _check_spans(sorted(spans), body_size)
+    return parameters
+
+
+def _check_spans(spans: list[tuple[int, int]], body_size: int) -> None:
+    # Gaps or overlaps would leave bytes that belong to no tensor: a hiding place.
+    position = 0
+    for start, end in spans:
+        if start != position:
+            raise ReleaseDenied("weights hold bytes outside any tensor")
+        position = end
+    if position != body_size:
+        raise ReleaseDenied("weights hold trailing bytes outside any tensor")

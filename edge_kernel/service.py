@@ -1,0 +1,200 @@
+"""The edge's HTTP service (tornado).
+
+Every researcher route authenticates the exact request bytes first (S8) and audits a
+refusal before answering it (S7). One function maps errors to HTTP status, so no
+handler can answer a refusal with 200 or leak a traceback with a 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+import tornado.netutil
+import tornado.web
+
+from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError)
+from jupyter_rapha.protocol.jobspec import parse_jobspec
+
+from .edge import Edge
+from .researchers import Researcher
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The one place that maps an error to a status and a body a user can act on."""
+    if isinstance(exc, RaphaError):
+        for kind, status in ((BadInput, 400), (AuthError, 401), (GateDenied, 403), (NotFound, 404)):
+            if isinstance(exc, kind):
+                body = {"kind": type(exc).__name__, "message": exc.diagnostics()}
+                if isinstance(exc, GateDenied):
+                    body["reasons"] = exc.reasons
+                return status, body
+        if isinstance(exc, Fault):
+            return 500, {"kind": type(exc).__name__, "message": exc.diagnostics()}
+    return 500, {"kind": "InternalError", "message": "internal error at the edge"}
+
+
+def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def wrapper(self: "BaseHandler", *args: Any) -> None:
+        try:
+            result = method(self, *args)
+            if result is not None:
+                await result
+        except Exception as exc:
+            if not isinstance(exc, RaphaError):
+                log.exception("unhandled error on %s %s", self.request.method, self.request.path)
+            status, body = error_status(exc)
+            if isinstance(exc, AuthError):
+                self.edge.audit.append("request.reject", detail={"kind": type(exc).__name__,
+                                                                "method": self.request.method})
+            self.set_status(status)
+            self.write_json({"error": body})
+    return wrapper
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    edge: Edge
+
+    def initialize(self, edge: Edge) -> None:
+        self.edge = edge
+
+    def write_json(self, value: Any, status: int | None = None) -> None:
+        if status:
+            self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Reached only for errors outside @api (e.g. routing, body too large): never a traceback.
+        self.write_json({"error": {"kind": "HTTPError", "message": self._reason}})
+
+    def researcher(self) -> Researcher:
+        try:
+            return self.edge.auth.authenticate(self.request.headers.get("Authorization"), self.request.method or "",
+                                               self.request.uri or "", self.request.body or b"")
+        except AuthError:
+            raise
+        except BadInput as exc:
+            # A malformed signature header is an authentication failure, audited as such.
+            raise AuthError(exc.message, hint=exc.hint) from exc
+
+
+class EdgeInfoHandler(BaseHandler):
+    @api
+    def get(self) -> None:
+        self.write_json(self.edge.info())
+
+
+class DatasetsHandler(BaseHandler):
+    @api
+    def get(self) -> None:
+        self.researcher()
+        self.write_json({"datasets": [self.edge.catalog_entry(d) for d in self.edge.datasets.all().values()]})
+
+
+class JobsHandler(BaseHandler):
+    @api
+    def get(self) -> None:
+        researcher = self.researcher()
+        self.write_json({"jobs": [j.status() for j in self.edge.store.list(researcher.key_id)]})
+
+    @api
+    def post(self) -> None:
+        researcher = self.researcher()
+        try:
+            body = json.loads(self.request.body)
+        except ValueError as exc:
+            raise BadInput("request body is not JSON") from exc
+        if not isinstance(body, dict) or set(body) != {"spec"}:
+            raise BadInput("request body must be {\"spec\": {...}}")
+        spec = parse_jobspec(body["spec"])
+        if spec.researcher_key_id != researcher.key_id:
+            raise BadInput("spec.researcher_key_id is not the key that signed the request")
+        request_sha256 = hashlib.sha256(self.request.body).hexdigest()
+        job = self.edge.jobs.submit(spec, researcher, request_sha256)
+        self.write_json({"job_id": job.job_id, "state": job.state}, status=202)
+
+
+class JobHandler(BaseHandler):
+    @api
+    def get(self, job_id: str) -> None:
+        researcher = self.researcher()
+        self.write_json(self.edge.store.get(job_id, researcher.key_id).status())
+
+    @api
+    def delete(self, job_id: str) -> None:
+        researcher = self.researcher()
+        self.write_json(self.edge.jobs.cancel(job_id, researcher).status())
+
+
+class JobFileHandler(BaseHandler):
+    FILES = {"receipt": ("receipt.json", "application/json"), "metrics": ("metrics.json", "application/json"),
+             "weights": ("weights.safetensors", "application/octet-stream")}
+
+    @api
+    def get(self, job_id: str, what: str) -> None:
+        researcher = self.researcher()
+        job = self.edge.store.get(job_id, researcher.key_id)
+        if job.state != "completed":
+            raise NotFound(f"job {job_id} has no {what} (state: {job.state})")
+        name, content_type = self.FILES[what]
+        data = (self.edge.release_dir(job_id) / name).read_bytes()
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(data)
+
+
+class ChainHandler(BaseHandler):
+    """Ethereum JSON-RPC of the embedded dev chain, so verifiers use stock clients."""
+
+    @api
+    def post(self) -> None:
+        if self.edge.chain is None:
+            raise NotFound("this edge anchors on an external chain; use its RPC endpoint")
+        try:
+            request = json.loads(self.request.body)
+        except ValueError:
+            self.write_json({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            return
+        self.write_json(self.edge.chain.rpc(request))
+
+
+def make_app(edge: Edge) -> tornado.web.Application:
+    args = {"edge": edge}
+    job = r"([0-9a-f]{32})"
+    return tornado.web.Application([
+        (r"/v1/edge", EdgeInfoHandler, args),
+        (r"/v1/datasets", DatasetsHandler, args),
+        (r"/v1/jobs", JobsHandler, args),
+        (rf"/v1/jobs/{job}", JobHandler, args),
+        (rf"/v1/jobs/{job}/(receipt|metrics|weights)", JobFileHandler, args),
+        (r"/chain", ChainHandler, args),
+    ], compress_response=False)
+
+
+async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
+    """Serve until cancelled. ``ready`` receives the bound port (useful with port 0)."""
+    import asyncio
+
+    from tornado.httpserver import HTTPServer
+
+    server = HTTPServer(make_app(edge), max_body_size=MAX_BODY_BYTES, xheaders=False)
+    sockets = tornado.netutil.bind_sockets(port, address=host)
+    server.add_sockets(sockets)
+    bound = sockets[0].getsockname()[1]
+    edge.start()
+    if ready:
+        ready(bound)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.stop()
+        edge.close()

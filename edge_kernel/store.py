@@ -1,0 +1,141 @@
+"""The job store: one row per job, with idempotent state transitions.
+
+    submitted -> running -> completed
+         |          |
+         +-> denied +-> denied (release refused) / failed
+
+A transition names the states it may start from; repeating a transition that already
+happened is a no-op, any other is refused. That makes a retried worker step harmless
+and a confused one loud.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_rapha.protocol.canonical import canonical_json
+from jupyter_rapha.protocol.errors import BadInput, NotFound, StorageFault
+from jupyter_rapha.protocol.jobspec import JobSpec
+from jupyter_rapha.protocol.receipt import sha256_hex
+
+from .audit import utc_now
+from .db import Database
+
+STATES = ("submitted", "running", "completed", "denied", "failed")
+TERMINAL = ("completed", "denied", "failed")
+_FROM = {
+    "running": ("submitted",),
+    "completed": ("running",),
+    "denied": ("submitted", "running"),
+    "failed": ("submitted", "running"),
+}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    researcher_key_id: str
+    state: str
+    spec: dict[str, Any]
+    request_sha256: str
+    dataset: str
+    submitted: str
+    updated: str
+    gates: list[dict[str, Any]]
+    reasons: list[str]
+    error: dict[str, Any] | None
+    progress: dict[str, Any]
+    receipt: dict[str, Any] | None
+
+    def status(self) -> dict[str, Any]:
+        """What the researcher may see. Never record data: states, gate digests, reasons."""
+        return {"job_id": self.job_id, "state": self.state, "dataset": self.dataset,
+                "submitted": self.submitted, "updated": self.updated, "gates": self.gates,
+                "reasons": self.reasons, "error": self.error, "progress": self.progress}
+
+
+def _record(row: Any) -> JobRecord:
+    return JobRecord(
+        job_id=row["job_id"], researcher_key_id=row["researcher_key_id"], state=row["state"],
+        spec=json.loads(row["spec"]), request_sha256=row["request_sha256"], dataset=row["dataset"],
+        submitted=row["submitted"], updated=row["updated"], gates=json.loads(row["gates"]),
+        reasons=json.loads(row["reasons"]), error=json.loads(row["error"]) if row["error"] else None,
+        progress=json.loads(row["progress"]), receipt=json.loads(row["receipt"]) if row["receipt"] else None,
+    )
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, spec: JobSpec, request_sha256: str) -> tuple[JobRecord, bool]:
+        """Store a new job; return (job, created). The same spec again returns the existing job."""
+        spec_json = canonical_json(spec.to_dict()).decode()
+        spec_sha = sha256_hex(spec_json.encode())
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT spec_sha256 FROM jobs WHERE job_id=?", (spec.job_id,)).fetchone()
+            if row is not None:
+                if row[0] != spec_sha:
+                    raise BadInput("this job id is already used by a different job", hint="use a fresh job id")
+                created = False
+            else:
+                now = utc_now()
+                conn.execute(
+                    "INSERT INTO jobs (job_id, researcher_key_id, state, spec, spec_sha256, request_sha256,"
+                    " dataset, submitted, updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (spec.job_id, spec.researcher_key_id, "submitted", spec_json, spec_sha, request_sha256,
+                     spec.dataset, now, now))
+                created = True
+        return self.get(spec.job_id), created
+
+    def get(self, job_id: str, researcher_key_id: str | None = None) -> JobRecord:
+        rows = self.db.query("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+        # Another researcher's job is reported as unknown, not as forbidden: its existence is private too.
+        if not rows or (researcher_key_id is not None and rows[0]["researcher_key_id"] != researcher_key_id):
+            raise NotFound(f"no job {job_id} for this researcher")
+        return _record(rows[0])
+
+    def list(self, researcher_key_id: str | None = None, limit: int = 200) -> list[JobRecord]:
+        if researcher_key_id is None:
+            rows = self.db.query("SELECT * FROM jobs ORDER BY submitted DESC LIMIT ?", (limit,))
+        else:
+            rows = self.db.query("SELECT * FROM jobs WHERE researcher_key_id=? ORDER BY submitted DESC LIMIT ?",
+                                 (researcher_key_id, limit))
+        return [_record(r) for r in rows]
+
+    def in_state(self, state: str) -> list[JobRecord]:
+        return [_record(r) for r in self.db.query("SELECT * FROM jobs WHERE state=? ORDER BY submitted", (state,))]
+
+    def transition(self, job_id: str, to_state: str, **fields: Any) -> JobRecord:
+        if to_state not in _FROM:
+            raise StorageFault(f"unknown job state {to_state}")
+        sets, values = ["state=?", "updated=?"], [to_state, utc_now()]
+        for name, value in fields.items():
+            if name not in ("gates", "reasons", "error", "progress", "receipt"):
+                raise StorageFault(f"job field {name} cannot be set")
+            sets.append(f"{name}=?")
+            values.append(None if value is None else json.dumps(value))
+        starts = _FROM[to_state]
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE job_id=? AND state IN ({','.join('?' * len(starts))})",
+                (*values, job_id, *starts))
+            if cursor.rowcount == 0:
+                current = conn.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+                if current is None:
+                    raise NotFound(f"no job {job_id}")
+                if current[0] != to_state:
+                    raise StorageFault(f"job {job_id} cannot go from {current[0]} to {to_state}")
+        return self.get(job_id)
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET progress=?, updated=? WHERE job_id=?",
+                         (json.dumps(progress), utc_now(), job_id))
+
+    def set_receipt(self, job_id: str, receipt: dict[str, Any]) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE jobs SET receipt=?, updated=? WHERE job_id=?",
+                         (json.dumps(receipt), utc_now(), job_id))
