@@ -1,0 +1,175 @@
+"""``--local``: a dry run of a training cell in the notebook, on synthetic data.
+
+The cell sees a ``rapha`` object with the same surface as the edge's runtime (loader,
+log, save, params, schema, epochs), fed with random records shaped by the dataset's
+schema. Nothing real is read, so a researcher can debug shapes, losses and the save
+call before spending budget at a hospital. The cohort is sized the way the edge sizes
+it: the first ``min(budget, synthetic size)`` records, walked by every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .protocol.errors import BadInput, RaphaError
+
+DEFAULT_SYNTHETIC_RECORDS = 256
+LABEL_CLASSES = 2  # labels are small ints: 0 .. LABEL_CLASSES-1
+_TORCH_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
+
+
+def _torch() -> Any:
+    import torch  # lazily: `import jupyter_rapha` must stay cheap
+
+    return torch
+
+
+def synthetic_records(schema: dict[str, dict[str, Any]], count: int, seed: int) -> dict[str, Any]:
+    """``count`` random records per field, the same for the same seed."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(seed)
+    return {name: _field_values(torch, spec, count, generator) for name, spec in schema.items()}
+
+
+def _field_values(torch: Any, spec: dict[str, Any], count: int, generator: Any) -> Any:
+    dtype_name = str(spec.get("dtype", "float32"))
+    if dtype_name not in _TORCH_DTYPES:
+        raise BadInput(f"schema dtype {dtype_name!r} is not one of {', '.join(_TORCH_DTYPES)}")
+    dtype = getattr(torch, dtype_name)
+    shape = (count, *[int(d) for d in spec.get("shape", [])])
+    if spec.get("kind") == "label" or dtype_name in ("int64", "int32"):
+        return torch.randint(0, LABEL_CLASSES, shape, generator=generator).to(dtype)
+    if dtype_name == "uint8":
+        return torch.randint(0, 256, shape, generator=generator).to(dtype)
+    if dtype_name == "bool":
+        return torch.randint(0, 2, shape, generator=generator).to(dtype)
+    return torch.randn(shape, generator=generator).to(dtype)
+
+
+class LocalLoader:
+    """Batches of the cohort as dicts of tensors; ``len()`` is the number of batches."""
+
+    def __init__(self, runtime: "LocalRuntime", batch_size: int, shuffle: bool, seed: int | None) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise BadInput("batch_size must be a positive whole number")
+        self.runtime, self.batch_size, self.shuffle = runtime, batch_size, shuffle
+        self.seed = runtime.seed if seed is None else seed
+        self._passes = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.runtime.cohort_size / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        torch = _torch()
+        size = self.runtime.cohort_size
+        if self.shuffle:  # a new order each pass, reproducible from the seed
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed + self._passes))
+        else:
+            order = torch.arange(size)
+        self._passes += 1
+        for start in range(0, size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            self.runtime.records_seen.update(int(i) for i in index)
+            yield {name: values[index] for name, values in self.runtime.data.items()}
+
+
+@dataclass
+class LocalRuntime:
+    """The local stand-in for the edge's ``rapha`` object."""
+
+    schema: dict[str, dict[str, Any]]
+    params: dict[str, Any]
+    epochs: int
+    cohort_size: int
+    seed: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    weights: bytes | None = None
+    records_seen: set[int] = field(default_factory=set)
+
+    def loader(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None) -> LocalLoader:
+        return LocalLoader(self, batch_size, shuffle, seed)
+
+    def log(self, **metrics: Any) -> None:
+        for name, value in metrics.items():
+            self.metrics.setdefault(name, []).append(_finite(name, value))
+
+    def save(self, model_or_state: Any) -> None:
+        from safetensors.torch import save
+
+        state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+        if not isinstance(state, dict) or not state:
+            raise BadInput("rapha.save takes a torch module or a non-empty state dict")
+        torch = _torch()
+        tensors = {}
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise BadInput(f"rapha.save: {key!r} is not a tensor")
+            tensors[str(key)] = value.detach().cpu().contiguous().clone()
+        self.weights = save(tensors)
+
+    @property
+    def records_used(self) -> int:
+        return len(self.records_seen)
+
+
+def _finite(name: str, value: Any) -> float:
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"rapha.log: {name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise BadInput(f"rapha.log: {name} is not finite ({value})")
+    return float(value)
+
+
+@dataclass
+class LocalOutcome:
+    weights: bytes
+    metrics: dict[str, list[float]]
+    records_used: int
+    cohort_size: int
+
+
+def make_runtime(schema: dict[str, dict[str, Any]], fields: list[str] | None, budget: int,
+                 params: dict[str, Any], epochs: int, seed: int = 0,
+                 synthetic_size: int = DEFAULT_SYNTHETIC_RECORDS) -> LocalRuntime:
+    chosen = _select(schema, fields)
+    cohort = min(budget, synthetic_size)
+    if cohort < 1:
+        raise BadInput("the budget must allow at least one record")
+    runtime = LocalRuntime(schema=chosen, params=dict(params), epochs=epochs, cohort_size=cohort, seed=seed)
+    runtime.data = synthetic_records(chosen, cohort, seed)
+    return runtime
+
+
+def _select(schema: dict[str, dict[str, Any]], fields: list[str] | None) -> dict[str, dict[str, Any]]:
+    if not schema:
+        raise BadInput("the dataset schema is empty: nothing to synthesise")
+    wanted = list(fields) if fields else list(schema)
+    unknown = [f for f in wanted if f not in schema]
+    if unknown:
+        raise BadInput(f"the dataset has no field {', '.join(unknown)}", hint=f"fields: {', '.join(schema)}")
+    return {name: dict(schema[name]) for name in wanted}
+
+
+def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime) -> LocalOutcome:
+    """Run ``code`` in ``namespace`` with ``rapha`` bound to ``runtime``.
+
+    The cell's own exceptions propagate with their full traceback: the data is synthetic,
+    so here, unlike at the edge, there is nothing to hide."""
+    missing = object()
+    previous = namespace.get("rapha", missing)
+    namespace["rapha"] = runtime
+    try:
+        exec(compile(code, "<cell>", "exec"), namespace)  # noqa: S102 - the user's own cell
+    finally:
+        if previous is missing:
+            namespace.pop("rapha", None)
+        else:
+            namespace["rapha"] = previous
+    if runtime.weights is None:
+        raise RaphaError("the cell finished without calling rapha.save(model): no weights would come back")
+    return LocalOutcome(runtime.weights, runtime.metrics, runtime.records_used, runtime.cohort_size)
