@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests import torch before anything that may load regopy (see docs/internals.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+try:  # noqa: SIM105 - order of native library loading matters, see docs/internals.md
+    import torch  # noqa: F401
+except ImportError:  # pragma: no cover - torch is a test dependency
+    pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_root = pytest.mark.skip(reason="needs root (namespaces, seccomp, nftables)")
+    skip_orthanc = pytest.mark.skip(reason="needs the Debian packages orthanc and orthanc-dicomweb")
+    for item in items:
+        if "needs_root" in item.keywords and os.geteuid() != 0:
+            item.add_marker(skip_root)
+        if "needs_orthanc" in item.keywords and not shutil.which("Orthanc"):
+            item.add_marker(skip_orthanc)

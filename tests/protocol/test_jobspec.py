@@ -1,0 +1,38 @@
+import pytest
+
+from jupyter_rapha.protocol.errors import BadInput
+from jupyter_rapha.protocol.jobspec import code_digest, parse_jobspec
+
+
+def spec_dict(**overrides):
+    code = "rapha.log(loss=1.0)\n"
+    data = {"version": 1, "job_id": "a" * 32, "researcher_key_id": "b" * 32, "created": "2026-11-27T10:00:00Z",
+            "nonce": "c" * 32, "code": code, "code_sha256": code_digest(code), "dataset": "synthetic-cxr",
+            "fields": ["image", "finding"], "budget": {"max_records": 10, "max_seconds": 60},
+            "output_policy": {"max_weights_bytes": 1000, "metric_names": ["loss"]}, "params": {"epochs": 2}}
+    data.update(overrides)
+    return data
+
+
+def test_round_trip():
+    spec = parse_jobspec(spec_dict())
+    assert parse_jobspec(spec.to_dict()) == spec
+    assert spec.epochs == 2
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"version": 2}, "version"), ({"job_id": "XYZ"}, "job_id"), ({"code_sha256": "0" * 64}, "code_sha256"),
+    ({"budget": {"max_records": 0}}, "max_records"), ({"budget": {"max_records": True}}, "max_records"),
+    ({"fields": ["image", "image"]}, "twice"), ({"dataset": "../etc"}, "dataset"), ({"extra": 1}, "unknown keys"),
+    ({"params": {"x": [1]}}, "param"), ({"created": "yesterday"}, "created"), ({"code": ""}, "code"),
+])
+def test_bad_specs_say_what_to_fix(overrides, fragment):
+    with pytest.raises(BadInput) as info:
+        parse_jobspec(spec_dict(**overrides))
+    assert fragment in info.value.diagnostics()
+
+
+def test_oversized_code_is_refused():
+    code = "x = 1\n" * 60_000
+    with pytest.raises(BadInput):
+        parse_jobspec(spec_dict(code=code, code_sha256=code_digest(code)))
