@@ -85,7 +85,8 @@ class Verification:
 
     @property
     def predicate(self) -> dict[str, Any]:
-        return (self.statement or {}).get("predicate", {})
+        predicate = (self.statement or {}).get("predicate", {})
+        return predicate if isinstance(predicate, dict) else {}
 
     def ok(self, allow_skipped: bool = False) -> bool:
         bad = {"fail"} if allow_skipped else {"fail", "skipped"}
