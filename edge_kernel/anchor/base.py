@@ -1,0 +1,80 @@
+"""The anchor seam: commit a 32-byte digest to an EVM chain.
+
+An anchor is a transaction from the edge's own account to itself, value 0, whose data is
+exactly the digest. Anyone holding the receipt can then ask any node of that chain for
+the transaction and compare its sender, data and block with what the receipt names
+(``jupyter_rapha.protocol.receipt._anchor_matches``). The caller adds
+``envelope_sha256`` to the returned dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from jupyter_rapha.protocol.errors import AnchorFault
+
+ANCHOR_METHOD = "evm-tx"
+DIGEST_BYTES = 32
+# Tip offered to block producers; chains that want more say so through
+# eth_maxPriorityFeePerGas (RpcAnchor asks them).
+DEFAULT_TIP_WEI = 10**9
+
+
+@runtime_checkable
+class Anchor(Protocol):
+    chain_id: int
+    address: str
+
+    def anchor(self, digest: bytes) -> dict[str, Any]:
+        """Send the anchor transaction, wait until it is mined, return
+        ``{"method", "chain_id", "tx_hash", "block_number"}``; raise AnchorFault."""
+        ...
+
+
+def require_digest(digest: bytes) -> bytes:
+    # Anything but a 32-byte digest would anchor something a verifier can never match.
+    if not isinstance(digest, (bytes, bytearray)) or len(digest) != DIGEST_BYTES:
+        raise AnchorFault(f"anchor digest must be {DIGEST_BYTES} bytes")
+    return bytes(digest)
+
+
+def anchor_transaction(address: str, digest: bytes, *, nonce: int, chain_id: int,
+                       gas: int, fees: dict[str, int]) -> dict[str, Any]:
+    """The unsigned anchor transaction; ``fees`` holds either ``gasPrice`` (legacy)
+    or ``maxFeePerGas`` and ``maxPriorityFeePerGas`` (EIP-1559)."""
+    return {"from": address, "to": address, "value": 0, "data": require_digest(digest),
+            "nonce": nonce, "chainId": chain_id, "gas": gas, **fees}
+
+
+def anchor_gas(estimate: int, digest: bytes) -> int:
+    """The estimate, but never below the EIP-7623 calldata floor (Prague), which some
+    nodes leave out of their estimates; a transaction below it is invalid."""
+    tokens = sum(1 if byte == 0 else 4 for byte in digest)
+    return max(int(estimate), 21_000 + 10 * tokens)
+
+
+def dynamic_fees(base_fee: int, tip: int) -> dict[str, int]:
+    # Twice the base fee survives six full blocks of base-fee growth before inclusion.
+    return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+
+
+def anchor_result(chain_id: int, tx_hash: str, block_number: int) -> dict[str, Any]:
+    return {"method": ANCHOR_METHOD, "chain_id": int(chain_id),
+            "tx_hash": tx_hash if tx_hash.startswith("0x") else "0x" + tx_hash,
+            "block_number": int(block_number)}
+
+
+@contextlib.contextmanager
+def anchor_faults(action: str) -> Iterator[None]:
+    """Wrap third-party failures once, at the boundary, into an AnchorFault whose
+    message names the step but carries no internals (the cause stays chained for the
+    edge's own log)."""
+    try:
+        yield
+    except AnchorFault:
+        raise
+    except Exception as exc:
+        raise AnchorFault(f"anchoring failed: could not {action}",
+                          hint=type(exc).__name__) from exc
