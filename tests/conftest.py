@@ -21,3 +21,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_root)
         if "needs_orthanc" in item.keywords and not shutil.which("Orthanc"):
             item.add_marker(skip_orthanc)
+
+
+@pytest.fixture
+def demo_edge(tmp_path):
+    """A running demo edge with one registered researcher; yields (edge, researcher key)."""
+    from tests.harness import init_edge, start_edge
+
+    key = init_edge(tmp_path / "edge")
+    edge = start_edge(tmp_path / "edge")
+    try:
+        yield edge, key
+    finally:
+        edge.stop()

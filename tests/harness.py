@@ -1,0 +1,63 @@
+"""Real edges for tests: `rapha-edge init` into a temp dir and `rapha-edge serve` as a
+subprocess on a free loopback port, stopped and reaped afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_kernel.cli import main as edge_cli
+from jupyter_rapha.protocol.keys import PrivateKey
+
+_READY = re.compile(r"serving on (http://127\.0\.0\.1:\d+)")
+
+
+@dataclass
+class RunningEdge:
+    config: Path
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def init_edge(root: Path, *, records: int = 64, researcher: PrivateKey | None = None, name: str = "alice") -> PrivateKey:
+    assert edge_cli(["init", str(root), "--demo", "--records", str(records)]) == 0
+    researcher = researcher or PrivateKey.generate()
+    assert edge_cli(["researchers", "add", name, researcher.public.to_text(), "--config", str(root)]) == 0
+    return researcher
+
+
+def start_edge(root: Path, timeout: float = 60) -> RunningEdge:
+    log_path = root / "serve.log"
+    handle = open(log_path, "w")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "edge_kernel.cli", "serve", "--config", str(root),
+                                "--port", "0", "--host", "127.0.0.1"], stdout=handle, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = _READY.search(log_path.read_text(errors="replace"))
+        if match:
+            return RunningEdge(root, match.group(1), process, log_path)
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("edge did not start:\n" + log_path.read_text(errors="replace"))
