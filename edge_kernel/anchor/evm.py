@@ -1,0 +1,83 @@
+"""RpcAnchor: the anchor over any Ethereum JSON-RPC endpoint (Polygon, Amoy, a node of
+one's own, or the embedded chain's ``/chain`` served with writes allowed).
+
+This is what a real deployment configures. Fees follow the chain: EIP-1559 when the
+latest block has a base fee, legacy gas price otherwise. Every network step has a
+timeout, and every failure leaves as one AnchorFault.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import HTTPProvider, Web3
+
+from jupyter_rapha.protocol.errors import AnchorFault
+
+from .base import DEFAULT_TIP_WEI, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+
+_POLL_SECONDS = 0.2
+
+
+class RpcAnchor:
+    def __init__(self, rpc_url: str, account: LocalAccount, chain_id: int | None = None,
+                 timeout: float = 30) -> None:
+        if not rpc_url.startswith(("http://", "https://")):
+            raise AnchorFault("chain RPC URL must be http:// or https://")
+        self._account = account
+        self.address = str(account.address)
+        self._timeout = float(timeout)
+        self._lock = threading.Lock()  # one nonce in flight at a time
+        # No retries: a retry ladder would stretch the caller's timeout several-fold.
+        self._w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": self._timeout},
+                                     exception_retry_configuration=None))
+        if chain_id is None:
+            with anchor_faults("reach the chain RPC endpoint"):
+                chain_id = int(self._w3.eth.chain_id)
+        self.chain_id = int(chain_id)
+
+    def anchor(self, digest: bytes) -> dict[str, Any]:
+        digest = require_digest(digest)
+        with self._lock:
+            self._check_chain()
+            with anchor_faults("prepare the anchor transaction"):
+                tx = self._transaction(digest)
+            with anchor_faults("send the anchor transaction"):
+                tx_hash = self._w3.eth.send_raw_transaction(self._account.sign_transaction(tx).raw_transaction)
+            with anchor_faults("see the anchor transaction mined in time"):
+                receipt = self._w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self._timeout, poll_latency=_POLL_SECONDS)
+        if receipt["status"] != 1:
+            raise AnchorFault("anchor transaction failed on chain")
+        return anchor_result(self.chain_id, tx_hash.to_0x_hex(), receipt["blockNumber"])
+
+    def _check_chain(self) -> None:
+        # A configured chain id that the endpoint does not serve would anchor receipts
+        # on a chain their verifiers are told not to look at.
+        with anchor_faults("reach the chain RPC endpoint"):
+            served = int(self._w3.eth.chain_id)
+        if served != self.chain_id:
+            raise AnchorFault(f"chain RPC endpoint serves chain {served}, configured {self.chain_id}")
+
+    def _transaction(self, digest: bytes) -> dict[str, Any]:
+        eth = self._w3.eth
+        nonce = eth.get_transaction_count(self.address, "pending")
+        estimate = eth.estimate_gas({"from": self.address, "to": self.address, "value": 0,
+                                     "data": "0x" + digest.hex()})
+        tx = anchor_transaction(self.address, digest, nonce=nonce, chain_id=self.chain_id,
+                                gas=anchor_gas(estimate, digest), fees=self._fees())
+        tx.pop("from")
+        return tx
+
+    def _fees(self) -> dict[str, int]:
+        latest = self._w3.eth.get_block("latest")
+        base_fee = latest.get("baseFeePerGas")
+        if base_fee is None:
+            return {"gasPrice": int(self._w3.eth.gas_price)}
+        try:
+            tip = int(self._w3.eth.max_priority_fee)
+        except Exception:
+            tip = DEFAULT_TIP_WEI  # nodes without eth_maxPriorityFeePerGas or fee history
+        return dynamic_fees(int(base_fee), tip)
