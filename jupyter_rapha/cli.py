@@ -1,0 +1,165 @@
+"""``rapha``: the researcher's command line (keygen, run, verify).
+
+Exit codes: 0 success, 1 refusal or failure (denied, failed, did not verify), 2 usage.
+Messages are one line a person can act on; tracebacks are for bugs, not for answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .protocol.errors import BadInput, RaphaError
+
+OUTPUT_FILES = ("weights.safetensors", "metrics.json", "receipt.json", "edge.pub")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rapha", description="Train where the data lives; verify what came back.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    keygen = sub.add_parser("keygen", help="create your researcher signing key")
+    keygen.add_argument("--out", default="", help="key file (default $RAPHA_KEY or ~/.config/rapha/researcher_ed25519.pem)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    run = sub.add_parser("run", help="run a training cell at an edge")
+    run.add_argument("cell", help="Python file holding the cell's code")
+    run.add_argument("--edge", required=True)
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--budget", type=int, required=True)
+    run.add_argument("--key", default="")
+    run.add_argument("--epochs", type=int, default=1)
+    run.add_argument("--param", action="append", nargs="+", default=[], metavar="K=V")
+    run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
+    run.add_argument("--max-seconds", type=int, default=3600)
+    run.add_argument("--out", required=True, help="directory for weights, metrics, receipt, edge.pub")
+    verify = sub.add_parser("verify", help="verify receipts")
+    verify.add_argument("receipts", nargs="+", metavar="RECEIPT")
+    verify.add_argument("--edge-key", default="", help="edge public key (ed25519:... or a file); default edge.pub beside")
+    verify.add_argument("--rpc", default="", help="JSON-RPC URL of the chain holding the anchor")
+    verify.add_argument("--offline", action="store_true", help="do not consult a chain; the anchor check is skipped")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage message
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    commands = {"keygen": _keygen, "run": _run, "verify": _verify}
+    try:
+        return commands[args.command](args)
+    except RaphaError as exc:
+        _print_error(args.command, exc)
+        return 1
+
+
+def _print_error(command: str, exc: RaphaError) -> None:
+    from .magic import error_lines
+
+    lines = error_lines(exc)
+    print(f"rapha {command}: " + lines[0].removeprefix("rapha: "), file=sys.stderr)
+    for line in lines[1:]:
+        print(line, file=sys.stderr)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .keystore import create_key, default_key_path, public_key_line
+
+    path = Path(args.out).expanduser() if args.out else default_key_path()
+    key = create_key(path, force=args.force)
+    print(f"wrote {path} (mode 0600); register this public key with the hospital:", file=sys.stderr)
+    print(public_key_line(key))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .client import EdgeClient
+    from .keystore import load_key
+    from .training import TrainRequest, parse_params, train_remote
+
+    out = Path(args.out)
+    _check_out_dir(out)
+    try:
+        code = Path(args.cell).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read the cell file {args.cell}") from exc
+    request = TrainRequest(code=code, dataset=args.dataset, budget=args.budget, epochs=args.epochs,
+                           params=parse_params([p for group in args.param for p in group]),
+                           fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
+                           max_seconds=args.max_seconds)
+    client = EdgeClient(args.edge, load_key(args.key or None))
+    result, info = train_remote(client, request, on_status=_status_line)
+    if not result.verified:
+        failed = ", ".join(c.name for c in result.verification.failures())  # type: ignore[union-attr]
+        print(f"rapha run: job {result.job_id} completed but its receipt did not verify ({failed}); "
+              f"nothing written", file=sys.stderr)
+        return 1
+    _write_outputs(out, {
+        "weights.safetensors": result.weights_bytes,
+        "metrics.json": json.dumps(result.metrics, indent=2).encode() + b"\n",
+        "receipt.json": json.dumps(result.receipt, indent=2).encode() + b"\n",
+        "edge.pub": str(info["public_key"]).encode() + b"\n",
+    })
+    print(f"rapha run: job {result.job_id} completed, receipt verified; wrote {', '.join(OUTPUT_FILES)} to {out}")
+    return 0
+
+
+def _status_line(status: dict[str, Any]) -> None:
+    print(f"rapha run: job {str(status.get('job_id', ''))[:8]} {status.get('state')}", file=sys.stderr, flush=True)
+
+
+def _check_out_dir(out: Path) -> None:
+    # Only a previous run's outputs may be replaced: never delete files we did not write.
+    if out.exists() and (not out.is_dir() or set(os.listdir(out)) - set(OUTPUT_FILES)):
+        raise BadInput(f"{out} exists and holds other files; choose another --out")
+
+
+def _write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """Write into a temporary directory beside ``out`` and rename it into place, so a
+    crash or a refusal never leaves a half-written result that looks complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import format_report, report_dict, verify_receipt_file
+
+    if args.offline and args.rpc:
+        print("rapha verify: give --rpc or --offline, not both", file=sys.stderr)
+        return 2
+    reports = [verify_receipt_file(path, edge_key=args.edge_key or None, rpc_url=args.rpc or None,
+                                   offline=args.offline) for path in args.receipts]
+    if args.json:
+        print(json.dumps([report_dict(r) for r in reports], indent=2))
+    else:
+        for report in reports:
+            if len(reports) > 1:
+                print(f"{report.source}:")
+            print("\n".join(format_report(report)))
+            failed = [c.name for c in report.failures()]
+            print(f"{'OK' if report.passed else 'FAILED'}: {report.source}" +
+                  (f" (check {', '.join(failed)})" if failed else ""))
+    return 0 if all(r.passed for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

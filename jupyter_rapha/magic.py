@@ -1,0 +1,158 @@
+"""``%%rapha_train``: send a training cell to an edge (or dry-run it here) from a notebook.
+
+The cell body is shipped verbatim as the job's code, so it must be self-contained: the
+edge sees nothing of the notebook but the cell. Errors are shown as one short message
+(gate reasons, or "ValueError at line 12 of the cell"), never as a traceback through
+this module, because the interesting part is what the hospital said, not where we were.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .protocol.errors import BadInput, GateDenied, RaphaError
+
+RESULT_VAR = "_rapha_result"
+
+
+class RaphaCellError(Exception):
+    """Raised from a cell so the cell is marked failed, rendered without a traceback."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook for custom error display
+        return self.lines
+
+
+def error_lines(exc: RaphaError) -> list[str]:
+    from .client import JobFailed
+
+    if isinstance(exc, GateDenied):
+        lines = [f"rapha: {exc.message}"]
+        lines += [f"  - {reason}" for reason in exc.reasons if reason != exc.message]
+        return lines
+    if isinstance(exc, JobFailed):
+        return [f"rapha: the job failed at the edge: {exc.message}"]
+    return [f"rapha: {exc.diagnostics()}"]
+
+
+def bind_returns(namespace: dict[str, Any], name: str, state_dict: dict[str, Any]) -> str:
+    """Load weights into an existing module named ``name``, or bind the state dict to it."""
+    if not name.isidentifier():
+        raise BadInput(f"--returns {name!r} is not a Python name")
+    torch = sys.modules.get("torch")  # if torch was never imported, no module can exist
+    target = namespace.get(name)
+    if torch is not None and isinstance(target, torch.nn.Module):
+        try:
+            target.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise BadInput(f"the returned weights do not fit {name}: {str(exc).splitlines()[0]}") from exc
+        return f"weights loaded into {name}"
+    namespace[name] = state_dict
+    return f"{name} = state dict of {len(state_dict)} tensors"
+
+
+@magics_class
+class RaphaMagics(Magics):
+    @magic_arguments()
+    @argument("--edge", default="", help="edge URL, e.g. http://127.0.0.1:8470")
+    @argument("--dataset", required=True, help="dataset name in the edge's catalog")
+    @argument("--budget", type=int, required=True, help="most records the job may use")
+    @argument("--epochs", type=int, default=1, help="passes over the cohort (rapha.epochs)")
+    @argument("--param", action="append", nargs="+", default=[], metavar="K=V", help="job parameter")
+    @argument("--returns", default="", metavar="VAR", help="load the weights into VAR")
+    @argument("--local", action="store_true", help="dry run here on synthetic data")
+    @argument("--key", default="", help="researcher key (default $RAPHA_KEY or ~/.config/rapha)")
+    @argument("--fields", default="", help="comma-separated fields (default: all in the schema)")
+    @argument("--max-seconds", type=int, default=3600, help="time budget of the job")
+    @argument("--schema", default="", help="--local only: dataset schema as JSON instead of the catalog")
+    @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
+    @cell_magic
+    def rapha_train(self, line: str, cell: str) -> Any:
+        """Train the cell's code at an edge (or locally with --local)."""
+        namespace = self.shell.user_ns
+        namespace[RESULT_VAR] = None
+        try:
+            args = parse_argstring(self.rapha_train, line)
+            result = self._train(args, cell, namespace)
+            message = bind_returns(namespace, args.returns, result.state_dict) if args.returns else ""
+        except RaphaError as exc:
+            raise RaphaCellError(error_lines(exc)) from None
+        namespace[RESULT_VAR] = result
+        if message:
+            print(f"rapha: {message}")
+        return result
+
+    def _train(self, args: Any, cell: str, namespace: dict[str, Any]) -> Any:
+        from .training import TrainRequest, parse_params
+
+        request = TrainRequest(
+            code=cell, dataset=args.dataset, budget=args.budget, epochs=args.epochs,
+            params=parse_params([p for group in args.param for p in group]),
+            fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
+            max_seconds=args.max_seconds,
+        )
+        if args.local:
+            return self._local(args, request, namespace)
+        return self._remote(args, request)
+
+    def _local(self, args: Any, request: Any, namespace: dict[str, Any]) -> Any:
+        from .training import train_local
+
+        schema = _schema_arg(args.schema) if args.schema else self._client(args).dataset(args.dataset).get("schema")
+        result = train_local(request, namespace, schema or {}, seed=args.seed)
+        print(f"rapha: local dry run on {result.extra['cohort_size']} synthetic records, "
+              f"{result.extra['records_used']} used; nothing left this machine")
+        return result
+
+    def _remote(self, args: Any, request: Any) -> Any:
+        from .training import train_remote
+
+        client = self._client(args)
+        result, _ = train_remote(client, request, on_status=_progress_printer())
+        verdict = "receipt verified" if result.verified else "receipt did NOT verify: " + ", ".join(
+            c.name for c in getattr(result.verification, "failures", lambda: [])())
+        print(f"rapha: job {result.job_id} completed; {verdict}")
+        return result
+
+    def _client(self, args: Any) -> Any:
+        from .client import EdgeClient
+        from .keystore import load_key
+
+        if not args.edge:
+            raise BadInput("--edge URL is needed (or --local with --schema JSON)")
+        return EdgeClient(args.edge, load_key(args.key or None))
+
+
+def _schema_arg(text: str) -> dict[str, Any]:
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise BadInput("--schema must be JSON like {\"image\": {\"dtype\": \"float32\", \"shape\": [1,32,32]}}") from exc
+    if not isinstance(schema, dict):
+        raise BadInput("--schema must be a JSON object of fields")
+    return schema
+
+
+def _progress_printer() -> Any:
+    last: list[str] = []
+
+    def show(status: dict[str, Any]) -> None:
+        state = str(status.get("state", "?"))
+        if last and last[-1] == state:
+            return
+        last.append(state)
+        print(f"rapha: job {str(status.get('job_id', ''))[:8]} {' -> '.join(last)}", flush=True)
+
+    return show
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(RaphaMagics)

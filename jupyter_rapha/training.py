@@ -1,0 +1,107 @@
+"""One training run, remote or local, shared by the cell magic and ``rapha run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .client import EdgeClient, final_error, make_jobspec
+from .local import make_runtime, run_local
+from .protocol.errors import BadInput, Fault
+from .protocol.keys import load_public_key
+from .result import TrainResult, load_state_dict
+from .verify import verify_document
+
+WAIT_MARGIN_SECONDS = 300  # queueing, gates and the receipt on top of the job's own budget
+
+
+@dataclass
+class TrainRequest:
+    code: str
+    dataset: str
+    budget: int
+    epochs: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    fields: list[str] | None = None
+    max_seconds: int = 3600
+
+    def job_params(self) -> dict[str, Any]:
+        if "epochs" in self.params and self.params["epochs"] != self.epochs:
+            raise BadInput("give the epochs once: --epochs or --param epochs=..., not both")
+        return {**self.params, "epochs": self.epochs}
+
+
+def parse_params(items: list[str] | None) -> dict[str, str | int | float | bool]:
+    """``k=v`` pairs; values become bool, int or float where they read as one."""
+    params: dict[str, str | int | float | bool] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--param {item!r} must look like name=value")
+        params[key.strip()] = _param_value(text.strip())
+    return params
+
+
+def _param_value(text: str) -> str | int | float | bool:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def chain_rpc_url(edge_url: str, info: dict[str, Any]) -> str | None:
+    """The edge's chain endpoint: a path such as ``/chain`` is served by the edge itself."""
+    rpc = str((info.get("chain") or {}).get("rpc") or "")
+    if not rpc:
+        return None
+    if rpc.startswith(("http://", "https://")):
+        return rpc
+    if rpc.startswith("/"):
+        return edge_url.rstrip("/") + rpc
+    raise Fault(f"edge {edge_url} names a chain endpoint {rpc!r} that is neither a URL nor a path")
+
+
+def dataset_fields(client: EdgeClient, dataset: str) -> list[str]:
+    schema = client.dataset(dataset).get("schema") or {}
+    if not schema:
+        raise Fault(f"edge {client.url} lists dataset {dataset!r} without a schema")
+    return list(schema)
+
+
+def train_remote(client: EdgeClient, request: TrainRequest,
+                 on_status: Callable[[dict[str, Any]], None] | None = None,
+                 poll: float = 0.5) -> tuple[TrainResult, dict[str, Any]]:
+    """Submit, wait, fetch and verify. Raises the matching error on denial or failure.
+    Returns the result and the edge's self-description (for its public key)."""
+    info = client.edge_info()
+    edge_key = load_public_key(str(info.get("public_key", "")))
+    fields = request.fields or dataset_fields(client, request.dataset)
+    spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
+                        request.job_params(), client.key.key_id)
+    job_id = client.submit(spec)
+    status = client.wait(job_id, poll=poll, timeout=request.max_seconds + WAIT_MARGIN_SECONDS,
+                         on_status=on_status)
+    error = final_error(status)
+    if error is not None:
+        raise error
+    weights, metrics, receipt = client.weights(job_id), client.metrics(job_id), client.receipt(job_id)
+    verification = verify_document(receipt, edge_key, weights=weights, metrics=metrics,
+                                   rpc_url=chain_rpc_url(client.url, info))
+    result = TrainResult(job_id=job_id, state_dict=load_state_dict(weights), weights_bytes=weights,
+                         metrics=metrics, receipt=receipt, verification=verification, edge_url=client.url)
+    return result, info
+
+
+def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[str, Any],
+                seed: int = 0) -> TrainResult:
+    runtime = make_runtime(schema, request.fields, request.budget, request.job_params(),
+                           request.epochs, seed=seed)
+    outcome = run_local(request.code, namespace, runtime)
+    return TrainResult(job_id="local", state_dict=load_state_dict(outcome.weights),
+                       weights_bytes=outcome.weights, metrics=outcome.metrics, receipt=None,
+                       verification=None, local=True,
+                       extra={"records_used": outcome.records_used, "cohort_size": outcome.cohort_size})
