@@ -23,7 +23,7 @@ from . import receipts
 from .audit import AuditLog, utc_now
 from .gates.pipeline import GateContext, GateResult, run_gates
 from .release.files import write_release
-from .release.metrics import parse_metrics, sanitize_error
+from .release.metrics import check_metrics, sanitize_error
 from .release.weights import check_weights
 from .researchers import Researcher
 from .store import JobRecord, JobStore
@@ -125,7 +125,7 @@ class JobManager:
         job_id = job.job_id
         try:
             weights = check_weights(run.weights, spec.output_policy)
-            metrics = parse_metrics(run.metrics_raw, spec.output_policy)
+            metrics = check_metrics(run.metrics, spec.output_policy)
         except GateDenied as denied:
             release = GateResult("release", "deny", {"reason": denied.message}, tuple(denied.reasons))
             self.audit.append("release.deny", job_id=job_id, detail={"reason": denied.message})
