@@ -1,0 +1,208 @@
+"""The data broker: the only code that reads clinical data for a job (S2, S3).
+
+It runs in the edge process, in a thread, and serves one job over one private socket.
+The job can only ask for "the next batch of loader N"; the broker alone decides which
+records go into each batch. That is what makes it the meter (S3): it fixes the cohort
+(the first ``max_records`` records of a permutation seeded with a secret only the edge
+knows), counts each record the first time it is handed over, counts it *before* the
+batch leaves, and refuses anything past the budget. Nothing the job sends can change
+the count, widen the cohort or name a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jupyter_rapha.protocol.errors import BudgetDenied, SandboxFault
+from jupyter_rapha.protocol.merkle import MerkleTree
+
+from ..sandbox.channel import Channel, ChannelError
+from .dicom_folder import DicomFolderSource, FolderIndex, RecordRef
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_SIZE = 4096
+MAX_LOADERS = 16
+
+
+@dataclass(frozen=True)
+class MeterSummary:
+    records_used: int
+    records_root_hex: str
+    pseudonyms_hex: tuple[str, ...]  # sorted
+    skipped: dict[str, int]
+    cohort_size: int
+
+
+class Meter:
+    """Unique records handed to the job, refused past the budget."""
+
+    def __init__(self, budget: int) -> None:
+        if budget < 1:
+            raise BudgetDenied("the budget must allow at least one record")
+        self.budget = budget
+        self._used: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def records_used(self) -> int:
+        return len(self._used)
+
+    def admit(self, pseudonyms: list[bytes]) -> None:
+        """Count a batch before it is handed over; all or nothing."""
+        with self._lock:
+            fresh = set(pseudonyms) - self._used
+            if len(self._used) + len(fresh) > self.budget:
+                raise BudgetDenied("the record budget is spent", reasons=["budget exhausted"])
+            self._used |= fresh
+
+    def pseudonyms(self) -> list[bytes]:
+        with self._lock:
+            return sorted(self._used)
+
+
+class _Loader:
+    """One ``rapha.loader(...)``: a walk over the cohort, one epoch at a time."""
+
+    def __init__(self, cohort_size: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.cohort_size, self.batch_size = cohort_size, batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch = -1
+        self.order: np.ndarray | None = None
+        self.position = 0
+
+    @property
+    def batches(self) -> int:
+        return -(-self.cohort_size // self.batch_size)
+
+    def start_epoch(self) -> int:
+        self.epoch += 1
+        if self.shuffle:
+            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(self.cohort_size)
+        else:
+            self.order = np.arange(self.cohort_size)
+        self.position = 0
+        return self.epoch
+
+    def next_indices(self) -> list[int] | None:
+        if self.order is None or self.position >= self.cohort_size:
+            return None
+        chunk = self.order[self.position:self.position + self.batch_size]
+        self.position += len(chunk)
+        return [int(i) for i in chunk]
+
+
+class Broker:
+    def __init__(self, source: DicomFolderSource, index: FolderIndex, max_records: int,
+                 cohort_seed: int) -> None:
+        self.source = source
+        self.specs = dict(source.specs)
+        self.meter = Meter(max_records)
+        self.skipped = dict(index.skipped)
+        # The cohort: drawn by the edge, fixed for the whole job, never larger than the budget.
+        order = np.random.default_rng(cohort_seed).permutation(len(index.records))
+        self.cohort: list[RecordRef] = [index.records[int(i)] for i in order[:max_records]]
+        self.loaders: list[_Loader] = []
+        self.batches_served = 0
+        self.fault: SandboxFault | None = None
+        self.job_misbehaved = False
+
+    def summary(self) -> MeterSummary:
+        pseudonyms = self.meter.pseudonyms()
+        tree = MerkleTree.sorted_unique(pseudonyms)
+        return MeterSummary(
+            records_used=len(pseudonyms), records_root_hex=tree.root.hex(),
+            pseudonyms_hex=tuple(p.hex() for p in pseudonyms), skipped=dict(self.skipped),
+            cohort_size=len(self.cohort))
+
+    def progress(self) -> dict[str, int]:
+        epochs = max((loader.epoch + 1 for loader in self.loaders), default=0)
+        return {"records_used": self.meter.records_used, "batches": self.batches_served,
+                "epochs": epochs, "cohort_size": len(self.cohort)}
+
+    def serve(self, sock: socket.socket) -> None:
+        """Answer the job until it closes its end; never raises (the runner reads
+        ``fault`` and ``job_misbehaved``)."""
+        channel = Channel(sock, max_payload_bytes=0)  # the job never sends arrays
+        try:
+            self._loop(channel)
+        except ChannelError:
+            self.job_misbehaved = True
+            log.warning("job broke the broker protocol; channel closed")
+        except SandboxFault as fault:
+            self.fault = fault
+            log.error("broker fault: %s", fault.diagnostics())
+        except OSError:
+            log.info("job channel closed")
+        finally:
+            channel.close()
+
+    def _loop(self, channel: Channel) -> None:
+        while (message := channel.recv()) is not None:
+            try:
+                header, arrays = self._answer(message.header)
+            except BudgetDenied:
+                header, arrays = {"ok": False, "error": "budget exhausted"}, {}
+            channel.send(header, arrays)
+
+    def _answer(self, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        op = request.get("op")
+        if op == "open":
+            return self._open(request), {}
+        loader = self._loader(request.get("loader"))
+        if loader is None:
+            return {"ok": False, "error": "unknown loader"}, {}
+        if op == "epoch":
+            return {"ok": True, "epoch": loader.start_epoch()}, {}
+        if op == "next":
+            return self._next(loader)
+        return {"ok": False, "error": "unknown request"}, {}
+
+    def _open(self, request: dict[str, Any]) -> dict[str, Any]:
+        batch_size, shuffle, seed = request.get("batch_size"), request.get("shuffle"), request.get("seed")
+        if not _plain_int(batch_size, 1, MAX_BATCH_SIZE) or not isinstance(shuffle, bool) \
+                or not _plain_int(seed, 0, 2**63 - 1):
+            return {"ok": False, "error": f"loader needs batch_size 1-{MAX_BATCH_SIZE}, shuffle, seed >= 0"}
+        if len(self.loaders) >= MAX_LOADERS:
+            return {"ok": False, "error": f"at most {MAX_LOADERS} loaders per job"}
+        self.loaders.append(_Loader(len(self.cohort), batch_size, shuffle, seed))
+        loader = self.loaders[-1]
+        return {"ok": True, "loader": len(self.loaders) - 1, "batches": loader.batches,
+                "records": len(self.cohort)}
+
+    def _loader(self, loader_id: Any) -> _Loader | None:
+        if not _plain_int(loader_id, 0, len(self.loaders) - 1):
+            return None
+        return self.loaders[loader_id]
+
+    def _next(self, loader: _Loader) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        indices = loader.next_indices()
+        if indices is None:
+            return {"ok": True, "end": True}, {}
+        refs = [self.cohort[i] for i in indices]
+        records = [self._granted(self.source.load(ref)) for ref in refs]
+        # Count first, hand over after: a batch the meter refuses never leaves.
+        self.meter.admit([ref.pseudonym for ref in refs])
+        arrays = {name: np.stack([record[name] for record in records]) for name in self.specs}
+        self.batches_served += 1
+        return {"ok": True, "end": False, "count": len(refs)}, arrays
+
+    def _granted(self, record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """S2, checked again at the boundary: exactly the granted fields, as declared."""
+        if set(record) != set(self.specs):
+            raise SandboxFault("a record carried fields that were not granted")
+        for name, spec in self.specs.items():
+            array = record[name]
+            if str(array.dtype) != spec.dtype or tuple(array.shape) != tuple(spec.shape):
+                raise SandboxFault("a record did not match the declared schema")
+        return record
+
+
+def _plain_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

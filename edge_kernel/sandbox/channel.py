@@ -1,0 +1,135 @@
+"""Framing for the private socket between the broker and the job process.
+
+One frame is ``magic | header length | payload length`` (big-endian), then a small JSON
+header, then the raw bytes of numeric arrays, each starting on an 8-byte boundary.
+There is no pickle anywhere: the job is untrusted, and unpickling its bytes would run
+its code in the broker. Every length is bounded before anything is allocated, so a
+hostile peer cannot make the other side reserve absurd memory, and only plain numeric
+dtypes are accepted, so nothing but numbers can arrive as an array.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jupyter_rapha.protocol.errors import SandboxFault
+
+MAGIC = b"RPH1"
+PREFIX = struct.Struct("!4sIQ")
+MAX_HEADER_BYTES = 64 * 1024
+MAX_ARRAYS = 64
+MAX_NDIM = 8
+ALIGN = 8
+ARRAY_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
+
+
+class ChannelError(SandboxFault):
+    """The peer broke the framing, closed mid-frame or sent more than allowed."""
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Channel:
+    def __init__(self, sock: socket.socket, *, max_payload_bytes: int) -> None:
+        self.sock = sock
+        self.max_payload_bytes = max_payload_bytes
+
+    def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        contiguous = {name: np.ascontiguousarray(a) for name, a in (arrays or {}).items()}
+        layout = [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for n, a in contiguous.items()]
+        head = json.dumps({"msg": header, "arrays": layout}, separators=(",", ":")).encode("utf-8")
+        sizes = [a.nbytes for a in contiguous.values()]
+        self.sock.sendall(PREFIX.pack(MAGIC, len(head), _payload_size(sizes)) + head)
+        for array, size in zip(contiguous.values(), sizes):
+            if size:
+                self.sock.sendall(memoryview(array.reshape(-1)).cast("B"))  # no copy
+            if _pad(size):
+                self.sock.sendall(bytes(_pad(size)))
+
+    def recv(self) -> Message | None:
+        """The next message, or None if the peer closed cleanly between frames."""
+        prefix = bytearray(PREFIX.size)
+        if not self._recv_into(memoryview(prefix), eof_ok=True):
+            return None
+        magic, head_len, payload_len = PREFIX.unpack(prefix)
+        if magic != MAGIC or head_len > MAX_HEADER_BYTES or payload_len > self.max_payload_bytes:
+            raise ChannelError("the peer sent a frame that is malformed or too large")
+        head = bytearray(head_len)
+        self._recv_into(memoryview(head))
+        header, layout = _parse_header(head)
+        payload = bytearray(payload_len)
+        self._recv_into(memoryview(payload))
+        return Message(header, _arrays(layout, payload))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _recv_into(self, view: memoryview, *, eof_ok: bool = False) -> bool:
+        got = 0
+        while got < len(view):
+            count = self.sock.recv_into(view[got:])
+            if count == 0:
+                if eof_ok and got == 0:
+                    return False
+                raise ChannelError("the peer closed the channel mid-frame")
+            got += count
+        return True
+
+
+def _pad(size: int) -> int:
+    return -size % ALIGN
+
+
+def _payload_size(sizes: list[int]) -> int:
+    return sum(size + _pad(size) for size in sizes)
+
+
+def _parse_header(raw: bytearray) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ChannelError("the peer sent a header that is not JSON") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("msg"), dict):
+        raise ChannelError("the peer sent a header of the wrong shape")
+    layout = doc.get("arrays", [])
+    if not isinstance(layout, list) or len(layout) > MAX_ARRAYS:
+        raise ChannelError("the peer sent too many arrays")
+    return doc["msg"], [_array_spec(item) for item in layout]
+
+
+def _array_spec(item: Any) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or len(item["name"]) > 64:
+        raise ChannelError("the peer sent an unnamed array")
+    if item.get("dtype") not in ARRAY_DTYPES:
+        raise ChannelError("the peer sent an array of a refused dtype")
+    shape = item.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ChannelError("the peer sent an array of a malformed shape")
+    return item["name"], np.dtype(item["dtype"]), tuple(shape)
+
+
+def _arrays(layout: list[tuple[str, np.dtype, tuple[int, ...]]], payload: bytearray) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, dtype, shape in layout:
+        count = math.prod(shape)  # Python ints: a hostile shape cannot overflow
+        size = count * dtype.itemsize
+        if name in arrays or offset + size > len(payload):
+            raise ChannelError("the peer's arrays do not match its payload")
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+        offset += size + _pad(size)
+    if offset != len(payload):
+        raise ChannelError("the peer's arrays do not match its payload")
+    return arrays

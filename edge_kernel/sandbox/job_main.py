@@ -1,0 +1,101 @@
+"""The job process: ``python -m edge_kernel.sandbox.job_main --fd N``.
+
+Runs inside the sandbox with the job directory as its working directory, holding
+``cell.py`` and ``job.json``. It never receives a path to the data; records arrive only
+over the inherited socket ``N`` from the broker. Results go to ``out/``: weights (by
+``rapha.save``), ``metrics.json`` and, on an exception, ``error.json`` holding only the
+exception's type and its line in the cell (S5). The message is never written: it can
+carry record values (``KeyError: 'DOE^JANE'``). stderr gets the traceback for the
+hospital's own eyes; it never leaves the edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import socket
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from .channel import Channel
+from .runtime import MAX_BATCH_BYTES, Rapha
+
+CELL_FILENAME = "<cell>"
+OUT_DIR = Path("out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    torch.set_num_threads(2)  # a shared edge: the job must not take every core
+    job = json.loads(Path("job.json").read_text("utf-8"))
+    code = Path("cell.py").read_text("utf-8")
+    OUT_DIR.mkdir(exist_ok=True)
+    sock = socket.socket(fileno=args.fd)
+    rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES), job.get("params", {}),
+                  job.get("schema", {}), OUT_DIR)
+    try:
+        _run_cell(code, rapha)
+    except BaseException as exc:  # every failure leaves as type + line, nothing else
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            return _finish(rapha)
+        traceback.print_exc()
+        _write_json(OUT_DIR / "error.json", {"type": public_type_name(exc), "line": cell_line(exc)})
+        return 1
+    finally:
+        sock.close()
+    return _finish(rapha)
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="job_main")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket to the broker")
+    return parser.parse_args(argv)
+
+
+def _run_cell(code: str, rapha: Rapha) -> None:
+    compiled = compile(code, CELL_FILENAME, "exec")
+    exec(compiled, {"__name__": "__main__", "__builtins__": builtins, "rapha": rapha})
+
+
+def _finish(rapha: Rapha) -> int:
+    _write_json(OUT_DIR / "metrics.json", rapha.metrics)
+    return 0
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, allow_nan=False), "utf-8")
+
+
+def public_type_name(exc: BaseException) -> str:
+    """The nearest built-in exception class name.
+
+    A class the cell defines could be named after data (``type(secret, (Exception,), {})``),
+    so only names of built-in exception classes leave.
+    """
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "builtins" and getattr(builtins, cls.__name__, None) is cls:
+            return cls.__name__
+    return "BaseException"
+
+
+def cell_line(exc: BaseException) -> int | None:
+    """The line in the cell where the exception surfaced last, or None."""
+    if isinstance(exc, SyntaxError) and exc.filename == CELL_FILENAME:
+        return exc.lineno
+    line = None
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == CELL_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Run one job: the job process beside a broker thread, joined by a private socketpair.
+
+The runner is trusted edge code; the job process is not. So the runner writes the job
+directory before the job starts, hands the job nothing but an inherited socket, kills
+it at the time budget or on cancel, and treats everything the job leaves in ``out/``
+as hostile input: files are opened without following links, must be plain files of
+bounded size, and the error report is reduced to a built-in exception name and a line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import json
+import logging
+import stat
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_rapha.protocol.errors import SandboxFault
+from jupyter_rapha.protocol.jobspec import JobSpec
+
+from ..data.broker import Broker, MeterSummary
+from ..data.dicom_folder import DicomFolderSource
+from ..data.pseudonym import derive_seed
+from ..data.registry import Dataset
+from ..settings import Settings
+from .launch import wrap_command
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+BROKER_JOIN_SECONDS = 10.0
+MAX_METRICS_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BYTES = 4096
+JOB_THREADS = "2"
+ProgressCallback = Callable[[dict[str, int]], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str  # "completed" | "failed" | "timeout" | "cancelled"
+    weights: bytes | None
+    metrics: dict[str, list[float]]
+    error: dict[str, Any] | None  # {"type", "line"}: the cell's exception, nothing more
+    meter: MeterSummary
+    started: str
+    finished: str
+    fault: str | None = None  # generic text when the edge side broke or refused the outputs
+    exit_code: int | None = field(default=None)
+
+
+def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
+            hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
+            on_progress: ProgressCallback | None = None) -> RunOutcome:
+    started = _now()
+    source = DicomFolderSource(Path(dataset_path), dataset, granted_fields, hmac_key)
+    budget = min(spec.budget.max_records, dataset.max_records)
+    # The cohort seed is keyed: the researcher cannot pick a job id that selects records.
+    broker = Broker(source, source.index(), budget, derive_seed(hmac_key, "cohort", spec.job_id))
+    workdir = Path(workdir)
+    _prepare_workdir(workdir, spec, source)
+    process, parent = _start(spec, workdir, settings)
+    thread = threading.Thread(target=broker.serve, args=(parent,), daemon=True,
+                              name=f"broker-{spec.job_id[:8]}")
+    thread.start()
+    try:
+        status = _supervise(process, spec.budget.max_seconds, cancel, on_progress, broker)
+    finally:
+        _kill(process)
+        _stop_broker(parent, thread)
+    log.info("job %s ended: %s (exit %s)", spec.job_id, status, process.returncode)
+    return _outcome(spec, workdir, status, process.returncode, broker, started)
+
+
+def job_command(python: str, fd: int) -> list[str]:
+    # -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
+    # -s: no user site; -B: no bytecode writes into a read-only Python install.
+    return [python, "-P", "-s", "-B", "-m", "edge_kernel.sandbox.job_main", "--fd", str(fd)]
+
+
+def job_env(workdir: Path, python: str) -> dict[str, str]:
+    """A clean environment: nothing of the edge's own (keys, proxies, paths) is inherited."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
+           "LANG": "C.UTF-8", "OMP_NUM_THREADS": JOB_THREADS, "MKL_NUM_THREADS": JOB_THREADS,
+           "OPENBLAS_NUM_THREADS": JOB_THREADS}
+    pythonpath = _pythonpath_for(python)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
+@functools.lru_cache(maxsize=8)
+def _pythonpath_for(python: str) -> str | None:
+    """The folder holding edge_kernel, unless ``python`` already imports this very copy."""
+    package = Path(__file__).resolve().parents[1]
+    probe = "import importlib.util as u; s = u.find_spec('edge_kernel'); print(s.origin if s else '')"
+    try:
+        found = subprocess.run([python, "-P", "-s", "-c", probe], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxFault("the job interpreter does not start", hint="check sandbox.python") from exc
+    origin = found.stdout.strip()
+    if origin and Path(origin).resolve() == package / "__init__.py":
+        return None
+    return str(package.parent)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _prepare_workdir(workdir: Path, spec: JobSpec, source: DicomFolderSource) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        # Stale outputs from an earlier run must never be mistaken for this job's.
+        raise SandboxFault("the job directory is not empty")
+    schema = {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind} for name, s in source.specs.items()}
+    (workdir / "cell.py").write_text(spec.code, "utf-8")
+    job = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs}
+    (workdir / "job.json").write_text(json.dumps(job, indent=2), "utf-8")
+
+
+def _start(spec: JobSpec, workdir: Path, settings: Settings) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    python = settings.sandbox.python or sys.executable
+    fd = child.fileno()
+    cmd = wrap_command(job_command(python, fd), workdir, spec, (fd,), settings)
+    try:
+        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+            process = subprocess.Popen(cmd, pass_fds=(fd,), env=job_env(workdir, python), cwd=workdir,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True)  # own group: killed as a whole
+    except OSError as exc:
+        parent.close()
+        raise SandboxFault("the job process could not be started", hint="check sandbox.python") from exc
+    finally:
+        child.close()  # only the job holds its end, so its exit reads as end-of-file
+    return process, parent
+
+
+def _supervise(process: subprocess.Popen[bytes], max_seconds: int, cancel: threading.Event | None,
+               on_progress: ProgressCallback | None, broker: Broker) -> str:
+    deadline = time.monotonic() + max_seconds
+    reported: dict[str, int] = {}
+    while True:
+        try:
+            process.wait(timeout=POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass  # still running: check the clock, cancel and progress below
+        else:
+            reported = _report(on_progress, broker, reported)
+            return "completed" if process.returncode == 0 else "failed"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if time.monotonic() >= deadline:
+            return "timeout"
+        reported = _report(on_progress, broker, reported)
+
+
+def _report(on_progress: ProgressCallback | None, broker: Broker, last: dict[str, int]) -> dict[str, int]:
+    current = broker.progress()
+    if on_progress is not None and current != last:
+        on_progress(dict(current))
+    return current
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended between poll and kill: nothing left to stop
+        process.wait()
+
+
+def _stop_broker(parent: socket.socket, thread: threading.Thread) -> None:
+    try:
+        parent.shutdown(socket.SHUT_RDWR)  # wakes the broker's blocking recv
+    except OSError:
+        pass  # the broker already closed its end after the job hung up
+    thread.join(BROKER_JOIN_SECONDS)
+    if thread.is_alive():
+        raise SandboxFault("the data broker did not stop")
+
+
+def _outcome(spec: JobSpec, workdir: Path, status: str, exit_code: int | None, broker: Broker,
+             started: str) -> RunOutcome:
+    fault = None
+    outputs = JobOutputs()
+    if broker.fault is not None:
+        status, fault = "failed", broker.fault.message
+    elif broker.job_misbehaved:
+        status, fault = "failed", "the job broke the broker protocol"
+    if status in ("completed", "failed"):
+        try:
+            outputs = read_outputs(workdir, spec, completed=status == "completed")
+        except OutputRefused as refused:
+            status, fault, outputs = "failed", refused.message, JobOutputs()
+    if status != "completed":
+        outputs = JobOutputs(error=outputs.error)  # only a completed job releases results
+    return RunOutcome(status=status, weights=outputs.weights, metrics=outputs.metrics, error=outputs.error,
+                      meter=broker.summary(), started=started, finished=_now(), fault=fault,
+                      exit_code=exit_code)
+
+
+class OutputRefused(SandboxFault):
+    """A file in out/ that the edge will not read (a link, not a plain file, too large)."""
+
+
+@dataclass(frozen=True)
+class JobOutputs:
+    weights: bytes | None = None
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs:
+    try:
+        out = os.open(workdir / "out", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return JobOutputs()
+    except OSError as exc:
+        raise OutputRefused("the job's out/ is not a plain directory") from exc
+    try:
+        if not completed:
+            return JobOutputs(error=_error(_read_plain(out, "error.json", MAX_ERROR_BYTES), spec))
+        weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
+        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", MAX_METRICS_BYTES)))
+    finally:
+        os.close(out)
+
+
+def _read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
+    """Read a job-written file as hostile: a symlink or hard link could point the edge,
+    which can read the dataset, at a file the job cannot see; a FIFO would block."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputRefused(f"out/{name} is not a plain file") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OutputRefused(f"out/{name} is not a plain file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OutputRefused(f"out/{name} is larger than allowed")
+    return data
+
+
+def _metrics(raw: bytes | None) -> dict[str, list[float]]:
+    if raw is None:
+        return {}
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise OutputRefused("out/metrics.json is not JSON") from exc
+    if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v) for k, v in doc.items()):
+        raise OutputRefused("out/metrics.json must map names to lists of numbers")
+    return {k: [float(x) for x in v] for k, v in doc.items()}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
+
+
+_BUILTIN_EXCEPTIONS = frozenset(
+    name for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException))
+
+
+def _error(raw: bytes | None, spec: JobSpec) -> dict[str, Any] | None:
+    """Type and line only, checked here again: the cell can write error.json itself, so
+    a free-form "type" would be a channel for record values."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    name = doc.get("type")
+    line = doc.get("line")
+    lines = spec.code.count("\n") + 1
+    return {"type": name if name in _BUILTIN_EXCEPTIONS else "Exception",
+            "line": line if isinstance(line, int) and not isinstance(line, bool) and 1 <= line <= lines else None}
