@@ -299,7 +299,8 @@ class ChainServer:
     def __init__(self, chain: RpcChain, host: str = "127.0.0.1", port: int = 0, path: str = "/chain") -> None:
         self._httpd = ThreadingHTTPServer((host, port), _handler_for(chain, path))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="chain-rpc", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="chain-rpc", daemon=True)
         self.url = f"http://{host}:{self._httpd.server_address[1]}{path}"
 
     def start(self) -> ChainServer:
