@@ -29,10 +29,11 @@ from .protocol.request import sign_request
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FINAL_STATES = ("completed", "denied", "failed")
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
+_GATE_CLASSES = (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
+                 errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
+# An error body names its kind by class ("ScanDenied"); a job status names the gate ("scan").
 _GATE_ERRORS: dict[str, type[errors.GateDenied]] = {
-    cls.gate: cls for cls in (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
-                              errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
-}
+    **{cls.gate: cls for cls in _GATE_CLASSES}, **{cls.__name__: cls for cls in _GATE_CLASSES}}
 
 
 class JobFailed(errors.Fault):
