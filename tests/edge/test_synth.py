@@ -1,0 +1,113 @@
+"""The synthetic dataset: real DICOM, learnable labels, fake identifiers that a leak test
+can find; and the record pseudonym of docs/internals.md."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from edge_kernel.data.pseudonym import record_pseudonym
+from edge_kernel.data.synth import (LABEL_CREATOR, LABEL_ELEMENT, LABEL_GROUP, SYNTH_IDENTIFIER_TAGS,
+                                    make_synthetic_dataset)
+from jupyter_rapha.protocol.errors import BadInput
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, synth_entry, synth_folder  # noqa: F401
+
+
+def _read_all(folder: Path) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(path) for path in sorted(folder.glob("*.dcm"))]
+
+
+def test_files_are_secondary_capture_monochrome_uint16(synth_folder):
+    datasets = _read_all(synth_folder)
+    assert len(datasets) == SYNTH_RECORDS
+    for ds in datasets:
+        assert ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+        assert ds.PhotometricInterpretation == "MONOCHROME2"
+        assert ds.pixel_array.dtype == np.uint16 and ds.pixel_array.shape == (32, 32)
+
+
+def test_label_lives_in_the_private_block(synth_folder):
+    labels = [int(ds.private_block(LABEL_GROUP, LABEL_CREATOR)[LABEL_ELEMENT].value) for ds in _read_all(synth_folder)]
+    assert set(labels) == {0, 1}
+    assert min(Counter(labels).values()) >= SYNTH_RECORDS // 4
+
+
+def test_label_is_learnable_from_the_pixels(synth_folder):
+    hits = 0
+    for ds in _read_all(synth_folder):
+        pixels = ds.pixel_array.astype(float)
+        guess = int(pixels[:, 16:].sum() > pixels[:, :16].sum())
+        hits += guess == int(ds.private_block(LABEL_GROUP, LABEL_CREATOR)[LABEL_ELEMENT].value)
+    assert hits >= 0.9 * SYNTH_RECORDS
+
+
+def test_headers_carry_fake_identifiers_and_free_text(synth_folder):
+    datasets = _read_all(synth_folder)
+    for ds in datasets:
+        for keyword in SYNTH_IDENTIFIER_TAGS:
+            assert str(ds.get(keyword, "")), keyword
+        assert str(ds.PatientName).split("^")[0] in ds.ImageComments
+    per_patient = Counter(str(ds.PatientID) for ds in datasets)
+    assert max(per_patient.values()) >= 2 and min(per_patient.values()) == 1
+    assert len({str(ds.SOPInstanceUID) for ds in datasets}) == SYNTH_RECORDS
+    assert len(header_values(synth_folder)) > 100
+
+
+def test_file_names_carry_no_identifier(synth_folder):
+    values = header_values(synth_folder)
+    for path in synth_folder.iterdir():
+        assert not any(value in path.name for value in values)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    make_synthetic_dataset(tmp_path / "a", 3, seed=1)
+    make_synthetic_dataset(tmp_path / "b", 3, seed=1)
+    make_synthetic_dataset(tmp_path / "c", 3, seed=2)
+    first = (tmp_path / "a" / "img00001.dcm").read_bytes()
+    assert first == (tmp_path / "b" / "img00001.dcm").read_bytes()
+    assert first != (tmp_path / "c" / "img00001.dcm").read_bytes()
+
+
+def test_entry_declares_the_schema_and_the_label_mapping(synth_entry):
+    assert synth_entry.schema() == {
+        "image": {"dtype": "float32", "shape": [1, 32, 32], "kind": "feature"},
+        "finding": {"dtype": "int64", "shape": [], "kind": "label"},
+    }
+    assert synth_entry.labels["finding"] == {"source": "dicom-private", "creator": "RAPHA SYNTH",
+                                             "group": 0x0019, "element": 0x10}
+
+
+def test_refuses_an_empty_dataset(tmp_path):
+    with pytest.raises(ValueError):
+        make_synthetic_dataset(tmp_path, 0)
+
+
+# --- pseudonyms ---------------------------------------------------------------------
+
+def test_pseudonym_is_the_documented_hmac():
+    expected = hmac.new(HMAC_KEY, b"record\0MRN1\x001.2.3", hashlib.sha256).digest()
+    assert record_pseudonym(HMAC_KEY, "MRN1", "1.2.3") == expected
+
+
+def test_pseudonym_depends_on_key_patient_and_instance():
+    base = record_pseudonym(HMAC_KEY, "MRN1", "1.2.3")
+    assert base == record_pseudonym(HMAC_KEY, "MRN1", "1.2.3")
+    assert base != record_pseudonym(b"another key of enough length", "MRN1", "1.2.3")
+    assert base != record_pseudonym(HMAC_KEY, "MRN2", "1.2.3")
+    assert base != record_pseudonym(HMAC_KEY, "MRN1", "1.2.4")
+    assert b"MRN1" not in base
+
+
+@pytest.mark.parametrize("key,patient,uid", [
+    (b"short", "MRN1", "1.2.3"), (HMAC_KEY, "", "1.2.3"), (HMAC_KEY, "MRN1", ""),
+    (HMAC_KEY, "MRN1\0", "1.2.3"), (HMAC_KEY, "MRN1", "1.2\x003"),
+])
+def test_pseudonym_refuses_weak_key_empty_or_ambiguous_ids(key, patient, uid):
+    with pytest.raises(BadInput):
+        record_pseudonym(key, patient, uid)
