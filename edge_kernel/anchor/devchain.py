@@ -183,21 +183,15 @@ class EmbeddedChain:
             raise AnchorFault("embedded chain did not mine the transaction where the journal expects it")
 
     def _replay(self, records: list[dict[str, Any]]) -> None:
+        # Every journaled transaction was mined before anyone saw its hash (a refused
+        # one is cut from the journal at once), so one that does not replay means the
+        # journal was damaged: stop rather than serve a chain that forgot anchors.
         for index, record in enumerate(records):
             try:
                 self._apply(record)
-            except AnchorFault:
-                raise
             except Exception:
-                if index < len(records) - 1:
-                    raise AnchorFault(f"embedded chain journal entry {index + 1} does not replay") from None
-                # The process died after journaling a transaction the chain then refused;
-                # it was never mined, so nobody holds a receipt naming it.
-                self._journal.truncate(self._journal_offset_of_last())
-
-    def _journal_offset_of_last(self) -> int:
-        data = self._journal.path.read_bytes().rstrip(b"\n")
-        return data.rfind(b"\n") + 1
+                raise AnchorFault(f"embedded chain journal entry {index + 1} does not replay",
+                                  hint="restore the chain state directory from backup") from None
 
     def _fund(self) -> None:
         """Give the edge account gas money from eth-tester's first pre-funded account.
