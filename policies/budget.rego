@@ -1,0 +1,42 @@
+# Budget ceilings: how many records, how long, how much, and how many epochs.
+package rapha
+
+import rego.v1
+
+ceilings := data.hospital.budget
+
+# Control: UK GDPR Art. 5(1)(c); Caldicott Principle 3 - no more records than the
+# dataset and the hospital allow for one job.
+deny contains sprintf("budget of %d records exceeds this dataset's limit of %d", [input.job.budget.max_records, input.dataset.max_records]) if {
+	input.job.budget.max_records > input.dataset.max_records
+}
+
+deny contains sprintf("budget of %d records exceeds the per-job ceiling of %d", [input.job.budget.max_records, ceilings.max_records_per_job]) if {
+	input.job.budget.max_records > ceilings.max_records_per_job
+}
+
+# Control: HIPAA 164.308(a)(7) (availability) - bounded run time per job.
+deny contains sprintf("time budget of %d s exceeds the ceiling of %d s", [input.job.budget.max_seconds, ceilings.max_seconds]) if {
+	input.job.budget.max_seconds > ceilings.max_seconds
+}
+
+# Control: NHS DSPT 1 (accountability) - the cost of a job is capped in advance.
+job_cost := input.job.budget.max_records * to_number(input.dataset.price)
+
+deny contains sprintf("the job could cost %v; the ceiling is %v", [job_cost, ceilings.max_cost_per_job]) if {
+	job_cost > ceilings.max_cost_per_job
+}
+
+# Control: UK GDPR Art. 5(1)(c) - epochs bound how often each record is seen.
+deny contains sprintf("%d epochs requested; at most %d are allowed", [input.job.params.epochs, ceilings.max_epochs]) if {
+	input.job.params.epochs > ceilings.max_epochs
+}
+
+# Obligations the runner enforces on an allowed job.
+obligations["max_epochs"] := ceilings.max_epochs
+
+obligations["max_seconds"] := min([input.job.budget.max_seconds, ceilings.max_seconds])
+
+# Control: UK GDPR Art. 9 and Art. 32 - special-category data trains only with
+# differential privacy.
+obligations["dp_required"] := input.dataset.sensitivity in data.hospital.privacy.dp_required_sensitivities

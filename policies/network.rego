@@ -1,0 +1,39 @@
+# Sealing: the job must run air-gapped, and code the scanner flags does not run.
+package rapha
+
+import rego.v1
+
+# Control: NHS DSPT 9.5 (network protection); HIPAA 164.312(e)(1) (transmission
+# security) - evidence of the air-gap is required before clinical data is touched.
+deny contains "no air-gap evidence for this job; the edge must run it sealed from the network" if {
+	not airgap_sealed
+	not airgap_waived
+}
+
+airgap_sealed if input.airgap.sealed == true
+
+# Only a demo edge, with the weakening named in its settings, may run without the
+# air-gap; the receipt records it.
+airgap_waived if {
+	input.edge.demo == true
+	"unsafe_no_airgap" in input.edge.unsafe
+}
+
+# Control: HIPAA 164.308(a)(1)(ii)(A) (risk analysis); NHS DSPT 9 - any high-severity
+# scanner finding denies. The scan is defence in depth; the sandbox is the guarantee.
+deny contains sprintf("cell line %d: %s", [finding.line, finding.message]) if {
+	some finding in input.scan.findings
+	finding.severity == "high"
+}
+
+# Control: NHS DSPT 9 - the hospital may refuse further scanner rules at any severity
+# (by default: modules outside the edge's runtime allowlist).
+deny contains sprintf("cell line %d: %s", [finding.line, finding.message]) if {
+	some finding in input.scan.findings
+	finding.rule in data.hospital.network.deny_scan_rules
+}
+
+# Control: NHS DSPT 9 - a scan report that is missing or from an unknown scanner is no scan.
+deny contains "the job has no scan report from a known scanner" if {
+	not startswith(input.scan.scanner_version, "rapha-scan/")
+}
