@@ -1,0 +1,121 @@
+"""%%rapha_train in a real IPython shell, against the fake edge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_rapha.keystore import create_key
+from jupyter_rapha.magic import RaphaCellError
+from tests.researcher.fake_edge import SCHEMA, FakeEdge
+
+CELL = """
+import torch
+from torch import nn
+model = nn.Sequential(nn.Flatten(), nn.Linear(1024, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+for epoch in range(rapha.epochs):
+    for batch in rapha.loader(batch_size=16, shuffle=True):
+        loss = nn.functional.cross_entropy(model(batch["image"]), batch["finding"])
+        opt.zero_grad(); loss.backward(); opt.step()
+    rapha.log(loss=loss.item(), epoch=epoch)
+rapha.save(model)
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    key_path = tmp_path_factory.mktemp("magic") / "me.pem"
+    key = create_key(key_path)
+    with FakeEdge([key.public]) as edge:
+        yield edge, key_path
+
+
+@pytest.fixture
+def shell(setup):
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_rapha")
+    edge, key_path = setup
+    ip.user_ns.update({"EDGE": edge.url, "KEY": str(key_path)})
+    yield ip
+    for name in ("model", "weights", "_rapha_result"):
+        ip.user_ns.pop(name, None)
+
+
+def train(ip, args: str, cell: str = CELL):
+    return ip.run_cell(f"%%rapha_train --dataset synthetic-cxr --key $KEY {args}\n{cell}")
+
+
+def test_remote_run_loads_weights_into_the_module(shell, capsys):
+    shell.run_cell("from torch import nn\nmodel = nn.Sequential(nn.Flatten(), nn.Linear(1024, 2))\n"
+                   "before = model[1].weight.detach().clone()")
+    outcome = train(shell, "--edge $EDGE --budget 32 --epochs 2 --returns model")
+    assert outcome.error_in_exec is None
+    result = shell.user_ns["_rapha_result"]
+    assert outcome.result is result and result.verified
+    assert torch.equal(shell.user_ns["model"][1].weight, result.state_dict["1.weight"])
+    assert not torch.equal(shell.user_ns["before"], result.state_dict["1.weight"])
+    out = capsys.readouterr().out
+    assert "completed" in out and "receipt verified" in out and "weights loaded into model" in out
+    assert "&#10003; verified" in result._repr_html_()
+
+
+def test_remote_run_binds_a_state_dict_when_the_name_is_free(shell):
+    assert train(shell, "--edge {EDGE} --budget 16 --returns weights --fields image,finding").error_in_exec is None
+    assert set(shell.user_ns["weights"]) == {"1.weight", "1.bias"}
+
+
+def test_denial_is_one_clean_message(shell, capsys):
+    shell.user_ns["_rapha_result"] = "stale"
+    outcome = train(shell, "--edge $EDGE --budget 8", "import socket\n" + CELL)
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    assert shell.user_ns["_rapha_result"] is None
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "denied by the scan gate" in text and "socket" in text and "Traceback" not in text
+
+
+def test_job_error_shows_type_and_line(shell, capsys):
+    outcome = train(shell, "--edge $EDGE --budget 8", "x = 1\nraise ValueError('patient 123')\n")
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    text = "".join(capsys.readouterr())
+    assert "ValueError at line 2 of the cell" in text and "patient 123" not in text
+
+
+def test_local_run_with_the_catalog_schema(shell, capsys):
+    outcome = train(shell, "--edge $EDGE --budget 48 --epochs 2 --local --returns model")
+    assert outcome.error_in_exec is None
+    result = shell.user_ns["_rapha_result"]
+    assert result.local and result.receipt is None and len(result.metrics["loss"]) == 2
+    assert torch.equal(shell.user_ns["model"][1].weight, result.state_dict["1.weight"])
+    assert "48 synthetic records" in capsys.readouterr().out
+
+
+def test_local_run_with_a_schema_and_no_edge(shell):
+    schema = json.dumps(SCHEMA).replace(" ", "")
+    assert train(shell, f"--budget 8 --local --schema {schema}").error_in_exec is None
+    assert "rapha" not in shell.user_ns
+
+
+def test_wrong_shape_for_returns_is_reported(shell, capsys):
+    shell.run_cell("from torch import nn\nmodel = nn.Linear(3, 3)")
+    outcome = train(shell, "--edge $EDGE --budget 8 --returns model")
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    assert "do not fit model" in "".join(capsys.readouterr())
+
+
+def test_usage_errors(shell, capsys):
+    assert train(shell, "--budget 8").error_in_exec is not None  # neither --edge nor --local --schema
+    assert shell.run_cell("%%rapha_train --budget 8\nx=1").error_in_exec is not None  # no --dataset
+    assert train(shell, "--edge $EDGE --budget 8 --param oops").error_in_exec is not None
+
+
+def test_import_stays_cheap():
+    code = "import sys, jupyter_rapha, jupyter_rapha.magic, jupyter_rapha.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
