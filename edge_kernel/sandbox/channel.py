@@ -46,7 +46,8 @@ class Channel:
         self.max_payload_bytes = max_payload_bytes
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-        contiguous = {name: np.ascontiguousarray(a) for name, a in (arrays or {}).items()}
+        # copy only what is not C-contiguous (np.ascontiguousarray would turn 0-d into 1-d)
+        contiguous = {name: a if a.flags.c_contiguous else a.copy(order="C") for name, a in (arrays or {}).items()}
         layout = [{"name": n, "dtype": str(a.dtype), "shape": list(a.shape)} for n, a in contiguous.items()]
         head = json.dumps({"msg": header, "arrays": layout}, separators=(",", ":")).encode("utf-8")
         sizes = [a.nbytes for a in contiguous.values()]
