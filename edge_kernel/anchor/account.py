@@ -46,6 +46,7 @@ def load_chain_account(path: Path) -> LocalAccount:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise BadInput(f"chain key {path.name} is accessible to other users", hint="chmod 600 it")
     try:
-        return Account.from_key(text if text.startswith("0x") else "0x" + text)
+        account: LocalAccount = Account.from_key(text if text.startswith("0x") else "0x" + text)
+        return account
     except (ValueError, TypeError):
         raise BadInput(f"chain key {path.name} is not a secp256k1 private key in hex") from None

@@ -76,5 +76,4 @@ def anchor_faults(action: str) -> Iterator[None]:
     except AnchorFault:
         raise
     except Exception as exc:
-        raise AnchorFault(f"anchoring failed: could not {action}",
-                          hint=type(exc).__name__) from exc
+        raise AnchorFault(f"anchoring failed: could not {action}") from exc

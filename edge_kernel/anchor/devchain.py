@@ -113,10 +113,9 @@ class EmbeddedChain:
         self._lock = threading.RLock()
         self._account = account
         self.address = str(account.address)
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._journal = Journal(state_dir / JOURNAL_NAME)
+        self._journal = Journal(Path(state_dir) / JOURNAL_NAME)
         with anchor_faults("open the embedded chain state"):
+            self._journal.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             header, records = self._journal.load()
             genesis = get_default_genesis_params({"timestamp": header["genesis_timestamp"]})
             self._backend = _PinnedBackend(genesis_parameters=genesis)

@@ -13,6 +13,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
+from web3.exceptions import Web3RPCError
 
 from jupyter_rapha.protocol.errors import AnchorFault
 
@@ -78,6 +79,6 @@ class RpcAnchor:
             return {"gasPrice": int(self._w3.eth.gas_price)}
         try:
             tip = int(self._w3.eth.max_priority_fee)
-        except Exception:
-            tip = DEFAULT_TIP_WEI  # nodes without eth_maxPriorityFeePerGas or fee history
+        except Web3RPCError:
+            tip = DEFAULT_TIP_WEI  # nodes that serve neither eth_maxPriorityFeePerGas nor eth_feeHistory
         return dynamic_fees(int(base_fee), tip)

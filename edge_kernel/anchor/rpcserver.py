@@ -135,7 +135,9 @@ class ChainState(Protocol):
     """What the method table needs from the embedded chain."""
 
     chain_id: int
-    tester: Any
+
+    @property
+    def tester(self) -> Any: ...
 
     def base_fee(self) -> int: ...
 
@@ -189,7 +191,7 @@ def _send_raw(chain: ChainState, params: list[Any]) -> str:
 
 
 def _tx_json(tx: Mapping[str, Any]) -> dict[str, Any]:
-    out = encode(tx)
+    out: dict[str, Any] = encode(tx)
     out["input"] = out.pop("data", "0x")
     return out
 
@@ -200,13 +202,13 @@ def _receipt_json(receipt: Mapping[str, Any]) -> dict[str, Any]:
         bloom.add(bytes.fromhex(log["address"][2:]))
         for topic in log.get("topics", ()):
             bloom.add(bytes.fromhex(topic[2:]) if isinstance(topic, str) else bytes(topic))
-    out = encode(receipt)
+    out: dict[str, Any] = encode(receipt)
     out["logsBloom"] = encode(int(bloom), "logs_bloom")
     return out
 
 
 def _block_json(block: Mapping[str, Any]) -> dict[str, Any]:
-    out = encode(block)
+    out: dict[str, Any] = encode(block)
     out["transactions"] = [item if isinstance(item, str) else _tx_json(tx)
                            for item, tx in zip(out["transactions"], block["transactions"])]
     return out
