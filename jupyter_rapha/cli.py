@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +92,13 @@ def _run(args: argparse.Namespace) -> int:
                            fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
                            max_seconds=args.max_seconds)
     client = EdgeClient(args.edge, load_key(args.key or None))
-    result, info = train_remote(client, request, on_status=_status_line)
+    result, _ = train_remote(client, request, on_status=_status_line)
     if not result.verified:
         failed = ", ".join(c.name for c in result.verification.failures())  # type: ignore[union-attr]
         print(f"rapha run: job {result.job_id} completed but its receipt did not verify ({failed}); "
               f"nothing written", file=sys.stderr)
         return 1
-    _write_outputs(out, {
-        "weights.safetensors": result.weights_bytes,
-        "metrics.json": json.dumps(result.metrics, indent=2).encode() + b"\n",
-        "receipt.json": json.dumps(result.receipt, indent=2).encode() + b"\n",
-        "edge.pub": str(info["public_key"]).encode() + b"\n",
-    })
+    result.save(out)
     print(f"rapha run: job {result.job_id} completed, receipt verified; wrote {', '.join(OUTPUT_FILES)} to {out}")
     return 0
 
@@ -118,26 +111,6 @@ def _check_out_dir(out: Path) -> None:
     # Only a previous run's outputs may be replaced: never delete files we did not write.
     if out.exists() and (not out.is_dir() or set(os.listdir(out)) - set(OUTPUT_FILES)):
         raise BadInput(f"{out} exists and holds other files; choose another --out")
-
-
-def _write_outputs(out: Path, files: dict[str, bytes]) -> None:
-    """Write into a temporary directory beside ``out`` and rename it into place, so a
-    crash or a refusal never leaves a half-written result that looks complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .protocol.errors import ReleaseDenied
+from .protocol.errors import RaphaError, ReleaseDenied
 from .protocol.receipt import Verification
 from .widget import ReceiptWidget
 
@@ -21,6 +26,29 @@ def load_state_dict(weights: bytes) -> dict[str, Any]:
     except (SafetensorError, ValueError) as exc:
         raise ReleaseDenied("returned weights are not a valid safetensors file",
                             reasons=["weights do not parse as safetensors"]) from exc
+
+
+def write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """Write into a temporary directory beside ``out`` and rename it into place, so a
+    crash or a refusal never leaves a half-written result that looks complete. Only a
+    directory holding nothing but these files is replaced."""
+    if out.exists() and (not out.is_dir() or set(os.listdir(out)) - set(files)):
+        raise RaphaError(f"{out} exists and holds other files; choose another output directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 @dataclass
@@ -42,6 +70,23 @@ class TrainResult:
     @property
     def receipt_widget(self) -> ReceiptWidget:
         return ReceiptWidget(self.receipt or {}, self.verification)
+
+    def output_files(self) -> dict[str, bytes]:
+        """The files ``rapha run`` writes: weights, metrics, receipt and the edge's key."""
+        if self.receipt is None:
+            raise RaphaError("a local dry run has no receipt to save")
+        return {
+            "weights.safetensors": self.weights_bytes,
+            "metrics.json": json.dumps(self.metrics, indent=2).encode() + b"\n",
+            "receipt.json": json.dumps(self.receipt, indent=2).encode() + b"\n",
+            "edge.pub": str(self.extra.get("edge_public_key", "")).encode() + b"\n",
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the outputs into ``directory`` atomically (see ``write_outputs``)."""
+        target = Path(directory)
+        write_outputs(target, self.output_files())
+        return target
 
     def _summary(self) -> str:
         where = "local dry run" if self.local else f"edge {self.edge_url}"

@@ -92,7 +92,8 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     verification = verify_document(receipt, edge_key, weights=weights, metrics=metrics,
                                    rpc_url=chain_rpc_url(client.url, info))
     result = TrainResult(job_id=job_id, state_dict=load_state_dict(weights), weights_bytes=weights,
-                         metrics=metrics, receipt=receipt, verification=verification, edge_url=client.url)
+                         metrics=metrics, receipt=receipt, verification=verification, edge_url=client.url,
+                         extra={"edge_public_key": str(info.get("public_key", ""))})
     return result, info
 
 
