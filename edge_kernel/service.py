@@ -157,14 +157,12 @@ class ChainHandler(BaseHandler):
 
     @api
     def post(self) -> None:
+        from .anchor.rpcserver import rpc_http_body
+
         if self.edge.chain is None:
             raise NotFound("this edge anchors on an external chain; use its RPC endpoint")
-        try:
-            request = json.loads(self.request.body)
-        except ValueError:
-            self.write_json({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
-            return
-        self.write_json(self.edge.chain.rpc(request))
+        self.set_header("Content-Type", "application/json")
+        self.finish(rpc_http_body(self.edge.chain, self.request.body or b""))
 
 
 def make_app(edge: Edge) -> tornado.web.Application:
