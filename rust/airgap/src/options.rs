@@ -1,0 +1,135 @@
+//! Command-line options of `rapha-airgap exec`.
+
+use std::path::PathBuf;
+
+pub const NOBODY: u32 = 65534;
+
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub cpu_seconds: Option<u64>,
+    pub wall_seconds: Option<u64>,
+    pub processes: Option<u64>,
+    pub file_bytes: Option<u64>,
+    pub open_files: u64,
+}
+
+#[derive(Debug)]
+pub struct ExecOptions {
+    pub limits: Limits,
+    pub keep_fds: Vec<i32>,
+    pub workdir: Option<PathBuf>,
+    pub hidden: Vec<PathBuf>,
+    pub uid: u32,
+    pub gid: u32,
+    pub tmp_bytes: u64,
+    pub command: Vec<String>,
+}
+
+pub const USAGE: &str = "usage:
+  rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
+                    [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
+                    [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...]
+                    [--uid UID] [--gid GID] -- CMD [ARG ...]
+  rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
+  rapha-airgap digest            print the seccomp filter's sha256
+  rapha-airgap sever --wan IFACE | restore --wan IFACE | status --wan IFACE";
+
+fn number(flag: &str, value: Option<&String>) -> Result<u64, String> {
+    let text = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    text.parse::<u64>().map_err(|_| format!("{flag}: not a non-negative integer: {text:?}"))
+}
+
+fn id(flag: &str, value: Option<&String>) -> Result<u32, String> {
+    let parsed = number(flag, value)?;
+    // Root inside the sandbox would undo every other layer.
+    if parsed == 0 || parsed > u32::MAX as u64 - 1 {
+        return Err(format!("{flag} must be a non-root id"));
+    }
+    Ok(parsed as u32)
+}
+
+pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
+    let mut opts = ExecOptions {
+        limits: Limits { open_files: 1024, ..Limits::default() },
+        keep_fds: Vec::new(),
+        workdir: None,
+        hidden: Vec::new(),
+        uid: NOBODY,
+        gid: NOBODY,
+        tmp_bytes: 512 << 20,
+        command: Vec::new(),
+    };
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let flag = flag.as_str();
+        match flag {
+            "--" => {
+                opts.command = iter.cloned().collect();
+                break;
+            }
+            "--max-memory" => opts.limits.memory_bytes = Some(number(flag, iter.next())?),
+            "--max-cpu" => opts.limits.cpu_seconds = Some(number(flag, iter.next())?),
+            "--max-wall" => opts.limits.wall_seconds = Some(number(flag, iter.next())?),
+            "--max-processes" => opts.limits.processes = Some(number(flag, iter.next())?),
+            "--max-file-size" => opts.limits.file_bytes = Some(number(flag, iter.next())?),
+            "--max-open-files" => opts.limits.open_files = number(flag, iter.next())?,
+            "--tmp-size" => opts.tmp_bytes = number(flag, iter.next())?,
+            "--keep-fd" => opts.keep_fds.push(keep_fd(iter.next())?),
+            "--workdir" => opts.workdir = Some(path(flag, iter.next())?),
+            "--hide" => opts.hidden.push(path(flag, iter.next())?),
+            "--uid" => opts.uid = id(flag, iter.next())?,
+            "--gid" => opts.gid = id(flag, iter.next())?,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if opts.command.is_empty() {
+        return Err("no command after --".into());
+    }
+    Ok(opts)
+}
+
+fn keep_fd(value: Option<&String>) -> Result<i32, String> {
+    let fd = number("--keep-fd", value)?;
+    // 0-2 always pass; anything else must be named to pass.
+    if !(3..=65535).contains(&fd) {
+        return Err("--keep-fd must be from 3 to 65535".into());
+    }
+    Ok(fd as i32)
+}
+
+fn path(flag: &str, value: Option<&String>) -> Result<PathBuf, String> {
+    let text = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    if !text.starts_with('/') {
+        return Err(format!("{flag} needs an absolute path"));
+    }
+    Ok(PathBuf::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_limits_and_command() {
+        let opts = parse_exec(&args("--max-memory 10 --keep-fd 5 --hide /srv -- /bin/true x")).unwrap();
+        assert_eq!(opts.limits.memory_bytes, Some(10));
+        assert_eq!(opts.keep_fds, vec![5]);
+        assert_eq!(opts.command, vec!["/bin/true", "x"]);
+        assert_eq!(opts.uid, NOBODY);
+    }
+
+    #[test]
+    fn refuses_root_and_bad_input() {
+        assert!(parse_exec(&args("--uid 0 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--keep-fd 1 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--hide relative -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--max-cpu -3 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--bogus -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--max-cpu 3")).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! `rapha-airgap probe`: evidence that the sandbox it runs in is sealed.
+//!
+//! Run it *inside* the sandbox (`rapha-airgap exec ... -- rapha-airgap probe`): it
+//! tries each way out and prints one JSON record of what it found. It never sandboxes
+//! itself, so the record describes the real job environment, not a copy of it.
+//!
+//! Probes aimed at outside addresses (192.0.2.1, TEST-NET-1, never routed) only run
+//! when the process is already sealed (a seccomp filter active and only loopback
+//! visible); otherwise they are reported as not blocked without sending anything, so a
+//! probe run outside a sandbox can neither pass nor emit a packet.
+
+use std::ffi::c_int;
+use std::fs;
+
+use crate::json::{quote, Object};
+use crate::{seccomp, sys};
+
+pub struct Ports {
+    pub tcp: u16,
+    pub udp: u16,
+    pub dns: u16,
+}
+
+struct Outcome {
+    target: String,
+    blocked: bool,
+    detail: String,
+}
+
+fn blocked(target: &str, errno: i32) -> Outcome {
+    Outcome { target: target.into(), blocked: true, detail: format!("blocked: {}", sys::errno_name(errno)) }
+}
+
+fn open(target: &str, detail: &str) -> Outcome {
+    Outcome { target: target.into(), blocked: false, detail: format!("open: {detail}") }
+}
+
+fn new_socket(domain: c_int, kind: c_int, protocol: c_int) -> Result<c_int, i32> {
+    let fd = unsafe { sys::socket(domain, kind | sys::SOCK_CLOEXEC, protocol) };
+    if fd < 0 { Err(sys::errno()) } else { Ok(fd) }
+}
+
+fn sockaddr_v4(ip: [u8; 4], port: u16) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    addr[..2].copy_from_slice(&(sys::AF_INET as u16).to_ne_bytes());
+    addr[2..4].copy_from_slice(&port.to_be_bytes());
+    addr[4..8].copy_from_slice(&ip);
+    addr
+}
+
+fn sockaddr_v6_loopback(port: u16) -> [u8; 28] {
+    let mut addr = [0u8; 28];
+    addr[..2].copy_from_slice(&(sys::AF_INET6 as u16).to_ne_bytes());
+    addr[2..4].copy_from_slice(&port.to_be_bytes());
+    addr[23] = 1;
+    addr
+}
+
+/// A failed connect is "blocked" only when it failed before leaving the namespace; a
+/// timeout means a route existed and a packet may have gone out.
+fn tcp(target: &str, domain: c_int, addr: &[u8]) -> Outcome {
+    let fd = match new_socket(domain, sys::SOCK_STREAM, 0) {
+        Ok(fd) => fd,
+        Err(errno) => return blocked(target, errno),
+    };
+    let timeout: [i64; 2] = [1, 0];
+    let ret = unsafe {
+        sys::setsockopt(fd, 1, 21, timeout.as_ptr() as *const _, 16); // SOL_SOCKET, SO_SNDTIMEO
+        sys::connect(fd, addr.as_ptr() as *const _, addr.len() as u32)
+    };
+    let errno = sys::errno();
+    unsafe { sys::close(fd) };
+    match (ret, errno) {
+        (0, _) => open(target, "connected"),
+        (_, 110) | (_, 115) | (_, 11) => open(target, "connect timed out after sending"),
+        (_, errno) => Outcome {
+            target: target.into(),
+            blocked: true,
+            detail: format!("blocked: socket created, connect failed with {}", sys::errno_name(errno)),
+        },
+    }
+}
+
+fn udp(target: &str, addr: &[u8], payload: &[u8]) -> Outcome {
+    let fd = match new_socket(sys::AF_INET, sys::SOCK_DGRAM, 0) {
+        Ok(fd) => fd,
+        Err(errno) => return blocked(target, errno),
+    };
+    let sent = unsafe {
+        sys::sendto(fd, payload.as_ptr() as *const _, payload.len(), 0, addr.as_ptr() as *const _, addr.len() as u32)
+    };
+    let errno = sys::errno();
+    unsafe { sys::close(fd) };
+    if sent >= 0 {
+        open(target, "datagram sent")
+    } else {
+        Outcome {
+            target: target.into(),
+            blocked: true,
+            detail: format!("blocked: socket created, send failed with {}", sys::errno_name(errno)),
+        }
+    }
+}
+
+fn socket_only(target: &str, domain: c_int, kind: c_int, protocol: c_int) -> Outcome {
+    match new_socket(domain, kind, protocol) {
+        Ok(fd) => {
+            unsafe { sys::close(fd) };
+            open(target, "socket created")
+        }
+        Err(errno) => blocked(target, errno),
+    }
+}
+
+fn syscall_refused(target: &str, ret: i64) -> Outcome {
+    if ret < 0 { blocked(target, sys::errno()) } else { open(target, "call succeeded") }
+}
+
+/// A DNS query for "rapha-probe.invalid", type A.
+fn dns_query() -> Vec<u8> {
+    let mut packet = vec![0x52, 0x41, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["rapha-probe", "invalid"] {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// "65534\t65534\t..." as a JSON list of numbers (real, effective, saved, filesystem).
+fn id_list(field: &str) -> String {
+    let ids: Vec<String> = field.split_whitespace().filter(|v| v.parse::<u64>().is_ok()).map(String::from).collect();
+    format!("[{}]", ids.join(","))
+}
+
+fn interfaces() -> Vec<String> {
+    let text = fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    text.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_string()).collect()
+}
+
+fn namespace(kind: &str) -> String {
+    let link = fs::read_link(format!("/proc/self/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_default();
+    let inode = link.trim_start_matches(&format!("{kind}:[")).trim_end_matches(']');
+    match inode.parse::<u64>() {
+        Ok(number) => number.to_string(),
+        Err(_) => "null".to_string(),
+    }
+}
+
+fn run_probes(ports: &Ports, sealed: bool) -> Vec<(&'static str, Outcome)> {
+    let lo = [127, 0, 0, 1];
+    let outside = [192, 0, 2, 1];
+    let mut probes = vec![
+        ("tcp_host_loopback", tcp(&format!("127.0.0.1:{}", ports.tcp), sys::AF_INET, &sockaddr_v4(lo, ports.tcp))),
+        ("tcp6_host_loopback", tcp(&format!("[::1]:{}", ports.tcp), sys::AF_INET6, &sockaddr_v6_loopback(ports.tcp))),
+        ("udp_host_loopback", udp(&format!("127.0.0.1:{}", ports.udp), &sockaddr_v4(lo, ports.udp), b"rapha-probe")),
+        ("dns_host_resolver", udp(&format!("127.0.0.1:{}", ports.dns), &sockaddr_v4(lo, ports.dns), &dns_query())),
+        ("raw_icmp", socket_only("AF_INET/SOCK_RAW/ICMP", sys::AF_INET, sys::SOCK_RAW, 1)),
+        ("packet", socket_only("AF_PACKET/SOCK_RAW", sys::AF_PACKET, sys::SOCK_RAW, 0x0300)),
+        ("netlink_route", socket_only("AF_NETLINK/NETLINK_ROUTE", sys::AF_NETLINK, sys::SOCK_RAW, 0)),
+        ("io_uring", syscall_refused("io_uring_setup", unsafe { sys::syscall(sys::nr::IO_URING_SETUP, 1u32, [0u8; 120].as_mut_ptr()) })),
+        ("unshare_net", syscall_refused("unshare(CLONE_NEWUSER|CLONE_NEWNET)", unsafe { sys::unshare(sys::CLONE_NEWUSER | sys::CLONE_NEWNET) } as i64)),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    probes.push(("x32_socket", syscall_refused("x32 socket(AF_INET)", unsafe {
+        sys::syscall(0x4000_0000 | sys::nr::SOCKET, sys::AF_INET, sys::SOCK_STREAM, 0)
+    })));
+    if sealed {
+        probes.push(("tcp_outside", tcp("192.0.2.1:443", sys::AF_INET, &sockaddr_v4(outside, 443))));
+        probes.push(("udp_outside", udp("192.0.2.1:53", &sockaddr_v4(outside, 53), &dns_query())));
+    } else {
+        for name in ["tcp_outside", "udp_outside"] {
+            probes.push((name, Outcome { target: "192.0.2.1".into(), blocked: false, detail: "skipped: not sealed".into() }));
+        }
+    }
+    probes
+}
+
+pub fn run(ports: &Ports) -> i32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let seccomp_mode = status_field(&status, "Seccomp:");
+    let interfaces = interfaces();
+    let sealed = seccomp_mode == "2" && interfaces == ["lo"];
+    let af_unix = socket_only("AF_UNIX/SOCK_STREAM", sys::AF_UNIX, sys::SOCK_STREAM, 0);
+    let probes = run_probes(ports, sealed);
+    let mut ns = Object::new();
+    for kind in ["net", "mnt", "pid", "ipc", "uts", "user", "cgroup"] {
+        ns.raw(kind, &namespace(kind));
+    }
+    let mut outcomes = Object::new();
+    for (name, outcome) in &probes {
+        let mut one = Object::new();
+        one.string("target", &outcome.target).raw("blocked", &outcome.blocked.to_string()).string("outcome", &outcome.detail);
+        outcomes.raw(name, &one.finish());
+    }
+    let mut filter = Object::new();
+    filter.string("mode", &seccomp_mode).string("filters", &status_field(&status, "Seccomp_filters:"))
+        .string("filter_sha256", &seccomp::digest());
+    let mut caps = Object::new();
+    for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        caps.string(key, &status_field(&status, &format!("{key}:")));
+    }
+    let list = |items: &[String]| format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(","));
+    let mut record = Object::new();
+    record
+        .string("tool", "rapha-airgap").string("version", env!("CARGO_PKG_VERSION"))
+        .string("arch", std::env::consts::ARCH).raw("pid", &std::process::id().to_string())
+        .raw("namespaces", &ns.finish()).raw("interfaces", &list(&interfaces))
+        .raw("seccomp", &filter.finish())
+        .raw("no_new_privs", &(status_field(&status, "NoNewPrivs:") == "1").to_string())
+        .raw("uid", &id_list(&status_field(&status, "Uid:"))).raw("gid", &id_list(&status_field(&status, "Gid:")))
+        .raw("groups", &id_list(&status_field(&status, "Groups:"))).raw("capabilities", &caps.finish())
+        .raw("sealed", &sealed.to_string()).string("af_unix", &af_unix.detail)
+        .raw("probes", &outcomes.finish())
+        .raw("all_blocked", &probes.iter().all(|(_, o)| o.blocked).to_string());
+    println!("{}", record.finish());
+    0
+}

@@ -1,0 +1,134 @@
+//! The job's view of the filesystem, built inside a fresh mount namespace.
+//!
+//! Threats: a job that writes outside its directory (to plant code for the next job or
+//! stash data), or that reads what the edge keeps beside it — the dataset storage, the
+//! edge keys, the job database, host sockets (a Docker or D-Bus socket is a way out).
+//! So: everything read-only, a private `/tmp` and `/dev/shm`, the job directory the one
+//! writable place, and each hidden path covered by an empty read-only tmpfs (or, for a
+//! file, by `/dev/null`).
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr;
+
+use crate::sys;
+
+pub struct View<'a> {
+    pub workdir: Option<&'a Path>,
+    pub hidden: &'a [PathBuf],
+    pub tmp_bytes: u64,
+}
+
+fn c(path: &Path) -> Result<CString, String> {
+    sys::cstr(path.to_str().ok_or("path is not UTF-8")?)
+}
+
+fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<(), String> {
+    let src_c = src.map(sys::cstr).transpose()?;
+    let fstype_c = fstype.map(sys::cstr).transpose()?;
+    let data_c = data.map(sys::cstr).transpose()?;
+    let target_c = c(target)?;
+    let ret = unsafe {
+        sys::mount(
+            src_c.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            target_c.as_ptr(),
+            fstype_c.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            flags,
+            data_c.as_ref().map_or(ptr::null(), |s| s.as_ptr() as *const _),
+        )
+    };
+    sys::check(ret as i64, &format!("mount on {}", target.display())).map(|_| ())
+}
+
+fn set_attr(target: &Path, recursive: bool, set: u64, clear: u64) -> Result<(), String> {
+    let attr = sys::MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let target_c = c(target)?;
+    let flags = if recursive { sys::AT_RECURSIVE } else { 0 };
+    let ret = unsafe {
+        sys::syscall(
+            sys::NR_MOUNT_SETATTR,
+            sys::AT_FDCWD,
+            target_c.as_ptr(),
+            flags,
+            &attr as *const sys::MountAttr,
+            std::mem::size_of::<sys::MountAttr>(),
+        )
+    };
+    sys::check(ret, &format!("mount_setattr on {}", target.display())).map(|_| ())
+}
+
+fn tmpfs(target: &Path, options: &str) -> Result<(), String> {
+    mount(Some("tmpfs"), target, Some("tmpfs"), sys::MS_NOSUID | sys::MS_NODEV, Some(options))
+}
+
+/// Cover one path. Returns true if it was covered (it may not exist: nothing to hide).
+fn hide(path: &Path) -> Result<bool, String> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => tmpfs(path, "mode=0755,size=64k,nr_inodes=64").map(|_| true),
+        Ok(_) => mount(Some("/dev/null"), path, None, sys::MS_BIND, None).map(|_| true),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Bind the job directory (held open from before the hiding) back at its own path,
+/// writable, creating the path inside a covering tmpfs if one hides it.
+fn bind_workdir(dir: &File, path: &Path) -> Result<(), String> {
+    if !path.is_dir() {
+        fs::create_dir_all(path).map_err(|e| format!("job directory mount point: {e}"))?;
+    }
+    let source = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    mount(Some(&source), path, None, sys::MS_BIND, None)?;
+    set_attr(path, false, 0, sys::MOUNT_ATTR_RDONLY)
+}
+
+fn under(path: &Path, dir: Option<&Path>) -> bool {
+    dir.is_some_and(|d| path.starts_with(d))
+}
+
+/// Build the view. Must run in a new mount namespace, as root, before privileges drop.
+pub fn build(view: &View) -> Result<(), String> {
+    let root = Path::new("/");
+    // Nothing we mount may propagate back to the host.
+    mount(None, root, None, sys::MS_REC | sys::MS_PRIVATE, None)?;
+    let workdir = match view.workdir {
+        Some(path) => Some(File::open(path).map_err(|e| format!("job directory: {e}"))?),
+        None => None,
+    };
+    set_attr(root, true, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID, 0)?;
+    let tmp_options = format!("mode=1777,size={}", view.tmp_bytes.max(4096));
+    tmpfs(Path::new("/tmp"), &tmp_options)?;
+    if Path::new("/dev/shm").is_dir() {
+        tmpfs(Path::new("/dev/shm"), &tmp_options)?;
+    }
+    // Paths inside the job directory are hidden after it is bound, the rest before, so
+    // that neither mount uncovers the other.
+    let (inner, outer): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        view.hidden.iter().partition(|p| under(p, view.workdir));
+    let mut covered = Vec::new();
+    for path in outer {
+        if hide(path)? {
+            covered.push(path);
+        }
+    }
+    if let (Some(dir), Some(path)) = (&workdir, view.workdir) {
+        bind_workdir(dir, path)?;
+    }
+    for path in inner {
+        if hide(path)? {
+            covered.push(path);
+        }
+    }
+    for path in covered {
+        set_attr(path, false, sys::MOUNT_ATTR_RDONLY, 0)?;
+    }
+    // A proc of the new PID namespace: the job sees only its own processes.
+    mount(Some("proc"), Path::new("/proc"), Some("proc"), sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, None)
+}
+
+/// Canonical, existing paths for the hidden list (symlinks like /var/run resolved, so
+/// the cover lands on what the link points at). Missing paths have nothing to hide.
+pub fn resolve_hidden(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths.iter().filter_map(|p| fs::canonicalize(p).ok()).collect()
+}
