@@ -1,0 +1,21 @@
+package rapha_test
+
+import rego.v1
+
+test_missing_attestation_denied if refuses(object.union(good, {"attestation": null}), "no verified attestation")
+
+test_unverified_attestation_denied if refuses(vary("attestation", {"verified": false}), "no verified attestation")
+
+test_sgx_allowed if allows(vary("attestation", {"backend": "sgx"}))
+
+test_software_backend_refused_in_production if {
+	refuses(vary("attestation", {"backend": "unsafe_software"}), "backend 'unsafe_software' is not accepted")
+}
+
+test_software_backend_allowed_on_demo_edge if {
+	allows(object.union(vary("attestation", {"backend": "unsafe_software"}), {"edge": {"demo": true, "unsafe": []}}))
+}
+
+test_unknown_backend_refused_even_on_demo if {
+	refuses(object.union(vary("attestation", {"backend": "homebrew"}), {"edge": {"demo": true, "unsafe": []}}), "not accepted")
+}

@@ -1,0 +1,35 @@
+package rapha_test
+
+import rego.v1
+
+test_over_dataset_limit_denied if {
+	refuses(vary("job", {"budget": {"max_records": 1001, "max_seconds": 600}}), "exceeds this dataset's limit")
+}
+
+test_at_dataset_limit_allowed if allows(vary("job", {"budget": {"max_records": 1000, "max_seconds": 600}}))
+
+test_over_per_job_ceiling_denied if {
+	refuses(vary("job", {"budget": {"max_records": 100, "max_seconds": 600}}), "per-job ceiling") with data.hospital.budget.max_records_per_job as 50
+}
+
+test_over_time_ceiling_denied if {
+	refuses(vary("job", {"budget": {"max_records": 100, "max_seconds": 86401}}), "time budget")
+}
+
+test_over_cost_ceiling_denied if refuses(vary("dataset", {"price": "100"}), "could cost")
+
+test_within_cost_ceiling_allowed if allows(vary("dataset", {"price": "50"}))
+
+test_too_many_epochs_denied if refuses(vary("job", {"params": {"epochs": 101}}), "101 epochs requested")
+
+test_obligations_carry_limits if {
+	d := decision_for(good)
+	d.obligations.max_epochs == 100
+	d.obligations.max_seconds == 600
+	d.obligations.dp_required == false
+}
+
+test_special_category_requires_dp if {
+	d := decision_for(vary("dataset", {"sensitivity": "special-category"}))
+	d.obligations.dp_required == true
+}
