@@ -13,7 +13,7 @@ good := {
 		"params": {"epochs": 3},
 	},
 	"scan": {"scanner_version": "rapha-scan/1", "findings": [], "counts": {"high": 0, "medium": 0, "low": 0}},
-	"attestation": {"backend": "tdx", "verified": true},
+	"attestation": {"backend": "tdx", "outcome": "pass", "report_data_binding": "ok"},
 	"airgap": {"sealed": true},
 	"dataset": {
 		"name": "synthetic-cxr", "fields": ["finding", "image"], "sensitivity": "synthetic",
