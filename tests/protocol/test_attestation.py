@@ -268,3 +268,44 @@ def test_binding_refuses_empty_fields_and_bad_digests() -> None:
     commitment = binding_commitment("0" * 32, "1" * 64, "k", _runtime())
     assert len(report_data_for(commitment)) == 64
     assert report_data_for(commitment) != report_data_for({**commitment, "job_nonce": "9" * 32})
+
+
+def _level(sgx: list[int], pce: int, tdx: list[int] | None, status: str) -> dict:
+    tcb: dict = {"sgxtcbcomponents": [{"svn": s} for s in sgx], "pcesvn": pce}
+    if tdx is not None:
+        tcb["tdxtcbcomponents"] = [{"svn": s} for s in tdx]
+    return {"tcb": tcb, "tcbDate": "2024-01-01T00:00:00Z", "tcbStatus": status}
+
+
+def test_tcb_level_matching_takes_the_first_level_the_platform_reaches() -> None:
+    from jupyter_rapha.protocol.attestation.collateral import _matching_level
+    from jupyter_rapha.protocol.attestation.pck import parse_pck_chain
+    from jupyter_rapha.protocol.attestation.sgx_extensions import platform_of
+
+    quote = parse_quote(load(TRUSTEE_TDX))  # PCK: sgx svns 5,5,13,2,3,1,0,3 / pce 11; TEE_TCB_SVN 03 00 05
+    platform = platform_of(parse_pck_chain(quote.pck_chain_pem).leaf)
+    assert platform.fmspc == "50806f000000" and platform.pce_svn == 11
+    rest = [0] * 8
+    newer = _level([6, 6, 13, 2, 3, 1, 0, 3] + rest, 11, [3, 0, 5] + [0] * 13, "UpToDate")
+    tdx_newer = _level([5, 5, 13, 2, 3, 1, 0, 3] + rest, 11, [3, 0, 6] + [0] * 13, "UpToDate")
+    reached = _level([5, 5, 13, 2, 3, 1, 0, 3] + rest, 11, [3, 0, 5] + [0] * 13, "OutOfDate")
+    assert _matching_level(quote, platform, [newer, tdx_newer, reached])["tcbStatus"] == "OutOfDate"
+    assert _matching_level(quote, platform, [newer, tdx_newer]) is None
+    assert _matching_level(quote, platform, [_level([0] * 16, 12, [0] * 16, "UpToDate")]) is None  # pcesvn
+
+
+def test_tcb_info_signed_outside_the_intel_root_is_refused() -> None:
+    import json as _json
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Intel SGX Root CA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    body = _json.dumps({"tcbInfo": {"id": "SGX", "fmspc": "00a067110000"}, "signature": "00" * 64})
+    bundle = OfflineCollateral.from_json({"format": "rapha-dcap-collateral/v1", "crls": [],
+                                          "tcb_info": [{"body": body, "issuer_chain": pem + pem}]})
+    result = verify_as_recorded(load(PHALA_SGX), collateral=bundle)
+    assert result.check("tcb").status == "fail" and "not the embedded Intel SGX Root CA" in result.check("tcb").detail

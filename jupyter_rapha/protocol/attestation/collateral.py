@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import BadInput
 from . import pck
@@ -78,7 +79,7 @@ def _check_revocation(chain: pck.PckChain, crls: tuple[x509.CertificateRevocatio
                       now: datetime) -> tuple[str, bool, str]:
     """Every certificate below the root needs a current CRL signed by its issuer."""
     for cert, issuer in zip(chain.certs, chain.certs[1:]):
-        crl = next((c for c in crls if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())), None)
+        crl = next((c for c in crls if _signed_by(c, issuer)), None)
         if crl is None:
             return "crl", False, f"no CRL signed by {issuer.subject.rfc4514_string()}"
         if crl.next_update_utc is None or not crl.last_update_utc <= now <= crl.next_update_utc:
@@ -86,6 +87,12 @@ def _check_revocation(chain: pck.PckChain, crls: tuple[x509.CertificateRevocatio
         if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
             return "crl", False, f"{cert.subject.rfc4514_string()} is revoked"
     return "crl", True, "no certificate in the chain is revoked"
+
+
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    key = issuer.public_key()
+    return (crl.issuer == issuer.subject and isinstance(key, ec.EllipticCurvePublicKey)
+            and crl.is_signature_valid(key))
 
 
 def _tcb_status(quote: Quote, chain: pck.PckChain, infos: tuple[tuple[str, bytes], ...],
@@ -119,7 +126,7 @@ def _signed_tcb_info(body: str, issuer_chain: bytes, now: datetime) -> tuple[dic
         if not ok:
             raise BadInput(f"TCB Info signing chain: {detail}")
     key = signing.leaf.public_key()
-    if not isinstance(key, pck.ec.EllipticCurvePublicKey) or not ecdsa_verifies(
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not ecdsa_verifies(
             key, signature, body[offset:end].encode("utf-8")):
         raise BadInput("TCB Info signature does not verify with the TCB Signing key")
     return info, "signed by Intel TCB Signing"
