@@ -1,0 +1,213 @@
+"""run_job end to end: a real job process, a real broker thread, real DICOM files.
+
+Each test that starts a job costs a Python process that imports torch (a second or two),
+so the cells are small and several properties are checked per run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load
+
+from edge_kernel.sandbox.launch import wrap_command
+from edge_kernel.sandbox.runner import job_command, job_env, run_job
+from jupyter_rapha.protocol.errors import SandboxFault
+from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, header_values, leaked, make_spec,  # noqa: F401
+                                      settings, synth_entry, synth_folder)
+
+TRAIN_CELL = '''
+import hashlib, json
+import torch
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, stride=2), torch.nn.ReLU(),
+                            torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 2))
+optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+loader = rapha.loader(batch_size=16, shuffle=True, seed=1)
+seen = set()
+with open("received.bin", "wb") as dump:
+    for epoch in range(rapha.epochs):
+        total = 0.0
+        for batch in loader:
+            for name in sorted(batch):
+                dump.write(batch[name].numpy().tobytes())
+            loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["finding"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch["finding"])
+            seen.update(hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in batch["image"])
+        rapha.log(epoch_loss=total / loader.records)
+keys = {name: [str(t.dtype), list(t.shape)] for name, t in batch.items()}
+json.dump({"keys": keys, "schema": rapha.schema}, open("received.json", "w"))
+rapha.log(unique_seen=len(seen), batches=len(loader))
+rapha.save(model)
+'''
+
+
+def _run(spec, entry, folder, workdir, settings, fields=None, **kwargs):
+    return run_job(spec, entry, folder, list(fields or spec.fields), HMAC_KEY, workdir, settings, **kwargs)
+
+
+def _out_files(workdir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (workdir / "out").iterdir()}
+
+
+def test_a_torch_model_trains_and_only_counted_records_reach_it(synth_folder, synth_entry, settings, tmp_path):
+    spec = make_spec(TRAIN_CELL, params={"epochs": 3})
+    progress: list[dict] = []
+    started = time.monotonic()
+    outcome = _run(spec, synth_entry, synth_folder, tmp_path / "job", settings, on_progress=progress.append)
+    elapsed = time.monotonic() - started
+    assert (outcome.status, outcome.error, outcome.fault, outcome.exit_code) == ("completed", None, None, 0)
+    losses = outcome.metrics["epoch_loss"]
+    assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], losses
+    # S3: the broker's count is exactly what model code saw, once, across three epochs.
+    assert outcome.metrics["unique_seen"] == [SYNTH_RECORDS] and outcome.metrics["batches"] == [4]
+    assert outcome.meter.records_used == outcome.meter.cohort_size == SYNTH_RECORDS
+    assert len(outcome.meter.pseudonyms_hex) == SYNTH_RECORDS and outcome.meter.skipped == {}
+    assert progress and progress[-1]["records_used"] == SYNTH_RECORDS and progress[-1]["epochs"] == 3
+    weights = load(outcome.weights)
+    assert set(weights) == {"0.weight", "0.bias", "3.weight", "3.bias"}
+    assert elapsed < 30, elapsed
+
+
+def test_nothing_identifying_reaches_the_job_or_its_outputs(synth_folder, synth_entry, settings, tmp_path):
+    spec = make_spec(TRAIN_CELL, params={"epochs": 1})
+    workdir = tmp_path / "job"
+    outcome = _run(spec, synth_entry, synth_folder, workdir, settings)
+    assert outcome.status == "completed"
+    values = header_values(synth_folder)
+    received = (workdir / "received.bin").read_bytes()
+    assert len(received) == SYNTH_RECORDS * (32 * 32 * 4 + 8)
+    assert leaked(received, values) == []
+    for name, data in _out_files(workdir).items():
+        assert leaked(data, values, text=name.endswith(".json")) == [], name
+    assert leaked(outcome.weights, values) == []
+    for name in ("job.json", "received.json", "stdout.txt", "stderr.txt"):
+        assert leaked((workdir / name).read_bytes(), values, text=True) == [], name
+    assert str(synth_folder) not in (workdir / "job.json").read_text()
+    assert not any(bytes.fromhex(p) in received for p in outcome.meter.pseudonyms_hex)
+
+
+BUDGET_CELL = '''
+import json, os
+loader = rapha.loader(batch_size=8)
+seen, per_epoch = set(), []
+for epoch in range(rapha.epochs):
+    count = 0
+    for batch in loader:
+        count += len(batch["image"])
+        seen.update(image.numpy().tobytes() for image in batch["image"])
+        keys = sorted(batch)
+    per_epoch.append(count)
+rapha.log(unique_seen=len(seen), batches=len(loader))
+for count in per_epoch:
+    rapha.log(epoch_records=count)
+json.dump({"keys": keys, "schema": rapha.schema, "env": sorted(os.environ), "cwd": os.getcwd()},
+          open("received.json", "w"))
+'''
+
+
+def test_a_budget_below_the_dataset_stops_at_the_budget_and_ungranted_fields_stay_out(
+        synth_folder, synth_entry, settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAPHA_EDGE_SECRET_PROBE", "must not be inherited")
+    spec = make_spec(BUDGET_CELL, fields=("image",), max_records=20, params={"epochs": 2})
+    workdir = tmp_path / "job"
+    outcome = _run(spec, synth_entry, synth_folder, workdir, settings)
+    assert outcome.status == "completed", outcome
+    assert outcome.metrics == {"unique_seen": [20.0], "batches": [3.0], "epoch_records": [20.0, 20.0]}
+    assert (outcome.meter.records_used, outcome.meter.cohort_size) == (20, 20)
+    assert outcome.weights is None
+    seen = json.loads((workdir / "received.json").read_text())
+    assert seen["keys"] == ["image"] and list(seen["schema"]) == ["image"]
+    assert "RAPHA_EDGE_SECRET_PROBE" not in seen["env"]
+    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                "OPENBLAS_NUM_THREADS", "PYTHONPATH", "LC_CTYPE"}
+    assert Path(seen["cwd"]).resolve() == workdir.resolve()
+
+
+@pytest.mark.parametrize("code,expected", [
+    ("x = 1\nrapha.log(a=x)\nraise KeyError('DOE^JANE MRN1234567')\n", {"type": "KeyError", "line": 3}),
+    ("def f(batch):\n    return batch['PatientName']\n\nfor b in rapha.loader(batch_size=4):\n    f(b)\n",
+     {"type": "KeyError", "line": 2}),
+    ("Secret = type('KOWALCZYK_JANE', (ValueError,), {})\nraise Secret('x')\n", {"type": "ValueError", "line": 2}),
+    ("for x in range(3):\n  print(x\n", {"type": "SyntaxError", "line": 2}),
+    ("import json, os, sys\nos.makedirs('out', exist_ok=True)\n"
+     "json.dump({'type': 'DOE_JANE', 'line': 999, 'message': 'MRN1234567'}, open('out/error.json', 'w'))\n"
+     "os._exit(3)\n", {"type": "Exception", "line": None}),  # forged: bypasses job_main
+])
+def test_an_exception_leaves_only_as_type_and_line(synth_folder, synth_entry, settings, tmp_path, code, expected):
+    workdir = tmp_path / "job"
+    outcome = _run(make_spec(code, max_records=8), synth_entry, synth_folder, workdir, settings)
+    assert outcome.status == "failed" and outcome.exit_code != 0
+    assert outcome.error == expected
+    assert outcome.weights is None and outcome.metrics == {}
+    if expected["type"] != "Exception":
+        assert json.loads((workdir / "out" / "error.json").read_text()) == expected
+
+
+def test_a_cell_that_sleeps_past_max_seconds_is_killed_with_its_children(synth_folder, synth_entry, settings,
+                                                                          tmp_path):
+    code = "import subprocess, time\nchild = subprocess.Popen(['sleep', '120'])\n" \
+           "open('child.pid', 'w').write(str(child.pid))\ntime.sleep(120)\n"
+    workdir = tmp_path / "job"
+    started = time.monotonic()
+    outcome = _run(make_spec(code, max_seconds=3), synth_entry, synth_folder, workdir, settings)
+    assert outcome.status == "timeout" and outcome.error is None and outcome.weights is None
+    assert time.monotonic() - started < 15
+    assert _gone(int((workdir / "child.pid").read_text()))
+
+
+def _gone(pid: int) -> bool:
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_cancel_stops_the_job(synth_folder, synth_entry, settings, tmp_path):
+    cancel = threading.Event()
+    timer = threading.Timer(1.0, cancel.set)
+    timer.start()
+    outcome = _run(make_spec("import time\ntime.sleep(120)\n"), synth_entry, synth_folder, tmp_path / "job",
+                   settings, cancel=cancel)
+    timer.cancel()
+    assert outcome.status == "cancelled" and outcome.weights is None
+
+
+def test_a_symlink_in_out_is_never_followed(synth_folder, synth_entry, settings, tmp_path):
+    secret = tmp_path / "edge-only.txt"
+    secret.write_text("edge secret")
+    code = f"import os\nos.makedirs('out', exist_ok=True)\nos.symlink({str(secret)!r}, 'out/weights.safetensors')\n"
+    outcome = _run(make_spec(code, max_records=8), synth_entry, synth_folder, tmp_path / "job", settings)
+    assert outcome.status == "failed" and outcome.weights is None
+    assert "not a plain file" in outcome.fault
+
+
+def test_a_job_directory_with_leftovers_is_refused(synth_folder, synth_entry, settings, tmp_path):
+    workdir = tmp_path / "job"
+    (workdir / "out").mkdir(parents=True)
+    (workdir / "out" / "weights.safetensors").write_bytes(b"stale")
+    with pytest.raises(SandboxFault):
+        _run(make_spec("pass\n"), synth_entry, synth_folder, workdir, settings)
+
+
+def test_the_command_passes_through_the_launch_hook(settings, tmp_path):
+    spec = make_spec("pass\n")
+    command = job_command("/usr/bin/python3", 7)
+    assert command[-4:] == ["-m", "edge_kernel.sandbox.job_main", "--fd", "7"] and "-P" in command
+    assert wrap_command(command, tmp_path, spec, (7,), settings) == command
+    env = job_env(tmp_path, os.sys.executable)
+    assert env["HOME"] == str(tmp_path) and env["OMP_NUM_THREADS"] == "2"
