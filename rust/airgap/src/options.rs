@@ -20,6 +20,7 @@ pub struct ExecOptions {
     pub keep_fds: Vec<i32>,
     pub workdir: Option<PathBuf>,
     pub hidden: Vec<PathBuf>,
+    pub exposed: Vec<PathBuf>,
     pub uid: u32,
     pub gid: u32,
     pub tmp_bytes: u64,
@@ -29,7 +30,7 @@ pub struct ExecOptions {
 pub const USAGE: &str = "usage:
   rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
                     [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
-                    [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...]
+                    [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...] [--expose PATH ...]
                     [--uid UID] [--gid GID] -- CMD [ARG ...]
   rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
   rapha-airgap digest            print the seccomp filter's sha256
@@ -55,6 +56,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
         keep_fds: Vec::new(),
         workdir: None,
         hidden: Vec::new(),
+        exposed: Vec::new(),
         uid: NOBODY,
         gid: NOBODY,
         tmp_bytes: 512 << 20,
@@ -78,6 +80,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
             "--keep-fd" => opts.keep_fds.push(keep_fd(iter.next())?),
             "--workdir" => opts.workdir = Some(path(flag, iter.next())?),
             "--hide" => opts.hidden.push(path(flag, iter.next())?),
+            "--expose" => opts.exposed.push(path(flag, iter.next())?),
             "--uid" => opts.uid = id(flag, iter.next())?,
             "--gid" => opts.gid = id(flag, iter.next())?,
             other => return Err(format!("unknown option {other:?}")),

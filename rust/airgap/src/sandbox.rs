@@ -39,6 +39,10 @@ fn prepare(opts: &mut ExecOptions) -> Result<(), String> {
         opts.workdir = Some(dir);
     }
     opts.hidden = view::resolve_hidden(&opts.hidden);
+    let exposed: Result<Vec<PathBuf>, String> = opts.exposed.iter()
+        .map(|p| fs::canonicalize(p).map_err(|e| format!("--expose {}: {e}", p.display())))
+        .collect();
+    opts.exposed = exposed?;
     if let Some(dir) = &opts.workdir {
         if opts.hidden.iter().any(|h| h == dir) {
             return Err("the job directory is itself a hidden path".into());
@@ -185,7 +189,12 @@ fn build_namespaces(opts: &ExecOptions) -> Result<(), String> {
     let hostname = b"rapha-job";
     // The hospital's host name stays outside.
     sys::check(unsafe { sys::sethostname(hostname.as_ptr() as *const _, hostname.len()) } as i64, "hostname")?;
-    view::build(&view::View { workdir: opts.workdir.as_deref(), hidden: &opts.hidden, tmp_bytes: opts.tmp_bytes })?;
+    view::build(&view::View {
+        workdir: opts.workdir.as_deref(),
+        hidden: &opts.hidden,
+        exposed: &opts.exposed,
+        tmp_bytes: opts.tmp_bytes,
+    })?;
     net::loopback_up()
 }
 

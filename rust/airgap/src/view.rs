@@ -5,7 +5,8 @@
 //! edge keys, the job database, host sockets (a Docker or D-Bus socket is a way out).
 //! So: everything read-only, a private `/tmp` and `/dev/shm`, the job directory the one
 //! writable place, and each hidden path covered by an empty read-only tmpfs (or, for a
-//! file, by `/dev/null`).
+//! file, by `/dev/null`). An exposed path is bound back, read-only, inside a hidden one
+//! (for example the Python installation inside a hidden `/root`).
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -18,6 +19,7 @@ use crate::sys;
 pub struct View<'a> {
     pub workdir: Option<&'a Path>,
     pub hidden: &'a [PathBuf],
+    pub exposed: &'a [PathBuf],
     pub tmp_bytes: u64,
 }
 
@@ -66,21 +68,34 @@ fn tmpfs(target: &Path, options: &str) -> Result<(), String> {
 /// Cover one path. Returns true if it was covered (it may not exist: nothing to hide).
 fn hide(path: &Path) -> Result<bool, String> {
     match fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => tmpfs(path, "mode=0755,size=64k,nr_inodes=64").map(|_| true),
+        Ok(meta) if meta.is_dir() => tmpfs(path, "mode=0755,size=64k,nr_inodes=256").map(|_| true),
         Ok(_) => mount(Some("/dev/null"), path, None, sys::MS_BIND, None).map(|_| true),
         Err(_) => Ok(false),
     }
 }
 
-/// Bind the job directory (held open from before the hiding) back at its own path,
-/// writable, creating the path inside a covering tmpfs if one hides it.
-fn bind_workdir(dir: &File, path: &Path) -> Result<(), String> {
-    if !path.is_dir() {
-        fs::create_dir_all(path).map_err(|e| format!("job directory mount point: {e}"))?;
+/// Bind a path (held open from before the hiding) back at its own place, creating the
+/// mount point inside a covering tmpfs if one hides it.
+fn bind_back(source: &File, path: &Path, writable: bool) -> Result<(), String> {
+    let is_dir = source.metadata().map_err(|e| format!("{}: {e}", path.display()))?.is_dir();
+    if is_dir && !path.is_dir() {
+        fs::create_dir_all(path).map_err(|e| format!("mount point {}: {e}", path.display()))?;
+    } else if !is_dir && !path.exists() {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(parent).map_err(|e| format!("mount point {}: {e}", parent.display()))?;
+        File::create(path).map_err(|e| format!("mount point {}: {e}", path.display()))?;
     }
-    let source = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    mount(Some(&source), path, None, sys::MS_BIND, None)?;
-    set_attr(path, false, 0, sys::MOUNT_ATTR_RDONLY)
+    let source = format!("/proc/self/fd/{}", source.as_raw_fd());
+    mount(Some(&source), path, None, sys::MS_BIND | sys::MS_REC, None)?;
+    if writable {
+        set_attr(path, false, 0, sys::MOUNT_ATTR_RDONLY)
+    } else {
+        set_attr(path, true, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID, 0)
+    }
+}
+
+fn open_all(paths: &[PathBuf]) -> Result<Vec<(File, &PathBuf)>, String> {
+    paths.iter().map(|p| File::open(p).map(|f| (f, p)).map_err(|e| format!("{}: {e}", p.display()))).collect()
 }
 
 fn under(path: &Path, dir: Option<&Path>) -> bool {
@@ -96,6 +111,7 @@ pub fn build(view: &View) -> Result<(), String> {
         Some(path) => Some(File::open(path).map_err(|e| format!("job directory: {e}"))?),
         None => None,
     };
+    let exposed = open_all(view.exposed)?;
     set_attr(root, true, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID, 0)?;
     let tmp_options = format!("mode=1777,size={}", view.tmp_bytes.max(4096));
     tmpfs(Path::new("/tmp"), &tmp_options)?;
@@ -113,7 +129,10 @@ pub fn build(view: &View) -> Result<(), String> {
         }
     }
     if let (Some(dir), Some(path)) = (&workdir, view.workdir) {
-        bind_workdir(dir, path)?;
+        bind_back(dir, path, true)?;
+    }
+    for (file, path) in &exposed {
+        bind_back(file, path, false)?;
     }
     for path in inner {
         if hide(path)? {
