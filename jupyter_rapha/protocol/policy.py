@@ -37,7 +37,7 @@ QUERY = "data.rapha.decision"
 DEFAULT_TIMEOUT_S = 2.0
 DATA_FILE = "data.json"
 _UNDEFINED = object()
-EngineLoader = Callable[[], Any]
+EngineLoader = Callable[[], Callable[[], Any]]  # returns a factory of interpreters
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,18 @@ class PolicyEvalError(Exception):
     """The engine reported an error; the message names file and line, no input data."""
 
 
-def load_engine() -> Any:
-    from regopy import Interpreter  # lazy: native code only when a policy is evaluated
+def load_engine() -> Callable[[], Any]:
+    """A factory of fresh interpreters (lazy: native code loads only when a policy runs)."""
+    from regopy import Interpreter, LogLevel
 
-    return Interpreter
+    def make() -> Any:
+        rego = Interpreter()
+        # Errors come back as exceptions; the engine's own printing would copy policy
+        # text and error trees into the service's stdout.
+        rego.log_level = LogLevel.NONE
+        return rego
+
+    return make
 
 
 def evaluate(bundle: PolicyBundle, input_doc: Mapping[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -120,20 +128,20 @@ def evaluate(bundle: PolicyBundle, input_doc: Mapping[str, Any], *, timeout_s: f
 
 def _work(box: dict[str, Any], engine: EngineLoader, bundle: PolicyBundle, input_json: str, query: str) -> None:
     try:
-        interpreter_class = engine()
+        make_interpreter = engine()
     except Exception as exc:  # ImportError, OSError from the shared library: deny, never skip
         box["fault"] = f"policy engine unavailable ({type(exc).__name__})"
         return
     try:
-        box["raw"] = _query(interpreter_class, bundle, input_json, query)
+        box["raw"] = _query(make_interpreter, bundle, input_json, query)
     except PolicyEvalError as exc:
         box["fault"] = str(exc)
     except Exception as exc:
         box["fault"] = f"policy evaluation failed: {_engine_message(exc, bundle)}"
 
 
-def _query(interpreter_class: Any, bundle: PolicyBundle, input_json: str, query: str) -> Any:
-    rego = interpreter_class()
+def _query(make_interpreter: Callable[[], Any], bundle: PolicyBundle, input_json: str, query: str) -> Any:
+    rego = make_interpreter()
     for path, text in bundle.modules:
         try:
             rego.add_module(path, text)
