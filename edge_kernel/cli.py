@@ -40,6 +40,14 @@ backend = "embedded"
 rpc_url = ""
 min_confirmations = 1
 
+[attestation]
+# "auto" finds TDX (configfs-tsm) or SGX (Gramine); "unsafe_software" is a signed stand-in
+# for machines without a TEE, allowed only in demo mode and labelled in every receipt.
+backend = "{attestation}"
+# Offline DCAP collateral (TCB Info, CRLs) and the measurement allowlist, as JSON files.
+collateral = ""
+policy = ""
+
 [sandbox]
 # Path of the rapha-airgap binary; empty: rust/airgap/target/release/rapha-airgap, then PATH.
 airgap_binary = ""
@@ -66,7 +74,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     _secret(keys / "pseudonym.key", secrets.token_hex(32).encode() + b"\n")
     create_chain_account(keys / "chain.key")
     edge_id = args.edge_id or ("demo-edge" if args.demo else root.name)
-    (root / CONFIG_FILE).write_text(EDGE_TOML.format(edge_id=edge_id, demo=str(args.demo).lower(), port=args.port))
+    (root / CONFIG_FILE).write_text(EDGE_TOML.format(
+        edge_id=edge_id, demo=str(args.demo).lower(), port=args.port,
+        attestation="unsafe_software" if args.demo else "auto"))
     _copy_policies(root)
     if args.demo:
         _add_demo_dataset(root, args.records)

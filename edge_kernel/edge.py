@@ -49,7 +49,7 @@ class Edge:
         self.datasets = DatasetRegistry(settings.config_dir)
         self.datasets.all()  # a malformed registry stops the start
         self.chain, self.anchor = _open_chain(settings)
-        self.gates = build_gates(settings)
+        self.gates = build_gates(settings, self.key)
         self.jobs = JobManager(self)
         self._lock = threading.Lock()
 
@@ -103,8 +103,15 @@ class Edge:
                        workdir, self.settings, cancel=cancel, on_progress=on_progress)
 
 
-def build_gates(settings: Settings) -> list[Gate]:
-    return [SpecGate(), AbsentGate("scan"), AbsentGate("attestation"), AbsentGate("airgap"), AbsentGate("policy")]
+def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:
+    from .attestation.bundle import load_attestation_policy, load_collateral_bundle
+    from .attestation.gate import AttestationGate
+
+    attestation = AttestationGate(
+        backend=settings.attestation.backend, edge_key=edge_key,
+        policy_data=load_attestation_policy(settings.path(settings.attestation.policy)),
+        collateral=load_collateral_bundle(settings.path(settings.attestation.collateral)))
+    return [SpecGate(), AbsentGate("scan"), attestation, AbsentGate("airgap"), AbsentGate("policy")]
 
 
 def _open_chain(settings: Settings) -> tuple[Any, Any]:

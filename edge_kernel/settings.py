@@ -41,6 +41,13 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class AttestationSettings:
+    backend: str = "auto"  # "auto", "tdx", "sgx" or "unsafe_software" (demo mode only)
+    collateral: str = ""  # offline DCAP collateral bundle (JSON); empty: TCB status unknown
+    policy: str = ""  # attestation policy data (allowlist, debug, TCB); empty: the built-in default
+
+
+@dataclass(frozen=True)
 class Settings:
     config_dir: Path
     edge_id: str
@@ -50,6 +57,7 @@ class Settings:
     currency: str = "GBP"
     chain: ChainSettings = field(default_factory=ChainSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    attestation: AttestationSettings = field(default_factory=AttestationSettings)
     unsafe: tuple[str, ...] = ()
 
     @property
@@ -72,6 +80,13 @@ class Settings:
     def policies_dir(self) -> Path:
         return self.config_dir / "policies"
 
+    def path(self, configured: str) -> Path | None:
+        """A configured path, relative to the config dir; None when not configured."""
+        if not configured:
+            return None
+        path = Path(configured)
+        return path if path.is_absolute() else self.config_dir / path
+
 
 def load_settings(config_dir: str | Path) -> Settings:
     root = Path(config_dir).resolve()
@@ -90,6 +105,7 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
     server = _table(data, "server")
     chain = _table(data, "chain")
     sandbox = _table(data, "sandbox")
+    attestation = _table(data, "attestation")
     chain_settings = ChainSettings(
         backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc"), "embedded"),
         rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, ""),
@@ -103,7 +119,17 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         python=_typed(sandbox, "sandbox.python", "python", str, ""),
         unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
     )
-    unsafe = ("unsafe_no_airgap",) if sandbox_settings.unsafe_no_airgap else ()
+    attestation_settings = AttestationSettings(
+        backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"), "auto"),
+        collateral=_typed(attestation, "attestation.collateral", "collateral", str, ""),
+        policy=_typed(attestation, "attestation.policy", "policy", str, ""),
+    )
+    demo = _typed(edge, "edge.demo", "demo", bool, False)
+    if attestation_settings.backend == "unsafe_software" and not demo:
+        raise BadInput("attestation.backend 'unsafe_software' is allowed only with edge.demo = true")
+    unsafe = tuple(name for name, on in (("unsafe_no_airgap", sandbox_settings.unsafe_no_airgap),
+                                         ("unsafe_software_attestation", attestation_settings.backend == "unsafe_software"))
+                   if on)
     port = _typed(server, "server.port", "port", int, 8470)
     if not 0 <= port <= 65535:
         raise BadInput("server.port must be from 0 to 65535")
@@ -111,10 +137,10 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
     if not edge_id:
         raise BadInput("edge.id must be set in edge.toml")
     return Settings(
-        config_dir=root, edge_id=edge_id, demo=_typed(edge, "edge.demo", "demo", bool, False),
+        config_dir=root, edge_id=edge_id, demo=demo,
         host=_typed(server, "server.host", "host", str, "127.0.0.1"), port=port,
         currency=_typed(edge, "edge.currency", "currency", str, "GBP"),
-        chain=chain_settings, sandbox=sandbox_settings, unsafe=unsafe,
+        chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, unsafe=unsafe,
     )
 
 
