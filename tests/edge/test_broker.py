@@ -22,7 +22,7 @@ from edge_kernel.data.broker import Broker, Meter
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.synth import synthetic_dataset_entry
 from edge_kernel.sandbox.channel import MAGIC, PREFIX, Channel, ChannelError
-from jupyter_rapha.protocol.errors import BadInput, BudgetDenied
+from jupyter_rapha.protocol.errors import BadInput, BudgetDenied, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, header_values, leaked, synth_entry,  # noqa: F401
                                       synth_folder)
@@ -406,3 +406,15 @@ def test_channel_refuses_oversize_frames_and_mid_frame_eof():
     left.sock.sendall(PREFIX.pack(MAGIC, 5, 0) + b"\xff\xfe{}x")
     with pytest.raises(ChannelError):
         right.recv()
+
+
+def test_an_empty_folder_gives_an_empty_cohort_and_a_missing_one_faults(synth_entry, tmp_path):
+    (tmp_path / "empty").mkdir()
+    broker = make_broker(tmp_path / "empty", synth_entry, max_records=8)
+    with served(broker) as (channel, _):
+        reply = open_loader(channel)
+        assert (reply["batches"], reply["records"]) == (0, 0)
+        assert epoch(channel, reply["loader"]) == []
+    assert broker.summary().records_used == 0
+    with pytest.raises(SandboxFault):
+        DicomFolderSource(tmp_path / "missing", synth_entry, ["image"], HMAC_KEY).index()

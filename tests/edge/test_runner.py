@@ -211,3 +211,29 @@ def test_the_command_passes_through_the_launch_hook(settings, tmp_path):
     assert wrap_command(command, tmp_path, spec, (7,), settings) == command
     env = job_env(tmp_path, os.sys.executable)
     assert env["HOME"] == str(tmp_path) and env["OMP_NUM_THREADS"] == "2"
+    assert "PYTHONPATH" not in env  # this interpreter already imports this very edge_kernel
+
+
+# --- the runtime's own checks (convenience only; the broker enforces) ---------------------
+
+def test_log_takes_only_finite_numbers_under_plain_names(tmp_path):
+    import math
+
+    import numpy as np
+    import torch
+
+    from edge_kernel.sandbox.runtime import Rapha
+
+    rapha = Rapha(None, {"epochs": 3}, {}, tmp_path / "out")
+    rapha.log(loss=torch.tensor(0.5), acc=np.float32(0.25), step=3)
+    assert rapha.metrics == {"loss": [0.5], "acc": [0.25], "step": [3.0]} and rapha.epochs == 3
+    for bad in ({"loss": math.nan}, {"loss": math.inf}, {"loss": True}, {"loss": "0.5"},
+                {"loss": torch.ones(2)}, {"bad name": 1.0}):
+        with pytest.raises(ValueError):
+            rapha.log(**bad)
+    with pytest.raises(TypeError):
+        rapha.save({"w": [1.0, 2.0]})
+    shared = torch.nn.Linear(2, 2)
+    rapha.save({"a": shared.weight, "b": shared.weight, "t": torch.ones(4, 4).t()})
+    assert set(load((tmp_path / "out" / "weights.safetensors").read_bytes())) == {"a", "b", "t"}
+    assert Rapha(None, {"epochs": "9"}, {}, tmp_path).epochs == 1
