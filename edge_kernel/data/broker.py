@@ -179,7 +179,7 @@ class Broker:
     def _loader(self, loader_id: Any) -> _Loader | None:
         if not _plain_int(loader_id, 0, len(self.loaders) - 1):
             return None
-        return self.loaders[loader_id]
+        return self.loaders[int(loader_id)]
 
     def _next(self, loader: _Loader) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         indices = loader.next_indices()

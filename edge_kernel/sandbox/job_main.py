@@ -80,7 +80,7 @@ def public_type_name(exc: BaseException) -> str:
     """
     for cls in type(exc).__mro__:
         if cls.__module__ == "builtins" and getattr(builtins, cls.__name__, None) is cls:
-            return cls.__name__
+            return str(cls.__name__)
     return "BaseException"
 
 
