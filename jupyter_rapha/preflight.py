@@ -1,0 +1,94 @@
+"""Notebook preflight: before a cell ships, run the edge's scanner and a dry run of the
+edge's published policy, and explain any refusal in plain words with the cell line.
+
+The edge still decides. The dry run cannot know the edge's attestation, air-gap evidence
+or consented cohort, so unless the caller passes what it knows, it assumes the edge is
+healthy (verified hardware attestation, sealed air-gap, a cohort at the dataset's limit)
+and reports only what the researcher can change in the cell or its arguments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from jupyter_rapha.protocol.policy import Decision, PolicyBundle, evaluate, load_engine
+from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, ScanReport, scan_source
+
+_SEVERITY_WORDS = {"high": "will be refused", "medium": "may be refused", "low": "note"}
+
+
+@dataclass(frozen=True)
+class Preflight:
+    scan: ScanReport
+    decision: Decision | None  # None when no policy was published to dry-run
+    explanations: tuple[str, ...] = field(default=())
+
+    @property
+    def likely_allowed(self) -> bool:
+        return not self.scan.high and (self.decision is None or self.decision.allowed)
+
+
+def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: PolicyBundle | None = None,
+              researcher: Mapping[str, Any] | None = None, dataset: Mapping[str, Any] | None = None,
+              edge: Mapping[str, Any] | None = None,
+              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES) -> Preflight:
+    """Scan ``source``; with ``policy`` (the edge's published bundle), dry-run it on
+    ``job`` (the job spec fields without the code) and the edge facts given."""
+    report = scan_source(source, allowed_modules=allowed_modules)
+    lines = [_explain_finding(f.line, f.severity, f.message, source) for f in report.findings]
+    decision = None
+    if policy is not None:
+        doc = dry_run_input(report, job or {}, researcher, dataset, edge)
+        decision = evaluate(policy, doc, engine=_torch_first_engine)
+        lines += [_explain_reason(reason, report, source) for reason in decision.deny
+                  if not _repeats_scan(reason, report)]
+    return Preflight(report, decision, tuple(lines))
+
+
+def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mapping[str, Any] | None,
+                  dataset: Mapping[str, Any] | None, edge: Mapping[str, Any] | None) -> dict[str, Any]:
+    budget = job.get("budget", {}) if isinstance(job.get("budget"), Mapping) else {}
+    assumed_dataset = {"name": job.get("dataset"), "fields": list(job.get("fields", [])),
+                       "sensitivity": "special-category", "cohort_size": budget.get("max_records"),
+                       "max_records": budget.get("max_records"), "price": "0"}
+    return {
+        "job": {k: v for k, v in job.items() if k != "code"},
+        "scan": report.to_dict(),
+        "attestation": {"backend": "tdx", "outcome": "pass", "report_data_binding": "ok"},
+        "airgap": {"sealed": True},
+        "dataset": {**assumed_dataset, **(dataset or {})},
+        "researcher": dict(researcher or {"name": "", "key_id": "", "roles": [], "purposes": []}),
+        "edge": dict(edge or {"demo": False, "unsafe": []}),
+    }
+
+
+def _torch_first_engine() -> Any:
+    # regopy loaded before torch aborts the kernel when torch loads later; a notebook
+    # kernel is exactly where both meet, so torch (if installed) goes first.
+    if importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
+    return load_engine()
+
+
+def _explain_finding(line: int, severity: str, message: str, source: str) -> str:
+    return f"line {line} ({_SEVERITY_WORDS.get(severity, severity)}): {message}{_quote(line, source)}"
+
+
+def _explain_reason(reason: str, report: ScanReport, source: str) -> str:
+    for finding in report.findings:
+        if finding.message in reason:
+            return f"line {finding.line}: the edge's policy refuses this: {finding.message}{_quote(finding.line, source)}"
+    return f"the edge's policy would refuse the job: {reason}"
+
+
+def _repeats_scan(reason: str, report: ScanReport) -> bool:
+    return any(f.message in reason for f in report.findings)
+
+
+def _quote(line: int, source: str) -> str:
+    lines = source.splitlines()
+    if 1 <= line <= len(lines) and lines[line - 1].strip():
+        return f"\n    {line} | {lines[line - 1].strip()[:120]}"
+    return ""

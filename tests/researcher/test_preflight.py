@@ -1,0 +1,52 @@
+"""Notebook preflight: scanner findings and the dry-run policy, in plain words with lines."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+if importlib.util.find_spec("torch"):  # torch must load before regopy in one process
+    import torch  # noqa: F401
+
+from jupyter_rapha.preflight import preflight
+from jupyter_rapha.protocol.policy import PolicyBundle
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+JOB = {"dataset": "synthetic-cxr", "fields": ["image", "finding"], "budget": {"max_records": 100, "max_seconds": 600},
+       "output_policy": {"max_weights_bytes": 1000, "metric_names": ["loss"], "max_metric_points": 100},
+       "params": {"epochs": 2}}
+ALICE = {"name": "alice", "key_id": "00", "roles": ["researcher"], "purposes": ["research"]}
+
+
+def published() -> PolicyBundle:
+    modules = {p.name: p.read_text() for p in POLICY_DIR.glob("*.rego") if not p.name.endswith("_test.rego")}
+    return PolicyBundle.from_texts(modules, (POLICY_DIR / "data.json").read_text())
+
+
+def test_clean_cell_passes_dry_run():
+    result = preflight("import torch\nmodel = torch.nn.Linear(2, 2)\n", job=JOB, policy=published(), researcher=ALICE)
+    assert result.likely_allowed and result.explanations == (), result.explanations
+
+
+def test_scan_finding_explained_with_line_and_code():
+    result = preflight("import torch\nimport os\nos.system('id')\n")
+    assert not result.likely_allowed
+    assert result.explanations[0].startswith("line 3 (will be refused): reaches os.system")
+    assert "3 | os.system('id')" in result.explanations[0]
+
+
+def test_policy_refusal_explained_once_per_finding():
+    result = preflight("import pandas\n", job=JOB, policy=published(), researcher=ALICE)
+    assert not result.likely_allowed
+    assert len([e for e in result.explanations if "pandas" in e]) == 1
+
+
+def test_policy_only_refusal_is_explained():
+    job = {**JOB, "fields": ["image", "patient_name"]}
+    result = preflight("x = 1\n", job=job, policy=published(), researcher=ALICE)
+    assert any("would refuse the job: field 'patient_name'" in e for e in result.explanations)
+
+
+def test_broken_published_policy_refuses():
+    result = preflight("x = 1\n", job=JOB, policy=PolicyBundle.from_texts({"p.rego": "package rapha\nx := \n"}))
+    assert not result.likely_allowed and "does not compile" in result.explanations[0]
