@@ -9,7 +9,10 @@ use crate::options::Limits;
 use crate::sys;
 
 fn set(resource: i32, value: u64, name: &str) -> Result<(), String> {
-    let limit = sys::Rlimit { cur: value, max: value };
+    // CPU: the soft limit sends SIGXCPU (a death the job's record can name), the hard
+    // limit one second later kills a job that ignores it.
+    let max = if resource == sys::RLIMIT_CPU { value.saturating_add(1) } else { value };
+    let limit = sys::Rlimit { cur: value, max };
     let ret = unsafe { sys::setrlimit(resource, &limit) };
     sys::check(ret as i64, &format!("rlimit {name}")).map(|_| ())
 }

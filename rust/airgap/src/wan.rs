@@ -8,8 +8,9 @@
 //! Threat: an interface name carrying nftables syntax (`eth0" accept; #`) that rewrites
 //! the ruleset. Names are checked against `^[A-Za-z0-9_.-]{1,15}$` before anything else.
 //!
-//! Fail closed: `restore` removes the tables and then checks that they are gone and the
-//! interface exists; if either step fails it re-applies `sever` and exits non-zero.
+//! Fail closed: `restore` refuses an interface that does not exist (leaving the gate as
+//! it was), removes the tables, then checks that they are gone; if removal or the check
+//! fails it re-applies `sever` and exits non-zero. One WAN interface at a time.
 //!
 //! Exit codes: 0 done (status: severed); 1 failed or, for status, not severed; 2 usage.
 
@@ -125,7 +126,11 @@ fn sever(iface: &str) -> Result<(), String> {
 }
 
 fn restore(iface: &str) -> Result<(), String> {
-    let outcome = nft_script(REMOVAL).and_then(|_| match gone()? && interface_exists(iface) {
+    if !interface_exists(iface) {
+        // Nothing is touched: the gate stays as it is, severed if it was.
+        return Err(format!("no interface named {iface}; WAN left as it was"));
+    }
+    let outcome = nft_script(REMOVAL).and_then(|_| match gone()? {
         true => Ok(()),
         false => Err("check after restore failed".to_string()),
     });
