@@ -93,7 +93,7 @@ class PolicyEvalError(Exception):
 
 def load_engine() -> Callable[[], Any]:
     """A factory of fresh interpreters (lazy: native code loads only when a policy runs)."""
-    from regopy import Interpreter, LogLevel
+    from regopy import Interpreter, LogLevel  # type: ignore[import-untyped]
 
     def make() -> Any:
         rego = Interpreter()
@@ -193,7 +193,7 @@ def _engine_message(exc: BaseException, bundle: PolicyBundle) -> str:
 
 def _interpreter_error(rego: Any, bundle: PolicyBundle) -> str:
     try:
-        from regopy.rego_shared import rego_get_error  # the public API has no error text
+        from regopy.rego_shared import rego_get_error  # type: ignore[import-untyped]  # no public error text
 
         return _locate(rego_get_error(rego._impl), bundle) or "engine error"
     except Exception as exc:  # the error text is a courtesy; the refusal stands without it

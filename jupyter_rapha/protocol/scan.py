@@ -23,6 +23,7 @@ from .scan_rules import ADVICE, DEFAULT_ALLOWED_MODULES, HIGH, LOW, MEDIUM
 from .scan_visitor import CellAnalysis
 
 SCANNER_VERSION = "rapha-scan/1"
+__all__ = ["DEFAULT_ALLOWED_MODULES", "SCANNER_VERSION", "Finding", "ScanReport", "scan_source"]
 SEVERITIES = (HIGH, MEDIUM, LOW)
 
 

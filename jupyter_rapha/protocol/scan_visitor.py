@@ -33,7 +33,7 @@ class CellAnalysis:
 
     def run(self) -> list[Raw]:
         nodes = sorted((n for n in ast.walk(self.tree) if hasattr(n, "lineno")),
-                       key=lambda n: (n.lineno, n.col_offset))
+                       key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
         self._learn(nodes)
         self.call_funcs = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
         for node in nodes:
