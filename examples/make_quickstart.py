@@ -45,8 +45,8 @@ class TinyCNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(16, 2)
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)))
+        self.head = nn.Linear(16 * 4, 2)
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
@@ -54,7 +54,7 @@ class TinyCNN(nn.Module):
 
 torch.manual_seed(0)
 model = TinyCNN()
-optimiser = torch.optim.Adam(model.parameters(), lr=float(rapha.params.get("lr", 0.01)))
+optimiser = torch.optim.Adam(model.parameters(), lr=float(rapha.params.get("lr", 0.02)))
 for epoch in range(rapha.epochs):
     total, batches = 0.0, 0
     for batch in rapha.loader(batch_size=16, shuffle=True):
@@ -92,7 +92,7 @@ result.receipt_widget"""
 
 def flags(local: bool) -> str:
     mode = "--local " if local else ""
-    return f"%%rapha_train --edge $EDGE --key $KEY --dataset synthetic-cxr --budget 48 --epochs 3 {mode}--returns model\n"
+    return f"%%rapha_train --edge $EDGE --key $KEY --dataset synthetic-cxr --budget 48 --epochs 6 {mode}--returns model\n"
 
 
 def build() -> nbformat.NotebookNode:
