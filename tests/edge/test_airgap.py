@@ -450,3 +450,107 @@ def test_find_binary_default_is_the_build(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv("PATH", "/nonexistent")
         with pytest.raises(SandboxFault):
             find_airgap_binary(settings_with(""))
+
+
+# --- the appliance WAN gate, in network namespaces these tests create ------------------
+
+class Appliance:
+    """Three namespaces: the edge, a LAN peer and a WAN peer, joined by veth pairs.
+    Addresses are 10.231.x.x and exist only inside these namespaces."""
+
+    LAN_PEER = "10.231.1.2"
+    WAN_PEER = "10.231.2.2"
+
+    def __init__(self, tag: str) -> None:
+        self.edge, self.lan, self.wan = (f"rapha-{tag}-{role}" for role in ("edge", "lan", "wan"))
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def build(self) -> None:
+        for ns in (self.edge, self.lan, self.wan):
+            self.ip("netns", "add", ns)
+            self.ip("-n", ns, "link", "set", "lo", "up")
+        for name, peer, subnet in (("lan0", self.lan, "1"), ("wan0", self.wan, "2")):
+            self.ip("-n", self.edge, "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", peer)
+            self.ip("-n", self.edge, "addr", "add", f"10.231.{subnet}.1/24", "dev", name)
+            self.ip("-n", peer, "addr", "add", f"10.231.{subnet}.2/24", "dev", "eth0")
+            self.ip("-n", self.edge, "link", "set", name, "up")
+            self.ip("-n", peer, "link", "set", "eth0", "up")
+
+    def destroy(self) -> None:
+        for ns in (self.edge, self.lan, self.wan):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def serve(self, ns: str, address: str) -> subprocess.Popen[bytes]:
+        code = (f"import socket; s = socket.create_server(('{address}', 8080)); print('up', flush=True)\n"
+                "while True: s.accept()[0].close()")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, PYTHON, "-c", code], stdout=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        return proc
+
+    def reaches(self, source: str, address: str) -> bool:
+        code = f"import socket; socket.create_connection(('{address}', 8080), timeout=1).close()"
+        return subprocess.run(["ip", "netns", "exec", source, PYTHON, "-c", code], capture_output=True).returncode == 0
+
+    def gate(self, binary: Path, action: str, iface: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.edge, str(binary), action, "--wan", iface],
+                              capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def appliance() -> Iterator[Appliance]:
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
+        pytest.skip("needs root, iproute2 and nftables")
+    box = Appliance(f"{os.getpid() % 100000}")
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        box.build()
+        servers = [box.serve(box.lan, box.LAN_PEER), box.serve(box.wan, box.WAN_PEER), box.serve(box.edge, "10.231.2.1")]
+        yield box
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+        box.destroy()
+
+
+@root
+def test_wan_gate_severs_wan_keeps_lan_and_restores(airgap_binary: Path, appliance: Appliance) -> None:
+    box = appliance
+    assert box.reaches(box.edge, box.WAN_PEER) and box.reaches(box.edge, box.LAN_PEER)
+    assert box.gate(airgap_binary, "status", "wan0").returncode == 1  # open
+
+    severed = box.gate(airgap_binary, "sever", "wan0")
+    assert severed.returncode == 0, severed.stderr
+    assert '"state":"severed"' in box.gate(airgap_binary, "status", "wan0").stdout
+    assert not box.reaches(box.edge, box.WAN_PEER)  # out through the WAN
+    assert not box.reaches(box.wan, "10.231.2.1")  # in through the WAN
+    assert box.reaches(box.edge, box.LAN_PEER)  # the LAN is unaffected
+
+    restored = box.gate(airgap_binary, "restore", "wan0")
+    assert restored.returncode == 0, restored.stderr
+    assert box.gate(airgap_binary, "status", "wan0").returncode == 1
+    assert box.reaches(box.edge, box.WAN_PEER) and box.reaches(box.wan, "10.231.2.1")
+
+
+@root
+def test_wan_gate_fails_closed(airgap_binary: Path, appliance: Appliance) -> None:
+    box = appliance
+    assert box.gate(airgap_binary, "sever", "wan0").returncode == 0
+    failed = box.gate(airgap_binary, "restore", "nosuch0")
+    assert failed.returncode == 1 and "left" in failed.stderr
+    assert box.gate(airgap_binary, "status", "wan0").returncode == 0  # still severed
+    assert not box.reaches(box.edge, box.WAN_PEER)
+    assert box.gate(airgap_binary, "sever", "nosuch0").returncode == 1  # a misnamed WAN is an error
+
+
+@root
+@pytest.mark.parametrize("iface", ['wan0" accept; #', "wan0;flush ruleset", "", "a" * 16, "wan 0", "..", "wan0\n"])
+def test_wan_gate_refuses_injection(airgap_binary: Path, appliance: Appliance, iface: str) -> None:
+    box = appliance
+    for action in ("sever", "restore", "status"):
+        done = box.gate(airgap_binary, action, iface)
+        assert done.returncode == 2 and "refused" in done.stderr
+    listed = subprocess.run(["ip", "netns", "exec", box.edge, "nft", "list", "ruleset"], capture_output=True, text=True)
+    assert "rapha_airgap" not in listed.stdout
