@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     gates TEXT NOT NULL DEFAULT '[]', reasons TEXT NOT NULL DEFAULT '[]',
     error TEXT, progress TEXT NOT NULL DEFAULT '{}', receipt TEXT);
 CREATE INDEX IF NOT EXISTS jobs_by_researcher ON jobs(researcher_key_id, submitted);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, kind TEXT NOT NULL,
+    data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
 """
 
 

@@ -146,6 +146,8 @@ class JobManager:
         document["anchor"] = self._anchor(job_id, digest)
         write_release(self.edge.release_dir(job_id), run.weights, metrics, document)
         self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
+        # Released metrics only (checked above): the latest value under each declared name.
+        self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in metrics.items() if v})
         self.store.transition(job_id, "completed", gates=receipts.gate_entries(gates), receipt=document,
                               progress=self._progress(run.meter))
 

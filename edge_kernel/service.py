@@ -100,6 +100,27 @@ class DatasetsHandler(BaseHandler):
         self.write_json({"datasets": [self.edge.catalog_entry(d) for d in self.edge.datasets.all().values()]})
 
 
+class CatalogHandler(BaseHandler):
+    @api
+    def get(self) -> None:
+        from .catalog import signed_catalog
+
+        self.researcher()
+        self.write_json(signed_catalog(self.edge))
+
+
+class JobEventsHandler(BaseHandler):
+    @api
+    def get(self, job_id: str) -> None:
+        researcher = self.researcher()
+        job = self.edge.store.get(job_id, researcher.key_id)  # another researcher's job is unknown
+        after = self.get_query_argument("after", "0")
+        if not after.isdigit():
+            raise BadInput("after must be a whole number: the last event sequence number seen (0 for all)")
+        self.write_json({"job_id": job_id, "state": job.state,
+                         "events": self.edge.store.events(job_id, int(after))})
+
+
 class JobsHandler(BaseHandler):
     @api
     def get(self) -> None:
@@ -171,8 +192,10 @@ def make_app(edge: Edge) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/v1/edge", EdgeInfoHandler, args),
         (r"/v1/datasets", DatasetsHandler, args),
+        (r"/v1/catalog", CatalogHandler, args),
         (r"/v1/jobs", JobsHandler, args),
         (rf"/v1/jobs/{job}", JobHandler, args),
+        (rf"/v1/jobs/{job}/events", JobEventsHandler, args),
         (rf"/v1/jobs/{job}/(receipt|metrics|weights)", JobFileHandler, args),
         (r"/chain", ChainHandler, args),
     ], compress_response=False)

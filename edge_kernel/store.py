@@ -12,6 +12,7 @@ and a confused one loud.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,7 @@ class JobStore:
                     " dataset, submitted, updated) VALUES (?,?,?,?,?,?,?,?,?)",
                     (spec.job_id, spec.researcher_key_id, "submitted", spec_json, spec_sha, request_sha256,
                      spec.dataset, now, now))
+                _append_event(conn, spec.job_id, "state", {"state": "submitted"})
                 created = True
         return self.get(spec.job_id), created
 
@@ -128,14 +130,55 @@ class JobStore:
                     raise NotFound(f"no job {job_id}")
                 if current[0] != to_state:
                     raise StorageFault(f"job {job_id} cannot go from {current[0]} to {to_state}")
+            else:
+                # In the same transaction as the state: an event is never lost or duplicated.
+                _append_event(conn, job_id, "state", {"state": to_state, **_counters(fields.get("progress"))})
         return self.get(job_id)
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE jobs SET progress=?, updated=? WHERE job_id=?",
                          (json.dumps(progress), utc_now(), job_id))
+            _append_event(conn, job_id, "progress", _counters(progress))
+
+    def append_event(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        with self.db.transaction() as conn:
+            _append_event(conn, job_id, kind, _counters(data))
+
+    def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The job's events with a sequence number above ``after``, oldest first."""
+        rows = self.db.query("SELECT seq, ts, kind, data FROM job_events WHERE job_id=? AND seq>?"
+                             " ORDER BY seq LIMIT ?", (job_id, after, limit))
+        return [{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], "data": json.loads(r["data"])} for r in rows]
 
     def set_receipt(self, job_id: str, receipt: dict[str, Any]) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE jobs SET receipt=?, updated=? WHERE job_id=?",
                          (json.dumps(receipt), utc_now(), job_id))
+
+
+EVENT_KINDS = ("state", "progress", "metrics")
+
+
+def _append_event(conn: Any, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    # Events leave the edge as a live stream: states, counters and finite numbers only.
+    if kind not in EVENT_KINDS:
+        raise StorageFault(f"unknown job event kind {kind}")
+    row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id=?", (job_id,)).fetchone()
+    conn.execute("INSERT INTO job_events (job_id, seq, ts, kind, data) VALUES (?,?,?,?,?)",
+                 (job_id, row[0] + 1, utc_now(), kind, json.dumps(data, allow_nan=False)))
+
+
+def _counters(values: Any) -> dict[str, Any]:
+    """Keep names that are plain words and values that are states or finite numbers."""
+    if not isinstance(values, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    for name, value in values.items():
+        if not (isinstance(name, str) and name.replace("_", "").isalnum() and len(name) <= 64):
+            continue
+        if name == "state" and value in STATES:
+            kept[name] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            kept[name] = value
+    return kept

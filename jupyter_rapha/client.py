@@ -83,6 +83,19 @@ class EdgeClient:
     def jobs(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/v1/jobs").get("jobs", []))
 
+    def catalog(self) -> dict[str, Any]:
+        """The signed catalog as served; check it with ``jupyter_rapha.catalog`` before use."""
+        return self._json("GET", "/v1/catalog")
+
+    def events(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        """``{"state", "events": [{"seq", "ts", "kind", "data"}]}`` with seq above ``after``."""
+        if not isinstance(after, int) or after < 0:
+            raise errors.BadInput("after must be a whole number")
+        return self._json("GET", _job_route(job_id, f"/events?after={after}"))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("DELETE", _job_route(job_id))
+
     def receipt(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", _job_route(job_id, "/receipt"))
 

@@ -1,0 +1,87 @@
+"""The edge's catalog: what it offers, signed with the edge key.
+
+A researcher's Jupyter server routes jobs by this document, so it must not be possible to
+lure a job to an edge by forging or editing a catalog on the way: it is a DSSE envelope
+over canonical JSON, and the extension checks it against the edge key it pinned.
+
+The catalog says what a dataset looks like (schema, a seed for synthetic samples), what it
+costs and what the edge's policy asks, in plain words. It never carries record data: the
+cohort size is a band, not a count, so a catalog cannot be used to watch admissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from jupyter_rapha.protocol.canonical import canonical_json
+from jupyter_rapha.protocol.dsse import sign_envelope
+from jupyter_rapha.protocol.keys import PrivateKey
+
+from .audit import utc_now
+from .data.registry import Dataset
+
+CATALOG_PAYLOAD_TYPE = "application/vnd.rapha.catalog+json"
+CATALOG_VERSION = 1
+# Bands, not counts: a catalog is public to every registered researcher.
+_BANDS = ((100, "<100"), (1_000, "100-999"), (10_000, "1000-9999"), (100_000, "10000-99999"))
+
+
+def cohort_band(max_records: int) -> str:
+    for limit, band in _BANDS:
+        if max_records < limit:
+            return band
+    return ">=100000"
+
+
+def synthetic_seed(edge_id: str, dataset: Dataset) -> int:
+    """A stable seed per dataset version, so every researcher's dry run sees the same samples."""
+    digest = hashlib.sha256(f"{edge_id}\0{dataset.name}\0{dataset.version}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def policy_summary(dataset: Dataset) -> list[str]:
+    labels = ", ".join(sorted(dataset.labels)) or "none"
+    return [
+        "Your cell runs sealed: no network, no files of the hospital, only the records it is granted.",
+        f"Fields that can cross into a job: {', '.join(dataset.fields)}; labels: {labels}.",
+        "Identifiers never cross; records are pseudonymised and counted once each against your budget.",
+        f"At most {dataset.max_records} records per job; each record used costs {dataset.price_per_record}.",
+        "Only weights, declared metrics and a signed receipt come back; printed output stays here.",
+    ]
+
+
+def dataset_entry(edge_id: str, dataset: Dataset, currency: str) -> dict[str, Any]:
+    return {"name": dataset.name, "version": dataset.version, "schema": dataset.schema(),
+            "labels": sorted(dataset.labels), "synthetic_seed": synthetic_seed(edge_id, dataset),
+            "price_per_record": dataset.price_per_record, "currency": currency,
+            "max_records": dataset.max_records, "cohort_band": cohort_band(dataset.max_records),
+            "sensitivity": dataset.sensitivity, "description": dataset.description,
+            "policy_summary": policy_summary(dataset)}
+
+
+def attestation_offer(backend: str) -> dict[str, Any]:
+    # The software stand-in proves nothing about the machine; say so in the offer itself.
+    unsafe = backend.startswith("unsafe")
+    return {"backend": backend, "unsafe": unsafe,
+            "summary": "software stand-in, no hardware evidence (demo only)" if unsafe
+            else f"hardware-backed quote ({backend}) bound to each job's nonce"}
+
+
+def build_catalog(edge_id: str, key: PrivateKey, datasets: list[Dataset], currency: str,
+                  attestation_backend: str) -> dict[str, Any]:
+    return {"catalog_version": CATALOG_VERSION, "edge_id": edge_id, "key_id": key.key_id, "issued": utc_now(),
+            "datasets": [dataset_entry(edge_id, d, currency) for d in datasets],
+            "attestation": attestation_offer(attestation_backend)}
+
+
+def sign_catalog(catalog: dict[str, Any], key: PrivateKey) -> dict[str, Any]:
+    """The catalog as a DSSE envelope over its canonical JSON bytes."""
+    return {"envelope": sign_envelope(canonical_json(catalog), CATALOG_PAYLOAD_TYPE, key)}
+
+
+def signed_catalog(edge: Any) -> dict[str, Any]:
+    settings = edge.settings
+    catalog = build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
+                            settings.attestation.backend)
+    return sign_catalog(catalog, edge.key)
