@@ -62,11 +62,11 @@ mod table {
     /// kexec_load add_key request_key keyctl unshare perf_event_open name_to_handle_at
     /// open_by_handle_at setns process_vm_readv process_vm_writev finit_module
     /// kexec_file_load bpf userfaultfd io_uring_{setup,enter,register} open_tree
-    /// move_mount fsopen fsconfig fsmount fspick mount_setattr
+    /// move_mount fsopen fsconfig fsmount fspick pidfd_getfd process_madvise mount_setattr
     pub const DENIED: &[u32] = &[
         101, 103, 134, 153, 155, 156, 161, 163, 165, 166, 167, 168, 169, 172, 173, 175, 176, 179,
         212, 246, 248, 249, 250, 272, 298, 303, 304, 308, 310, 311, 313, 320, 321, 323, 425, 426,
-        427, 428, 429, 430, 431, 432, 433, 442,
+        427, 428, 429, 430, 431, 432, 433, 438, 440, 442,
     ];
 }
 
@@ -83,7 +83,7 @@ mod table {
     pub const DENIED: &[u32] = &[
         117, 116, 58, 41, 51, 89, 40, 39, 224, 225, 142, 105, 106, 60, 18, 104, 217, 218, 219, 97,
         241, 264, 265, 268, 270, 271, 273, 294, 280, 282, 425, 426, 427, 428, 429, 430, 431, 432,
-        433, 442,
+        433, 438, 440, 442,
     ];
 }
 

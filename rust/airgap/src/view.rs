@@ -61,6 +61,39 @@ fn set_attr(target: &Path, recursive: bool, set: u64, clear: u64) -> Result<(), 
     sys::check(ret, &format!("mount_setattr on {}", target.display())).map(|_| ())
 }
 
+/// Make every mount read-only. mount_setattr (Linux 5.12) does it in one call; older
+/// kernels get a bind-remount of each mount listed in mountinfo, deepest last.
+fn read_only_everywhere() -> Result<(), String> {
+    match set_attr(Path::new("/"), true, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID, 0) {
+        Err(_) if sys::errno() == sys::ENOSYS => {}
+        other => return other,
+    }
+    let table = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    for line in table.lines() {
+        let Some(point) = line.split(' ').nth(4) else { continue };
+        let point = unescape(point);
+        let flags = sys::MS_BIND | sys::MS_REMOUNT | sys::MS_RDONLY | sys::MS_NOSUID | mount_flags(line);
+        // Mount points that vanished or cannot be remounted must not stay writable.
+        mount(None, Path::new(&point), None, flags, None)?;
+    }
+    Ok(())
+}
+
+/// Per-mount flags a remount must keep (dropping nodev or noexec is refused).
+fn mount_flags(line: &str) -> u64 {
+    let options = line.split(' ').nth(5).unwrap_or("");
+    options.split(',').fold(0, |acc, opt| match opt {
+        "nodev" => acc | sys::MS_NODEV,
+        "noexec" => acc | sys::MS_NOEXEC,
+        _ => acc,
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(text: &str) -> String {
+    text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
 fn tmpfs(target: &Path, options: &str) -> Result<(), String> {
     mount(Some("tmpfs"), target, Some("tmpfs"), sys::MS_NOSUID | sys::MS_NODEV, Some(options))
 }
@@ -112,7 +145,7 @@ pub fn build(view: &View) -> Result<(), String> {
         None => None,
     };
     let exposed = open_all(view.exposed)?;
-    set_attr(root, true, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID, 0)?;
+    read_only_everywhere()?;
     let tmp_options = format!("mode=1777,size={}", view.tmp_bytes.max(4096));
     tmpfs(Path::new("/tmp"), &tmp_options)?;
     if Path::new("/dev/shm").is_dir() {
@@ -150,4 +183,16 @@ pub fn build(view: &View) -> Result<(), String> {
 /// the cover lands on what the link points at). Missing paths have nothing to hide.
 pub fn resolve_hidden(paths: &[PathBuf]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| fs::canonicalize(p).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_fields() {
+        let line = "36 35 98:0 /mnt1 /mnt\\040point rw,nodev,noexec master:1 - ext3 /dev/root rw";
+        assert_eq!(unescape(line.split(' ').nth(4).unwrap()), "/mnt point");
+        assert_eq!(mount_flags(line), sys::MS_NODEV | sys::MS_NOEXEC);
+    }
 }
