@@ -4,7 +4,19 @@ receipt.json holds ``{"format", "envelope", "anchor"}``. The anchor is added aft
 signing (the transaction cannot exist before the signature it commits to) and names the
 SHA-256 of the canonical envelope; verifiers recompute that digest themselves.
 Verification here is pure: chain look-ups are done by the caller and passed in as an
-``AnchorObservation``.
+``AnchorObservation``; the anchor forms are described in ``anchor_proof``.
+
+Versioning. ``predicateType`` carries the major version (``.../receipt/v1``). Within a
+major version fields are only ever added, and verifiers ignore predicate fields they do
+not know; ``receipt_version`` names the writer's version as ``1`` or ``"1.MINOR"`` and any
+minor of the supported major is accepted. A change that an old verifier would misread
+(a field removed, or its meaning changed) gets a new major and a new ``predicateType``,
+which old verifiers refuse by name rather than misjudge.
+
+Key ids. The DSSE ``keyid`` is an unauthenticated hint. It is set to the key id that
+securesystemslib derives for the edge's Ed25519 key (SHA-256 over the canonical
+``{"keytype","scheme","keyval"}``), so stock DSSE verifiers that match signatures to keys
+by id accept the envelope as it is. This module ignores the hint and tries the key.
 """
 
 from __future__ import annotations
@@ -15,14 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .canonical import canonical_json
+from .anchor_proof import AnchorObservation, anchor_matches, anchored_data, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
-from .errors import BadInput, RaphaError
+from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
 
 RECEIPT_FORMAT = "rapha-receipt/v1"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://jupyter-rapha.org/receipt/v1"
-PREDICATE_VERSION = 1
+PREDICATE_MAJOR = 1
+PREDICATE_VERSION = 1  # written by this edge; "1.N" strings from later minors are accepted
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
@@ -56,25 +70,34 @@ def sign_receipt(predicate: dict[str, Any], weights_sha256: str, edge_key: Priva
     """Return an unanchored receipt document."""
     statement = build_statement(predicate, weights_sha256)
     envelope = sign_envelope(canonical_json(statement), IN_TOTO_PAYLOAD_TYPE, edge_key)
+    # keyid is outside the PAE, so setting it after signing changes no signed byte.
+    for signature in envelope["signatures"]:
+        signature["keyid"] = dsse_keyid(edge_key.public)
     return {"format": RECEIPT_FORMAT, "envelope": envelope, "anchor": None}
 
 
-@dataclass(frozen=True)
-class AnchorObservation:
-    """What a chain says about the anchor transaction, fetched by the caller."""
+def dsse_keyid(key: PublicKey) -> str:
+    """securesystemslib's default key id for an Ed25519 key (its canonical JSON of this
+    all-string dict is byte-identical to RFC 8785)."""
+    return sha256_hex(canonical_json({"keytype": "ed25519", "scheme": "ed25519",
+                                      "keyval": {"public": key.raw.hex()}}))
 
-    chain_id: int
-    tx_hash: str
-    block_number: int | None
-    sender: str
-    data: bytes
-    head_block: int
+
+def major_version(value: Any) -> int | None:
+    """1 for ``1`` or ``"1.3"``; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        major, _, minor = value.partition(".")
+        if major.isdigit() and (not minor or minor.isdigit()):
+            return int(major)
+    return None
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # "pass", "fail" or "skipped"
+    status: str  # "pass", "fail", "skipped" or "pending" (anchor not yet made)
     detail: str
 
 
@@ -89,8 +112,13 @@ class Verification:
         return predicate if isinstance(predicate, dict) else {}
 
     def ok(self, allow_skipped: bool = False) -> bool:
-        bad = {"fail"} if allow_skipped else {"fail", "skipped"}
+        bad = {"fail", "pending"} if allow_skipped else {"fail", "skipped", "pending"}
         return bool(self.checks) and not any(c.status in bad for c in self.checks)
+
+    @property
+    def pending(self) -> bool:
+        """Nothing failed, but the anchor is still to come."""
+        return any(c.status == "pending" for c in self.checks) and not any(c.status == "fail" for c in self.checks)
 
     def add(self, name: str, passed: bool, detail: str) -> bool:
         self.checks.append(Check(name, "pass" if passed else "fail", detail))
@@ -98,6 +126,9 @@ class Verification:
 
     def skip(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, "skipped", detail))
+
+    def wait(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name, "pending", detail))
 
 
 def verify_receipt(
@@ -153,7 +184,7 @@ def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | N
     if not isinstance(predicate, dict) or _PREDICATE_KEYS - predicate.keys():
         result.add("statement", False, "receipt predicate is incomplete")
         return None
-    if predicate.get("receipt_version") != PREDICATE_VERSION:
+    if major_version(predicate.get("receipt_version")) != PREDICATE_MAJOR:
         result.add("statement", False, f"receipt version {predicate.get('receipt_version')!r} is not supported")
         return None
     result.add("statement", True, f"job {predicate['job'].get('id')}")
@@ -193,26 +224,29 @@ def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observati
     if not isinstance(anchor, dict) or anchor.get("envelope_sha256") != digest:
         result.add("anchor", False, "anchor names a different envelope digest than this envelope's")
         return
+    if is_pending(anchor):
+        result.wait("anchor", "anchor pending: the edge will anchor this receipt when its chain is reachable; "
+                              "fetch the receipt again later")
+        return
+    try:
+        data = anchored_data(anchor, digest)
+    except VerificationError as exc:
+        result.add("inclusion", False, exc.diagnostics())
+        return
+    if anchor.get("method") == "evm-batch":
+        batch = anchor["batch"]
+        result.add("inclusion", True, f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
     if observation is None:
         result.skip("anchor", "chain not consulted (pass an RPC endpoint to check the anchor)")
         return
-    result.add("anchor", *_anchor_matches(anchor, predicate, observation, digest, min_confirmations))
+    result.add("anchor", *anchor_matches(anchor, predicate, observation, data, min_confirmations))
 
 
 def _anchor_matches(anchor: dict[str, Any], predicate: dict[str, Any], obs: AnchorObservation,
                     digest: str, min_confirmations: int) -> tuple[bool, str]:
-    edge = predicate.get("edge", {})
-    if obs.tx_hash.lower() != str(anchor.get("tx_hash", "")).lower():
-        return False, "the chain returned a different transaction than the anchor names"
-    if obs.chain_id != anchor.get("chain_id") or obs.chain_id != edge.get("chain_id"):
-        return False, f"chain id {obs.chain_id} is not the anchored chain {anchor.get('chain_id')}"
-    if obs.data != bytes.fromhex(digest):
-        return False, "anchor transaction data is not this envelope's digest"
-    if obs.sender.lower() != str(edge.get("anchor_address", "")).lower():
-        return False, "anchor transaction was not sent by the edge's anchor address"
-    if obs.block_number is None or obs.block_number != anchor.get("block_number"):
-        return False, "anchor transaction is not in the block the receipt names"
-    confirmations = obs.head_block - obs.block_number + 1
-    if confirmations < min_confirmations:
-        return False, f"{confirmations} confirmations, {min_confirmations} required"
-    return True, f"tx {obs.tx_hash[:12]}… in block {obs.block_number} on chain {obs.chain_id}, {confirmations} confirmations"
+    """The chain comparison for an anchor naming ``digest``'s envelope (any method)."""
+    try:
+        data = anchored_data(anchor, digest)
+    except VerificationError as exc:
+        return False, exc.diagnostics()
+    return anchor_matches(anchor, predicate, obs, data, min_confirmations)
