@@ -1,0 +1,200 @@
+"""The kernel proxy's core: configured edges, their verified catalogs, routing and jobs.
+
+The same class serves the Jupyter server extension's handlers and, with no server, the
+cell magic in-process, so both paths route, sign and check catalogs identically. It holds
+the researcher key: requests to edges are signed here, never in the browser.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..client import FINAL_STATES, EdgeClient, final_error, make_jobspec
+from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError
+from ..protocol.keys import PrivateKey, PublicKey, load_public_key
+from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog
+from .submission import Submission
+
+ROUTING_CHOICES = ("ask", "first", "all")
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    url: str
+    public_key: PublicKey
+
+
+def parse_sites(entries: list[Any]) -> list[Site]:
+    sites: list[Site] = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"url", "public_key"} <= set(entry):
+            raise BadInput(f"edges[{number}] needs url and public_key (the edge key you pinned), and a name")
+        name = str(entry.get("name") or f"edge{number + 1}")
+        if any(s.name == name for s in sites):
+            raise BadInput(f"two edges are named {name!r}; give each edge its own name")
+        sites.append(Site(name, str(entry["url"]).rstrip("/"), load_public_key(str(entry["public_key"]))))
+    return sites
+
+
+class EdgeProxy:
+    def __init__(self, sites: list[Site], key: PrivateKey, client_class: type[EdgeClient] = EdgeClient,
+                 timeout: float = 30, routing: str = "ask", catalog_ttl: float = 30) -> None:
+        if routing not in ROUTING_CHOICES:
+            raise BadInput(f"routing must be one of {', '.join(ROUTING_CHOICES)}")
+        self.sites = {s.name: s for s in sites}
+        self.key = key
+        self.routing = routing
+        self.catalog_ttl = catalog_ttl
+        self.clients = {s.name: client_class(s.url, key, timeout) for s in sites}
+        self.refused: dict[str, str] = {}  # site -> why its catalog is not trusted (or unreachable)
+        self._catalogs: dict[str, dict[str, Any]] = {}
+        self._fetched = 0.0
+        self._job_sites: dict[str, str] = {}
+
+    # ---- edges and catalogs ---------------------------------------------------------
+    def catalogs(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Catalogs that verified against their pinned key; the rest are in ``refused``."""
+        if refresh or time.monotonic() - self._fetched > self.catalog_ttl:
+            verified, refused = {}, {}
+            for name, client in self.clients.items():
+                try:
+                    verified[name] = verify_catalog(client.catalog(), self.sites[name].public_key, name)
+                except RaphaError as exc:  # one bad edge must not hide the others; it is reported
+                    refused[name] = exc.diagnostics()
+            self._catalogs, self.refused, self._fetched = verified, refused, time.monotonic()
+        return self._catalogs
+
+    def edges(self) -> list[dict[str, Any]]:
+        catalogs = self.catalogs(refresh=True)
+        return [self._edge_entry(name, catalogs.get(name)) for name in self.sites]
+
+    def _edge_entry(self, name: str, catalog: dict[str, Any] | None) -> dict[str, Any]:
+        site = self.sites[name]
+        entry: dict[str, Any] = {"name": name, "url": site.url, "public_key": site.public_key.to_text(),
+                                 "key_id": site.public_key.key_id, "healthy": catalog is not None,
+                                 "catalog": "verified" if catalog else "refused", "problem": self.refused.get(name)}
+        if catalog is not None:
+            entry["attestation"] = catalog.get("attestation")
+            entry["datasets"] = [d["name"] for d in catalog["datasets"]]
+        return entry
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return merge_catalogs(self.catalogs())
+
+    # ---- routing and submission -----------------------------------------------------
+    def route(self, submission: Submission) -> list[str]:
+        catalogs = self.catalogs()
+        offering = offering_sites(catalogs, submission.dataset)
+        if submission.site:
+            site = self.site_name(submission.site)
+            if site in self.refused:
+                raise CatalogRefused(f"edge {site} is not trusted right now: {self.refused[site]}")
+            if site not in offering:
+                raise NotFound(f"edge {site} offers no dataset named {submission.dataset!r}")
+            return [site]
+        if not offering:
+            raise NotFound(f"no configured edge offers a dataset named {submission.dataset!r}",
+                           hint="GET /rapha/api/datasets lists what the edges offer")
+        if submission.all_sites or self.routing == "all" or len(offering) == 1:
+            return offering
+        if self.routing == "first":
+            return offering[:1]
+        raise BadInput(f"{len(offering)} edges offer {submission.dataset!r} ({', '.join(offering)}): "
+                       "choose one with site=NAME or run at every one with sites=all")
+
+    def site_name(self, wanted: str) -> str:
+        """A configured edge by name, or by URL (the magic's --edge)."""
+        for site in self.sites.values():
+            if wanted in (site.name, site.url, site.url + "/"):
+                return site.name
+        raise NotFound(f"no configured edge named {wanted!r}; configured: {', '.join(self.sites) or 'none'}")
+
+    def submit(self, submission: Submission) -> list[dict[str, Any]]:
+        sites = self.route(submission)
+        entries = {site: offer(self._catalogs[site], submission.dataset) for site in sites}
+        for site, entry in entries.items():  # the edge's published limit, checked before anything is signed
+            if submission.budget > int(entry.get("max_records") or submission.budget):
+                raise BudgetDenied(f"budget {submission.budget} is over what edge {site} allows",
+                                   reasons=[f"edge {site} allows at most {entry['max_records']} records per job"])
+        return [self._submit_one(site, submission, entries[site]) for site in sites]
+
+    def _submit_one(self, site: str, submission: Submission, entry: dict[str, Any]) -> dict[str, Any]:
+        fields = list(submission.fields or (entry.get("schema") or {}))
+        if not fields:
+            raise Fault(f"edge {site} lists dataset {submission.dataset!r} without a schema")
+        spec = make_jobspec(submission.code, submission.dataset, fields, submission.budget, submission.max_seconds,
+                            submission.job_params(), self.key.key_id)
+        job_id = self.clients[site].submit(spec)
+        self._job_sites[job_id] = site
+        return {"job_id": job_id, "site": site, "state": "submitted"}
+
+    # ---- jobs -----------------------------------------------------------------------
+    def locate(self, job_id: str) -> str:
+        """The edge that runs ``job_id``; asks every edge once after a restart forgot it."""
+        if job_id in self._job_sites:
+            return self._job_sites[job_id]
+        for name, client in self.clients.items():
+            try:
+                client.status(job_id)
+            except NotFound:
+                continue
+            self._job_sites[job_id] = name
+            return name
+        raise NotFound(f"no job {job_id} at any configured edge")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = []
+        for name, client in self.clients.items():
+            for status in client.jobs():
+                self._job_sites[str(status.get("job_id"))] = name
+                listed.append({**status, "site": name})
+        return sorted(listed, key=lambda j: str(j.get("submitted", "")), reverse=True)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        site = self.locate(job_id)
+        return {**self.clients[site].status(job_id), "site": site}
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        site = self.locate(job_id)
+        return {**self.clients[site].cancel(job_id), "site": site}
+
+    def events(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        return self.clients[self.locate(job_id)].events(job_id, after)
+
+    def follow(self, job_id: str, after: int = 0, poll: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Every event after ``after``, in order, until the job's final state."""
+        while True:
+            answer = self.events(job_id, after)
+            for event in answer.get("events", []):
+                after = int(event["seq"])
+                yield event
+                if event.get("kind") == "state" and event.get("data", {}).get("state") in FINAL_STATES:
+                    return
+            time.sleep(poll)
+
+    def output(self, job_id: str, what: str) -> Any:
+        """receipt, metrics or weights of a completed job; a denied job raises its gate refusal."""
+        site = self.locate(job_id)
+        client = self.clients[site]
+        status = client.status(job_id)
+        if status.get("state") not in FINAL_STATES:
+            raise NotFound(f"job {job_id} has no {what} yet (state: {status.get('state')})")
+        error = final_error(status)
+        if error is not None:
+            raise error
+        return {"receipt": client.receipt, "metrics": client.metrics, "weights": client.weights}[what](job_id)
+
+    def job_edge(self, job_id: str) -> dict[str, Any]:
+        """What a verifier needs: the pinned key of the job's edge and its chain endpoint."""
+        from ..training import chain_rpc_url
+
+        site = self.locate(job_id)
+        info = self.clients[site].edge_info()
+        pinned = self.sites[site].public_key
+        if info.get("public_key") != pinned.to_text():
+            raise CatalogRefused(f"edge {site} now presents a key other than the one pinned")
+        return {"site": site, "url": self.sites[site].url, "public_key": pinned.to_text(),
+                "chain_rpc": chain_rpc_url(self.sites[site].url, info)}

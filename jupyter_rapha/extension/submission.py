@@ -1,0 +1,104 @@
+"""What a researcher asks for when submitting a job, checked before anything is signed.
+
+Every refusal says which field to fix, so a notebook can show it as is (400).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.errors import BadInput
+
+_KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites"}
+MAX_CODE_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Submission:
+    dataset: str
+    code: str
+    budget: int
+    epochs: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    fields: tuple[str, ...] | None = None
+    max_seconds: int = 3600
+    site: str | None = None
+    all_sites: bool = False
+
+    def job_params(self) -> dict[str, Any]:
+        return {**self.params, "epochs": self.epochs}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"dataset": self.dataset, "code": self.code, "budget": self.budget,
+                                "epochs": self.epochs, "params": self.params, "max_seconds": self.max_seconds}
+        if self.fields is not None:
+            body["fields"] = list(self.fields)
+        if self.site:
+            body["site"] = self.site
+        if self.all_sites:
+            body["sites"] = "all"
+        return body
+
+
+def parse_submission(body: Any) -> Submission:
+    if not isinstance(body, dict):
+        raise BadInput("the request body must be a JSON object with dataset, code and budget")
+    unknown = sorted(set(body) - _KEYS)
+    if unknown:
+        raise BadInput(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
+    sites = body.get("sites")
+    if sites not in (None, "all"):
+        raise BadInput("sites may only be \"all\" (one job per offering edge); use site=NAME for one edge")
+    if sites == "all" and body.get("site"):
+        raise BadInput("give either site=NAME or sites=\"all\", not both")
+    return Submission(
+        dataset=_text(body, "dataset", 64), code=_text(body, "code", MAX_CODE_CHARS),
+        budget=_count(body, "budget", None, 1), epochs=_count(body, "epochs", 1, 1),
+        params=_params(body.get("params", {})), fields=_fields(body.get("fields")),
+        max_seconds=_count(body, "max_seconds", 3600, 1), site=_site(body.get("site")), all_sites=sites == "all")
+
+
+def _text(body: dict[str, Any], name: str, limit: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"{name} is required and must be a non-empty string")
+    if len(value) > limit:
+        raise BadInput(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _count(body: dict[str, Any], name: str, default: int | None, minimum: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        raise BadInput(f"{name} is required: a whole number of at least {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise BadInput(f"{name} must be a whole number of at least {minimum}, not {value!r}")
+    return value
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadInput("params must be an object of name: value")
+    for name, item in value.items():
+        if not isinstance(item, (str, int, float, bool)):
+            raise BadInput(f"params.{name} must be a string, number or boolean")
+    if "epochs" in value:
+        raise BadInput("give epochs as the top-level epochs field, not in params")
+    return dict(value)
+
+
+def _fields(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) and f for f in value):
+        raise BadInput("fields must be a non-empty list of field names (or left out for the whole schema)")
+    return tuple(value)
+
+
+def _site(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise BadInput("site must be the name of a configured edge")
+    return value
