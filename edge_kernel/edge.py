@@ -51,6 +51,7 @@ class Edge:
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
         self.jobs = JobManager(self)
+        self.outbox = _open_outbox(self)
         self._lock = threading.Lock()
 
     @classmethod
@@ -60,9 +61,11 @@ class Edge:
     def start(self) -> None:
         self.audit.append("edge.start", detail={"version": __version__})
         self.jobs.recover()
+        self.outbox.start()  # anchors left pending before a restart are sent now
 
     def close(self) -> None:
         self.jobs.shutdown()
+        self.outbox.stop()
         self.audit.append("edge.stop")
         self.db.close()
 
@@ -117,7 +120,7 @@ def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:
 def _open_chain(settings: Settings) -> tuple[Any, Any]:
     from .anchor.account import load_chain_account
 
-    account = load_chain_account(settings.keys_dir / CHAIN_KEY_FILE)
+    account = load_chain_account(settings.path(settings.chain.key_file) or settings.keys_dir / CHAIN_KEY_FILE)
     if settings.chain.backend == "embedded":
         from .anchor.devchain import EmbeddedChain
 
@@ -125,7 +128,19 @@ def _open_chain(settings: Settings) -> tuple[Any, Any]:
         return chain, chain
     from .anchor.evm import RpcAnchor
 
-    return None, RpcAnchor(settings.chain.rpc_url, account, settings.chain.chain_id or None)
+    return None, RpcAnchor(settings.chain.rpc_url, account, settings.chain.chain_id or None,
+                           timeout=settings.chain.rpc_timeout_seconds)
+
+
+def _open_outbox(edge: "Edge") -> Any:
+    from .anchor.outbox import Outbox, OutboxConfig
+    from .anchor.publish import ReceiptPublisher
+
+    chain = edge.settings.chain
+    config = OutboxConfig(batch_size=chain.batch_size, batch_interval_seconds=chain.batch_interval_seconds,
+                          min_confirmations=chain.min_confirmations, retry_initial_seconds=chain.retry_initial_seconds,
+                          retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4)
+    return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config)
 
 
 def _read_secret(path: Path) -> bytes:

@@ -27,8 +27,15 @@ CONFIG_FILE = "edge.toml"
 class ChainSettings:
     backend: str = "embedded"  # "embedded" (eth-tester, served at /chain) or "rpc"
     rpc_url: str = ""
-    chain_id: int = 0  # 0: take the chain's own id
-    min_confirmations: int = 1
+    chain_id: int = 0  # 0: take the chain's own id (then the RPC must be up when the edge starts)
+    min_confirmations: int = 1  # the edge publishes an anchor only this deep in the chain
+    key_file: str = ""  # funded secp256k1 key (hex, mode 0600); empty: keys/chain.key
+    batch_size: int = 100  # receipts per anchor transaction, at most
+    batch_interval_seconds: float = 2.0  # a receipt waits at most this long for others to join its batch
+    release_wait_seconds: float = 20.0  # then results are released "anchor pending" and anchored later
+    retry_initial_seconds: float = 1.0  # backoff after a failed chain round, doubling ...
+    retry_max_seconds: float = 300.0  # ... up to this; retries never stop while the edge runs
+    rpc_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,12 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, ""),
         chain_id=_typed(chain, "chain.chain_id", "chain_id", int, 0),
         min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, 1),
+        key_file=_typed(chain, "chain.key_file", "key_file", str, ""),
+        batch_size=_typed(chain, "chain.batch_size", "batch_size", int, 100),
+        **{key: _seconds(chain, key, default) for key, default in _CHAIN_SECONDS.items()},
     )
+    if not 1 <= chain_settings.batch_size <= 100_000 or chain_settings.min_confirmations < 1:
+        raise BadInput("chain.batch_size must be 1 to 100000 and chain.min_confirmations at least 1")
     if chain_settings.backend == "rpc" and not chain_settings.rpc_url:
         raise BadInput("chain.backend is 'rpc' but chain.rpc_url is empty")
     sandbox_settings = SandboxSettings(
@@ -142,6 +154,17 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         currency=_typed(edge, "edge.currency", "currency", str, "GBP"),
         chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, unsafe=unsafe,
     )
+
+
+_CHAIN_SECONDS = {"batch_interval_seconds": 2.0, "release_wait_seconds": 20.0, "retry_initial_seconds": 1.0,
+                  "retry_max_seconds": 300.0, "rpc_timeout_seconds": 30.0}
+
+
+def _seconds(table: dict[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86_400:
+        raise BadInput(f"chain.{key} in edge.toml must be a number of seconds, above 0 and at most 86400")
+    return float(value)
 
 
 def _table(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from jupyter_rapha.protocol.errors import AnchorFault
@@ -30,6 +31,41 @@ class Anchor(Protocol):
     def anchor(self, digest: bytes) -> dict[str, Any]:
         """Send the anchor transaction, wait until it is mined, return
         ``{"method", "chain_id", "tx_hash", "block_number"}``; raise AnchorFault."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignedAnchor:
+    """An anchor transaction signed but perhaps not yet sent. The outbox stores it before
+    sending, so that after a crash the *same* transaction (same nonce) is sent again and
+    a root can never be published twice."""
+
+    raw: bytes
+    tx_hash: str
+    nonce: int
+
+
+@runtime_checkable
+class BatchAnchor(Anchor, Protocol):
+    """The two-phase form the outbox needs: sign, store, then send and watch."""
+
+    def sign_anchor(self, digest: bytes) -> SignedAnchor:
+        """Sign the anchor transaction for ``digest`` at the account's next nonce."""
+        ...
+
+    def broadcast(self, raw: bytes) -> None:
+        """Send signed bytes; raise AnchorFault if the chain refuses or is unreachable."""
+        ...
+
+    def mined_block(self, tx_hash: str) -> int | None:
+        """Block number of a mined, successful transaction; None if the chain does not
+        know it (yet); AnchorFault if it failed on chain or the chain is unreachable."""
+        ...
+
+    def head_block(self) -> int: ...
+
+    def confirmed_nonce(self) -> int:
+        """How many transactions of the account are mined."""
         ...
 
 

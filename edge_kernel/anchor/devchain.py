@@ -20,12 +20,13 @@ from typing import Any
 from eth.vm.forks import PragueVM
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.exceptions import TransactionNotFound
 from eth_tester.backends.pyevm.main import get_default_genesis_params
 from eth_utils import keccak
 
 from jupyter_rapha.protocol.errors import AnchorFault
 
-from .base import DEFAULT_TIP_WEI, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+from .base import DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
 from .rpcserver import dispatch, rpc_methods
 
 JOURNAL_NAME = "journal.jsonl"
@@ -128,15 +129,49 @@ class EmbeddedChain:
     # -- Anchor ------------------------------------------------------------------------
 
     def anchor(self, digest: bytes) -> dict[str, Any]:
+        with self._lock:
+            signed = self.sign_anchor(digest)
+            with anchor_faults("send the anchor transaction"):
+                tx_hash, block_number = self.submit_raw(signed.raw)
+        return anchor_result(self.chain_id, tx_hash, block_number)
+
+    # -- BatchAnchor (the outbox's two phases) ------------------------------------------
+
+    def sign_anchor(self, digest: bytes) -> SignedAnchor:
         digest = require_digest(digest)
-        with self._lock, anchor_faults("send the anchor transaction"):
-            tx = anchor_transaction(self.address, digest, nonce=self._tester.get_nonce(self.address),
+        with self._lock, anchor_faults("sign the anchor transaction"):
+            nonce = self._tester.get_nonce(self.address)
+            tx = anchor_transaction(self.address, digest, nonce=nonce,
                                     chain_id=self.chain_id, gas=self._estimate_anchor_gas(digest),
                                     fees=dynamic_fees(self.base_fee(), DEFAULT_TIP_WEI))
             tx.pop("from")
             raw = bytes(self._account.sign_transaction(tx).raw_transaction)
-            tx_hash, block_number = self.submit_raw(raw)
-        return anchor_result(self.chain_id, tx_hash, block_number)
+        return SignedAnchor(raw, "0x" + keccak(raw).hex(), nonce)
+
+    def broadcast(self, raw: bytes) -> None:
+        with self._lock:
+            if self.mined_block("0x" + keccak(raw).hex()) is not None:
+                return  # sent before a crash: sending again must not be an error
+            with anchor_faults("send the anchor transaction"):
+                self.submit_raw(raw)
+
+    def mined_block(self, tx_hash: str) -> int | None:
+        with self._lock:
+            try:
+                receipt = self._tester.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                return None
+        if receipt.get("status", 1) != 1:
+            raise AnchorFault("anchor transaction failed on chain")
+        return int(receipt["block_number"])
+
+    def head_block(self) -> int:
+        with self._lock:
+            return int(self._tester.get_block_by_number("latest")["number"])
+
+    def confirmed_nonce(self) -> int:
+        with self._lock:
+            return int(self._tester.get_nonce(self.address))
 
     def _estimate_anchor_gas(self, digest: bytes) -> int:
         estimate = self._tester.estimate_gas(

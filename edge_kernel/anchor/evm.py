@@ -13,11 +13,12 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
-from web3.exceptions import Web3RPCError
+from eth_utils import keccak
+from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from jupyter_rapha.protocol.errors import AnchorFault
 
-from .base import DEFAULT_TIP_WEI, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+from .base import DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
 
 _POLL_SECONDS = 0.2
 
@@ -53,6 +54,58 @@ class RpcAnchor:
         if receipt["status"] != 1:
             raise AnchorFault("anchor transaction failed on chain")
         return anchor_result(self.chain_id, tx_hash.to_0x_hex(), receipt["blockNumber"])
+
+    # -- BatchAnchor (the outbox's two phases) ------------------------------------------
+
+    def sign_anchor(self, digest: bytes) -> SignedAnchor:
+        digest = require_digest(digest)
+        with self._lock:
+            self._check_chain()
+            with anchor_faults("prepare the anchor transaction"):
+                tx = self._transaction(digest)
+                signed = self._account.sign_transaction(tx)
+        return SignedAnchor(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), int(tx["nonce"]))
+
+    def broadcast(self, raw: bytes) -> None:
+        with self._lock:
+            try:
+                with anchor_faults("send the anchor transaction"):
+                    self._w3.eth.send_raw_transaction(raw)
+            except AnchorFault:
+                # "already known" or "nonce too low" after a crash mid-send: fine when the
+                # node has the transaction; anything else stays a failure.
+                if not self._known("0x" + keccak(raw).hex()):
+                    raise
+
+    def _known(self, tx_hash: str) -> bool:
+        try:
+            with anchor_faults("look up the anchor transaction"):
+                self._w3.eth.get_transaction(tx_hash)
+            return True
+        except AnchorFault as exc:
+            if isinstance(exc.__cause__, TransactionNotFound):
+                return False
+            raise
+
+    def mined_block(self, tx_hash: str) -> int | None:
+        try:
+            with anchor_faults("look up the anchor transaction"):
+                receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+        except AnchorFault as exc:
+            if isinstance(exc.__cause__, TransactionNotFound):
+                return None
+            raise
+        if receipt["status"] != 1:
+            raise AnchorFault("anchor transaction failed on chain")
+        return int(receipt["blockNumber"])
+
+    def head_block(self) -> int:
+        with anchor_faults("read the chain head"):
+            return int(self._w3.eth.block_number)
+
+    def confirmed_nonce(self) -> int:
+        with anchor_faults("read the account nonce"):
+            return int(self._w3.eth.get_transaction_count(self.address, "latest"))
 
     def _check_chain(self) -> None:
         # A configured chain id that the endpoint does not serve would anchor receipts

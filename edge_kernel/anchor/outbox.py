@@ -1,0 +1,250 @@
+"""The anchor outbox: receipts wait here until their batch root is on chain.
+
+A receipt enters as its envelope digest. A background thread groups waiting digests into
+a batch (up to ``batch_size``, or whatever waited ``batch_interval_seconds``), signs ONE
+transaction carrying the batch's Merkle root, *stores the signed bytes*, then sends them.
+After a crash the stored transaction is sent again, never re-signed while its nonce is
+still open, so a root is published at most once and no receipt is anchored twice. When the
+transaction has the configured confirmations, each receipt's anchor block (with its
+inclusion proof) is written in the same database transaction that closes the batch, and
+``publish`` hands it to the released receipt. Chain failures back off exponentially up
+to a cap and are retried for as long as the edge runs: giving up would lose anchors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree
+from jupyter_rapha.protocol.errors import AnchorFault
+
+from .base import BatchAnchor
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS anchor_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, envelope_sha256 TEXT UNIQUE NOT NULL,
+    job_id TEXT NOT NULL, enqueued REAL NOT NULL, batch_id INTEGER, anchor TEXT,
+    published TEXT);
+CREATE TABLE IF NOT EXISTS anchor_batches (
+    batch_id INTEGER PRIMARY KEY AUTOINCREMENT, root TEXT NOT NULL, size INTEGER NOT NULL,
+    raw TEXT NOT NULL, tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, state TEXT NOT NULL,
+    block_number INTEGER, created REAL NOT NULL);
+"""
+# publish() answers: "done" (the released receipt now carries the anchor), "later" (the
+# job is not released yet; try again next round) or "dropped" (the job will never be).
+Publisher = Callable[[str, str, dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    batch_size: int = 100
+    batch_interval_seconds: float = 2.0
+    min_confirmations: int = 1
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    poll_seconds: float = 0.2
+    mine_timeout_seconds: float = 120.0
+
+
+class Outbox:
+    def __init__(self, db: Any, anchor: BatchAnchor, publish: Publisher, config: OutboxConfig = OutboxConfig()) -> None:
+        self.db, self.anchor, self.publish, self.config = db, anchor, publish, config
+        with db.transaction() as conn:
+            for statement in _statements(SCHEMA):  # executescript would end the transaction
+                conn.execute(statement)
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush = False
+        self.failures = 0  # consecutive failed rounds; drives the backoff
+        self.failed_rounds = 0  # all failed rounds; release waits stop at the next one
+        self._thread: threading.Thread | None = None
+
+    # -- intake ---------------------------------------------------------------------
+    def enqueue(self, job_id: str, envelope_sha256: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO anchor_outbox (envelope_sha256, job_id, enqueued) VALUES (?,?,?)",
+                         (envelope_sha256, job_id, time.time()))
+        self._wake.set()
+
+    def wait_anchored(self, envelope_sha256: str, timeout: float) -> dict[str, Any] | None:
+        """The anchor block once the receipt is anchored; None when the time is up or a
+        round fails first (the chain is down: release now, marked pending)."""
+        deadline = time.monotonic() + timeout
+        failed_before = self.failed_rounds
+        with self._changed:
+            while True:
+                anchor = self.anchor_of(envelope_sha256)
+                left = deadline - time.monotonic()
+                if anchor is not None or left <= 0 or self.failed_rounds != failed_before:
+                    return anchor
+                self._changed.wait(min(left, 0.5))
+
+    def anchor_of(self, envelope_sha256: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT anchor FROM anchor_outbox WHERE envelope_sha256=?", (envelope_sha256,))
+        return json.loads(rows[0]["anchor"]) if rows and rows[0]["anchor"] else None
+
+    def counts(self) -> dict[str, int]:
+        row = self.db.query(
+            "SELECT SUM(anchor IS NULL) AS waiting, SUM(anchor IS NOT NULL AND published IS NULL) AS unpublished,"
+            " (SELECT COUNT(*) FROM anchor_batches) AS batches FROM anchor_outbox")[0]
+        return {k: int(row[k] or 0) for k in ("waiting", "unpublished", "batches")}
+
+    # -- the background thread --------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="rapha-anchor-outbox", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def flush(self) -> None:
+        """Batch whatever waits now, without waiting for the interval."""
+        self._flush = True
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            delay = self.config.poll_seconds
+            try:
+                busy = self.step()
+                if busy:  # only a round that reached the chain ends the backoff
+                    self.failures = 0
+                delay = 0 if busy else self.config.poll_seconds
+            except AnchorFault as exc:
+                delay = self._failed(exc.diagnostics())
+            except Exception:  # the thread must outlive any one bad round; it retries
+                log.exception("anchor outbox round failed")
+                delay = self._failed("unexpected error")
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _failed(self, reason: str) -> float:
+        self.failures += 1
+        self.failed_rounds += 1
+        with self._changed:
+            self._changed.notify_all()
+        delay = min(self.config.retry_initial_seconds * 2 ** (self.failures - 1), self.config.retry_max_seconds)
+        log.warning("anchoring deferred (%s); retry in %.1f s", reason, delay)
+        return delay
+
+    # -- one round ----------------------------------------------------------------------
+    def step(self) -> bool:
+        """Publish what is anchored, finish an open batch, form a new one. True when
+        something moved (the loop then goes again at once)."""
+        moved = self._publish_ready()
+        open_batch = self._open_batch()
+        if open_batch is None and self._due():
+            open_batch = self._form_batch()
+        if open_batch is not None:
+            self._finish(open_batch)
+            moved = True
+            self._publish_ready()
+        return moved
+
+    def _due(self) -> bool:
+        row = self.db.query("SELECT COUNT(*) AS n, MIN(enqueued) AS oldest FROM anchor_outbox WHERE batch_id IS NULL")[0]
+        if not row["n"]:
+            self._flush = False
+            return False
+        aged = time.time() - float(row["oldest"]) >= self.config.batch_interval_seconds
+        return self._flush or aged or row["n"] >= self.config.batch_size
+
+    def _open_batch(self) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT * FROM anchor_batches WHERE state='signed' ORDER BY batch_id LIMIT 1")
+        return dict(rows[0]) if rows else None
+
+    def _form_batch(self) -> dict[str, Any]:
+        rows = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id IS NULL ORDER BY seq LIMIT ?",
+                             (self.config.batch_size,))
+        tree = batch_tree([r["envelope_sha256"] for r in rows])
+        signed = self.anchor.sign_anchor(tree.root)  # needs the chain (nonce, fees): may fail, nothing stored
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO anchor_batches (root, size, raw, tx_hash, nonce, state, created) VALUES (?,?,?,?,?,?,?)",
+                (tree.root.hex(), len(tree), signed.raw.hex(), signed.tx_hash, signed.nonce, "signed", time.time()))
+            batch_id = cursor.lastrowid
+            conn.executemany("UPDATE anchor_outbox SET batch_id=? WHERE seq=?", [(batch_id, r["seq"]) for r in rows])
+        self._flush = False
+        return dict(self.db.query("SELECT * FROM anchor_batches WHERE batch_id=?", (batch_id,))[0])
+
+    def _finish(self, batch: dict[str, Any]) -> None:
+        block = self.anchor.mined_block(batch["tx_hash"])
+        if block is None:
+            if self.anchor.confirmed_nonce() > batch["nonce"]:
+                # Our nonce was used by a transaction that is not ours (someone else holds
+                # the key, or a node dropped ours): this one can never be mined, sign anew.
+                batch = self._resign(batch)
+            self.anchor.broadcast(bytes.fromhex(batch["raw"]))
+            block = self._wait_mined(batch["tx_hash"])
+        self._wait_confirmed(block)
+        self._close(batch, block)
+
+    def _resign(self, batch: dict[str, Any]) -> dict[str, Any]:
+        log.warning("anchor batch %s: nonce %s taken by another transaction; signing again",
+                    batch["batch_id"], batch["nonce"])
+        signed = self.anchor.sign_anchor(bytes.fromhex(batch["root"]))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE anchor_batches SET raw=?, tx_hash=?, nonce=? WHERE batch_id=? AND state='signed'",
+                         (signed.raw.hex(), signed.tx_hash, signed.nonce, batch["batch_id"]))
+        return dict(batch, raw=signed.raw.hex(), tx_hash=signed.tx_hash, nonce=signed.nonce)
+
+    def _wait_mined(self, tx_hash: str) -> int:
+        deadline = time.monotonic() + self.config.mine_timeout_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            block = self.anchor.mined_block(tx_hash)
+            if block is not None:
+                return block
+            time.sleep(self.config.poll_seconds)
+        raise AnchorFault("the anchor transaction was not mined in time; it is sent again on the next round")
+
+    def _wait_confirmed(self, block: int) -> None:
+        deadline = time.monotonic() + self.config.mine_timeout_seconds
+        while self.anchor.head_block() - block + 1 < self.config.min_confirmations:
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                raise AnchorFault("the anchor transaction does not have its confirmations yet")
+            time.sleep(self.config.poll_seconds)
+
+    def _close(self, batch: dict[str, Any], block: int) -> None:
+        members = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id=? ORDER BY seq",
+                                (batch["batch_id"],))
+        tree = batch_tree([m["envelope_sha256"] for m in members])
+        if tree.root.hex() != batch["root"]:
+            raise AnchorFault("anchor batch members do not match the stored root")
+        chain_id = int(self.anchor.chain_id)
+        with self.db.transaction() as conn:
+            for index, member in enumerate(members):
+                anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block)
+                conn.execute("UPDATE anchor_outbox SET anchor=? WHERE seq=?", (json.dumps(anchor), member["seq"]))
+            conn.execute("UPDATE anchor_batches SET state='mined', block_number=? WHERE batch_id=?",
+                         (block, batch["batch_id"]))
+        with self._changed:
+            self._changed.notify_all()
+
+    def _publish_ready(self) -> bool:
+        rows = self.db.query("SELECT seq, job_id, envelope_sha256, anchor FROM anchor_outbox"
+                             " WHERE anchor IS NOT NULL AND published IS NULL ORDER BY seq")
+        moved = False
+        for row in rows:
+            outcome = self.publish(row["job_id"], row["envelope_sha256"], json.loads(row["anchor"]))
+            if outcome in ("done", "dropped"):
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE anchor_outbox SET published=? WHERE seq=?", (outcome, row["seq"]))
+                moved = True
+        return moved
+
+
+def _statements(schema: str) -> list[str]:
+    return [part.strip() for part in schema.split(";") if part.strip()]

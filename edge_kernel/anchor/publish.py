@@ -1,0 +1,59 @@
+"""Putting a late anchor into a released receipt.
+
+The outbox calls ``ReceiptPublisher`` once a receipt's batch is on chain. The receipt the
+researcher fetches (``release/receipt.json``, read by GET /v1/jobs/{id}/receipt) is
+replaced atomically (write beside, fsync, rename), and then the stored copy in the jobs
+table. Only the ``anchor`` block changes: the signed envelope is compared byte for byte
+first, so a confused outbox can never attach an anchor to another receipt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_rapha.protocol.errors import NotFound
+from jupyter_rapha.protocol.receipt import envelope_digest
+
+RECEIPT_FILE = "receipt.json"
+
+
+class ReceiptPublisher:
+    def __init__(self, store: Any, audit: Any, release_dir: Callable[[str], Path]) -> None:
+        self.store, self.audit, self.release_dir = store, audit, release_dir
+
+    def __call__(self, job_id: str, envelope_sha256: str, anchor: dict[str, Any]) -> str:
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            return "dropped"
+        if job.state in ("denied", "failed"):
+            return "dropped"  # cut off before release (an edge restart mid-job): nothing to update
+        if job.state != "completed" or job.receipt is None:
+            return "later"  # the release is being written right now
+        if envelope_digest(job.receipt["envelope"]) != envelope_sha256:
+            return "dropped"
+        if job.receipt.get("anchor") == anchor:
+            return "done"
+        document = dict(job.receipt, anchor=anchor)
+        self.audit.append("anchor.publish", job_id=job_id,
+                          detail={"envelope_sha256": envelope_sha256, "tx_hash": anchor.get("tx_hash")})
+        write_atomically(self.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
+        self.store.set_receipt(job_id, document)
+        return "done"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(staging, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
