@@ -22,8 +22,8 @@ import numpy as np
 from jupyter_rapha.protocol.errors import BudgetDenied, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 
-from ..sandbox.channel import Channel, ChannelError
-from .dicom_folder import DicomFolderSource, FolderIndex, RecordRef
+from ..sandbox.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
+from .source import Index, RecordRef, Source
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class MeterSummary:
     pseudonyms_hex: tuple[str, ...]  # sorted
     skipped: dict[str, int]
     cohort_size: int
+    consent_excluded: int = 0  # edge-side only: never put into a receipt
+    # (record pseudonym, patient pseudonym, status) of every record known at job time, for
+    # per-patient provenance; status is "used", "not used" or "opted out". Edge-side only.
+    records_known: tuple[tuple[bytes, bytes, str], ...] = ()
 
 
 class Meter:
@@ -99,15 +103,18 @@ class _Loader:
 
 
 class Broker:
-    def __init__(self, source: DicomFolderSource, index: FolderIndex, max_records: int,
-                 cohort_seed: int) -> None:
+    def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
+                 arena: SharedArena | None = None) -> None:
         self.source = source
         self.specs = dict(source.specs)
+        self._layout = {name: (np.dtype(spec.dtype), tuple(spec.shape)) for name, spec in self.specs.items()}
         self.meter = Meter(max_records)
         self.skipped = dict(index.skipped)
+        self.index = index
         # The cohort: drawn by the edge, fixed for the whole job, never larger than the budget.
         order = np.random.default_rng(cohort_seed).permutation(len(index.records))
         self.cohort: list[RecordRef] = [index.records[int(i)] for i in order[:max_records]]
+        self.arena = arena
         self.loaders: list[_Loader] = []
         self.batches_served = 0
         self.fault: SandboxFault | None = None
@@ -119,7 +126,13 @@ class Broker:
         return MeterSummary(
             records_used=len(pseudonyms), records_root_hex=tree.root.hex(),
             pseudonyms_hex=tuple(p.hex() for p in pseudonyms), skipped=dict(self.skipped),
-            cohort_size=len(self.cohort))
+            cohort_size=len(self.cohort), consent_excluded=self.index.consent_excluded,
+            records_known=self._records_known(set(pseudonyms)))
+
+    def _records_known(self, used: set[bytes]) -> tuple[tuple[bytes, bytes, str], ...]:
+        known = [(r.pseudonym, r.patient, "used" if r.pseudonym in used else "not used") for r in self.index.records]
+        known += [(r.pseudonym, r.patient, "opted out") for r in self.index.excluded]
+        return tuple(known)
 
     def progress(self) -> dict[str, int]:
         epochs = max((loader.epoch + 1 for loader in self.loaders), default=0)
@@ -161,7 +174,7 @@ class Broker:
         if op == "epoch":
             return {"ok": True, "epoch": loader.start_epoch()}, {}
         if op == "next":
-            return self._next(loader)
+            return self._next(loader, request.get("shm_offset"))
         return {"ok": False, "error": "unknown request"}, {}
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -173,25 +186,40 @@ class Broker:
             return {"ok": False, "error": f"at most {MAX_LOADERS} loaders per job"}
         self.loaders.append(_Loader(len(self.cohort), batch_size, shuffle, seed))
         loader = self.loaders[-1]
+        _, batch_bytes = shm_layout(self._layout, batch_size, 0)
         return {"ok": True, "loader": len(self.loaders) - 1, "batches": loader.batches,
-                "records": len(self.cohort)}
+                "records": len(self.cohort), "batch_bytes": batch_bytes,
+                "shm_bytes": self.arena.size if self.arena else 0}
 
     def _loader(self, loader_id: Any) -> _Loader | None:
         if not _plain_int(loader_id, 0, len(self.loaders) - 1):
             return None
         return self.loaders[int(loader_id)]
 
-    def _next(self, loader: _Loader) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _next(self, loader: _Loader, shm_offset: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         indices = loader.next_indices()
         if indices is None:
             return {"ok": True, "end": True}, {}
         refs = [self.cohort[i] for i in indices]
         records = [self._granted(self.source.load(ref)) for ref in refs]
-        # Count first, hand over after: a batch the meter refuses never leaves.
-        self.meter.admit([ref.pseudonym for ref in refs])
-        arrays = {name: np.stack([record[name] for record in records]) for name in self.specs}
+        try:
+            # Count first, hand over after: a batch the meter refuses never leaves.
+            self.meter.admit([ref.pseudonym for ref in refs])
+        except BudgetDenied:
+            return {"ok": True, "end": True, "budget_exhausted": True}, {}
         self.batches_served += 1
-        return {"ok": True, "end": False, "count": len(refs)}, arrays
+        header: dict[str, Any] = {"ok": True, "end": False, "count": len(refs)}
+        layout, size = shm_layout(self._layout, len(refs), shm_offset if _plain_int(shm_offset, 0, 2**62) else 0)
+        if self.arena is not None and _plain_int(shm_offset, 0, self.arena.size - size) and shm_offset % SHM_ALIGN == 0:
+            for item in layout:  # written once, straight into the job's view
+                out = self.arena.array(item["offset"], np.dtype(item["dtype"]), tuple(item["shape"]))
+                _fill(out, records, item["name"])
+            header["shm"] = layout
+            return header, {}
+        arrays = {}
+        for name, (dtype, shape) in self._layout.items():
+            arrays[name] = _fill(np.empty((len(refs), *shape), dtype), records, name)
+        return header, arrays
 
     def _granted(self, record: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """S2, checked again at the boundary: exactly the granted fields, as declared."""
@@ -202,6 +230,12 @@ class Broker:
             if str(array.dtype) != spec.dtype or tuple(array.shape) != tuple(spec.shape):
                 raise SandboxFault("a record did not match the declared schema")
         return record
+
+
+def _fill(out: np.ndarray, records: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
+    for row, record in enumerate(records):
+        out[row] = record[name]
+    return out
 
 
 def _plain_int(value: Any, low: int, high: int) -> bool:

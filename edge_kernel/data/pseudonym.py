@@ -34,3 +34,16 @@ def derive_seed(key: bytes, purpose: str, context: str) -> int:
     """A 63-bit seed only the edge can compute (e.g. the cohort draw for one job)."""
     message = purpose.encode("utf-8") + b"\0" + context.encode("utf-8")
     return int.from_bytes(hmac.new(key, message, hashlib.sha256).digest()[:8], "big") >> 1
+
+
+_PATIENT_DOMAIN = b"patient\0"
+
+
+def patient_pseudonym(key: bytes, patient_id: str) -> bytes:
+    """``HMAC-SHA256(key, "patient\\0" + PatientID)``: finds a patient's records in a job's
+    provenance file without storing the id there. Never leaves the edge."""
+    if len(key) < MIN_KEY_BYTES:
+        raise BadInput(f"the pseudonym key must hold at least {MIN_KEY_BYTES} bytes")
+    if not patient_id or "\0" in patient_id:
+        raise BadInput("a patient id must be non-empty and free of NUL")
+    return hmac.new(key, _PATIENT_DOMAIN + patient_id.encode("utf-8"), hashlib.sha256).digest()

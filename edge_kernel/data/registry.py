@@ -18,6 +18,7 @@ from jupyter_rapha.protocol.errors import BadInput, NotFound
 REGISTRY_FILE = "datasets.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
+SOURCES = ("dicom-folder", "dicomweb", "fhir-ndjson", "csv")
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,20 @@ class FieldSpec:
 class Dataset:
     name: str
     version: str
-    source: str  # "dicom-folder" (later: "dicomweb", "fhir-ndjson", "csv")
-    location: str  # folder path or URL, relative paths resolved against the config dir
+    source: str  # one of SOURCES
+    location: str  # folder, file or base URL; relative paths resolved against the config dir
     fields: dict[str, FieldSpec]
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # label name -> mapping
     price_per_record: str = "0"
     sensitivity: str = "special-category"
     max_records: int = 100_000
     description: str = ""
+    # feature name -> mapping, for tabular sources (FHIR, CSV): where a feature's value lives
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # source settings: DICOMweb studies/series scope and timeouts, CSV id column, ...
+    options: dict[str, Any] = field(default_factory=dict)
+    # a file of opted-out patient ids (one per line), applied before any record is counted
+    opt_out: str = ""
 
     def schema(self) -> dict[str, Any]:
         return {name: {"dtype": f.dtype, "shape": list(f.shape), "kind": f.kind} for name, f in self.fields.items()}
@@ -58,13 +65,21 @@ def parse_dataset(data: Any) -> Dataset:
     fields = data.get("fields")
     if not isinstance(fields, dict) or not fields:
         raise BadInput(f"dataset {name}: 'fields' must declare at least one field")
+    source = str(data.get("source", "dicom-folder") or "dicom-folder")
+    if source not in SOURCES:
+        raise BadInput(f"dataset {name}: source must be one of {', '.join(SOURCES)}")
+    for key in ("labels", "features", "options"):
+        if not isinstance(data.get(key, {}), dict):
+            raise BadInput(f"dataset {name}: '{key}' must be a JSON object")
     return Dataset(
-        name=name, version=str(data.get("version", "1")), source=str(data.get("source", "")),
+        name=name, version=str(data.get("version", "1")), source=source,
         location=str(data.get("location", "")),
         fields={k: _field(name, k, v) for k, v in fields.items()},
         labels=dict(data.get("labels", {})), price_per_record=str(data.get("price_per_record", "0")),
         sensitivity=str(data.get("sensitivity", "special-category")),
         max_records=int(data.get("max_records", 100_000)), description=str(data.get("description", "")),
+        features=dict(data.get("features", {})), options=dict(data.get("options", {})),
+        opt_out=str(data.get("opt_out", "") or ""),
     )
 
 
@@ -108,3 +123,9 @@ class DatasetRegistry:
     def resolve(self, dataset: Dataset) -> Path:
         location = Path(dataset.location)
         return location if location.is_absolute() else self.config_dir / location
+
+    def resolve_opt_out(self, dataset: Dataset) -> Path | None:
+        if not dataset.opt_out:
+            return None
+        path = Path(dataset.opt_out)
+        return path if path.is_absolute() else self.config_dir / path

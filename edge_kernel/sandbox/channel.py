@@ -134,3 +134,90 @@ def _arrays(layout: list[tuple[str, np.dtype, tuple[int, ...]]], payload: bytear
     if offset != len(payload):
         raise ChannelError("the peer's arrays do not match its payload")
     return arrays
+
+
+# --- shared memory: batches written once by the broker, read in place by the job ---------
+
+SHM_ALIGN = 64
+SHM_BYTES = 256 * 1024 * 1024
+
+
+class SharedArena:
+    """A memfd both sides map: the broker writes a batch into it, the socket then carries
+    only the header naming where each array lies.
+
+    The job holds a writable mapping of the same file, so the broker never reads anything
+    back from it (the job could change it at any time) and the file is sealed against
+    shrinking and growing: a job that truncated it would make the broker's next write
+    fault with SIGBUS, taking the edge down.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        import mmap
+
+        self.fd, self.size = fd, size
+        self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    @classmethod
+    def create(cls, size: int = SHM_BYTES) -> "SharedArena | None":
+        """A sealed arena, or None where memfd or seals are missing (the socket carries all)."""
+        import fcntl
+        import os
+
+        try:
+            fd = os.memfd_create("rapha-batches", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        except (AttributeError, OSError):
+            return None
+        try:
+            os.ftruncate(fd, size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            return cls(fd, size)
+        except (AttributeError, OSError):
+            os.close(fd)
+            return None
+
+    @classmethod
+    def attach(cls, fd: int) -> "SharedArena":
+        import os
+
+        return cls(fd, os.fstat(fd).st_size)
+
+    def array(self, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        count = math.prod(shape)
+        if offset < 0 or offset % ALIGN or offset + count * dtype.itemsize > self.size:
+            raise ChannelError("an array lies outside the shared arena")
+        return np.frombuffer(self.mm, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+    def close(self) -> None:
+        import os
+
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # arrays still view the mapping; it goes when they do
+        os.close(self.fd)
+
+
+def shm_layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
+    """Where each array of a batch of ``count`` records lies from ``base``; total bytes."""
+    layout, offset = [], base
+    for name, (dtype, shape) in specs.items():
+        full = (count, *shape)
+        layout.append({"name": name, "dtype": str(dtype), "shape": list(full), "offset": offset})
+        size = math.prod(full) * dtype.itemsize
+        offset += size + (-size % SHM_ALIGN)
+    return layout, offset - base
+
+
+def shm_arrays(arena: SharedArena, layout: Any) -> dict[str, np.ndarray]:
+    """The arrays a reply names in the arena, checked against its bounds."""
+    if not isinstance(layout, list) or len(layout) > MAX_ARRAYS:
+        raise ChannelError("the peer named too many shared arrays")
+    arrays = {}
+    for item in layout:
+        name, dtype, shape = _array_spec(item)
+        offset = item.get("offset")
+        if not isinstance(offset, int) or isinstance(offset, bool) or name in arrays:
+            raise ChannelError("the peer named a shared array badly")
+        arrays[name] = arena.array(offset, dtype, shape)
+    return arrays

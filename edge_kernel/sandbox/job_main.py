@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .channel import Channel
+from .channel import Channel, SharedArena
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"
@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     code = Path("cell.py").read_text("utf-8")
     OUT_DIR.mkdir(exist_ok=True)
     sock = socket.socket(fileno=args.fd)
+    shared = SharedArena.attach(args.shm_fd) if args.shm_fd is not None else None
     rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES), job.get("params", {}),
-                  job.get("schema", {}), OUT_DIR)
+                  job.get("schema", {}), OUT_DIR, shared)
     try:
         _run_cell(code, rapha)
     except BaseException as exc:  # every failure leaves as type + line, nothing else
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="job_main")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the broker")
+    parser.add_argument("--shm-fd", type=int, default=None, help="inherited shared arena for batches")
     return parser.parse_args(argv)
 
 

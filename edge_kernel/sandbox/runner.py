@@ -30,10 +30,12 @@ from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
-from ..data.dicom_folder import DicomFolderSource
+from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset
+from ..data.source import Index, Source, open_source
 from ..settings import Settings
+from .channel import SharedArena
 from .launch import wrap_command
 
 log = logging.getLogger(__name__)
@@ -61,31 +63,47 @@ class RunOutcome:
 
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
-            on_progress: ProgressCallback | None = None) -> RunOutcome:
+            on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
+            index: Index | None = None) -> RunOutcome:
+    """Run a job against the dataset's declared source; ``consent`` drops opted-out
+    patients before anything is counted; ``index`` reuses one the edge already built."""
+    source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
+    return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
+                      settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress)
+
+
+def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
+               *, max_records: int, cancel: threading.Event | None = None,
+               on_progress: ProgressCallback | None = None) -> RunOutcome:
     started = _now()
-    source = DicomFolderSource(Path(dataset_path), dataset, granted_fields, hmac_key)
-    budget = min(spec.budget.max_records, dataset.max_records)
+    budget = min(spec.budget.max_records, max_records)
+    arena = SharedArena.create()
     # The cohort seed is keyed: the researcher cannot pick a job id that selects records.
-    broker = Broker(source, source.index(), budget, derive_seed(hmac_key, "cohort", spec.job_id))
+    broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena)
     workdir = Path(workdir)
-    _prepare_workdir(workdir, spec, source)
-    process, parent = _start(spec, workdir, settings)
-    thread = threading.Thread(target=broker.serve, args=(parent,), daemon=True,
-                              name=f"broker-{spec.job_id[:8]}")
-    thread.start()
     try:
-        status = _supervise(process, spec.budget.max_seconds, cancel, on_progress, broker)
+        _prepare_workdir(workdir, spec, source)
+        process, parent = _start(spec, workdir, settings, arena)
+        thread = threading.Thread(target=broker.serve, args=(parent,), daemon=True,
+                                  name=f"broker-{spec.job_id[:8]}")
+        thread.start()
+        try:
+            status = _supervise(process, spec.budget.max_seconds, cancel, on_progress, broker)
+        finally:
+            _kill(process)
+            _stop_broker(parent, thread)
     finally:
-        _kill(process)
-        _stop_broker(parent, thread)
+        if arena is not None:
+            arena.close()
     log.info("job %s ended: %s (exit %s)", spec.job_id, status, process.returncode)
     return _outcome(spec, workdir, status, process.returncode, broker, started)
 
 
-def job_command(python: str, fd: int) -> list[str]:
+def job_command(python: str, fd: int, shm_fd: int | None = None) -> list[str]:
     # -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
     # -s: no user site; -B: no bytecode writes into a read-only Python install.
-    return [python, "-P", "-s", "-B", "-m", "edge_kernel.sandbox.job_main", "--fd", str(fd)]
+    command = [python, "-P", "-s", "-B", "-m", "edge_kernel.sandbox.job_main", "--fd", str(fd)]
+    return command + ["--shm-fd", str(shm_fd)] if shm_fd is not None else command
 
 
 def job_env(workdir: Path, python: str) -> dict[str, str]:
@@ -119,7 +137,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _prepare_workdir(workdir: Path, spec: JobSpec, source: DicomFolderSource) -> None:
+def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if any(workdir.iterdir()):
         # Stale outputs from an earlier run must never be mistaken for this job's.
@@ -130,14 +148,17 @@ def _prepare_workdir(workdir: Path, spec: JobSpec, source: DicomFolderSource) ->
     (workdir / "job.json").write_text(json.dumps(job, indent=2), "utf-8")
 
 
-def _start(spec: JobSpec, workdir: Path, settings: Settings) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def _start(spec: JobSpec, workdir: Path, settings: Settings,
+           arena: SharedArena | None) -> tuple[subprocess.Popen[bytes], socket.socket]:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     python = settings.sandbox.python or sys.executable
     fd = child.fileno()
-    cmd = wrap_command(job_command(python, fd), workdir, spec, (fd,), settings)
+    shm_fd = arena.fd if arena is not None else None
+    fds = (fd,) if shm_fd is None else (fd, shm_fd)
+    cmd = wrap_command(job_command(python, fd, shm_fd), workdir, spec, fds, settings)
     try:
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-            process = subprocess.Popen(cmd, pass_fds=(fd,), env=job_env(workdir, python), cwd=workdir,
+            process = subprocess.Popen(cmd, pass_fds=fds, env=job_env(workdir, python), cwd=workdir,
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                        start_new_session=True)  # own group: killed as a whole
     except OSError as exc:

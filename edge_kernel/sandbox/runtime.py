@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from .channel import Channel
+from .channel import SHM_ALIGN, Channel, SharedArena, shm_arrays
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
 MAX_METRIC_POINTS = 1_000_000
@@ -28,33 +29,116 @@ class BrokerRefused(RuntimeError):
 
 
 class RaphaDataLoader:
-    """Batches of the job's cohort as dicts of tensors; each iteration is one epoch."""
+    """Batches of the job's cohort as dicts of tensors; each iteration is one epoch.
 
-    def __init__(self, channel: Channel, batch_size: int, shuffle: bool, seed: int) -> None:
+    ``prefetch`` batches are asked for ahead, so the broker prepares the next batch while
+    the model trains on this one. With a shared arena, batches arrive in shared memory:
+    ``copy=True`` (the default) hands out tensors of their own (one memcpy), safe to keep;
+    ``copy=False`` hands out views into the arena, valid until the next batch is taken.
+    """
+
+    def __init__(self, channel: Channel, batch_size: int, shuffle: bool, seed: int, *,
+                 prefetch: int = 2, copy: bool = True, arena: "_Arena | None" = None) -> None:
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 <= prefetch <= 8:
+            raise ValueError("prefetch is a number of batches, 0 to 8")
         self._channel = channel
         reply = _ask(channel, {"op": "open", "batch_size": batch_size, "shuffle": shuffle, "seed": seed})
         self._id = reply["loader"]
         self._batches = int(reply["batches"])
         self.records = int(reply["records"])
+        self.batch_size, self.prefetch, self.copy = batch_size, prefetch, copy
+        self._batch_bytes = int(reply.get("batch_bytes", 0))
+        self._arena = arena
 
     def __len__(self) -> int:
         return self._batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         _ask(self._channel, {"op": "epoch", "loader": self._id})
-        while True:
-            self._channel.send({"op": "next", "loader": self._id})
-            message = self._channel.recv()
-            reply = _checked(message.header if message else None)
-            if reply.get("end"):
-                return
-            # recv filled a fresh bytearray: the tensors share it, no copy.
-            yield {name: torch.from_numpy(array) for name, array in message.arrays.items()}
+        pending: deque[int | None] = deque()
+        held: int | None = None
+        try:
+            for _ in range(1 + self.prefetch):
+                self._request(pending)
+            while pending:
+                region = pending.popleft()
+                message = self._channel.recv()
+                reply = _checked(message.header if message else None)
+                if held is not None:
+                    self._free(held)  # the batch handed out before this one is done with
+                    held = None
+                if reply.get("end"):
+                    self._free(region)
+                    return
+                batch = self._tensors(message, reply)
+                if self.copy or region is None:
+                    self._free(region)
+                else:
+                    held = region
+                self._request(pending)
+                yield batch
+        finally:
+            self._drain(pending)
+            self._free(held)
+
+    def _request(self, pending: deque[int | None]) -> None:
+        region = self._arena.alloc(self._batch_bytes) if self._arena and self._batch_bytes else None
+        request: dict[str, Any] = {"op": "next", "loader": self._id}
+        if region is not None:
+            request["shm_offset"] = region
+        self._channel.send(request)
+        pending.append(region)
+
+    def _drain(self, pending: deque[int | None]) -> None:
+        """Read the answers to batches asked for ahead, so the channel stays in step
+        when a loop stops early (break, exception)."""
+        while pending:
+            region = pending.popleft()
+            self._channel.recv()
+            self._free(region)
+
+    def _free(self, region: int | None) -> None:
+        if region is not None and self._arena is not None:
+            self._arena.free(region)
+
+    def _tensors(self, message: Any, reply: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if "shm" in reply and self._arena is not None:
+            arrays = shm_arrays(self._arena.shared, reply["shm"])
+            if self.copy:
+                return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
+            return {name: torch.from_numpy(array) for name, array in arrays.items()}
+        # recv filled a fresh bytearray: the tensors share it, no copy.
+        return {name: torch.from_numpy(array) for name, array in message.arrays.items()}
+
+
+class _Arena:
+    """The job's bookkeeping of which parts of the shared arena hold batches in use."""
+
+    def __init__(self, shared: SharedArena) -> None:
+        self.shared = shared
+        self._used: dict[int, int] = {}  # offset -> size
+
+    def alloc(self, size: int) -> int | None:
+        offset = 0
+        for start in sorted(self._used):
+            if start - offset >= size:
+                break
+            offset = start + self._used[start]
+            offset += -offset % SHM_ALIGN
+        if offset + size > self.shared.size:
+            return None  # full: this batch comes over the socket instead
+        self._used[offset] = size
+        return offset
+
+    def free(self, offset: int) -> None:
+        self._used.pop(offset, None)
 
 
 class Rapha:
-    def __init__(self, channel: Channel, params: dict[str, Any], schema: dict[str, Any], out_dir: Path) -> None:
+    def __init__(self, channel: Channel, params: dict[str, Any], schema: dict[str, Any], out_dir: Path,
+                 shared: SharedArena | None = None) -> None:
         self._channel = channel
+        self._arena = _Arena(shared) if shared is not None else None
         self.params = dict(params)
         self.schema = dict(schema)
         self.out_dir = out_dir
@@ -67,8 +151,10 @@ class Rapha:
         value = self.params.get("epochs", 1)
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
-    def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0) -> RaphaDataLoader:
-        return RaphaDataLoader(self._channel, batch_size, shuffle, seed)
+    def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, *, prefetch: int = 2,
+               copy: bool = True) -> RaphaDataLoader:
+        return RaphaDataLoader(self._channel, batch_size, shuffle, seed, prefetch=prefetch, copy=copy,
+                               arena=self._arena)
 
     def log(self, **metrics: Any) -> None:
         """Append finite numbers to named series (tensors of one element are fine)."""
