@@ -20,7 +20,7 @@ from .audit import AuditLog
 from .auth import Authenticator
 from .data.registry import Dataset, DatasetRegistry
 from .db import Database
-from .gates.pipeline import AbsentGate, Gate, GateContext
+from .gates.pipeline import Gate, GateContext
 from .gates.spec import SpecGate
 from .jobs import JobManager
 from .researchers import ResearcherRegistry
@@ -91,8 +91,14 @@ class Edge:
         except NotFound:
             return None
 
-    def gate_extras(self) -> dict[str, Any]:
-        return {"edge_key_id": self.key.key_id}
+    def gate_extras(self, dataset: Dataset | None = None) -> dict[str, Any]:
+        extras: dict[str, Any] = {"edge_key_id": self.key.key_id}
+        if dataset is not None and dataset.source == "dicom-folder":
+            from .data.dicom_folder import DicomFolderSource
+
+            source = DicomFolderSource(self.datasets.resolve(dataset), dataset, list(dataset.fields), self.pseudonym_key)
+            extras["cohort_size"] = len(source.index().records)
+        return extras
 
     def release_dir(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id / "release"
@@ -109,12 +115,15 @@ class Edge:
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:
     from .attestation.bundle import load_attestation_policy, load_collateral_bundle
     from .attestation.gate import AttestationGate
+    from .gates.airgap import AirgapGate
+    from .gates.policy import PolicyGate
+    from .gates.scan import ScanGate
 
     attestation = AttestationGate(
         backend=settings.attestation.backend, edge_key=edge_key,
         policy_data=load_attestation_policy(settings.path(settings.attestation.policy)),
         collateral=load_collateral_bundle(settings.path(settings.attestation.collateral)))
-    return [SpecGate(), AbsentGate("scan"), attestation, AbsentGate("airgap"), AbsentGate("policy")]
+    return [SpecGate(), ScanGate(), attestation, AirgapGate(), PolicyGate(settings.policies_dir)]
 
 
 def _open_chain(settings: Settings) -> tuple[Any, Any]:

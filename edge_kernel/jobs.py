@@ -92,8 +92,9 @@ class JobManager:
         job = self.store.get(job_id)
         spec = parse_jobspec(job.spec)
         researcher = self.edge.researchers.by_key_id(job.researcher_key_id)
-        ctx = GateContext(spec, job.request_sha256, researcher, self.edge.dataset_or_none(spec.dataset),
-                          self.edge.settings, extra=self.edge.gate_extras())
+        dataset = self.edge.dataset_or_none(spec.dataset)
+        ctx = GateContext(spec, job.request_sha256, researcher, dataset, self.edge.settings,
+                          extra=self.edge.gate_extras(dataset))
         self.audit.append("gates.start", job_id=job_id)
         outcome = run_gates(self.edge.gates, ctx)
         entries = receipts.gate_entries(outcome.results)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .protocol.cellinfo import logged_metric_names
 from .protocol import errors
 from .protocol.canonical import canonical_json
 from .protocol.jobspec import Budget, JobSpec, OutputPolicy, ParamValue, code_digest
@@ -236,5 +237,5 @@ def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], m
         job_id=uuid.uuid4().hex, researcher_key_id=key_id, created=utc_now_text(),
         nonce=secrets.token_hex(16), code=code, code_sha256=code_digest(code), dataset=dataset,
         fields=tuple(fields), budget=Budget(max_records=max_records, max_seconds=max_seconds),
-        output_policy=output_policy or OutputPolicy(), params=dict(params),
+        output_policy=output_policy or OutputPolicy(metric_names=logged_metric_names(code)), params=dict(params),
     )

@@ -13,6 +13,10 @@ except ImportError:  # pragma: no cover - torch is a test dependency
     pass
 
 
+# Jupyter server fixtures (jp_fetch, jp_serve, jp_server_config) for tests/extension.
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_root = pytest.mark.skip(reason="needs root (namespaces, seccomp, nftables)")
     skip_orthanc = pytest.mark.skip(reason="needs the Debian packages orthanc and orthanc-dicomweb")

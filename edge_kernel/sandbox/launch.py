@@ -1,21 +1,71 @@
-"""The one hook through which every job command passes before it is started.
+"""The one hook through which every job command passes before it is started (S1).
 
-Today it returns the command unchanged. The air-gap step prefixes it with
-``rapha-airgap exec ... --`` (network namespace, seccomp, unprivileged uid, read-only
-filesystem view). The runner therefore keeps the job independent of anything outside
-the job directory and the Python installation, and passes the broker socket as an
-inherited fd listed in ``keep_fds``.
+``wrap_command`` prefixes the job with ``rapha-airgap exec``: a fresh network namespace
+with loopback only, seccomp refusing every socket family but AF_UNIX, an unprivileged
+uid, a read-only view of the filesystem in which the edge's config directory (keys, job
+database, other jobs), every dataset's storage, root's home and the host's sockets are
+covered, and rlimits from the job's budget. The only way to run a job without it is
+``sandbox.unsafe_no_airgap``, which warns on every job and is written into the receipt.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 
+import edge_kernel
+import jupyter_rapha
+from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
+from ..data.registry import DatasetRegistry
 from ..settings import Settings
+from .airgap import NOBODY, airgap_command, find_airgap_binary
+
+log = logging.getLogger(__name__)
+
+HOST_SECRETS = (Path("/run"), Path("/var/run"), Path("/root"), Path("/home"), Path("/etc/ssh"))
+MAX_PROCESSES = 512  # RLIMIT_NPROC counts threads; torch starts a pool per core
+MAX_MEMORY_BYTES = 16 * 1024**3  # address space: torch reserves far more than it touches
+OUTPUT_SLACK_BYTES = 64 * 1024**2
 
 
 def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[int, ...],
                  settings: Settings) -> list[str]:
-    return list(cmd)
+    if settings.sandbox.unsafe_no_airgap:
+        log.warning("unsafe_no_airgap: job %s runs WITHOUT the air-gap; never do this with real data", spec.job_id)
+        return list(cmd)
+    binary = find_airgap_binary(settings)
+    hidden = hidden_paths(settings)
+    os.chown(workdir, NOBODY, NOBODY)  # the one place the job may write
+    return airgap_command(
+        binary, cmd, workdir=workdir, keep_fds=keep_fds, max_memory_bytes=MAX_MEMORY_BYTES,
+        max_cpu_seconds=spec.budget.max_seconds * 4,  # CPU seconds: several threads, same wall budget
+        max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES,
+        max_file_bytes=spec.output_policy.max_weights_bytes + OUTPUT_SLACK_BYTES,
+        hidden_paths=hidden, exposed_paths=exposed_paths(hidden))
+
+
+def hidden_paths(settings: Settings) -> list[Path]:
+    """What a job must not see: the edge's own directory, the data, host secrets."""
+    registry = DatasetRegistry(settings.config_dir)
+    datasets = [registry.resolve(d) for d in registry.all().values() if d.source == "dicom-folder"]
+    paths = [settings.config_dir, *datasets, *HOST_SECRETS]
+    return [p.resolve() for p in paths if p.exists()]
+
+
+def exposed_paths(hidden: list[Path]) -> list[Path]:
+    """The Python installation and this package, bound back read-only if a hidden path
+    covers them (an interpreter under /root, say). Refuses a layout in which binding them
+    back would uncover something hidden, such as a config directory inside the code."""
+    needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
+              Path(edge_kernel.__file__).resolve().parent, Path(jupyter_rapha.__file__).resolve().parent}
+    exposed = sorted(p for p in needed if any(p.is_relative_to(h) for h in hidden))
+    for path in exposed:
+        for secret in hidden:
+            if secret != path and secret.is_relative_to(path):
+                raise SandboxFault("a hidden path lies inside the Python installation or the edge code",
+                                   hint="keep the edge config and datasets outside the code and the virtualenv")
+    return exposed

@@ -12,7 +12,7 @@ from edge_kernel.data.registry import DatasetRegistry, parse_dataset
 from jupyter_rapha.protocol.keys import PrivateKey
 from tests.harness import init_edge, start_edge
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+# The pytest-jupyter plugin is registered in tests/conftest.py (pytest allows it only there).
 
 
 def add_dataset(root: Path, name: str, max_records: int = 100_000, price: str = "0.05") -> None:
@@ -20,6 +20,10 @@ def add_dataset(root: Path, name: str, max_records: int = 100_000, price: str = 
     registry = DatasetRegistry(root)
     base = registry.get("synthetic-cxr").to_dict()
     registry.add(parse_dataset({**base, "name": name, "max_records": max_records, "price_per_record": price}))
+    policy_data = root / "policies" / "data.json"  # and released for training by this edge's policy
+    data = json.loads(policy_data.read_text())
+    data["hospital"]["datasets"][name] = data["hospital"]["datasets"]["synthetic-cxr"]
+    policy_data.write_text(json.dumps(data, indent=2))
 
 
 @pytest.fixture(scope="session")

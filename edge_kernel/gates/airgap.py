@@ -1,0 +1,44 @@
+"""The air-gap gate: before a job runs, prove that a sandbox built like the job's is sealed.
+
+The gate runs ``rapha-airgap probe`` inside the same kind of sandbox the job will get
+(same hidden paths, same uid) with listeners on the host's loopback; any way out, or any
+packet heard, denies (S1, S4). The probe's record and its digest are the evidence that
+the policy gate requires and the receipt carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from jupyter_rapha.protocol.errors import RaphaError
+
+from ..sandbox.airgap import find_airgap_binary, self_check
+from ..sandbox.launch import exposed_paths, hidden_paths
+from .pipeline import GateContext, GateResult
+
+log = logging.getLogger(__name__)
+
+
+class AirgapGate:
+    name = "airgap"
+
+    def check(self, ctx: GateContext) -> GateResult:
+        settings = ctx.settings
+        if settings.sandbox.unsafe_no_airgap:
+            log.warning("unsafe_no_airgap: job %s will run WITHOUT the air-gap", ctx.spec.job_id)
+            return GateResult(self.name, "unsafe", {"sealed": False, "unsafe": "unsafe_no_airgap"})
+        try:
+            binary = find_airgap_binary(settings)
+            hidden = hidden_paths(settings)
+            result = self_check(binary, hidden_paths=hidden, exposed_paths=exposed_paths(hidden))
+        except RaphaError as exc:
+            return GateResult(self.name, "deny", {"sealed": False, "fault": exc.message}, (exc.diagnostics(),))
+        evidence = {"sealed": True, "binary_sha256": _digest(binary), "probe_sha256": result["sha256"],
+                    "probe": result["record"]}
+        return GateResult(self.name, "pass", evidence)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,35 @@
+"""What a cell declares about itself, read from its syntax tree (pure).
+
+The default output policy asks a job to declare the metric names it will log (S5: metrics
+leave only under declared names). Researchers should not have to repeat what their cell
+already says, so the names are read from the keyword arguments of ``rapha.log(...)``
+calls. A call with ``**kwargs`` cannot be read and makes the declaration explicit.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from .errors import BadInput
+
+
+def logged_metric_names(code: str) -> tuple[str, ...]:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise BadInput(f"the cell does not parse (line {exc.lineno}): {exc.msg}") from exc
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if _is_rapha_log(node):
+            assert isinstance(node, ast.Call)
+            for keyword in node.keywords:
+                if keyword.arg is None:
+                    raise BadInput(f"rapha.log(**...) at line {node.lineno} hides the metric names",
+                                   hint="declare them with --metrics name,name")
+                names.add(keyword.arg)
+    return tuple(sorted(names))
+
+
+def _is_rapha_log(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "log"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "rapha")
