@@ -1,6 +1,7 @@
 """``rapha``: the researcher's command line (keygen, run, verify).
 
-Exit codes: 0 success, 1 refusal or failure (denied, failed, did not verify), 2 usage.
+Exit codes: 0 success, 1 refusal or failure (denied, failed, did not verify), 2 usage,
+3 (verify only) every check that ran passed but a receipt's anchor is still pending.
 Messages are one line a person can act on; tracebacks are for bugs, not for answers.
 """
 
@@ -39,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("receipts", nargs="+", metavar="RECEIPT")
     verify.add_argument("--edge-key", default="", help="edge public key (ed25519:... or a file); default edge.pub beside")
     verify.add_argument("--rpc", default="", help="JSON-RPC URL of the chain holding the anchor")
-    verify.add_argument("--offline", action="store_true", help="do not consult a chain; the anchor check is skipped")
+    verify.add_argument("--offline", action="store_true",
+                        help="do not consult a chain: signature, outputs and batch inclusion proof only")
+    verify.add_argument("--confirmations", type=int, default=1, metavar="N",
+                        help="blocks the anchor must be under, counting its own (default 1)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -114,24 +118,53 @@ def _check_out_dir(out: Path) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .verify import format_report, report_dict, verify_receipt_file
+    from .verify import report_dict, verify_receipt_file
 
     if args.offline and args.rpc:
         print("rapha verify: give --rpc or --offline, not both", file=sys.stderr)
         return 2
+    if args.confirmations < 1:
+        print("rapha verify: --confirmations must be at least 1", file=sys.stderr)
+        return 2
     reports = [verify_receipt_file(path, edge_key=args.edge_key or None, rpc_url=args.rpc or None,
-                                   offline=args.offline) for path in args.receipts]
+                                   offline=args.offline, min_confirmations=args.confirmations)
+               for path in args.receipts]
     if args.json:
         print(json.dumps([report_dict(r) for r in reports], indent=2))
     else:
         for report in reports:
-            if len(reports) > 1:
-                print(f"{report.source}:")
-            print("\n".join(format_report(report)))
-            failed = [c.name for c in report.failures()]
-            print(f"{'OK' if report.passed else 'FAILED'}: {report.source}" +
-                  (f" (check {', '.join(failed)})" if failed else ""))
-    return 0 if all(r.passed for r in reports) else 1
+            _print_verification(report, len(reports) > 1)
+        if len(reports) > 1:
+            outcomes = [r.outcome for r in reports]
+            print(f"{len(reports)} receipts: {outcomes.count('ok')} OK, {outcomes.count('pending')} anchor pending, "
+                  f"{outcomes.count('failed')} FAILED")
+    return verify_exit_code([r.outcome for r in reports])
+
+
+VERIFY_EXIT = {"ok": 0, "failed": 1, "pending": 3}
+
+
+def verify_exit_code(outcomes: list[str]) -> int:
+    """1 if any receipt failed; else 3 if any is still waiting for its anchor; else 0."""
+    for outcome in ("failed", "pending"):
+        if outcome in outcomes:
+            return VERIFY_EXIT[outcome]
+    return 0
+
+
+def _print_verification(report: Any, heading: bool) -> None:
+    from .verify import format_report
+
+    if heading:
+        print(f"{report.source}:")
+    print("\n".join(format_report(report)))
+    failed = [c.name for c in report.failures()]
+    if report.outcome == "pending":
+        print(f"ANCHOR PENDING: {report.source} (signature valid; the edge has not anchored it yet: "
+              f"fetch the receipt again from the edge later)")
+    else:
+        print(f"{'OK' if report.passed else 'FAILED'}: {report.source}" +
+              (f" (check {', '.join(failed)})" if failed else ""))
 
 
 if __name__ == "__main__":
