@@ -4,6 +4,10 @@ The pure check is ``jupyter_rapha.protocol.receipt.verify_receipt``; this module
 its inputs. Defaults lean strict: an anchor nobody looked at is not a pass unless the
 caller says ``offline``, and an RPC endpoint is only ever the one the caller names,
 never one read from the receipt (a forged receipt would name a forged chain).
+
+Outcomes: ``ok``; ``pending`` (every check that ran passed, but the edge has not anchored
+the receipt yet: fetch it again later); ``failed``. ``--offline`` checks the signature,
+the statement, the outputs beside the receipt and a batch anchor's inclusion proof.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ class VerificationReport(Verification):
     def passed(self) -> bool:
         return self.ok(allow_skipped=self.offline)
 
+    @property
+    def outcome(self) -> str:
+        """"ok", "pending" (only the anchor is still to come) or "failed"."""
+        if self.passed:
+            return "ok"
+        return "pending" if self.pending and not self.failures() else "failed"
+
     def failures(self) -> list[Check]:
         bad = {"fail"} if self.offline else {"fail", "skipped"}
         return [c for c in self.checks if c.status in bad]
@@ -55,14 +66,16 @@ def read_edge_key(value: str | Path) -> PublicKey:
 
 def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes | None = None,
                     metrics: dict[str, Any] | None = None, rpc_url: str | None = None,
-                    offline: bool = False, observe: Observer | None = None) -> VerificationReport:
+                    offline: bool = False, observe: Observer | None = None,
+                    min_confirmations: int = 1) -> VerificationReport:
     """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given."""
     report = VerificationReport(offline=offline)
     if edge_key is None:
         report.add("signature", False, NO_KEY)
         return report
-    observation, chain_error = _observe(document, rpc_url, observe)
-    base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation)
+    observation, chain_error = _observe(document, rpc_url, observe, offline)
+    base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation,
+                          min_confirmations=min_confirmations)
     report.checks, report.statement = base.checks, base.statement
     _settle_anchor(report, rpc_url, offline, chain_error)
     return report
@@ -71,7 +84,7 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
 def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | None = None,
                         rpc_url: str | None = None, offline: bool = False,
                         weights_path: str | Path | None = None, metrics_path: str | Path | None = None,
-                        observe: Observer | None = None) -> VerificationReport:
+                        observe: Observer | None = None, min_confirmations: int = 1) -> VerificationReport:
     """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too."""
     receipt_path = Path(path)
     notes: list[str] = []
@@ -84,7 +97,8 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
     except (OSError, ValueError, RaphaError) as exc:
         return _unreadable(receipt_path, exc, offline)
     report = verify_document(document, key, weights=weights, metrics=metrics,
-                             rpc_url=rpc_url, offline=offline, observe=observe)
+                             rpc_url=rpc_url, offline=offline, observe=observe,
+                             min_confirmations=min_confirmations)
     report.source, report.notes = str(receipt_path), notes
     return report
 
@@ -119,10 +133,10 @@ def _unreadable(path: Path, exc: Exception, offline: bool) -> VerificationReport
     return report
 
 
-def _observe(document: Any, rpc_url: str | None,
-             observe: Observer | None) -> tuple[AnchorObservation | None, str]:
+def _observe(document: Any, rpc_url: str | None, observe: Observer | None,
+             offline: bool = False) -> tuple[AnchorObservation | None, str]:
     anchor = document.get("anchor") if isinstance(document, dict) else None
-    if not rpc_url or not isinstance(anchor, dict) or not isinstance(anchor.get("tx_hash"), str):
+    if offline or not rpc_url or not isinstance(anchor, dict) or not isinstance(anchor.get("tx_hash"), str):
         return None, ""
     if observe is None:
         from .chain import observe_anchor as observe
@@ -153,11 +167,12 @@ def format_report(report: VerificationReport) -> list[str]:
     lines = [f"note: {note}" for note in report.notes]
     width = max((len(c.name) for c in report.checks), default=0)
     for check in report.checks:
-        mark = {"pass": "PASS", "fail": "FAIL"}.get(check.status, "SKIP")
+        mark = {"pass": "PASS", "fail": "FAIL", "pending": "WAIT"}.get(check.status, "SKIP")
         lines.append(f"{mark} {check.name.ljust(width)}  {check.detail}")
     return lines
 
 
 def report_dict(report: VerificationReport) -> dict[str, Any]:
-    return {"receipt": report.source, "ok": report.passed, "offline": report.offline, "notes": report.notes,
+    return {"receipt": report.source, "ok": report.passed, "outcome": report.outcome,
+            "offline": report.offline, "notes": report.notes,
             "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
