@@ -150,9 +150,11 @@ class JobOutputHandler(RaphaHandler):
     async def get(self, job_id: str, what: str) -> None:
         value = await self.blocking(self.proxy.output, job_id, what)
         if what == "weights":
+            # APIHandler.finish would label any body JSON; bytes go out as what they are.
+            self.update_api_activity()
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header("Cache-Control", "no-store")
-            self.finish(value)
+            JupyterHandler.finish(self, value)
         else:
             self.write_json(value)
 

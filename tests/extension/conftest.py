@@ -63,9 +63,10 @@ def edge_config(two_edges, researcher_key, tmp_path_factory) -> dict:
 
 
 @pytest.fixture
-def rapha_config(edge_config) -> dict:
-    """Per-test extension settings; a test edits this dict before the server starts."""
-    return json.loads(json.dumps(edge_config))
+def rapha_config(edge_config, request) -> dict:
+    """Per-test extension settings: a test overrides traits with
+    ``@pytest.mark.parametrize("rapha_config", [{...}], indirect=True)``."""
+    return {**json.loads(json.dumps(edge_config)), **getattr(request, "param", {})}
 
 
 @pytest.fixture
