@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jupyter_rapha.protocol.errors import BudgetDenied, SandboxFault
+from jupyter_rapha.protocol.errors import BudgetDenied, Fault, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 
 from ..sandbox.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
@@ -117,7 +117,7 @@ class Broker:
         self.arena = arena
         self.loaders: list[_Loader] = []
         self.batches_served = 0
-        self.fault: SandboxFault | None = None
+        self.fault: Fault | None = None
         self.job_misbehaved = False
 
     def summary(self) -> MeterSummary:
@@ -148,7 +148,7 @@ class Broker:
         except ChannelError:
             self.job_misbehaved = True
             log.warning("job broke the broker protocol; channel closed")
-        except SandboxFault as fault:
+        except Fault as fault:
             self.fault = fault
             log.error("broker fault: %s", fault.diagnostics())
         except OSError:

@@ -1,0 +1,196 @@
+"""A dataset source over a PACS's DICOMweb API: QIDO-RS to list, WADO-RS to fetch.
+
+Only the broker talks to the PACS; the job stays air-gapped and gets records the same
+way as from a folder. Every query is scoped to the studies or series the dataset
+declares (``options.studies``, ``options.series``), and every instance a PACS answers
+with is checked against that scope again, so a PACS that ignores a filter cannot widen
+the cohort. Headers come from WADO-RS metadata at index time (no pixels moved); pixels
+are fetched with WADO-RS when a record is first handed to the job, then cached.
+
+Every failure of the PACS (refused connection, timeout, HTTP error, malformed answer)
+is wrapped once into ``SourceFault`` with a generic message: URLs carry UIDs, and a
+UID must not reach an error a researcher sees.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pydicom
+
+from . import dicom_record
+from .consent import OptOutList
+from .registry import Dataset
+from .source import Index, RecordCache, RecordRef, Skip, SourceFault, granted_specs, sorted_index
+
+MAX_INSTANCE_BYTES = 512 * 1024 * 1024
+DEFAULT_TIMEOUT_SECONDS = 30.0
+_STUDY, _SERIES, _INSTANCE, _PATIENT = "0020000D", "0020000E", "00080018", "00100020"
+_DICOM_PART = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+class DicomWebSource:
+    def __init__(self, base_url: str, dataset: Dataset, fields: Iterable[str], hmac_key: bytes,
+                 consent: OptOutList | None = None) -> None:
+        import requests
+
+        self.base = base_url.rstrip("/")
+        if not self.base.startswith(("http://", "https://")):
+            raise SourceFault("a DICOMweb dataset needs an http(s) base URL")
+        self.specs = granted_specs(dataset, fields)
+        self.labels = dicom_record.check_specs(dataset, self.specs)
+        self.hmac_key, self.consent = hmac_key, consent or OptOutList.none()
+        self.scope = _scope(dataset.options)
+        self.timeout = float(dataset.options.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy from the environment: the PACS is inside
+        if dataset.options.get("username"):
+            password = Path(str(dataset.options.get("password_file", ""))).read_text("utf-8").strip() \
+                if dataset.options.get("password_file") else ""
+            self.session.auth = (str(dataset.options["username"]), password)
+        self.cache = RecordCache()
+
+    def index(self) -> Index:
+        by_pseudonym: dict[bytes, RecordRef] = {}
+        skipped: Counter[str] = Counter()
+        excluded: list[RecordRef] = []
+        for study, series in self._series_in_scope():
+            for item in self._get_json(f"/studies/{study}/series/{series}/metadata"):
+                self._add(item, study, series, by_pseudonym, skipped, excluded)
+        return sorted_index(by_pseudonym, skipped, excluded)
+
+    def load(self, ref: RecordRef) -> dict[str, np.ndarray]:
+        cached = self.cache.get(ref.pseudonym)
+        if cached is not None:
+            return cached
+        study, series, instance = ref.location.split("/")
+        body = self._get_instance(f"/studies/{study}/series/{series}/instances/{instance}")
+        try:
+            ds = dicom_record.parse(body, max_bytes=MAX_INSTANCE_BYTES)
+            pseudonym, _, _ = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
+            arrays = dicom_record.guarded(dicom_record.extract, ds, self.specs, self.labels)
+        except Skip as skip:
+            raise SourceFault("a record changed or vanished in the PACS during the job") from skip
+        if pseudonym != ref.pseudonym:
+            raise SourceFault("a record changed or vanished in the PACS during the job")
+        self.cache.put(ref.pseudonym, arrays)
+        return arrays
+
+    # ---- scope --------------------------------------------------------------------
+    def _series_in_scope(self) -> list[tuple[str, str]]:
+        pairs = list(self.scope["series"])
+        for study in self.scope["studies"]:  # QIDO-RS: the series of a declared study
+            for item in self._get_json(f"/studies/{study}/series"):
+                if _value(item, _STUDY) in (None, study) and _value(item, _SERIES):
+                    pairs.append((study, str(_value(item, _SERIES))))
+        return sorted(set(pairs))
+
+    def _add(self, item: Any, study: str, series: str, by_pseudonym: dict[bytes, RecordRef],
+             skipped: Counter[str], excluded: list[RecordRef]) -> None:
+        if _value(item, _STUDY) != study or _value(item, _SERIES) != series:
+            skipped["outside the declared scope"] += 1  # a PACS that ignored the filter
+            return
+        try:
+            ds = dicom_record.guarded(pydicom.Dataset.from_json, item, _no_bulk)
+            pseudonym, patient, patient_id = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
+            dicom_record.guarded(_check_header, ds, self.specs, self.labels)
+        except Skip as skip:
+            skipped[skip.reason] += 1
+            return
+        if self.consent.excludes(patient_id):
+            excluded.append(RecordRef(pseudonym, patient))  # never counted, never sent
+        elif pseudonym in by_pseudonym:
+            skipped["duplicate instance"] += 1
+        else:
+            instance = str(_value(item, _INSTANCE))
+            by_pseudonym[pseudonym] = RecordRef(pseudonym, patient, f"{study}/{series}/{instance}")
+
+    # ---- HTTP, every failure wrapped once -----------------------------------------
+    def _get_json(self, path: str) -> list[Any]:
+        response = self._get(path, "application/dicom+json")
+        if response.status_code == 204 or not response.content:
+            return []
+        try:
+            doc = response.json()
+        except ValueError as exc:
+            raise SourceFault("the PACS answered with malformed JSON") from exc
+        if not isinstance(doc, list):
+            raise SourceFault("the PACS answered with malformed JSON")
+        return doc
+
+    def _get_instance(self, path: str) -> bytes:
+        response = self._get(path, _DICOM_PART)
+        return _first_part(response.headers.get("Content-Type", ""), response.content)
+
+    def _get(self, path: str, accept: str) -> Any:
+        import requests
+
+        try:
+            response = self.session.get(self.base + path, headers={"Accept": accept}, timeout=self.timeout,
+                                        allow_redirects=False)
+        except requests.RequestException as exc:
+            raise SourceFault("the PACS could not be reached", hint="check the dataset's DICOMweb URL") from exc
+        if response.status_code == 404:
+            return _Empty()
+        if response.status_code not in (200, 204):
+            raise SourceFault(f"the PACS refused a request (HTTP {response.status_code})")
+        return response
+
+
+class _Empty:
+    status_code, content, headers = 204, b"", {}
+
+
+def _check_header(ds: pydicom.Dataset, specs: Any, labels: Any) -> None:
+    dicom_record.check(ds, specs, labels, pixels_present=False)
+
+
+def _no_bulk(*_: Any) -> bytes:
+    return b""  # metadata only: pixels are fetched when a record is handed over
+
+
+def _scope(options: dict[str, Any]) -> dict[str, list[Any]]:
+    studies = options.get("studies", [])
+    series = options.get("series", [])
+    if not isinstance(studies, list) or not all(isinstance(s, str) and _uid(s) for s in studies):
+        raise SourceFault("options.studies must list StudyInstanceUIDs")
+    if not isinstance(series, list) or not all(
+            isinstance(s, dict) and _uid(s.get("study")) and _uid(s.get("series")) for s in series):
+        raise SourceFault("options.series must list {study, series} UIDs")
+    if not studies and not series:
+        # An empty scope would mean "the whole PACS": refused, a dataset is declared.
+        raise SourceFault("a DICOMweb dataset must declare the studies or series it covers")
+    return {"studies": list(studies), "series": [(s["study"], s["series"]) for s in series]}
+
+
+def _uid(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and all(c.isdigit() or c == "." for c in value)
+
+
+def _value(item: Any, tag: str) -> Any:
+    try:
+        return item[tag]["Value"][0]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _first_part(content_type: str, body: bytes) -> bytes:
+    """The first part of a multipart/related answer (one instance was asked for)."""
+    boundary = None
+    for param in content_type.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        raise SourceFault("the PACS answered without a multipart boundary")
+    delimiter = b"--" + boundary.encode("ascii", "replace")
+    parts = body.split(delimiter)
+    if len(parts) < 3:
+        raise SourceFault("the PACS answered with a malformed multipart body")
+    head, sep, payload = parts[1].partition(b"\r\n\r\n")
+    if not sep:
+        raise SourceFault("the PACS answered with a malformed multipart body")
+    return payload[:-2] if payload.endswith(b"\r\n") else payload
