@@ -31,6 +31,7 @@ demo: setup
 	$(PY) examples/demo.py
 
 test: setup
+	@if [ -f rust/airgap/Cargo.toml ]; then cd rust/airgap && $(CARGO) test --offline -q 2>&1 | tail -3; fi
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
