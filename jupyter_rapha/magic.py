@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .protocol.errors import BadInput, GateDenied, RaphaError
@@ -62,7 +62,9 @@ def bind_returns(namespace: dict[str, Any], name: str, state_dict: dict[str, Any
 @magics_class
 class RaphaMagics(Magics):
     @magic_arguments()
-    @argument("--edge", default="", help="edge URL, e.g. http://127.0.0.1:8470")
+    @argument("--edge", default="", help="edge URL, e.g. http://127.0.0.1:8470 (under Jupyter: picks that edge)")
+    @argument("--site", default="", help="under Jupyter: the configured edge to run at")
+    @argument("--sites", default="", choices=["", "all"], help="'all': one job at every edge offering the dataset")
     @argument("--dataset", required=True, help="dataset name in the edge's catalog")
     @argument("--budget", type=int, required=True, help="most records the job may use")
     @argument("--epochs", type=int, default=1, help="passes over the cohort (rapha.epochs)")
@@ -82,7 +84,8 @@ class RaphaMagics(Magics):
         try:
             args = parse_argstring(self.rapha_train, line)
             result = self._train(args, cell, namespace)
-            message = bind_returns(namespace, args.returns, result.state_dict) if args.returns else ""
+            first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
+            message = bind_returns(namespace, args.returns, first.state_dict) if args.returns else ""
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
         namespace[RESULT_VAR] = result
@@ -106,20 +109,103 @@ class RaphaMagics(Magics):
     def _local(self, args: Any, request: Any, namespace: dict[str, Any]) -> Any:
         from .training import train_local
 
-        schema = _schema_arg(args.schema) if args.schema else self._client(args).dataset(args.dataset).get("schema")
+        schema = _schema_arg(args.schema) if args.schema else self._schema(args)
         result = train_local(request, namespace, schema or {}, seed=args.seed)
         print(f"rapha: local dry run on {result.extra['cohort_size']} synthetic records, "
               f"{result.extra['records_used']} used; nothing left this machine")
         return result
 
     def _remote(self, args: Any, request: Any) -> Any:
+        from .training import submission_for
+
+        from .extension.gateway import find_server
+
+        if find_server() is None:
+            return self._direct(args, request)
+        gateway, site = self._gateway(args)
+        jobs = gateway.submit(submission_for(request, site=args.site or site, all_sites=args.sites == "all"))
+        results = [_collect(gateway, job["job_id"], job.get("site", ""), request.epochs) for job in jobs]
+        return results[0] if len(results) == 1 else results
+
+    def _direct(self, args: Any, request: Any) -> Any:
+        """No Jupyter server: straight to the edge named by --edge, polling its job status."""
+        from .extension.progress import ProgressLine
         from .training import train_remote
 
-        client = self._client(args)
-        result, _ = train_remote(client, request, on_status=_progress_printer())
-        verdict = "receipt verified" if result.verified else "receipt did NOT verify: " + ", ".join(
-            c.name for c in getattr(result.verification, "failures", lambda: [])())
-        print(f"rapha: job {result.job_id} completed; {verdict}")
+        if not args.edge:
+            raise BadInput("--edge URL is needed outside a Jupyter server with the rapha extension")
+        line: list[Any] = []
+
+        def on_status(status: dict[str, Any]) -> None:
+            if not line:
+                line.append(ProgressLine(str(status.get("job_id", ""))))
+            line[0]({"kind": "state", "data": {"state": status.get("state")}})
+
+        result, _ = train_remote(self._client(args), request, on_status=on_status)
+        print(f"rapha: job {result.job_id} completed; " + _verdict(result))
+        return result
+
+    def _gateway(self, args: Any) -> tuple[Any, str | None]:
+        """The Jupyter server's extension when this kernel runs under one, else the same
+        proxy in-process for the one edge named by --edge."""
+        from .extension.gateway import find_server, in_process
+        from .keystore import load_key
+
+        server = find_server()
+        if server is not None:
+            return server, (args.edge or None)
+        if not args.edge:
+            raise BadInput("--edge URL is needed outside a Jupyter server with the rapha extension")
+        return in_process(args.edge, load_key(args.key or None)), None
+
+    def _schema(self, args: Any) -> dict[str, Any]:
+        from .extension.gateway import find_server
+
+        gateway = find_server()
+        if gateway is None:
+            return dict(self._client(args).dataset(args.dataset).get("schema") or {})
+        for entry in gateway.datasets():
+            if entry["name"] == args.dataset:
+                return dict(entry.get("schema") or next(iter(entry["offers"].values()))["schema"])
+        raise BadInput(f"no edge offers a dataset named {args.dataset!r}; pass --schema JSON for a dry run")
+
+    @magic_arguments()
+    @argument("--edge", default="", help="outside Jupyter: the edge URL")
+    @argument("--key", default="", help="outside Jupyter: researcher key file")
+    @line_magic
+    def rapha_jobs(self, line: str) -> Any:
+        """List your jobs at every configured edge: id, edge, dataset, state."""
+        try:
+            gateway, _ = self._gateway(parse_argstring(self.rapha_jobs, line))
+            jobs = gateway.jobs()
+        except RaphaError as exc:
+            raise RaphaCellError(error_lines(exc)) from None
+        for job in jobs:
+            print(f"{job['job_id']}  {job.get('site', ''):<10} {job.get('dataset', ''):<16} "
+                  f"{job.get('state', ''):<10} {job.get('updated', '')}")
+        return jobs
+
+    @magic_arguments()
+    @argument("job_id", help="the job to reattach to (see %%rapha_jobs)")
+    @argument("--returns", default="", metavar="VAR", help="load the weights into VAR")
+    @argument("--edge", default="", help="outside Jupyter: the edge URL")
+    @argument("--key", default="", help="outside Jupyter: researcher key file")
+    @line_magic
+    def rapha_attach(self, line: str) -> Any:
+        """Reattach to a job (after closing the notebook or restarting the kernel): live
+        progress, then weights, metrics and the verified receipt, as if never detached."""
+        namespace = self.shell.user_ns
+        try:
+            args = parse_argstring(self.rapha_attach, line)
+            gateway, _ = self._gateway(args)
+            status = gateway.status(args.job_id)
+            result = _collect(gateway, args.job_id, status.get("site", ""), 1)
+            message = bind_returns(namespace, args.returns, result.state_dict) if args.returns else ""
+        except RaphaError as exc:
+            raise RaphaCellError(error_lines(exc)) from None
+        namespace[RESULT_VAR] = result
+        if message:
+            print(f"rapha: {message}")
         return result
 
     def _client(self, args: Any) -> Any:
@@ -141,17 +227,18 @@ def _schema_arg(text: str) -> dict[str, Any]:
     return schema
 
 
-def _progress_printer() -> Any:
-    last: list[str] = []
+def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
+    from .extension.progress import progress_view
+    from .training import collect
 
-    def show(status: dict[str, Any]) -> None:
-        state = str(status.get("state", "?"))
-        if last and last[-1] == state:
-            return
-        last.append(state)
-        print(f"rapha: job {str(status.get('job_id', ''))[:8]} {' -> '.join(last)}", flush=True)
+    result = collect(gateway, job_id, progress_view(job_id, site, epochs))
+    print(f"rapha: job {result.job_id}{' at ' + site if site else ''} completed; {_verdict(result)}")
+    return result
 
-    return show
+
+def _verdict(result: Any) -> str:
+    return "receipt verified" if result.verified else "receipt did NOT verify: " + ", ".join(
+        c.name for c in getattr(result.verification, "failures", lambda: [])())
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -106,3 +106,32 @@ def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[s
                        weights_bytes=outcome.weights, metrics=outcome.metrics, receipt=None,
                        verification=None, local=True,
                        extra={"records_used": outcome.records_used, "cohort_size": outcome.cohort_size})
+
+
+def submission_for(request: TrainRequest, site: str | None = None, all_sites: bool = False) -> Any:
+    """The extension's submission for a cell: same fields, budget and params as ``rapha run``."""
+    from .extension.submission import Submission
+
+    params = {k: v for k, v in request.job_params().items() if k != "epochs"}
+    return Submission(dataset=request.dataset, code=request.code, budget=request.budget, epochs=request.epochs,
+                      params=params, fields=tuple(request.fields) if request.fields else None,
+                      max_seconds=request.max_seconds, site=site, all_sites=all_sites)
+
+
+def collect(gateway: Any, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,
+            after: int = 0) -> TrainResult:
+    """Follow a job's events to its end, then fetch and verify its outputs. Works for a job
+    submitted by this kernel, another kernel, or before a restart (``%rapha_attach``)."""
+    for event in gateway.follow(job_id, after):
+        if on_event is not None:
+            on_event(event)
+    error = final_error(gateway.status(job_id))
+    if error is not None:
+        raise error
+    edge = gateway.job_edge(job_id)  # the PINNED key of the job's edge, not whatever it says now
+    weights, metrics, receipt = (gateway.output(job_id, w) for w in ("weights", "metrics", "receipt"))
+    verification = verify_document(receipt, load_public_key(edge["public_key"]), weights=weights, metrics=metrics,
+                                   rpc_url=edge.get("chain_rpc"))
+    return TrainResult(job_id=job_id, state_dict=load_state_dict(weights), weights_bytes=weights, metrics=metrics,
+                       receipt=receipt, verification=verification, edge_url=str(edge.get("url", "")),
+                       extra={"edge_public_key": edge["public_key"], "site": edge.get("site", "")})

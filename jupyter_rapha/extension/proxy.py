@@ -95,6 +95,9 @@ class EdgeProxy:
             if site not in offering:
                 raise NotFound(f"edge {site} offers no dataset named {submission.dataset!r}")
             return [site]
+        if not offering and self.refused:
+            raise CatalogRefused("no trusted catalog offers this dataset; refused: "
+                                 + "; ".join(f"{k}: {v}" for k, v in self.refused.items()))
         if not offering:
             raise NotFound(f"no configured edge offers a dataset named {submission.dataset!r}",
                            hint="GET /rapha/api/datasets lists what the edges offer")
