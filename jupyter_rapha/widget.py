@@ -1,22 +1,32 @@
 """ReceiptWidget: a receipt and its verification, readable at a glance.
 
-Plain HTML with inline styles and no JavaScript, so it renders the same in JupyterLab,
-in nbconvert output and on a static notebook viewer. Every value is escaped: receipt
-text comes from an edge and must not be able to inject markup.
+Plain HTML with inline styles, so it renders the same in JupyterLab, in nbconvert output
+and on a static notebook viewer; the only script is an optional copy button's onclick,
+emitted only for values that are pure hex (nothing else can reach an attribute that
+runs). Every value is escaped: receipt text comes from an edge and must not be able to
+inject markup.
 """
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
+from .protocol.anchor_proof import is_pending
 from .protocol.receipt import Verification
+from .receipt_chart import curve_metric, sparkline, svg_curve
+
+# Block explorers of the chains receipts are expected on; others show no link.
+EXPLORERS = {137: "https://polygonscan.com/tx/", 80002: "https://amoy.polygonscan.com/tx/"}
+_HEX = re.compile(r"^(0x)?[0-9a-fA-F]{1,128}$")
 
 _OUTCOME_STYLE = {
     "pass": "color:#1a7f37", "deny": "color:#cf222e;font-weight:bold",
     "absent": "color:#6e7781;font-style:italic", "unsafe": "background:#fff1a8;color:#9a6700;font-weight:bold",
 }
-_CHECK_MARK = {"pass": ("&#10003;", "#1a7f37"), "fail": ("&#10007;", "#cf222e"), "skipped": ("&#8211;", "#9a6700")}
+_CHECK_MARK = {"pass": ("&#10003;", "#1a7f37"), "fail": ("&#10007;", "#cf222e"), "skipped": ("&#8211;", "#9a6700"),
+               "pending": ("&#8987;", "#9a6700")}
 
 
 def short(value: Any, keep: int = 12) -> str:
@@ -29,7 +39,7 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
     predicate = verification.predicate if verification and verification.statement else _unverified_predicate(receipt)
     job, dataset = predicate.get("job", {}), predicate.get("dataset", {})
     settlement, outputs = predicate.get("settlement", {}), predicate.get("outputs", {})
-    anchor = receipt.get("anchor") or {}
+    anchor = receipt.get("anchor") if isinstance(receipt.get("anchor"), dict) else {}
     return {
         "job": job.get("id", ""), "dataset": dataset.get("name") or dataset.get("id", ""),
         "dataset_version": dataset.get("version", ""),
@@ -40,7 +50,9 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "weights_sha256": (outputs.get("weights") or {}).get("sha256", ""),
         "records_root": _first(dataset, predicate, "records_root"),
         "anchor_tx": anchor.get("tx_hash", ""), "anchor_block": anchor.get("block_number", ""),
-        "chain_id": anchor.get("chain_id", ""),
+        "chain_id": anchor.get("chain_id", ""), "anchor_pending": is_pending(anchor),
+        "anchor_batch": anchor.get("batch") if isinstance(anchor.get("batch"), dict) else None,
+        "curve": curve_metric(predicate.get("metrics")),
     }
 
 
@@ -81,10 +93,23 @@ class ReceiptWidget:
         passed = getattr(self.verification, "passed", None)
         return bool(passed) if passed is not None else self.verification.ok()
 
+    @property
+    def pending(self) -> bool:
+        """Every check that ran passed; only the anchor is still to come."""
+        return (not self.verified and self.verification is not None and self.verification.pending
+                and not any(c.status == "fail" for c in self.verification.checks))
+
+    def _verdict(self) -> tuple[str, str, str]:
+        if self.verified:
+            return "&#10003; verified", "#1a7f37", "verified"
+        if self.pending:
+            return "&#8987; signature verified, anchor pending", "#9a6700", "anchor pending"
+        return "&#10007; NOT verified", "#cf222e", "NOT verified"
+
     # -- HTML ------------------------------------------------------------------------
     def _repr_html_(self) -> str:
         s = self.summary
-        mark, colour = ("&#10003; verified", "#1a7f37") if self.verified else ("&#10007; NOT verified", "#cf222e")
+        mark, colour, _ = self._verdict()
         rows = [
             ("job", f"<code>{escape(str(s['job']))}</code>"),
             ("dataset", escape(f"{s['dataset']} v{s['dataset_version']}" if s["dataset_version"] else str(s["dataset"]))),
@@ -97,14 +122,25 @@ class ReceiptWidget:
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
         return (f"<div class='rapha-receipt' style='font-family:sans-serif;font-size:13px'>"
                 f"<div style='font-weight:bold;color:{colour}'>Rapha receipt: {mark}</div>"
-                f"<table>{body}</table>{self._gates_html()}{self._unsafe_html()}{self._checks_html()}</div>")
+                f"<table>{body}</table>{self._gates_html()}{self._unsafe_html()}{self._checks_html()}"
+                f"{self._curve_html()}</div>")
 
     def _anchor_html(self) -> str:
         s = self.summary
+        if s["anchor_pending"]:
+            return "<i style='color:#9a6700'>anchor pending: fetch the receipt from the edge again later</i>"
         if not s["anchor_tx"]:
             return "<i>not anchored</i>"
-        return (f"tx {_hash(s['anchor_tx'])} in block {escape(str(s['anchor_block']))}"
+        html = (f"tx {_hash(s['anchor_tx'])} in block {escape(str(s['anchor_block']))}"
                 f" on chain {escape(str(s['chain_id']))}")
+        link = explorer_url(s["chain_id"], s["anchor_tx"])
+        if link:
+            html += f" <a href='{escape(link, quote=True)}' target='_blank' rel='noopener'>explorer</a>"
+        batch = s["anchor_batch"]
+        if batch:
+            html += (f"<br>leaf {escape(str(batch.get('index')))} of {escape(str(batch.get('size')))}"
+                     f" under batch root {_hash(batch.get('root', ''))}")
+        return html
 
     def _gates_html(self) -> str:
         if not self.summary["gates"]:
@@ -134,14 +170,23 @@ class ReceiptWidget:
                         f"<td>{escape(check.name)}</td><td>{escape(check.detail)}</td></tr>")
         return "<div><b>verification</b></div><table>" + "".join(rows) + "</table>"
 
+    def _curve_html(self) -> str:
+        if not self.summary["curve"]:
+            return ""
+        name, values = self.summary["curve"]
+        return f"<div><b>{escape(name)}</b></div>" + svg_curve(name, values)
+
     # -- text ------------------------------------------------------------------------
     def text(self) -> str:
         s = self.summary
-        lines = [f"Rapha receipt: {'verified' if self.verified else 'NOT verified'}",
+        lines = [f"Rapha receipt: {self._verdict()[2]}",
                  f"  job           {s['job']}", f"  dataset       {s['dataset']} v{s['dataset_version']}",
                  f"  records used  {s['records_used']}", f"  cost          {s['cost'] or '-'}",
                  f"  weights       {short(s['weights_sha256'])}",
-                 f"  anchor        " + (f"tx {short(s['anchor_tx'])} block {s['anchor_block']}" if s["anchor_tx"] else "not anchored")]
+                 "  anchor        " + self._anchor_text()]
+        if s["curve"]:
+            name, values = s["curve"]
+            lines.append(f"  {name:<13} {sparkline(values)}  {values[0]:.4g} -> {values[-1]:.4g}")
         lines += [f"  gate {g.get('name', '')}: {g.get('outcome', '')}" + ("  <-- UNSAFE" if g.get("outcome") == "unsafe" else "")
                   for g in s["gates"]]
         if s["unsafe"]:
@@ -150,6 +195,15 @@ class ReceiptWidget:
             lines.append(f"  {check.status.upper():7} {check.name}: {check.detail}")
         return "\n".join(lines)
 
+    def _anchor_text(self) -> str:
+        s = self.summary
+        if s["anchor_pending"]:
+            return "PENDING (fetch the receipt again later)"
+        if not s["anchor_tx"]:
+            return "not anchored"
+        link = explorer_url(s["chain_id"], s["anchor_tx"])
+        return f"tx {short(s['anchor_tx'])} block {s['anchor_block']} chain {s['chain_id']}" + (f"  {link}" if link else "")
+
     def __repr__(self) -> str:
         return self.text()
 
@@ -157,8 +211,21 @@ class ReceiptWidget:
         printer.text("ReceiptWidget(...)" if cycle else self.text())
 
 
+def explorer_url(chain_id: Any, tx_hash: Any) -> str:
+    base = EXPLORERS.get(chain_id) if isinstance(chain_id, int) and not isinstance(chain_id, bool) else None
+    if base is None or not isinstance(tx_hash, str) or not re.fullmatch(r"0x[0-9a-fA-F]{64}", tx_hash):
+        return ""
+    return base + tx_hash
+
+
 def _hash(value: Any) -> str:
+    """Shortened, with the whole value in the tooltip and, for hex, a copy button. The
+    button is the only script, and only hex reaches it."""
     text = str(value or "")
     if not text:
         return "—"
-    return f"<code title='{escape(text, quote=True)}'>{escape(short(text))}</code>"
+    html = f"<code title='{escape(text, quote=True)}'>{escape(short(text))}</code>"
+    if _HEX.match(text) and len(text) > 13:
+        html += (f"<button type='button' title='copy' style='font-size:10px;padding:0 3px;margin-left:3px' "
+                 f"onclick=\"navigator.clipboard&amp;&amp;navigator.clipboard.writeText('{text}')\">copy</button>")
+    return html
