@@ -8,6 +8,7 @@ and lets a hospital prove non-inclusion with two adjacent leaves.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass
 
@@ -101,3 +102,91 @@ def verify_inclusion(leaf: bytes, proof: InclusionProof, root: bytes) -> None:
         sn >>= 1
     if sn != 0 or current != root:
         raise VerificationError("inclusion proof does not lead to the root")
+
+
+# --- non-inclusion in a sorted tree ------------------------------------------------------
+#
+# A job's record tree holds its sorted, unique pseudonyms. A pseudonym is absent when the
+# two leaves that would surround it are adjacent in the tree: proving both (with their
+# indices) shows there is no room between them. At either end one neighbour suffices
+# (index 0, or index tree_size - 1); an empty tree has the empty root.
+
+
+@dataclass(frozen=True)
+class NonInclusionProof:
+    tree_size: int
+    left: tuple[bytes, InclusionProof] | None  # the greatest leaf below the target
+    right: tuple[bytes, InclusionProof] | None  # the smallest leaf above the target
+
+
+def prove_non_inclusion(sorted_leaves: list[bytes], target: bytes) -> NonInclusionProof:
+    """Build the proof over ``sorted_leaves`` (strictly increasing); raise ValueError if
+    ``target`` is in the tree."""
+    if any(a >= b for a, b in zip(sorted_leaves, sorted_leaves[1:])):
+        raise ValueError("non-inclusion needs strictly increasing leaves")
+    tree = MerkleTree(sorted_leaves)
+    position = bisect.bisect_left(sorted_leaves, target)
+    if position < len(sorted_leaves) and sorted_leaves[position] == target:
+        raise ValueError("the target is in the tree")
+    left = (sorted_leaves[position - 1], tree.prove(position - 1)) if position > 0 else None
+    right = (sorted_leaves[position], tree.prove(position)) if position < len(sorted_leaves) else None
+    return NonInclusionProof(len(sorted_leaves), left, right)
+
+
+def verify_non_inclusion(target: bytes, proof: NonInclusionProof, root: bytes) -> None:
+    """Raise ``VerificationError`` unless the proof shows ``target`` is not a leaf of the
+    sorted tree with ``root``."""
+    if proof.tree_size == 0:
+        if proof.left or proof.right or root != EMPTY_ROOT:
+            raise VerificationError("non-inclusion proof for an empty tree does not match the root")
+        return
+    if proof.left is None and proof.right is None:
+        raise VerificationError("non-inclusion proof names no neighbour")
+    for side in (proof.left, proof.right):
+        if side is not None:
+            if side[1].tree_size != proof.tree_size:
+                raise VerificationError("non-inclusion proof mixes trees of different sizes")
+            verify_inclusion(side[0], side[1], root)
+    _check_neighbours(target, proof)
+
+
+def _check_neighbours(target: bytes, proof: NonInclusionProof) -> None:
+    if proof.left is not None and not proof.left[0] < target:
+        raise VerificationError("the left neighbour is not below the target")
+    if proof.right is not None and not target < proof.right[0]:
+        raise VerificationError("the right neighbour is not above the target")
+    if proof.left is None and proof.right is not None and proof.right[1].index != 0:
+        raise VerificationError("without a left neighbour the right one must be the first leaf")
+    if proof.right is None and proof.left is not None and proof.left[1].index != proof.tree_size - 1:
+        raise VerificationError("without a right neighbour the left one must be the last leaf")
+    if proof.left is not None and proof.right is not None and proof.right[1].index != proof.left[1].index + 1:
+        raise VerificationError("the neighbours are not adjacent leaves")
+
+
+def inclusion_proof_to_dict(leaf: bytes, proof: InclusionProof) -> dict[str, object]:
+    return {"leaf": leaf.hex(), "index": proof.index, "tree_size": proof.tree_size,
+            "path": [node.hex() for node in proof.path]}
+
+
+def inclusion_proof_from_dict(doc: dict[str, object]) -> tuple[bytes, InclusionProof]:
+    try:
+        path = tuple(bytes.fromhex(str(node)) for node in doc["path"])  # type: ignore[union-attr]
+        index, size = doc["index"], doc["tree_size"]
+        if not isinstance(index, int) or not isinstance(size, int):
+            raise TypeError
+        return bytes.fromhex(str(doc["leaf"])), InclusionProof(index, size, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VerificationError("malformed inclusion proof") from exc
+
+
+def non_inclusion_proof_to_dict(proof: NonInclusionProof) -> dict[str, object]:
+    return {"tree_size": proof.tree_size,
+            "left": inclusion_proof_to_dict(*proof.left) if proof.left else None,
+            "right": inclusion_proof_to_dict(*proof.right) if proof.right else None}
+
+
+def non_inclusion_proof_from_dict(doc: dict[str, object]) -> NonInclusionProof:
+    if not isinstance(doc, dict) or not isinstance(doc.get("tree_size"), int):
+        raise VerificationError("malformed non-inclusion proof")
+    sides = [inclusion_proof_from_dict(doc[k]) if doc.get(k) else None for k in ("left", "right")]  # type: ignore[arg-type]
+    return NonInclusionProof(int(doc["tree_size"]), sides[0], sides[1])  # type: ignore[arg-type]
