@@ -192,6 +192,25 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wan(args: argparse.Namespace) -> int:
+    from .sandbox.airgap import find_airgap_binary
+    from .sandbox.wan import WanGate
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    if not settings.sandbox.wan_interface:
+        print("rapha-edge: no sandbox.wan_interface is configured", file=sys.stderr)
+        return 1
+    gate = WanGate(find_airgap_binary(settings), settings.sandbox.wan_interface, settings.state_dir)
+    if args.action == "resume":
+        gate.resume()
+        print(f"WAN {gate.interface} restored; the edge takes jobs again")
+        return 0
+    halted = gate.halt_path.exists()
+    print(f"WAN {gate.interface}: {gate.status()}{' (edge HALTED: run rapha-edge wan resume)' if halted else ''}")
+    return 1 if halted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rapha-edge", description="Run and administer a jupyter-rapha edge.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)
     command("verify", cmd_audit_verify, "check every hash in the audit log", audit)
+    p = command("wan", cmd_wan, "the appliance WAN gate: status, or resume after a failed restore")
+    p.add_argument("action", choices=["status", "resume"])
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
     return parser

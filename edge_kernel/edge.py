@@ -50,6 +50,7 @@ class Edge:
         self.datasets.all()  # a malformed registry stops the start
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
+        self.wan = _open_wan(settings)
         self.jobs = JobManager(self)
         self.outbox = _open_outbox(self)
         self._lock = threading.Lock()
@@ -124,6 +125,15 @@ def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:
         policy_data=load_attestation_policy(settings.path(settings.attestation.policy)),
         collateral=load_collateral_bundle(settings.path(settings.attestation.collateral)))
     return [SpecGate(), ScanGate(), attestation, AirgapGate(), PolicyGate(settings.policies_dir)]
+
+
+def _open_wan(settings: Settings) -> Any:
+    if not settings.sandbox.wan_interface:
+        return None
+    from .sandbox.airgap import find_airgap_binary
+    from .sandbox.wan import WanGate
+
+    return WanGate(find_airgap_binary(settings), settings.sandbox.wan_interface, settings.state_dir)
 
 
 def _open_chain(settings: Settings) -> tuple[Any, Any]:

@@ -8,6 +8,7 @@ edge's own log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -44,6 +45,9 @@ class JobManager:
         self.audit.append("job.submit", job_id=spec.job_id, actor=researcher.key_id,
                           detail={"dataset": spec.dataset, "code_sha256": spec.code_sha256,
                                   "request_sha256": request_sha256})
+        wan = getattr(self.edge, "wan", None)
+        if wan is not None:
+            wan.check_open_for_jobs()  # a halted appliance takes no new job (fail closed)
         job, created = self.store.create(spec, request_sha256)
         if created:
             self._enqueue(job.job_id)
@@ -109,7 +113,8 @@ class JobManager:
         job_id, started = job.job_id, utc_now()
         self.audit.append("job.run", job_id=job_id, detail={"fields": list(spec.fields)})
         self.store.transition(job_id, "running", gates=receipts.gate_entries(results))
-        run = self.edge.run(spec, ctx, self._cancels.get(job_id), self._progress_callback(job_id))
+        with self._wan_severed(job_id):
+            run = self.edge.run(spec, ctx, self._cancels.get(job_id), self._progress_callback(job_id))
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
@@ -166,6 +171,13 @@ class JobManager:
             return pending_anchor(digest)
         self.audit.append("anchor.done", job_id=job_id, detail={"tx_hash": anchor.get("tx_hash")})
         return anchor
+
+    def _wan_severed(self, job_id: str) -> Any:
+        wan = getattr(self.edge, "wan", None)
+        if wan is None:
+            return contextlib.nullcontext()
+        self.audit.append("wan.sever", job_id=job_id, detail={"interface": wan.interface})
+        return wan.severed()
 
     # ---- progress -----------------------------------------------------------------
     def _progress_callback(self, job_id: str) -> Any:

@@ -42,6 +42,8 @@ class ChainSettings:
 class SandboxSettings:
     airgap_binary: str = ""  # empty: look for rust/airgap/target/release/rapha-airgap, then PATH
     python: str = ""  # interpreter for job processes; empty: the edge's own
+    # The appliance's WAN interface, severed while jobs run (empty: no appliance WAN gate).
+    wan_interface: str = ""
     # Runs jobs without the air-gap. Never in production: warns on every job and is
     # written into the receipt.
     unsafe_no_airgap: bool = False
@@ -130,6 +132,7 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         airgap_binary=_typed(sandbox, "sandbox.airgap_binary", "airgap_binary", str, ""),
         python=_typed(sandbox, "sandbox.python", "python", str, ""),
         unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
+        wan_interface=_typed(sandbox, "sandbox.wan_interface", "wan_interface", str, ""),
     )
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"), "auto"),
