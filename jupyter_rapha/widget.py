@@ -39,7 +39,8 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
     predicate = verification.predicate if verification and verification.statement else _unverified_predicate(receipt)
     job, dataset = predicate.get("job", {}), predicate.get("dataset", {})
     settlement, outputs = predicate.get("settlement", {}), predicate.get("outputs", {})
-    anchor = receipt.get("anchor") if isinstance(receipt.get("anchor"), dict) else {}
+    raw_anchor = receipt.get("anchor")
+    anchor: dict[str, Any] = raw_anchor if isinstance(raw_anchor, dict) else {}
     return {
         "job": job.get("id", ""), "dataset": dataset.get("name") or dataset.get("id", ""),
         "dataset_version": dataset.get("version", ""),

@@ -136,7 +136,7 @@ class Outbox:
         self.failed_rounds += 1
         with self._changed:
             self._changed.notify_all()
-        delay = min(self.config.retry_initial_seconds * 2 ** (self.failures - 1), self.config.retry_max_seconds)
+        delay = min(self.config.retry_initial_seconds * 2.0 ** (self.failures - 1), self.config.retry_max_seconds)
         log.warning("anchoring deferred (%s); retry in %.1f s", reason, delay)
         return delay
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .canonical import canonical_json
-from .anchor_proof import AnchorObservation, anchor_matches, anchored_data, is_pending
+from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
+from .anchor_proof import anchor_matches, anchored_data, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey

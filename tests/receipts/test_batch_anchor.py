@@ -100,6 +100,8 @@ def failing(report):
     (lambda a: a["batch"]["proof"].__setitem__(0, "00" * 32), "inclusion"),
     (lambda a: a["batch"].__setitem__("index", (a["batch"]["index"] + 1) % 5), "inclusion"),
     (lambda a: a["batch"].__setitem__("size", 4), "inclusion"),
+    (lambda a: a["batch"].__setitem__("size", True), "inclusion"),
+    (lambda a: a["batch"].__setitem__("index", -1), "inclusion"),
     (lambda a: a["batch"].__setitem__("root", "11" * 32), "inclusion"),
     (lambda a: a["batch"]["proof"].pop(), "inclusion"),
     (lambda a: a["batch"].__setitem__("proof", "nope"), "inclusion"),
