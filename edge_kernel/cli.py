@@ -145,10 +145,52 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
     schema = json.loads(Path(args.schema).read_text())
     entry = {"name": args.name, "version": args.version, "source": args.source, "location": args.path,
              "fields": schema.get("fields"), "labels": schema.get("labels", {}),
-             "price_per_record": args.price, "max_records": args.max_records,
+             "features": schema.get("features", {}), "options": _source_options(args, schema.get("options", {})),
+             "opt_out": args.opt_out, "price_per_record": args.price, "max_records": args.max_records,
              "sensitivity": args.sensitivity, "description": args.description}
     DatasetRegistry(Path(args.config)).add(parse_dataset(entry))
     print(f"dataset {args.name} added")
+    return 0
+
+
+def _source_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """Source settings from the command line, over those in the schema file."""
+    options = dict(options)
+    if args.study:
+        options["studies"] = list(args.study)
+    if args.series:
+        options["series"] = [dict(zip(("study", "series"), item.split("/", 1))) for item in args.series]
+    for name in ("timeout_seconds", "username", "password_file", "patient_column", "record_column",
+                 "patient_identifier_system"):
+        value = getattr(args, name)
+        if value not in (None, ""):
+            options[name] = value
+    return options
+
+
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from .data.provenance import prove_patient, signed_records_root
+    from .db import Database
+    from .edge import EDGE_KEY_FILE, PSEUDONYM_KEY_FILE
+    from .settings import load_settings
+    from .store import JobStore
+
+    settings = load_settings(args.config)
+    job = JobStore(Database(settings.db_path)).get(args.job_id)
+    if not job.receipt:
+        print(f"rapha-edge: job {args.job_id} has no receipt (state {job.state}); nothing was anchored",
+              file=sys.stderr)
+        return 1
+    edge_key = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).public
+    root = signed_records_root(job.receipt, edge_key)  # the signed, anchored root
+    key = bytes.fromhex((settings.keys_dir / PSEUDONYM_KEY_FILE).read_text().strip())
+    proof = prove_patient(settings.jobs_dir / args.job_id, key, args.patient_id, root)
+    used = sum(1 for record in proof["records"] if record["used"])
+    document = {"job_id": args.job_id, "dataset": job.dataset, **proof, "anchor": job.receipt.get("anchor"),
+                "answer": "used" if used else ("not used" if proof["records"] else "no record known to the job")}
+    print(json.dumps(document, indent=2))
+    print(f"patient: {used} of {len(proof['records'])} record(s) used in job {args.job_id}; "
+          "every proof checked against the receipt's records_root", file=sys.stderr)
     return 0
 
 
@@ -240,9 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="the dataset registry").add_subparsers(dest="sub", required=True)
     p = command("add", cmd_datasets_add, "register a dataset", datasets)
     p.add_argument("name")
-    p.add_argument("--source", default="dicom-folder", choices=["dicom-folder"])
-    p.add_argument("--path", required=True, help="folder (or URL) of the source")
-    p.add_argument("--schema", required=True, help="JSON file with 'fields' and 'labels'")
+    p.add_argument("--source", default="dicom-folder", choices=["dicom-folder", "dicomweb", "fhir-ndjson", "csv"])
+    p.add_argument("--path", required=True, help="folder, CSV file or DICOMweb base URL of the source")
+    p.add_argument("--schema", required=True, help="JSON file with 'fields', 'labels', 'features', 'options'")
+    p.add_argument("--study", action="append", help="dicomweb: a StudyInstanceUID the dataset covers")
+    p.add_argument("--series", action="append", help="dicomweb: STUDY_UID/SERIES_UID the dataset covers")
+    p.add_argument("--timeout-seconds", dest="timeout_seconds", type=float, default=None,
+                   help="dicomweb: per-request timeout")
+    p.add_argument("--username", default="", help="dicomweb: HTTP basic user")
+    p.add_argument("--password-file", dest="password_file", default="", help="dicomweb: file holding the password")
+    p.add_argument("--patient-column", dest="patient_column", default="", help="csv: the patient id column")
+    p.add_argument("--record-column", dest="record_column", default="", help="csv: a per-row id column")
+    p.add_argument("--patient-identifier-system", dest="patient_identifier_system", default="",
+                   help="fhir-ndjson: Patient.identifier system used as the patient id")
+    p.add_argument("--opt-out", dest="opt_out", default="",
+                   help="file of opted-out patient ids, one per line, applied before counting")
     p.add_argument("--version", default="1")
     p.add_argument("--price", default="0", help="price per record, a decimal")
     p.add_argument("--max-records", type=int, default=100_000)
@@ -257,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("verify", cmd_audit_verify, "check every hash in the audit log", audit)
     p = command("wan", cmd_wan, "the appliance WAN gate: status, or resume after a failed restore")
     p.add_argument("action", choices=["status", "resume"])
+    p = command("provenance", cmd_provenance, "prove whether a patient's records were used in a job")
+    p.add_argument("patient_id")
+    p.add_argument("job_id")
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
     return parser

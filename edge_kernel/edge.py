@@ -18,6 +18,7 @@ from jupyter_rapha.protocol.keys import PrivateKey
 
 from .audit import AuditLog
 from .auth import Authenticator
+from .data.cohort import CohortSizes
 from .data.registry import Dataset, DatasetRegistry
 from .db import Database
 from .gates.pipeline import Gate, GateContext
@@ -48,6 +49,7 @@ class Edge:
         self.auth = Authenticator(self.db, self.researchers)
         self.datasets = DatasetRegistry(settings.config_dir)
         self.datasets.all()  # a malformed registry stops the start
+        self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out)
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
         self.wan = _open_wan(settings)
@@ -94,23 +96,24 @@ class Edge:
 
     def gate_extras(self, dataset: Dataset | None = None) -> dict[str, Any]:
         extras: dict[str, Any] = {"edge_key_id": self.key.key_id}
-        if dataset is not None and dataset.source == "dicom-folder":
-            from .data.dicom_folder import DicomFolderSource
-
-            source = DicomFolderSource(self.datasets.resolve(dataset), dataset, list(dataset.fields), self.pseudonym_key)
-            extras["cohort_size"] = len(source.index().records)
+        if dataset is not None:
+            # after the opt-out list, cached: the policy's minimum cohort is about consented records
+            extras["cohort_size"] = self.cohort_sizes.size(dataset)
         return extras
 
     def release_dir(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id / "release"
 
     def run(self, spec: JobSpec, ctx: GateContext, cancel: threading.Event | None, on_progress: Any) -> Any:
+        from .data.consent import OptOutList
         from .sandbox.runner import run_job
 
         dataset = self.datasets.get(spec.dataset)
         workdir = self.settings.jobs_dir / spec.job_id / "work"
+        consent = OptOutList.from_file(self.datasets.resolve_opt_out(dataset))
+        # the source follows dataset.source (folder, DICOMweb, FHIR export, CSV)
         return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
-                       workdir, self.settings, cancel=cancel, on_progress=on_progress)
+                       workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent)
 
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:

@@ -22,6 +22,7 @@ from jupyter_rapha.protocol.receipt import envelope_digest
 
 from . import receipts
 from .audit import AuditLog, utc_now
+from .data.provenance import save_provenance
 from .gates.pipeline import GateContext, GateResult, run_gates
 from .release.files import write_release
 from .release.metrics import check_metrics, sanitize_error
@@ -115,6 +116,8 @@ class JobManager:
         self.store.transition(job_id, "running", gates=receipts.gate_entries(results))
         with self._wan_severed(job_id):
             run = self.edge.run(spec, ctx, self._cancels.get(job_id), self._progress_callback(job_id))
+        # per-patient provenance: the sorted pseudonyms stay edge-side, never released
+        save_provenance(self.edge.settings.jobs_dir / job_id, run.meter)
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
