@@ -38,9 +38,13 @@ _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
 # pydicom's warnings and log lines quote header values ("Invalid value for VR PN:
 # 'DOE^JANE'"). They must never reach a log a researcher could see, so they are dropped.
-warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
-warnings.filterwarnings("ignore", module=r"edge_kernel\.data(\..*)?$")
-logging.getLogger("pydicom").disabled = True
+def quiet_pydicom() -> None:
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+    warnings.filterwarnings("ignore", module=r"edge_kernel\.data(\..*)?$")
+    logging.getLogger("pydicom").disabled = True
+
+
+quiet_pydicom()
 
 # PS3.15 Table E.1-1, basic profile: attributes that identify a patient, a person, an
 # institution, a device or a time, or that carry free text. None of them ever crosses.
