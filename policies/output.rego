@@ -21,7 +21,9 @@ deny contains sprintf("weights of up to %d bytes were requested; this edge relea
 	input.job.output_policy.max_weights_bytes > output_limits.max_weights_bytes
 }
 
-# Control: UK GDPR Art. 5(1)(c) - metrics are released only under names declared up front.
+# Control: UK GDPR Art. 5(1)(c) - metrics are released only under names declared up front
+# (the release check refuses any metric not declared; a job that declares none releases
+# none). A hospital that wants every job to report metrics sets require_declared_metrics.
 deny contains "declare the metric names the job will log (output_policy.metric_names)" if {
 	output_limits.require_declared_metrics
 	count(object.get(input.job.output_policy, "metric_names", [])) == 0

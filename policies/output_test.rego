@@ -15,7 +15,7 @@ test_weights_at_cap_allowed if {
 }
 
 test_undeclared_metrics_denied if {
-	refuses(vary("job", {"output_policy": object.union(good.job.output_policy, {"metric_names": []})}), "declare the metric names")
+	refuses(vary("job", {"output_policy": object.union(good.job.output_policy, {"metric_names": []})}), "declare the metric names") with data.hospital.output.require_declared_metrics as true
 }
 
 test_undeclared_metrics_allowed_when_not_required if {

@@ -27,7 +27,7 @@ class Budget:
 @dataclass(frozen=True)
 class OutputPolicy:
     max_weights_bytes: int = 64 * 1024 * 1024
-    metric_names: tuple[str, ...] = ()  # empty: any name matching the metric-name pattern
+    metric_names: tuple[str, ...] = ()  # the only names that may leave; empty: no metrics leave
     max_metric_points: int = 10_000
 
 

@@ -94,7 +94,6 @@ def test_denying_gate_evidence_is_not_passed_to_the_policy(tmp_path):
 @pytest.mark.parametrize(("kwargs", "reason"), [
     ({"roles": ("auditor",)}, "no role granted access"),
     ({"fields": ("image", "name")}, "field 'name'"),
-    ({"metric_names": ()}, "declare the metric names"),
     ({"airgap": False}, "no air-gap evidence"),
     ({"cohort": 24}, "only 24 consented records"),
     ({"cohort": None}, "consented cohort size"),
