@@ -51,8 +51,13 @@ def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[i
 def hidden_paths(settings: Settings) -> list[Path]:
     """What a job must not see: the edge's own directory, the data, host secrets."""
     registry = DatasetRegistry(settings.config_dir)
-    datasets = [registry.resolve(d) for d in registry.all().values() if d.source == "dicom-folder"]
-    paths = [settings.config_dir, *datasets, *HOST_SECRETS]
+    paths = [settings.config_dir, *HOST_SECRETS]
+    for dataset in registry.all().values():
+        if dataset.source != "dicomweb":  # a PACS is a URL: the network namespace covers it
+            paths.append(registry.resolve(dataset))
+        opt_out = registry.resolve_opt_out(dataset)
+        if opt_out is not None:
+            paths.append(opt_out)
     return [p.resolve() for p in paths if p.exists()]
 
 

@@ -84,3 +84,17 @@ def test_job_command_runs_as_nobody_in_the_sandbox(settings, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["65534", "False"]
     assert os.stat(workdir).st_uid == 65534
+
+
+def test_every_file_based_dataset_and_opt_out_list_is_hidden(settings, tmp_path):
+    from edge_kernel.data.registry import DatasetRegistry, parse_dataset
+    registry = DatasetRegistry(settings.config_dir)
+    table = tmp_path / "ehr.csv"
+    table.write_text("patient,age\n")
+    opt_out = tmp_path / "opt-out.txt"
+    opt_out.write_text("")
+    base = registry.get("synthetic-cxr").to_dict()
+    registry.add(parse_dataset({**base, "name": "ehr", "source": "csv", "location": str(table),
+                                "opt_out": str(opt_out)}))
+    hidden = hidden_paths(settings)
+    assert table.resolve() in hidden and opt_out.resolve() in hidden
