@@ -112,8 +112,10 @@ class Edge:
         workdir = self.settings.jobs_dir / spec.job_id / "work"
         consent = OptOutList.from_file(self.datasets.resolve_opt_out(dataset))
         # the source follows dataset.source (folder, DICOMweb, FHIR export, CSV)
+        limits = ctx.extra.get("limits")
         return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
-                       workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent)
+                       workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
+                       max_epochs=getattr(limits, "max_epochs", None))
 
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:

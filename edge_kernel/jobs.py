@@ -22,6 +22,7 @@ from jupyter_rapha.protocol.receipt import envelope_digest
 
 from . import receipts
 from .audit import AuditLog, utc_now
+from .obligations import enforceable
 from .data.provenance import save_provenance
 from .gates.pipeline import GateContext, GateResult, run_gates
 from .release.files import write_release
@@ -108,7 +109,15 @@ class JobManager:
         if not outcome.allowed:
             self.store.transition(job_id, "denied", gates=entries, reasons=outcome.reasons)
             return
-        self._run(job, spec, ctx, outcome.results)
+        policy = ctx.results.get("policy")
+        try:
+            limits = enforceable(policy.obligations if policy is not None else {})
+        except GateDenied as denied:
+            self.audit.append("obligations.deny", job_id=job_id, detail={"reasons": denied.reasons})
+            self.store.transition(job_id, "denied", gates=entries, reasons=[f"policy: {r}" for r in denied.reasons])
+            return
+        ctx.extra["limits"] = limits
+        self._run(job, limits.apply(spec), ctx, outcome.results)
 
     def _run(self, job: JobRecord, spec: JobSpec, ctx: GateContext, results: list[GateResult]) -> None:
         job_id, started = job.job_id, utc_now()

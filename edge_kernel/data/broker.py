@@ -85,9 +85,11 @@ class _Loader:
     def batches(self) -> int:
         return -(-self.cohort_size // self.batch_size)
 
-    def start_epoch(self) -> int:
+    def start_epoch(self, exhausted: bool = False) -> int:
         self.epoch += 1
-        if self.shuffle:
+        if exhausted:
+            self.order = np.arange(0)  # the loader yields nothing more
+        elif self.shuffle:
             self.order = np.random.default_rng([self.seed, self.epoch]).permutation(self.cohort_size)
         else:
             self.order = np.arange(self.cohort_size)
@@ -95,7 +97,7 @@ class _Loader:
         return self.epoch
 
     def next_indices(self) -> list[int] | None:
-        if self.order is None or self.position >= self.cohort_size:
+        if self.order is None or self.position >= len(self.order):
             return None
         chunk = self.order[self.position:self.position + self.batch_size]
         self.position += len(chunk)
@@ -104,11 +106,14 @@ class _Loader:
 
 class Broker:
     def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
-                 arena: SharedArena | None = None) -> None:
+                 arena: SharedArena | None = None, max_epochs: int | None = None) -> None:
         self.source = source
         self.specs = dict(source.specs)
         self._layout = {name: (np.dtype(spec.dtype), tuple(spec.shape)) for name, spec in self.specs.items()}
         self.meter = Meter(max_records)
+        # The policy's epoch obligation: past it, a loader's epochs are empty.
+        self.max_epochs = max_epochs
+        self.epochs_started = 0
         self.skipped = dict(index.skipped)
         self.index = index
         # The cohort: drawn by the edge, fixed for the whole job, never larger than the budget.
@@ -172,7 +177,10 @@ class Broker:
         if loader is None:
             return {"ok": False, "error": "unknown loader"}, {}
         if op == "epoch":
-            return {"ok": True, "epoch": loader.start_epoch()}, {}
+            # Counted across loaders: opening a fresh loader must not buy more passes.
+            self.epochs_started += 1
+            exhausted = self.max_epochs is not None and self.epochs_started > self.max_epochs
+            return {"ok": True, "epoch": loader.start_epoch(exhausted)}, {}
         if op == "next":
             return self._next(loader, request.get("shm_offset"))
         return {"ok": False, "error": "unknown request"}, {}

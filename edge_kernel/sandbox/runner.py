@@ -64,22 +64,24 @@ class RunOutcome:
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
-            index: Index | None = None) -> RunOutcome:
+            index: Index | None = None, max_epochs: int | None = None) -> RunOutcome:
     """Run a job against the dataset's declared source; ``consent`` drops opted-out
     patients before anything is counted; ``index`` reuses one the edge already built."""
     source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
     return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
-                      settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress)
+                      settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
+                      max_epochs=max_epochs)
 
 
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                *, max_records: int, cancel: threading.Event | None = None,
-               on_progress: ProgressCallback | None = None) -> RunOutcome:
+               on_progress: ProgressCallback | None = None, max_epochs: int | None = None) -> RunOutcome:
     started = _now()
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
     # The cohort seed is keyed: the researcher cannot pick a job id that selects records.
-    broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena)
+    broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
+                    max_epochs=max_epochs)
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source)
