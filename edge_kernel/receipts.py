@@ -35,6 +35,25 @@ def gate_entries(results: list[GateResult]) -> list[dict[str, Any]]:
     return entries
 
 
+def gate_evidence(results: list[GateResult]) -> dict[str, Any]:
+    """The facts a reviewer re-checks without asking the edge: the attestation quote and
+    its binding, the policy bundle digest, the air-gap probe digest, the scan summary."""
+    by_name = {r.name: r.evidence for r in results}
+    attestation = by_name.get("attestation", {})
+    policy = by_name.get("policy", {})
+    airgap = by_name.get("airgap", {})
+    scan = by_name.get("scan", {})
+    return {
+        "attestation": {key: attestation[key] for key in ("backend", "outcome", "quote_sha256", "quote",
+                                                         "tcb_status", "debug", "commitment", "unsafe")
+                        if key in attestation},
+        "policy": {"bundle_sha256": policy.get("bundle_sha256"),
+                   "obligations": (policy.get("decision") or {}).get("obligations", {})},
+        "airgap": {key: airgap[key] for key in ("sealed", "binary_sha256", "probe_sha256", "unsafe") if key in airgap},
+        "scan": {"scanner_version": scan.get("scanner_version"), "counts": scan.get("counts", {})},
+    }
+
+
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
@@ -53,6 +72,7 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
                     "metrics": {"sha256": metrics_digest(metrics), "names": sorted(metrics)}},
         "metrics": metrics,
         "gates": gate_entries(gates),
+        "evidence": gate_evidence(gates),
         "unsafe": sorted(unsafe),
         "times": times,
     }

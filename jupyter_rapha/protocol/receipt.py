@@ -37,7 +37,7 @@ RECEIPT_FORMAT = "rapha-receipt/v1"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://jupyter-rapha.org/receipt/v1"
 PREDICATE_MAJOR = 1
-PREDICATE_VERSION = 1  # written by this edge; "1.N" strings from later minors are accepted
+PREDICATE_VERSION = "1.1"  # 1.1 adds "evidence" (attestation quote, policy, air-gap, scan); "1.N" accepted
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
