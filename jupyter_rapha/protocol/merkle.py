@@ -170,7 +170,10 @@ def inclusion_proof_to_dict(leaf: bytes, proof: InclusionProof) -> dict[str, obj
 
 def inclusion_proof_from_dict(doc: dict[str, object]) -> tuple[bytes, InclusionProof]:
     try:
-        path = tuple(bytes.fromhex(str(node)) for node in doc["path"])  # type: ignore[union-attr]
+        nodes = doc["path"]
+        if not isinstance(nodes, list):
+            raise TypeError
+        path = tuple(bytes.fromhex(str(node)) for node in nodes)
         index, size = doc["index"], doc["tree_size"]
         if not isinstance(index, int) or not isinstance(size, int):
             raise TypeError
@@ -186,7 +189,13 @@ def non_inclusion_proof_to_dict(proof: NonInclusionProof) -> dict[str, object]:
 
 
 def non_inclusion_proof_from_dict(doc: dict[str, object]) -> NonInclusionProof:
-    if not isinstance(doc, dict) or not isinstance(doc.get("tree_size"), int):
+    size = doc.get("tree_size") if isinstance(doc, dict) else None
+    if not isinstance(size, int):
         raise VerificationError("malformed non-inclusion proof")
-    sides = [inclusion_proof_from_dict(doc[k]) if doc.get(k) else None for k in ("left", "right")]  # type: ignore[arg-type]
-    return NonInclusionProof(int(doc["tree_size"]), sides[0], sides[1])  # type: ignore[arg-type]
+    sides: list[tuple[bytes, InclusionProof] | None] = []
+    for key in ("left", "right"):
+        side = doc.get(key)
+        if side is not None and not isinstance(side, dict):
+            raise VerificationError("malformed non-inclusion proof")
+        sides.append(inclusion_proof_from_dict(side) if side else None)
+    return NonInclusionProof(size, sides[0], sides[1])
