@@ -167,6 +167,12 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
     ``sha256`` is over the exact bytes the probe printed, so the receipt can commit to
     the record as produced.
     """
+    # The probe runs inside: bind its folder back if the sandbox would cover it (a build
+    # under /tmp or under a hidden path).
+    probe_dir = binary.resolve().parent
+    covers = [*(Path(p) for p in hidden_paths), Path("/tmp").resolve(), Path("/dev/shm")]
+    if any(probe_dir.is_relative_to(c) for c in covers) and probe_dir not in exposed_paths:
+        exposed_paths = [*exposed_paths, probe_dir]
     listeners = _Listeners()
     try:
         with tempfile.TemporaryDirectory(prefix="rapha-airgap-check-") as workdir:

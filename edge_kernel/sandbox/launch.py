@@ -27,6 +27,9 @@ from .airgap import NOBODY, airgap_command, find_airgap_binary
 log = logging.getLogger(__name__)
 
 HOST_SECRETS = (Path("/run"), Path("/var/run"), Path("/root"), Path("/home"), Path("/etc/ssh"))
+# rapha-airgap gives every job a private, empty /tmp and /dev/shm: code living there (a
+# checkout or virtualenv under /tmp, say) must be bound back like code under a hidden path.
+PRIVATE_MOUNTS = (Path("/tmp"), Path("/dev/shm"))
 MAX_PROCESSES = 512  # RLIMIT_NPROC counts threads; torch starts a pool per core
 MAX_MEMORY_BYTES = 16 * 1024**3  # address space: torch reserves far more than it touches
 OUTPUT_SLACK_BYTES = 64 * 1024**2
@@ -61,13 +64,16 @@ def hidden_paths(settings: Settings) -> list[Path]:
     return [p.resolve() for p in paths if p.exists()]
 
 
-def exposed_paths(hidden: list[Path]) -> list[Path]:
-    """The Python installation and this package, bound back read-only if a hidden path
-    covers them (an interpreter under /root, say). Refuses a layout in which binding them
+def exposed_paths(hidden: list[Path], extra: tuple[Path, ...] = ()) -> list[Path]:
+    """The Python installation and this package (and ``extra`` paths, such as the probe
+    binary), bound back read-only if a hidden path or a private mount covers them (an
+    interpreter under /root, a checkout under /tmp). Refuses a layout in which binding them
     back would uncover something hidden, such as a config directory inside the code."""
     needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
-              Path(edge_kernel.__file__).resolve().parent, Path(jupyter_rapha.__file__).resolve().parent}
-    exposed = sorted(p for p in needed if any(p.is_relative_to(h) for h in hidden))
+              Path(edge_kernel.__file__).resolve().parent, Path(jupyter_rapha.__file__).resolve().parent,
+              *(Path(p).resolve() for p in extra)}
+    covered = [*hidden, *(p.resolve() for p in PRIVATE_MOUNTS)]
+    exposed = sorted(p for p in needed if any(p.is_relative_to(h) for h in covered))
     for path in exposed:
         for secret in hidden:
             if secret != path and secret.is_relative_to(path):

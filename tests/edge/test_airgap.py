@@ -26,6 +26,7 @@ import pytest
 from edge_kernel.sandbox.airgap import (
     BUILT_BINARY, NOBODY, airgap_command, check_record, find_airgap_binary, host_namespaces, self_check,
 )
+from edge_kernel.sandbox.launch import exposed_paths
 from edge_kernel.settings import SandboxSettings, Settings
 from jupyter_rapha.protocol.errors import SandboxFault
 
@@ -63,9 +64,9 @@ class Edge:
         (self.state / "edge.sqlite").write_text("SECRET-DB")
         os.chown(self.job, NOBODY, NOBODY)
         self.hidden = [self.keys, self.state, Path("/run"), Path("/var/run"), Path("/root")]
-        prefix = Path(sys.base_prefix).resolve()
-        # The interpreter may live under a hidden home; bind just it back, read-only.
-        self.exposed = [prefix] if prefix.is_relative_to("/root") else []
+        # The interpreter (and a checkout under /tmp, as in CI) may live under a covered
+        # path; bind just them back, read-only, as the edge does.
+        self.exposed = exposed_paths(self.hidden, extra=(BUILT_BINARY.resolve().parent,))
 
     def command(self, binary: Path, cmd: list[str], **overrides: object) -> list[str]:
         options = {**LIMITS, "hidden_paths": self.hidden, "exposed_paths": self.exposed, **overrides}
