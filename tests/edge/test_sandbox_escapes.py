@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import edge_kernel
+
 from edge_kernel.data.registry import DatasetRegistry
 from edge_kernel.sandbox.runner import run_job
 from edge_kernel.settings import load_settings
@@ -21,6 +23,7 @@ from jupyter_rapha.client import make_jobspec
 from tests.harness import init_edge
 
 AIRGAP = Path(__file__).resolve().parents[2] / "rust" / "airgap" / "target" / "release" / "rapha-airgap"
+PLANTED = Path(edge_kernel.__file__).resolve().parent / "planted.py"
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow,
               pytest.mark.skipif(not AIRGAP.exists(), reason="rapha-airgap is not built (make airgap)")]
 
@@ -103,8 +106,8 @@ def escapes(listeners: Listeners, settings) -> list[tuple[str, str, str]]:
         ("netlink", "import socket\nsocket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n", "PermissionError"),
         ("read the edge key", f"open({str(keys)!r}).read()\n", "FileNotFoundError"),
         ("read the job database", f"open({str(db)!r}, 'rb').read()\n", "FileNotFoundError"),
-        ("write outside the job dir", f"open({str(Path(__file__).resolve().parent / 'planted.py')!r}, 'w')"
-         ".write('x')\n", "OSError"),
+        # The edge's own code: visible to the job (read-only), the juiciest place to plant code.
+        ("write outside the job dir", f"open({str(PLANTED)!r}, 'w').write('x')\n", "OSError"),
         # A failed child is reported by the cell as PermissionError, so the record tells it
         # apart from the child not starting at all (FileNotFoundError).
         ("curl in a subprocess", f"import subprocess\nr = subprocess.run(['curl', '-sS', '-m', '3', "
@@ -132,7 +135,7 @@ def test_escape_fails_and_the_record_says_why(edge, listeners, tmp_path, index):
     assert outcome.status == "failed", (name, outcome)
     assert outcome.error is not None and outcome.error["type"] in (expected, "OSError"), (name, outcome.error)
     assert outcome.error["line"] is not None and outcome.error["line"] <= cell.count("\n"), name
-    assert not (Path(__file__).resolve().parent / "planted.py").exists()
+    assert not PLANTED.exists()
 
 
 def test_a_torch_training_cell_with_threads_still_runs(edge, tmp_path):
