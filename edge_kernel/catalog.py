@@ -85,3 +85,33 @@ def signed_catalog(edge: Any) -> dict[str, Any]:
     catalog = build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
                             settings.attestation.backend)
     return sign_catalog(catalog, edge.key)
+
+
+POLICY_PAYLOAD_TYPE = "application/vnd.rapha.policy+json"
+POLICY_DOCUMENT_VERSION = 1
+
+
+def published_policy(edge_id: str, key: PrivateKey, bundle: Any, researcher: Any, settings: Any) -> dict[str, Any]:
+    """The policy bundle as the policy gate holds it, for the notebook's dry run: its
+    module texts, data.json and digest, the caller's own registration (roles, purposes:
+    the policy decides on them) and the edge facts the policy reads. Nothing about other
+    researchers or about records."""
+    return {"policy_version": POLICY_DOCUMENT_VERSION, "edge_id": edge_id, "key_id": key.key_id,
+            "issued": utc_now(), "bundle_sha256": bundle.digest, "modules": dict(bundle.modules),
+            "data_json": bundle.data_json,
+            "researcher": {"name": researcher.name, "key_id": researcher.key_id,
+                           "roles": list(researcher.roles), "purposes": list(researcher.purposes)},
+            "edge": {"demo": bool(settings.demo), "unsafe": list(settings.unsafe),
+                     "attestation_backend": settings.attestation.backend}}
+
+
+def signed_policy(edge: Any, researcher: Any) -> dict[str, Any]:
+    """``{"envelope": DSSE}`` over the published policy, signed like the catalog."""
+    from jupyter_rapha.protocol.errors import NotFound
+
+    gate = next((g for g in edge.gates if getattr(g, "name", "") == "policy"), None)
+    bundle = getattr(gate, "bundle", None)
+    if bundle is None:  # the gate denies every job then; there is nothing to dry-run
+        raise NotFound("this edge has no loadable policy bundle to publish")
+    document = published_policy(edge.settings.edge_id, edge.key, bundle, researcher, edge.settings)
+    return {"envelope": sign_envelope(canonical_json(document), POLICY_PAYLOAD_TYPE, edge.key)}

@@ -109,6 +109,16 @@ class CatalogHandler(BaseHandler):
         self.write_json(signed_catalog(self.edge))
 
 
+class PolicyHandler(BaseHandler):
+    """The policy bundle the policy gate decides with, signed, for the notebook's dry run."""
+
+    @api
+    def get(self) -> None:
+        from .catalog import signed_policy
+
+        self.write_json(signed_policy(self.edge, self.researcher()))
+
+
 class JobEventsHandler(BaseHandler):
     @api
     def get(self, job_id: str) -> None:
@@ -193,6 +203,7 @@ def make_app(edge: Edge) -> tornado.web.Application:
         (r"/v1/edge", EdgeInfoHandler, args),
         (r"/v1/datasets", DatasetsHandler, args),
         (r"/v1/catalog", CatalogHandler, args),
+        (r"/v1/policy", PolicyHandler, args),
         (r"/v1/jobs", JobsHandler, args),
         (rf"/v1/jobs/{job}", JobHandler, args),
         (rf"/v1/jobs/{job}/events", JobEventsHandler, args),

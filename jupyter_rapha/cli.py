@@ -1,7 +1,8 @@
 """``rapha``: the researcher's command line (keygen, run, verify).
 
 Exit codes: 0 success, 1 refusal or failure (denied, failed, did not verify), 2 usage,
-3 (verify only) every check that ran passed but a receipt's anchor is still pending.
+3 every check that ran passed but a receipt's anchor is still pending (``run`` and ``fetch``
+then still write the outputs; ``rapha fetch`` later picks up the anchored receipt).
 Messages are one line a person can act on; tracebacks are for bugs, not for answers.
 """
 
@@ -36,6 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
     run.add_argument("--max-seconds", type=int, default=3600)
     run.add_argument("--out", required=True, help="directory for weights, metrics, receipt, edge.pub")
+    run.add_argument("--no-preflight", action="store_true",
+                     help="send the cell without the local scan and policy dry run (the edge still decides)")
+    fetch = sub.add_parser("fetch", help="fetch a finished job's outputs again (e.g. once its anchor is made)")
+    fetch.add_argument("job_id", metavar="JOB_ID")
+    fetch.add_argument("--edge", required=True)
+    fetch.add_argument("--key", default="")
+    fetch.add_argument("--out", required=True,
+                       help="directory for weights, metrics, receipt, edge.pub (an edge.pub there is the pinned key)")
     verify = sub.add_parser("verify", help="verify receipts")
     verify.add_argument("receipts", nargs="+", metavar="RECEIPT")
     verify.add_argument("--edge-key", default="", help="edge public key (ed25519:... or a file); default edge.pub beside")
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage message
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
-    commands = {"keygen": _keygen, "run": _run, "verify": _verify}
+    commands = {"keygen": _keygen, "run": _run, "fetch": _fetch, "verify": _verify}
     try:
         return commands[args.command](args)
     except RaphaError as exc:
@@ -81,9 +90,10 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .client import EdgeClient
+    from .dispatch import check_cell, ship
+    from .extension.gateway import in_process
     from .keystore import load_key
-    from .training import TrainRequest, parse_params, train_remote
+    from .training import TrainRequest, collect, parse_params
 
     out = Path(args.out)
     _check_out_dir(out)
@@ -95,20 +105,60 @@ def _run(args: argparse.Namespace) -> int:
                            params=parse_params([p for group in args.param for p in group]),
                            fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
                            max_seconds=args.max_seconds)
-    client = EdgeClient(args.edge, load_key(args.key or None))
-    result, _ = train_remote(client, request, on_status=_status_line)
-    if not result.verified:
-        failed = ", ".join(c.name for c in result.verification.failures())  # type: ignore[union-attr]
-        print(f"rapha run: job {result.job_id} completed but its receipt did not verify ({failed}); "
+    gateway = in_process(args.edge, load_key(args.key or None))
+    check_cell(gateway, request, None, _say, run_preflight=not args.no_preflight)
+    [result] = ship(gateway, request, None, False,
+                    lambda job_id, site: collect(gateway, job_id, _event_line(job_id)))
+    return _save_result("run", result, out, args.edge)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .client import EdgeClient
+    from .keystore import load_key
+    from .training import fetch_job
+    from .verify import EDGE_KEY_FILE, read_edge_key
+
+    out = Path(args.out)
+    _check_out_dir(out)
+    pinned = read_edge_key(out / EDGE_KEY_FILE) if (out / EDGE_KEY_FILE).is_file() else None
+    result = fetch_job(EdgeClient(args.edge, load_key(args.key or None)), args.job_id, pinned)
+    return _save_result("fetch", result, out, args.edge)
+
+
+def _save_result(command: str, result: Any, out: Path, edge: str) -> int:
+    """Write the outputs unless the receipt failed a check. A receipt whose anchor is only
+    pending is written too (exit 3): the edge released it signed, and its anchor follows."""
+    outcome = result.verification.outcome
+    if outcome == "failed":
+        failed = ", ".join(c.name for c in result.verification.failures())
+        print(f"rapha {command}: job {result.job_id} completed but its receipt did not verify ({failed}); "
               f"nothing written", file=sys.stderr)
         return 1
     result.save(out)
-    print(f"rapha run: job {result.job_id} completed, receipt verified; wrote {', '.join(OUTPUT_FILES)} to {out}")
+    for line in _warnings(result):
+        print(f"rapha {command}: {line}", file=sys.stderr)
+    if outcome == "pending":
+        print(f"rapha {command}: job {result.job_id} completed, signature verified; wrote {', '.join(OUTPUT_FILES)} "
+              f"to {out}; anchor pending: fetch the receipt again later with "
+              f"`rapha fetch {result.job_id} --edge {edge} --out {out}`")
+        return VERIFY_EXIT["pending"]
+    print(f"rapha {command}: job {result.job_id} completed, receipt verified; wrote {', '.join(OUTPUT_FILES)} to {out}")
     return 0
 
 
-def _status_line(status: dict[str, Any]) -> None:
-    print(f"rapha run: job {str(status.get('job_id', ''))[:8]} {status.get('state')}", file=sys.stderr, flush=True)
+def _warnings(result: Any) -> list[str]:
+    return [f"{c.name}: {c.detail}" for c in result.verification.checks if c.status == "warn"]
+
+
+def _say(line: str) -> None:
+    print(f"rapha run: {line}", file=sys.stderr, flush=True)
+
+
+def _event_line(job_id: str) -> Any:
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("kind") == "state":
+            _say(f"job {job_id[:8]} {event.get('data', {}).get('state')}")
+    return on_event
 
 
 def _check_out_dir(out: Path) -> None:

@@ -88,6 +88,10 @@ class EdgeClient:
         """The signed catalog as served; check it with ``jupyter_rapha.catalog`` before use."""
         return self._json("GET", "/v1/catalog")
 
+    def policy(self) -> dict[str, Any]:
+        """The signed published policy; check it with ``extension.catalogs.verify_policy``."""
+        return self._json("GET", "/v1/policy")
+
     def events(self, job_id: str, after: int = 0) -> dict[str, Any]:
         """``{"state", "events": [{"seq", "ts", "kind", "data"}]}`` with seq above ``after``."""
         if not isinstance(after, int) or after < 0:

@@ -76,6 +76,8 @@ class RaphaMagics(Magics):
     @argument("--max-seconds", type=int, default=3600, help="time budget of the job")
     @argument("--schema", default="", help="--local only: dataset schema as JSON instead of the catalog")
     @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
+    @argument("--no-preflight", action="store_true",
+              help="send the cell without the local scan and policy dry run (the edge still decides)")
     @cell_magic
     def rapha_train(self, line: str, cell: str) -> Any:
         """Train the cell's code at an edge (or locally with --local)."""
@@ -116,34 +118,17 @@ class RaphaMagics(Magics):
         return result
 
     def _remote(self, args: Any, request: Any) -> Any:
-        from .training import submission_for
+        """Through the Jupyter server's extension, or with no server the same proxy
+        in-process: the edge's attestation is shown and the cell preflighted before it is
+        signed and sent."""
+        from .dispatch import check_cell, ship
 
-        from .extension.gateway import find_server
-
-        if find_server() is None:
-            return self._direct(args, request)
         gateway, site = self._gateway(args)
-        jobs = gateway.submit(submission_for(request, site=args.site or site, all_sites=args.sites == "all"))
-        results = [_collect(gateway, job["job_id"], job.get("site", ""), request.epochs) for job in jobs]
+        wanted = args.site or site
+        check_cell(gateway, request, wanted, _say, run_preflight=not args.no_preflight)
+        results = ship(gateway, request, wanted, args.sites == "all",
+                       lambda job_id, where: _collect(gateway, job_id, where, request.epochs))
         return results[0] if len(results) == 1 else results
-
-    def _direct(self, args: Any, request: Any) -> Any:
-        """No Jupyter server: straight to the edge named by --edge, polling its job status."""
-        from .extension.progress import ProgressLine
-        from .training import train_remote
-
-        if not args.edge:
-            raise BadInput("--edge URL is needed outside a Jupyter server with the rapha extension")
-        line: list[Any] = []
-
-        def on_status(status: dict[str, Any]) -> None:
-            if not line:
-                line.append(ProgressLine(str(status.get("job_id", ""))))
-            line[0]({"kind": "state", "data": {"state": status.get("state")}})
-
-        result, _ = train_remote(self._client(args), request, on_status=on_status)
-        print(f"rapha: job {result.job_id} completed; " + _verdict(result))
-        return result
 
     def _gateway(self, args: Any) -> tuple[Any, str | None]:
         """The Jupyter server's extension when this kernel runs under one, else the same
@@ -217,6 +202,10 @@ class RaphaMagics(Magics):
         return EdgeClient(args.edge, load_key(args.key or None))
 
 
+def _say(line: str) -> None:
+    print(f"rapha: {line}")
+
+
 def _schema_arg(text: str) -> dict[str, Any]:
     try:
         schema = json.loads(text)
@@ -237,7 +226,12 @@ def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
 
 
 def _verdict(result: Any) -> str:
-    return "receipt verified" if result.verified else "receipt did NOT verify: " + ", ".join(
+    if result.verified:
+        return "receipt verified"
+    if result.receipt_widget.pending:  # signed and checked; only the chain transaction is still to come
+        return (f"signature verified; anchor pending: fetch the receipt again later with "
+                f"%rapha_attach {result.job_id} (or `rapha fetch {result.job_id} --edge {result.edge_url} --out DIR`)")
+    return "receipt did NOT verify: " + ", ".join(
         c.name for c in getattr(result.verification, "failures", lambda: [])())
 
 

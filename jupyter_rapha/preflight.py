@@ -32,7 +32,7 @@ class Preflight:
 
 def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: PolicyBundle | None = None,
               researcher: Mapping[str, Any] | None = None, dataset: Mapping[str, Any] | None = None,
-              edge: Mapping[str, Any] | None = None,
+              edge: Mapping[str, Any] | None = None, attestation: Mapping[str, Any] | None = None,
               allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES) -> Preflight:
     """Scan ``source``; with ``policy`` (the edge's published bundle), dry-run it on
     ``job`` (the job spec fields without the code) and the edge facts given."""
@@ -40,7 +40,7 @@ def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: Poli
     lines = [_explain_finding(f.line, f.severity, f.message, source) for f in report.findings]
     decision = None
     if policy is not None:
-        doc = dry_run_input(report, job or {}, researcher, dataset, edge)
+        doc = dry_run_input(report, job or {}, researcher, dataset, edge, attestation)
         decision = evaluate(policy, doc, engine=_torch_first_engine)
         lines += [_explain_reason(reason, report, source) for reason in decision.deny
                   if not _repeats_scan(reason, report)]
@@ -48,7 +48,8 @@ def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: Poli
 
 
 def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mapping[str, Any] | None,
-                  dataset: Mapping[str, Any] | None, edge: Mapping[str, Any] | None) -> dict[str, Any]:
+                  dataset: Mapping[str, Any] | None, edge: Mapping[str, Any] | None,
+                  attestation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     budget = job.get("budget", {}) if isinstance(job.get("budget"), Mapping) else {}
     assumed_dataset = {"name": job.get("dataset"), "fields": list(job.get("fields", [])),
                        "sensitivity": "special-category", "cohort_size": budget.get("max_records"),
@@ -56,7 +57,7 @@ def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mappin
     return {
         "job": {k: v for k, v in job.items() if k != "code"},
         "scan": report.to_dict(),
-        "attestation": {"backend": "tdx", "outcome": "pass", "report_data_binding": "ok"},
+        "attestation": dict(attestation or {"backend": "tdx", "outcome": "pass", "report_data_binding": "ok"}),
         "airgap": {"sealed": True},
         "dataset": {**assumed_dataset, **(dataset or {})},
         "researcher": dict(researcher or {"name": "", "key_id": "", "roles": [], "purposes": []}),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .client import EdgeClient, final_error, make_jobspec
+from .client import FINAL_STATES, EdgeClient, final_error, make_jobspec
 from .local import make_runtime, run_local
-from .protocol.errors import BadInput, Fault
+from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
 from .result import TrainResult, load_state_dict
 from .verify import verify_document
@@ -88,13 +88,36 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     error = final_error(status)
     if error is not None:
         raise error
+    return fetch_outputs(client, job_id, info, edge_key), info
+
+
+def fetch_outputs(client: EdgeClient, job_id: str, info: dict[str, Any], edge_key: Any) -> TrainResult:
+    """Weights, metrics and the receipt of a completed job, verified against ``edge_key``.
+    Called again later for a receipt released with its anchor pending (``rapha fetch``)."""
     weights, metrics, receipt = client.weights(job_id), client.metrics(job_id), client.receipt(job_id)
     verification = verify_document(receipt, edge_key, weights=weights, metrics=metrics,
                                    rpc_url=chain_rpc_url(client.url, info))
-    result = TrainResult(job_id=job_id, state_dict=load_state_dict(weights), weights_bytes=weights,
-                         metrics=metrics, receipt=receipt, verification=verification, edge_url=client.url,
-                         extra={"edge_public_key": str(info.get("public_key", ""))})
-    return result, info
+    return TrainResult(job_id=job_id, state_dict=load_state_dict(weights), weights_bytes=weights,
+                       metrics=metrics, receipt=receipt, verification=verification, edge_url=client.url,
+                       extra={"edge_public_key": edge_key.to_text()})
+
+
+def fetch_job(client: EdgeClient, job_id: str, pinned_key: Any = None) -> TrainResult:
+    """A finished job's outputs, fetched again (``rapha fetch``). With ``pinned_key`` (the
+    edge.pub saved by the first fetch) an edge presenting another key is refused: the
+    receipt is only worth what the key that checks it is worth."""
+    info = client.edge_info()
+    presented = load_public_key(str(info.get("public_key", "")))
+    if pinned_key is not None and presented.to_text() != pinned_key.to_text():
+        raise VerificationError(f"edge {client.url} now presents a key other than the saved edge.pub",
+                                hint="if the hospital rotated its key, check the new one with them first")
+    status = client.status(job_id)
+    if status.get("state") not in FINAL_STATES:
+        raise BadInput(f"job {job_id} is still {status.get('state')}; fetch it once it has finished")
+    error = final_error(status)
+    if error is not None:
+        raise error
+    return fetch_outputs(client, job_id, info, pinned_key or presented)
 
 
 def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[str, Any],

@@ -17,9 +17,10 @@ from ..protocol.errors import BadInput, RaphaError, VerificationError
 from ..protocol.keys import PublicKey
 
 CATALOG_PAYLOAD_TYPE = "application/vnd.rapha.catalog+json"
+POLICY_PAYLOAD_TYPE = "application/vnd.rapha.policy+json"
 # What the merged list shows of a dataset; everything else stays in the per-edge catalog.
 MERGED_FIELDS = ("schema", "labels", "cohort_band", "price_per_record", "currency", "policy_summary",
-                 "synthetic_seed", "max_records", "version")
+                 "synthetic_seed", "max_records", "version", "sensitivity")
 
 
 class CatalogRefused(VerificationError):
@@ -28,18 +29,44 @@ class CatalogRefused(VerificationError):
 
 def verify_catalog(document: Any, pinned: PublicKey, site: str) -> dict[str, Any]:
     """The catalog inside ``document`` if the pinned key signed exactly those bytes."""
-    envelope = document.get("envelope") if isinstance(document, dict) else None
-    if not isinstance(envelope, dict) or envelope.get("payloadType") != CATALOG_PAYLOAD_TYPE:
-        raise CatalogRefused(f"edge {site} served no signed catalog")
-    try:
-        payload = verify_envelope(envelope, pinned)
-    except RaphaError as exc:
-        raise CatalogRefused(f"the catalog of edge {site} is not signed by its pinned key",
-                             hint="the catalog was altered, or the edge key changed: check the pinned key") from exc
-    catalog = _parse(payload, site)
+    catalog = _parse(_signed_payload(document, pinned, site, CATALOG_PAYLOAD_TYPE, "catalog"), site)
     if catalog.get("key_id") != pinned.key_id:
         raise CatalogRefused(f"the catalog of edge {site} names another signing key")
     return catalog
+
+
+def _signed_payload(document: Any, pinned: PublicKey, site: str, payload_type: str, what: str) -> bytes:
+    envelope = document.get("envelope") if isinstance(document, dict) else None
+    if not isinstance(envelope, dict) or envelope.get("payloadType") != payload_type:
+        raise CatalogRefused(f"edge {site} served no signed {what}")
+    try:
+        return verify_envelope(envelope, pinned)
+    except RaphaError as exc:
+        raise CatalogRefused(f"the {what} of edge {site} is not signed by its pinned key",
+                             hint=f"the {what} was altered, or the edge key changed: check the pinned key") from exc
+
+
+def verify_policy(document: Any, pinned: PublicKey, site: str) -> dict[str, Any]:
+    """The edge's published policy, if the pinned key signed it: ``modules`` and
+    ``data_json`` (whose digest is the one the edge states), ``researcher`` (the caller's
+    registration), ``edge`` (demo, unsafe, attestation backend). A dry run with an
+    altered policy would tell the researcher a wrong answer in the edge's name."""
+    from ..protocol.policy import PolicyBundle
+
+    payload = _signed_payload(document, pinned, site, POLICY_PAYLOAD_TYPE, "policy")
+    try:
+        published = json.loads(payload)
+        modules, data_json = published["modules"], published["data_json"]
+        if not isinstance(modules, dict) or not all(isinstance(v, str) for v in modules.values()):
+            raise TypeError("modules")
+        bundle = PolicyBundle.from_texts(modules, data_json if isinstance(data_json, str) else None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CatalogRefused(f"the signed policy of edge {site} is malformed") from exc
+    if published.get("key_id") != pinned.key_id or bundle.digest != published.get("bundle_sha256"):
+        raise CatalogRefused(f"the signed policy of edge {site} does not match its stated digest or key")
+    return {"modules": dict(bundle.modules), "data_json": bundle.data_json, "bundle_sha256": bundle.digest,
+            "researcher": published.get("researcher") or {}, "edge": published.get("edge") or {},
+            "edge_id": published.get("edge_id", ""), "site": site}
 
 
 def _parse(payload: bytes, site: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The kernel's side of the proxy: find the Jupyter server this kernel runs under and talk
 to its /rapha/api, or, with no server, build the same ``EdgeProxy`` in-process.
 
-Both answer the same calls (datasets, submit, status, jobs, cancel, job_edge, output,
-follow), so the cell magic has one code path whether a server routes its jobs or not.
+Both answer the same calls (edges, datasets, policy, submit, status, jobs, cancel, job_edge,
+output, follow), so the cell magic has one code path whether a server routes its jobs or not.
 """
 
 from __future__ import annotations
@@ -65,8 +65,14 @@ class ServerGateway:
             return False
 
     # ---- the gateway calls ---------------------------------------------------------
+    def edges(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/edges")["edges"])
+
     def datasets(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/datasets")["datasets"])
+
+    def policy(self, site: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/policy?site={quote(site, safe='')}"))
 
     def submit(self, submission: Submission) -> list[dict[str, Any]]:
         return list(self._json("POST", "/jobs", submission.to_dict())["jobs"])

@@ -104,6 +104,19 @@ class DatasetsHandler(RaphaHandler):
         self.write_json({"datasets": datasets, "refused": proxy.refused})
 
 
+class PolicyHandler(RaphaHandler):
+    """``GET policy?site=NAME``: the edge's published policy, verified, for the notebook's dry run."""
+
+    @web.authenticated
+    @authorized
+    @api
+    async def get(self) -> None:
+        site = self.get_query_argument("site", "")
+        if not site:
+            raise BadInput("give site=NAME: the configured edge whose policy to fetch")
+        self.write_json(await self.blocking(self.proxy.policy, site))
+
+
 class JobsHandler(RaphaHandler):
     @web.authenticated
     @authorized
@@ -226,6 +239,7 @@ def handlers() -> list[tuple[str, type, dict[str, Any]]]:
     return [
         (f"{base}/edges", EdgesHandler, {}),
         (f"{base}/datasets", DatasetsHandler, {}),
+        (f"{base}/policy", PolicyHandler, {}),
         (f"{base}/jobs", JobsHandler, {}),
         (f"{base}/jobs/{JOB_ID}", JobHandler, {}),
         (f"{base}/jobs/{JOB_ID}/edge", JobEdgeHandler, {}),

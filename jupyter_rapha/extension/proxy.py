@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from ..client import FINAL_STATES, EdgeClient, final_error, make_jobspec
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
-from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog
+from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
 from .submission import Submission
 
 ROUTING_CHOICES = ("ask", "first", "all")
@@ -77,12 +77,18 @@ class EdgeProxy:
                                  "key_id": site.public_key.key_id, "healthy": catalog is not None,
                                  "catalog": "verified" if catalog else "refused", "problem": self.refused.get(name)}
         if catalog is not None:
+            entry["edge_id"] = catalog.get("edge_id")
             entry["attestation"] = catalog.get("attestation")
             entry["datasets"] = [d["name"] for d in catalog["datasets"]]
         return entry
 
     def datasets(self) -> list[dict[str, Any]]:
         return merge_catalogs(self.catalogs())
+
+    def policy(self, site: str) -> dict[str, Any]:
+        """The edge's published policy bundle, checked against its pinned key (preflight)."""
+        name = self.site_name(site)
+        return verify_policy(self.clients[name].policy(), self.sites[name].public_key, name)
 
     # ---- routing and submission -----------------------------------------------------
     def route(self, submission: Submission) -> list[str]:

@@ -5,7 +5,9 @@ with a nonce store, the catalog, jobs that run the cell with the local dry-run r
 (so the weights are real), receipts signed with the protocol's ``sign_receipt`` and
 anchored on the real embedded dev chain, served at ``POST /chain``. Scenarios are picked
 by the cell's text: ``import socket`` is denied by the scan gate; an exception fails the
-job with its type and cell line. The real edge is covered by the end-to-end tests.
+job with its type and cell line. ``anchor_pending = True`` releases receipts with their
+anchor pending (the edge's chain down) until ``anchor_pending_receipts()``. The real edge
+is covered by the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 
 from edge_kernel.anchor.account import create_chain_account, load_chain_account
 from edge_kernel.anchor.devchain import EmbeddedChain
+from edge_kernel.catalog import attestation_offer, sign_catalog
 from jupyter_rapha.local import make_runtime, run_local
 from jupyter_rapha.protocol import errors
+from jupyter_rapha.protocol.anchor_proof import pending_anchor
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey, PublicKey
 from jupyter_rapha.protocol.receipt import envelope_digest, metrics_digest, sha256_hex, sign_receipt
@@ -48,6 +52,7 @@ class FakeEdge:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.job_delay = 0.0
+        self.anchor_pending = False
 
     def __enter__(self) -> "FakeEdge":
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -61,6 +66,29 @@ class FakeEdge:
         return {"edge_id": "fake-edge", "public_key": self.key.public.to_text(), "key_id": self.key.key_id,
                 "chain": {"chain_id": self.chain.chain_id, "anchor_address": self.chain.address, "rpc": "/chain"},
                 "version": "test"}
+
+    def catalog(self) -> dict[str, Any]:
+        entry = {**DATASET, "labels": ["finding"], "synthetic_seed": 7, "sensitivity": "special-category",
+                 "description": "", "policy_summary": ["fake edge"]}
+        return sign_catalog({"catalog_version": 1, "edge_id": "fake-edge", "key_id": self.key.key_id,
+                             "issued": _now(), "datasets": [entry],
+                             "attestation": attestation_offer("unsafe_software")}, self.key)
+
+    def anchor_pending_receipts(self) -> int:
+        """The chain is back: anchor every receipt released pending, as the edge's outbox does."""
+        anchored = 0
+        for job in self.jobs.values():
+            receipt = json.loads(job["files"].get("receipt", b"null"))
+            if receipt and receipt["anchor"].get("status") == "pending":
+                digest = envelope_digest(receipt["envelope"])
+                receipt["anchor"] = {**self.chain.anchor(bytes.fromhex(digest)), "envelope_sha256": digest}
+                job["files"]["receipt"] = json.dumps(receipt).encode()
+                anchored += 1
+        return anchored
+
+    def events(self, job_id: str, key_id: str, after: int) -> dict[str, Any]:
+        job = self.job(job_id, key_id)
+        return {"job_id": job_id, "state": job["state"], "events": [e for e in job["events"] if e["seq"] > after]}
 
     # -- auth ------------------------------------------------------------------------
     def authenticate(self, header: str | None, method: str, path: str, body: bytes) -> str:
@@ -88,8 +116,9 @@ class FakeEdge:
             raise errors.SpecDenied("unknown dataset", reasons=[f"no dataset named {spec.dataset!r} at this edge"])
         with self.lock:
             if spec.job_id not in self.jobs:
-                self.jobs[spec.job_id] = {"spec": spec, "owner": key_id, "state": "submitted", "gates": [],
+                self.jobs[spec.job_id] = {"spec": spec, "owner": key_id, "state": "", "gates": [], "events": [],
                                           "reasons": [], "error": None, "progress": {}, "files": {}}
+                _set_state(self.jobs[spec.job_id], "submitted")
                 threading.Thread(target=self._run, args=(spec.job_id,), daemon=True).start()
         return {"job_id": spec.job_id, "state": self.jobs[spec.job_id]["state"]}
 
@@ -111,16 +140,16 @@ class FakeEdge:
         if "import socket" in spec.code:
             job["gates"] = [_gate("spec", "pass"), _gate("scan", "deny")]
             job["reasons"] = ["line 1: import of 'socket' is not allowed in a job"]
-            job["state"] = "denied"
+            _set_state(job, "denied")
             return
-        job["state"] = "running"
+        _set_state(job, "running")
         started = _now()
         runtime = make_runtime(SCHEMA, list(spec.fields), spec.budget.max_records, spec.params, spec.epochs)
         try:
             outcome = run_local(spec.code, {"__name__": "__rapha_job__"}, runtime)
         except Exception as exc:  # the job's own failure: only type and cell line leave
             job["error"] = {"type": type(exc).__name__, "line": _cell_line(exc)}
-            job["state"] = "failed"
+            _set_state(job, "failed")
             return
         self._release(job, outcome, started)
 
@@ -146,11 +175,17 @@ class FakeEdge:
         }
         receipt = sign_receipt(predicate, sha256_hex(outcome.weights), self.key)
         digest = envelope_digest(receipt["envelope"])
-        receipt["anchor"] = {**self.chain.anchor(bytes.fromhex(digest)), "envelope_sha256": digest}
+        receipt["anchor"] = pending_anchor(digest) if self.anchor_pending else {
+            **self.chain.anchor(bytes.fromhex(digest)), "envelope_sha256": digest}
         job["gates"] = gates
         job["files"] = {"weights": outcome.weights, "metrics": json.dumps(outcome.metrics).encode(),
                         "receipt": json.dumps(receipt).encode()}
-        job["state"] = "completed"
+        _set_state(job, "completed")
+
+
+def _set_state(job: dict[str, Any], state: str) -> None:
+    job["state"] = state
+    job["events"].append({"seq": len(job["events"]) + 1, "ts": _now(), "kind": "state", "data": {"state": state}})
 
 
 def _gate(name: str, outcome: str) -> dict[str, Any]:
@@ -196,7 +231,8 @@ def _handler(edge: FakeEdge) -> type[BaseHTTPRequestHandler]:
                 self._send(_status_of(exc), json.dumps({"error": error}).encode())
 
         def _route(self, method: str, body: bytes) -> None:
-            parts = self.path.strip("/").split("/")
+            route, _, query = self.path.partition("?")
+            parts = route.strip("/").split("/")
             if method == "GET" and self.path == "/v1/edge":
                 return self._json(edge.info())
             if method == "POST" and self.path == "/chain":
@@ -210,6 +246,10 @@ def _handler(edge: FakeEdge) -> type[BaseHTTPRequestHandler]:
                 return self._json({"jobs": [edge.status(j, key_id) for j, v in edge.jobs.items() if v["owner"] == key_id]})
             if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "jobs"]:
                 return self._json(edge.status(parts[2], key_id))
+            if method == "GET" and self.path == "/v1/catalog":
+                return self._json(edge.catalog())
+            if method == "GET" and len(parts) == 4 and parts[:2] == ["v1", "jobs"] and parts[3] == "events":
+                return self._json(edge.events(parts[2], key_id, int(query.removeprefix("after=") or 0)))
             if method == "GET" and len(parts) == 4 and parts[:2] == ["v1", "jobs"]:
                 return self._file(edge.job(parts[2], key_id), parts[3])
             raise errors.NotFound(f"no route {method} {self.path}")

@@ -41,7 +41,7 @@ def shell(setup):
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "jupyter_rapha")
     edge, key_path = setup
-    ip.user_ns.update({"EDGE": edge.url, "KEY": str(key_path)})
+    ip.user_ns.update({"EDGE": edge.url, "KEY": str(key_path), "EDGE_OBJ": edge})
     yield ip
     for name in ("model", "weights", "_rapha_result"):
         ip.user_ns.pop(name, None)
@@ -70,9 +70,19 @@ def test_remote_run_binds_a_state_dict_when_the_name_is_free(shell):
     assert set(shell.user_ns["weights"]) == {"1.weight", "1.bias"}
 
 
+def test_preflight_stops_the_cell_before_it_leaves(shell, capsys):
+    before = len(shell.user_ns["EDGE_OBJ"].jobs)
+    outcome = train(shell, "--edge $EDGE --budget 8", "import torch\nimport socket\n" + CELL)
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    text = "".join(capsys.readouterr())
+    assert "preflight stopped the cell" in text and "line 2" in text and "2 | import socket" in text
+    assert "attests with unsafe_software (UNSAFE)" in text
+    assert len(shell.user_ns["EDGE_OBJ"].jobs) == before  # nothing was submitted
+
+
 def test_denial_is_one_clean_message(shell, capsys):
     shell.user_ns["_rapha_result"] = "stale"
-    outcome = train(shell, "--edge $EDGE --budget 8", "import socket\n" + CELL)
+    outcome = train(shell, "--edge $EDGE --budget 8 --no-preflight", "import socket\n" + CELL)
     assert isinstance(outcome.error_in_exec, RaphaCellError)
     assert shell.user_ns["_rapha_result"] is None
     captured = capsys.readouterr()

@@ -189,9 +189,22 @@ def test_run_refusal_leaves_nothing(world, tmp_path, capsys):
     cell.write_text("import socket\n" + CELL)
     out = tmp_path / "out"
     code = main(["run", str(cell), "--edge", world["edge"].url, "--dataset", "synthetic-cxr", "--budget", "8",
-                 "--key", str(world["key_path"]), "--out", str(out)])
+                 "--key", str(world["key_path"]), "--out", str(out), "--no-preflight"])
     assert code == 1 and not out.exists() and list(tmp_path.iterdir()) == [cell]
-    assert "denied by the scan gate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "denied by the scan gate" in err and "preflight skipped (--no-preflight)" in err
+
+
+def test_run_preflight_stops_before_submitting(world, tmp_path, capsys):
+    cell = tmp_path / "bad.py"
+    cell.write_text("import torch\nimport socket\n" + CELL)
+    before = len(world["edge"].jobs)
+    code = main(["run", str(cell), "--edge", world["edge"].url, "--dataset", "synthetic-cxr", "--budget", "8",
+                 "--key", str(world["key_path"]), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(world["edge"].jobs) == before and not (tmp_path / "out").exists()
+    assert "preflight stopped the cell" in err and "2 | import socket" in err
+    assert "edge fake-edge attests with unsafe_software (UNSAFE)" in err
 
 
 def test_run_failure_names_type_and_line(world, tmp_path, capsys):

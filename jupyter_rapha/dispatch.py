@@ -1,0 +1,109 @@
+"""Before a cell leaves, and its trip: the edges that would run it, the attestation each
+one offers, a preflight of the cell against each edge's published policy, then submit and
+collect through a gateway (a Jupyter server's extension, or the same proxy in-process).
+
+Shared by ``%%rapha_train`` and ``rapha run`` so both say the same things before anything
+is signed and sent. The preflight is advice given early, with the line of the cell it
+concerns; the edge still decides, and it re-checks everything it is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .client import make_jobspec
+from .preflight import Preflight, preflight
+from .protocol.errors import GateDenied, NotFound
+from .protocol.policy import PolicyBundle
+
+Say = Callable[[str], None]
+# What the dry run assumes the edge's attestation gate reports, per backend it offers.
+_UNSAFE_ATTESTATION = {"backend": "unsafe_software", "outcome": "unsafe", "report_data_binding": "ok"}
+
+
+class PreflightStopped(GateDenied):
+    """The cell was stopped here, before it was signed or sent (``--no-preflight`` skips)."""
+
+    gate = "preflight"
+
+
+def target_edges(gateway: Any, dataset: str, wanted: str | None) -> list[dict[str, Any]]:
+    """The configured edges whose verified catalog offers ``dataset`` (``wanted``: one by name or URL)."""
+    offering = [e for e in gateway.edges() if dataset in (e.get("datasets") or [])]
+    if wanted:
+        offering = [e for e in offering if wanted.rstrip("/") in (e.get("name"), str(e.get("url", "")).rstrip("/"))]
+    return offering
+
+
+def attestation_line(entry: dict[str, Any]) -> str:
+    """One line on the evidence an edge offers, from its signed catalog."""
+    who = entry.get("edge_id") or entry.get("name")
+    offer = entry.get("attestation") or {}
+    if not offer.get("backend"):
+        return f"edge {who} offers no attestation in its catalog"
+    mark = " (UNSAFE)" if offer.get("unsafe") else ""
+    return f"edge {who} attests with {offer['backend']}{mark}: {offer.get('summary', '')}".rstrip(": ")
+
+
+def check_cell(gateway: Any, request: Any, site: str | None, say: Say, run_preflight: bool = True) -> None:
+    """Show each target edge's attestation, then preflight the cell there. Raises
+    ``PreflightStopped`` with the explanations when the scan or the dry run refuses."""
+    offers = {d["name"]: d for d in gateway.datasets()}.get(request.dataset, {}).get("offers", {})
+    for entry in target_edges(gateway, request.dataset, site):
+        say(attestation_line(entry))
+        if not run_preflight:
+            say(f"preflight skipped (--no-preflight): edge {entry['name']} decides")
+            continue
+        result = preflight_at(gateway, entry["name"], request, offers.get(entry["name"]) or {}, say)
+        if not result.likely_allowed:
+            raise PreflightStopped(f"preflight stopped the cell before it left (edge {entry['name']}'s rules); "
+                                   "fix what is named, or pass --no-preflight to let the edge decide",
+                                   reasons=list(result.explanations) or ["the dry run refused the job"])
+        for line in result.explanations:  # findings that do not refuse: notes
+            say(line)
+
+
+def preflight_at(gateway: Any, site: str, request: Any, offer: dict[str, Any], say: Say) -> Preflight:
+    """The scanner, and a dry run of the policy ``site`` publishes (scan only if it publishes none)."""
+    try:
+        published = gateway.policy(site)
+    except NotFound:
+        say(f"edge {site} publishes no policy: preflight scans the cell only")
+        return preflight(request.code)
+    job = _job_document(request, offer, str(published["researcher"].get("key_id") or "preflight"))
+    edge = published.get("edge") or {}
+    return preflight(request.code, job=job,
+                     policy=PolicyBundle.from_texts(published["modules"], published["data_json"]),
+                     researcher=published["researcher"], dataset=_dataset_facts(request.dataset, offer),
+                     edge={"demo": bool(edge.get("demo")), "unsafe": list(edge.get("unsafe") or [])},
+                     attestation=_UNSAFE_ATTESTATION if edge.get("attestation_backend") == "unsafe_software" else None)
+
+
+def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str, Any]:
+    # The same spec the proxy will sign (a fresh nonce aside), so the policy sees what the edge will.
+    fields = list(request.fields or (offer.get("schema") or {}))
+    spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
+                        request.job_params(), key_id)
+    document = spec.to_dict()
+    document.pop("code", None)
+    return document
+
+
+def _dataset_facts(name: str, offer: dict[str, Any]) -> dict[str, Any]:
+    facts: dict[str, Any] = {"name": name, "fields": sorted(offer.get("schema") or {})}
+    if offer.get("max_records") is not None:
+        # The consented cohort is not published (only a band); assume it is at the limit.
+        facts.update(max_records=offer["max_records"], cohort_size=offer["max_records"])
+    for key, target in (("sensitivity", "sensitivity"), ("price_per_record", "price")):
+        if offer.get(key) is not None:
+            facts[target] = offer[key]
+    return facts
+
+
+def ship(gateway: Any, request: Any, site: str | None, all_sites: bool,
+         collect_one: Callable[[str, str], Any]) -> list[Any]:
+    """Submit through ``gateway`` and collect each job (one per site with ``all_sites``)."""
+    from .training import submission_for
+
+    jobs = gateway.submit(submission_for(request, site=site, all_sites=all_sites))
+    return [collect_one(job["job_id"], job.get("site", "")) for job in jobs]
