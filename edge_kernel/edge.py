@@ -77,7 +77,7 @@ class Edge:
                 "anchor_address": self.anchor.address, "chain_id": self.anchor.chain_id}
 
     def info(self) -> dict[str, Any]:
-        rpc = "/chain" if self.settings.chain.backend == "embedded" else self.settings.chain.rpc_url
+        rpc = {"embedded": "/chain", "rfc3161": ""}.get(self.settings.chain.backend, self.settings.chain.rpc_url)
         return {"edge_id": self.settings.edge_id, "public_key": self.key.public.to_text(),
                 "key_id": self.key.key_id, "version": __version__, "demo": self.settings.demo,
                 "chain": {"chain_id": self.anchor.chain_id, "anchor_address": self.anchor.address, "rpc": rpc}}
@@ -144,6 +144,12 @@ def _open_wan(settings: Settings) -> Any:
 def _open_chain(settings: Settings) -> tuple[Any, Any]:
     from .anchor.account import load_chain_account
 
+    if settings.chain.backend == "rfc3161":
+        from .anchor.tsa import TsaAnchor
+
+        return None, TsaAnchor.from_files(settings.chain.tsa_url, settings.path(settings.chain.tsa_certificate),
+                                          settings.chain.rpc_timeout_seconds)
+
     account = load_chain_account(settings.path(settings.chain.key_file) or settings.keys_dir / CHAIN_KEY_FILE)
     if settings.chain.backend == "embedded":
         from .anchor.devchain import EmbeddedChain
@@ -162,7 +168,9 @@ def _open_outbox(edge: "Edge") -> Any:
 
     chain = edge.settings.chain
     config = OutboxConfig(batch_size=chain.batch_size, batch_interval_seconds=chain.batch_interval_seconds,
-                          min_confirmations=chain.min_confirmations, retry_initial_seconds=chain.retry_initial_seconds,
+                          # a timestamp token is final when stored: no confirmations to wait for
+                          min_confirmations=1 if chain.backend == "rfc3161" else chain.min_confirmations,
+                          retry_initial_seconds=chain.retry_initial_seconds,
                           retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4)
     return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config)
 

@@ -25,8 +25,10 @@ CONFIG_FILE = "edge.toml"
 
 @dataclass(frozen=True)
 class ChainSettings:
-    backend: str = "embedded"  # "embedded" (eth-tester, served at /chain) or "rpc"
+    backend: str = "embedded"  # "embedded" (eth-tester, served at /chain), "rpc" or "rfc3161" (a TSA, no chain)
     rpc_url: str = ""
+    tsa_url: str = ""  # rfc3161: the Time-Stamp Authority's HTTP endpoint
+    tsa_certificate: str = ""  # rfc3161: PEM of the TSA certificate or its chain; answers are checked against it
     chain_id: int = 0  # 0: take the chain's own id (then the RPC must be up when the edge starts)
     min_confirmations: int = 1  # the edge publishes an anchor only this deep in the chain
     key_file: str = ""  # funded secp256k1 key (hex, mode 0600); empty: keys/chain.key
@@ -116,8 +118,10 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
     sandbox = _table(data, "sandbox")
     attestation = _table(data, "attestation")
     chain_settings = ChainSettings(
-        backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc"), "embedded"),
+        backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc", "rfc3161"), "embedded"),
         rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, ""),
+        tsa_url=_typed(chain, "chain.tsa_url", "tsa_url", str, ""),
+        tsa_certificate=_typed(chain, "chain.tsa_certificate", "tsa_certificate", str, ""),
         chain_id=_typed(chain, "chain.chain_id", "chain_id", int, 0),
         min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, 1),
         key_file=_typed(chain, "chain.key_file", "key_file", str, ""),
@@ -128,6 +132,8 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         raise BadInput("chain.batch_size must be 1 to 100000 and chain.min_confirmations at least 1")
     if chain_settings.backend == "rpc" and not chain_settings.rpc_url:
         raise BadInput("chain.backend is 'rpc' but chain.rpc_url is empty")
+    if chain_settings.backend == "rfc3161" and not (chain_settings.tsa_url and chain_settings.tsa_certificate):
+        raise BadInput("chain.backend is 'rfc3161' but chain.tsa_url or chain.tsa_certificate is empty")
     sandbox_settings = SandboxSettings(
         airgap_binary=_typed(sandbox, "sandbox.airgap_binary", "airgap_binary", str, ""),
         python=_typed(sandbox, "sandbox.python", "python", str, ""),

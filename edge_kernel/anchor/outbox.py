@@ -224,9 +224,14 @@ class Outbox:
         if tree.root.hex() != batch["root"]:
             raise AnchorFault("anchor batch members do not match the stored root")
         chain_id = int(self.anchor.chain_id)
+        # A timestamp anchor (anchor/tsa.py) writes its own form around the stored token.
+        own_form = getattr(self.anchor, "batch_anchor_block", None)
         with self.db.transaction() as conn:
             for index, member in enumerate(members):
-                anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block)
+                if own_form is not None:
+                    anchor = own_form(tree, index, bytes.fromhex(batch["raw"]))
+                else:
+                    anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block)
                 conn.execute("UPDATE anchor_outbox SET anchor=? WHERE seq=?", (json.dumps(anchor), member["seq"]))
             conn.execute("UPDATE anchor_batches SET state='mined', block_number=? WHERE batch_id=?",
                          (block, batch["batch_id"]))

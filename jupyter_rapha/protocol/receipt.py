@@ -32,6 +32,7 @@ from .anchor_proof import anchor_matches, anchored_data, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
+from .timestamp import is_timestamp, timestamp_inclusion, verify_timestamp_anchor
 
 RECEIPT_FORMAT = "rapha-receipt/v1"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -140,9 +141,10 @@ def verify_receipt(
     metrics: dict[str, Any] | None = None,
     anchor: AnchorObservation | None = None,
     min_confirmations: int = 1,
+    tsa_trust: bytes | None = None,
 ) -> Verification:
     """Check a receipt document. Every check is listed; the first failure stops the rest
-    that depend on it."""
+    that depend on it. ``tsa_trust`` (PEM trust anchors) checks an RFC 3161 anchor."""
     result = Verification()
     if not _check_format(document, result):
         return result
@@ -157,7 +159,7 @@ def verify_receipt(
         return result
     result.statement = statement
     _check_outputs(statement, weights, metrics, result)
-    _check_anchor(document, statement["predicate"], anchor, min_confirmations, result)
+    _check_anchor(document, statement["predicate"], anchor, min_confirmations, result, tsa_trust)
     return result
 
 
@@ -216,7 +218,7 @@ def _check_outputs(statement: dict[str, Any], weights: bytes | None,
 
 
 def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observation: AnchorObservation | None,
-                  min_confirmations: int, result: Verification) -> None:
+                  min_confirmations: int, result: Verification, tsa_trust: bytes | None = None) -> None:
     anchor = document.get("anchor")
     if anchor is None:
         result.skip("anchor", "receipt is not anchored")
@@ -228,6 +230,9 @@ def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observati
     if is_pending(anchor):
         result.wait("anchor", "anchor pending: the edge will anchor this receipt when its chain is reachable; "
                               "fetch the receipt again later")
+        return
+    if is_timestamp(anchor):
+        _check_timestamp(anchor, digest, tsa_trust, result)
         return
     try:
         data = anchored_data(anchor, digest)
@@ -241,6 +246,22 @@ def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observati
         result.skip("anchor", "chain not consulted (pass an RPC endpoint to check the anchor)")
         return
     result.add("anchor", *anchor_matches(anchor, predicate, observation, data, min_confirmations))
+
+
+def _check_timestamp(anchor: dict[str, Any], digest: str, tsa_trust: bytes | None, result: Verification) -> None:
+    """An RFC 3161 anchor: the inclusion proof offline, the token against the TSA trust
+    anchors the verifier chose (never ones the receipt brings along)."""
+    try:
+        timestamp_inclusion(anchor, digest)
+    except VerificationError as exc:
+        result.add("inclusion", False, exc.diagnostics())
+        return
+    batch = anchor["batch"]
+    result.add("inclusion", True, f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
+    if tsa_trust is None:
+        result.skip("anchor", "RFC 3161 timestamp not checked (pass the TSA's trust anchor certificate)")
+        return
+    result.add("anchor", *verify_timestamp_anchor(anchor, digest, tsa_trust))
 
 
 def _anchor_matches(anchor: dict[str, Any], predicate: dict[str, Any], obs: AnchorObservation,
