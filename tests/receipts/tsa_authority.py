@@ -39,25 +39,27 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
 
-def make_ca(common_name: str = "Test TSA Root") -> Issued:
+def make_ca(common_name: str = "Test TSA Root", issuer: Issued | None = None) -> Issued:
+    """A self-signed root, or an intermediate CA when ``issuer`` is given."""
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name))
+            .issuer_name(issuer.cert.subject if issuer else _name(common_name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+            .sign(issuer.key if issuer else key, hashes.SHA256()))
     return Issued(cert, key)
 
 
-def make_tsa(ca: Issued, *, common_name: str = "Test TSA", eku: bool = True, rsa_key: bool = True,
-             not_after: datetime | None = None) -> Issued:
+def make_tsa(ca: Issued, *, common_name: str = "Test TSA", eku: bool = True, eku_critical: bool = True,
+             rsa_key: bool = True, not_after: datetime | None = None) -> Issued:
     key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca.cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(NOW - timedelta(days=1)).not_valid_after(not_after or NOW + timedelta(days=30))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
     if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=eku_critical)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
