@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--confirmations", type=int, default=1, metavar="N",
                         help="blocks the anchor must be under, counting its own (default 1)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument("--require-tee", action="store_true",
+                        help="fail a receipt whose job was attested only by the unsafe software stand-in, or not at all")
     return parser
 
 
@@ -177,7 +179,8 @@ def _verify(args: argparse.Namespace) -> int:
         print("rapha verify: --confirmations must be at least 1", file=sys.stderr)
         return 2
     reports = [verify_receipt_file(path, edge_key=args.edge_key or None, rpc_url=args.rpc or None,
-                                   offline=args.offline, min_confirmations=args.confirmations)
+                                   offline=args.offline, min_confirmations=args.confirmations,
+                                   require_tee=args.require_tee)
                for path in args.receipts]
     if args.json:
         print(json.dumps([report_dict(r) for r in reports], indent=2))

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
 from .protocol.receipt import AnchorObservation, Check, Verification, verify_receipt
+from .receipt_attestation import check_attestation
 
 EDGE_KEY_FILE = "edge.pub"
 WEIGHTS_FILE = "weights.safetensors"
@@ -67,8 +68,10 @@ def read_edge_key(value: str | Path) -> PublicKey:
 def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes | None = None,
                     metrics: dict[str, Any] | None = None, rpc_url: str | None = None,
                     offline: bool = False, observe: Observer | None = None,
-                    min_confirmations: int = 1) -> VerificationReport:
-    """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given."""
+                    min_confirmations: int = 1, require_tee: bool = False) -> VerificationReport:
+    """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given.
+    The attestation quote in the receipt is re-checked too; the unsafe software stand-in
+    is a WARN line, or a failure with ``require_tee``."""
     report = VerificationReport(offline=offline)
     if edge_key is None:
         report.add("signature", False, NO_KEY)
@@ -77,14 +80,22 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
     base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation,
                           min_confirmations=min_confirmations)
     report.checks, report.statement = base.checks, base.statement
+    if base.statement is not None:
+        _add_before_anchor(report, check_attestation(report.predicate, edge_key, require_tee=require_tee))
     _settle_anchor(report, rpc_url, offline, chain_error)
     return report
+
+
+def _add_before_anchor(report: VerificationReport, check: Check) -> None:
+    index = next((i for i, c in enumerate(report.checks) if c.name in ("inclusion", "anchor")), len(report.checks))
+    report.checks.insert(index, check)
 
 
 def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | None = None,
                         rpc_url: str | None = None, offline: bool = False,
                         weights_path: str | Path | None = None, metrics_path: str | Path | None = None,
-                        observe: Observer | None = None, min_confirmations: int = 1) -> VerificationReport:
+                        observe: Observer | None = None, min_confirmations: int = 1,
+                        require_tee: bool = False) -> VerificationReport:
     """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too."""
     receipt_path = Path(path)
     notes: list[str] = []
@@ -98,7 +109,7 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
         return _unreadable(receipt_path, exc, offline)
     report = verify_document(document, key, weights=weights, metrics=metrics,
                              rpc_url=rpc_url, offline=offline, observe=observe,
-                             min_confirmations=min_confirmations)
+                             min_confirmations=min_confirmations, require_tee=require_tee)
     report.source, report.notes = str(receipt_path), notes
     return report
 
@@ -167,7 +178,7 @@ def format_report(report: VerificationReport) -> list[str]:
     lines = [f"note: {note}" for note in report.notes]
     width = max((len(c.name) for c in report.checks), default=0)
     for check in report.checks:
-        mark = {"pass": "PASS", "fail": "FAIL", "pending": "WAIT"}.get(check.status, "SKIP")
+        mark = {"pass": "PASS", "fail": "FAIL", "pending": "WAIT", "warn": "WARN"}.get(check.status, "SKIP")
         lines.append(f"{mark} {check.name.ljust(width)}  {check.detail}")
     return lines
 

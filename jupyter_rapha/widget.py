@@ -26,7 +26,7 @@ _OUTCOME_STYLE = {
     "absent": "color:#6e7781;font-style:italic", "unsafe": "background:#fff1a8;color:#9a6700;font-weight:bold",
 }
 _CHECK_MARK = {"pass": ("&#10003;", "#1a7f37"), "fail": ("&#10007;", "#cf222e"), "skipped": ("&#8211;", "#9a6700"),
-               "pending": ("&#8987;", "#9a6700")}
+               "pending": ("&#8987;", "#9a6700"), "warn": ("&#9888;", "#9a6700")}
 
 
 def short(value: Any, keep: int = 12) -> str:
@@ -54,7 +54,19 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "chain_id": anchor.get("chain_id", ""), "anchor_pending": is_pending(anchor),
         "anchor_batch": anchor.get("batch") if isinstance(anchor.get("batch"), dict) else None,
         "curve": curve_metric(predicate.get("metrics")),
+        "attestation": _attestation_text(predicate),
     }
+
+
+def _attestation_text(predicate: dict[str, Any]) -> str:
+    evidence = predicate.get("evidence")
+    recorded = evidence.get("attestation") if isinstance(evidence, dict) else None
+    if not isinstance(recorded, dict) or not recorded.get("backend"):
+        return ""
+    text = f"{recorded['backend']}, {recorded.get('outcome', '')}"
+    if recorded.get("unsafe"):
+        return text + " (UNSAFE software stand-in, demo only)"
+    return text + (f", TCB {recorded['tcb_status']}" if recorded.get("tcb_status") else "")
 
 
 def _unverified_predicate(receipt: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +130,7 @@ class ReceiptWidget:
             ("cost", escape(s["cost"] or "—")),
             ("code", _hash(s["code_sha256"])), ("weights", _hash(s["weights_sha256"])),
             ("records root", _hash(s["records_root"])),
+            ("attestation", escape(s["attestation"] or "—")),
             ("anchor", self._anchor_html()),
         ]
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -184,6 +197,7 @@ class ReceiptWidget:
                  f"  job           {s['job']}", f"  dataset       {s['dataset']} v{s['dataset_version']}",
                  f"  records used  {s['records_used']}", f"  cost          {s['cost'] or '-'}",
                  f"  weights       {short(s['weights_sha256'])}",
+                 f"  attestation   {s['attestation'] or '-'}",
                  "  anchor        " + self._anchor_text()]
         if s["curve"]:
             name, values = s["curve"]
