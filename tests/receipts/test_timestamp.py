@@ -8,9 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import shutil
 import socket
+import subprocess
 import time
 from datetime import timedelta
+
+from cryptography.hazmat.primitives import serialization
 
 import pytest
 
@@ -149,6 +153,44 @@ def test_verify_receipt_checks_the_timestamp_only_with_a_trust_anchor(pki):
     assert [c.status for c in unchecked.checks if c.name in ("inclusion", "anchor")] == ["pass", "skipped"]
     wrong_trust = verify_receipt(documents[1], edge_key.public, tsa_trust=pki["other_ca"].pem)
     assert not wrong_trust.ok() and wrong_trust.checks[-1].status == "fail"
+
+
+# -- interoperability with an independent implementation (OpenSSL's ts) ------------------------
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+
+
+@needs_openssl
+@pytest.mark.parametrize("ess_cert_id", ["sha1", "sha256"])  # ESSCertID (v1) and ESSCertIDv2
+def test_tokens_from_openssl_ts_verify_here(tmp_path, pki, ess_cert_id):
+    (tmp_path / "tsa.pem").write_bytes(pki["tsa"].pem)
+    (tmp_path / "ca.pem").write_bytes(pki["ca"].pem)
+    (tmp_path / "tsa.key").write_bytes(pki["tsa"].key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "serial").write_text("01\n")
+    (tmp_path / "ts.cnf").write_text(
+        f"[tsa]\ndefault_tsa = t\n[t]\nserial = {tmp_path}/serial\nsigner_cert = {tmp_path}/tsa.pem\n"
+        f"signer_key = {tmp_path}/tsa.key\ncerts = {tmp_path}/ca.pem\nsigner_digest = sha256\n"
+        f"default_policy = 1.2.3.4.1\ndigests = sha256\ness_cert_id_alg = {ess_cert_id}\n")
+    digests = [hashlib.sha256(bytes([i])).hexdigest() for i in range(3)]
+    tree = batch_tree(digests)
+    (tmp_path / "req.tsq").write_bytes(timestamp_request(tree.root, NONCE))
+    subprocess.run(["openssl", "ts", "-reply", "-config", str(tmp_path / "ts.cnf"), "-queryfile",
+                    str(tmp_path / "req.tsq"), "-out", str(tmp_path / "resp.tsr")], check=True, capture_output=True)
+    token = token_from_response((tmp_path / "resp.tsr").read_bytes())
+    assert check_response_token(token, tree.root, NONCE, pki["ca"].pem).nonce == NONCE
+    anchor = timestamp_anchor(tree, 1, tsa="openssl", token_der=token, gen_time="")
+    assert verify_timestamp_anchor(anchor, digests[1], pki["ca"].pem)[0]
+
+
+@needs_openssl
+def test_tokens_from_the_test_tsa_verify_with_openssl_ts(tmp_path, pki):
+    root = hashlib.sha256(b"root").digest()
+    (tmp_path / "resp.tsr").write_bytes(Authority(pki["tsa"]).respond(timestamp_request(root, NONCE)))
+    (tmp_path / "ca.pem").write_bytes(pki["ca"].pem)
+    done = subprocess.run(["openssl", "ts", "-verify", "-digest", root.hex(), "-in", str(tmp_path / "resp.tsr"),
+                           "-CAfile", str(tmp_path / "ca.pem")], capture_output=True, text=True)
+    assert done.returncode == 0 and "Verification: OK" in done.stdout, done.stderr
 
 
 # -- the edge's TsaAnchor ----------------------------------------------------------------------
