@@ -78,6 +78,7 @@ def _check(token_der: bytes, expected: bytes, anchors: list[x509.Certificate]) -
     if len(signers) != 1:
         raise VerificationError("timestamp token must have exactly one signer")
     signer = signers[0]
+    _check_unsigned_fields(signed, signer)
     certs = _embedded_certs(signed)
     cert = _signer_cert(signer["sid"], certs + anchors)
     _check_signed_attributes(signer, tst_der, cert)
@@ -91,6 +92,26 @@ def _check(token_der: bytes, expected: bytes, anchors: list[x509.Certificate]) -
                          nonce=tst["nonce"].native, serial_number=int(tst["serial_number"].native),
                          tsa_subject=cert.subject.rfc4514_string(),
                          chain=tuple(c.subject.rfc4514_string() for c in chain))
+
+
+def _check_unsigned_fields(signed: Any, signer: Any) -> None:
+    """Fields outside the signature, pinned to their only consistent values so that no
+    byte of a token can change without it being refused (the library parses lazily, so
+    a field never read would otherwise never be checked at all)."""
+    digest = signer["digest_algorithm"]["algorithm"].native
+    if signed["version"].native != "v3" or digest not in [a["algorithm"].native for a in signed["digest_algorithms"]]:
+        raise VerificationError("timestamp token's SignedData version or digest algorithms are inconsistent")
+    expected_version = "v1" if signer["sid"].name == "issuer_and_serial_number" else "v3"
+    if signer["version"].native != expected_version:
+        raise VerificationError("timestamp token's SignerInfo version does not match its signer identifier")
+    algorithm = signer["signature_algorithm"]
+    if algorithm["algorithm"].native not in ("rsa", "rsassa_pkcs1v15") and algorithm.hash_algo != digest:
+        raise VerificationError("timestamp token's signature algorithm names another hash than its digest algorithm")
+    if signer["unsigned_attrs"]:
+        raise VerificationError("timestamp token carries unsigned attributes")
+    identifiers = [*signed["digest_algorithms"], signer["digest_algorithm"], algorithm]
+    if any(a["parameters"].dump() not in (b"", b"\x05\x00") for a in identifiers):
+        raise VerificationError("timestamp token's algorithm parameters are not absent or NULL")
 
 
 def _trust_anchors(pem: bytes) -> list[x509.Certificate]:

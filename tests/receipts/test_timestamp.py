@@ -83,6 +83,14 @@ def test_tampered_token_bytes_are_refused(pki):
         tampered[position] ^= 0x01
         ok, detail = verify_timestamp_anchor(with_token(anchors[0], bytes(tampered)), digests[0], pki["ca"].pem)
         assert not ok, position
+    # Not one bit anywhere, signed or not, can change without the token being refused.
+    accepted = []
+    for position in range(len(token)):
+        tampered = bytearray(token)
+        tampered[position] ^= 0x01
+        if verify_timestamp_anchor(with_token(anchors[0], bytes(tampered)), digests[0], pki["ca"].pem)[0]:
+            accepted.append(position)
+    assert accepted == []
     assert not verify_timestamp_anchor(with_token(anchors[0], token + b"\0"), digests[0], pki["ca"].pem)[0]
     assert not verify_timestamp_anchor(with_token(anchors[0], b""), digests[0], pki["ca"].pem)[0]
     assert not verify_timestamp_anchor(dict(anchors[0], token="not base64!"), digests[0], pki["ca"].pem)[0]
