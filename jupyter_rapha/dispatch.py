@@ -56,7 +56,8 @@ def check_cell(gateway: Any, request: Any, site: str | None, say: Say, run_prefl
             continue
         result = preflight_at(gateway, entry["name"], request, offers.get(entry["name"]) or {}, say)
         if not result.likely_allowed:
-            raise PreflightStopped(f"preflight stopped the cell before it left (edge {entry['name']}'s rules); "
+            raise PreflightStopped(f"preflight stopped the cell before it left (the rules of edge "
+                                   f"{entry.get('edge_id') or entry['name']}); "
                                    "fix what is named, or pass --no-preflight to let the edge decide",
                                    reasons=list(result.explanations) or ["the dry run refused the job"])
         for line in result.explanations:  # findings that do not refuse: notes

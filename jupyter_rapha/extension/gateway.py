@@ -45,7 +45,8 @@ def in_process(edge_url: str, key: PrivateKey) -> EdgeProxy:
     """No server: one edge, its key taken from the edge itself (trust on first use), and
     from there on the same catalog check, routing and signing as the extension."""
     info = EdgeClient(edge_url, key).edge_info()
-    return EdgeProxy([Site("edge", edge_url.rstrip("/"), load_public_key(str(info.get("public_key", ""))))], key)
+    name = str(info.get("edge_id") or "edge")  # only a label here: the key below is what is trusted
+    return EdgeProxy([Site(name, edge_url.rstrip("/"), load_public_key(str(info.get("public_key", ""))))], key)
 
 
 class ServerGateway:

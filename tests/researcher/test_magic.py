@@ -129,3 +129,32 @@ def test_import_stays_cheap():
     code = "import sys, jupyter_rapha, jupyter_rapha.magic, jupyter_rapha.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_jobs_and_attach_without_a_jupyter_server(shell, setup, capsys):
+    from jupyter_rapha.client import EdgeClient, make_jobspec
+    from jupyter_rapha.keystore import load_key
+
+    edge, key_path = setup
+    assert train(shell, "--edge $EDGE --budget 8").error_in_exec is None
+    finished = shell.user_ns["_rapha_result"].job_id
+    # A job submitted elsewhere (another kernel, before a restart), still running when we attach.
+    edge.job_delay = 0.5
+    key = load_key(key_path)
+    spec = make_jobspec(CELL, "synthetic-cxr", ["image", "finding"], 8, 600, {"epochs": 1}, key.key_id)
+    running = EdgeClient(edge.url, key).submit(spec)
+    capsys.readouterr()
+    jobs = shell.run_line_magic("rapha_jobs", "--edge $EDGE --key $KEY")
+    listed = capsys.readouterr().out
+    assert {finished, running} <= {j["job_id"] for j in jobs} and finished in listed and "fake-edge" in listed
+    result = shell.run_line_magic("rapha_attach", f"{running} --edge $EDGE --key $KEY --returns attached")
+    edge.job_delay = 0.0
+    assert result.job_id == running and result.verified and shell.user_ns["_rapha_result"] is result
+    assert set(shell.user_ns.pop("attached")) == {"1.weight", "1.bias"}
+    assert f"job {running}" in capsys.readouterr().out
+
+
+def test_attach_to_an_unknown_job_is_one_clean_message(shell, capsys):
+    with pytest.raises(RaphaCellError) as caught:
+        shell.run_line_magic("rapha_attach", f"{'0' * 32} --edge $EDGE --key $KEY")
+    assert "no job" in str(caught.value) and "Traceback" not in str(caught.value)
