@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 GOOD_CELL = ("import torch\nfor epoch in range(rapha.epochs):\n    for b in rapha.loader(batch_size=4):\n        pass\n"
              "    rapha.log(loss=1.0 / (epoch + 1))\nrapha.save({'w': torch.zeros(2)})\n")
 UNKNOWN_JOB = "0" * 32
-ROUTES = [("GET", "edges"), ("GET", "datasets"), ("GET", "jobs"), ("POST", "jobs"),
+ROUTES = [("GET", "edges"), ("GET", "datasets"), ("GET", "policy"), ("GET", "jobs"), ("POST", "jobs"),
           ("GET", f"jobs/{UNKNOWN_JOB}"), ("DELETE", f"jobs/{UNKNOWN_JOB}"), ("GET", f"jobs/{UNKNOWN_JOB}/edge"),
           ("GET", f"jobs/{UNKNOWN_JOB}/receipt"), ("GET", f"jobs/{UNKNOWN_JOB}/metrics"),
           ("GET", f"jobs/{UNKNOWN_JOB}/weights"), ("GET", f"jobs/{UNKNOWN_JOB}/events")]
@@ -49,6 +49,16 @@ async def test_edges_report_health_key_and_attestation(jp_fetch, edge_config):
         assert entry["public_key"] == pinned["public_key"]
         assert entry["attestation"]["unsafe"] is True  # demo edges offer only the software stand-in
     assert "cxr-north" in by_name["north"]["datasets"] and "cxr-north" not in by_name["south"]["datasets"]
+
+
+async def test_policy_of_an_edge_verified_for_the_dry_run(jp_fetch):
+    from jupyter_rapha.protocol.policy import PolicyBundle
+
+    code, data = await call(jp_fetch, "GET", "policy", params={"site": "north"})
+    assert code == 200 and data["site"] == "north" and data["researcher"]["roles"]
+    assert PolicyBundle.from_texts(data["modules"], data["data_json"]).digest == data["bundle_sha256"]
+    assert (await call(jp_fetch, "GET", "policy"))[0] == 400
+    assert (await call(jp_fetch, "GET", "policy", params={"site": "nowhere"}))[0] == 404
 
 
 async def test_datasets_merged_across_edges(jp_fetch):

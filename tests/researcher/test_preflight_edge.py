@@ -8,12 +8,13 @@ import base64
 import copy
 
 import pytest
+import requests
 
 from jupyter_rapha.cli import main
 from jupyter_rapha.client import EdgeClient
 from jupyter_rapha.extension.catalogs import CatalogRefused, verify_policy
 from jupyter_rapha.keystore import create_key
-from jupyter_rapha.protocol.keys import load_public_key
+from jupyter_rapha.protocol.keys import PrivateKey, load_public_key
 from jupyter_rapha.protocol.policy import PolicyBundle
 from tests.harness import init_edge, start_edge
 
@@ -72,6 +73,9 @@ def test_published_policy_is_signed_and_matches_its_digest(edge):
     tampered["envelope"]["payload"] = base64.b64encode(bytes(payload)).decode()
     with pytest.raises(CatalogRefused):
         verify_policy(tampered, pinned, "demo")
+    with pytest.raises(CatalogRefused):  # signed, but by another key than the one pinned
+        verify_policy(document, PrivateKey.generate().public, "demo")
+    assert requests.get(edge[0].url + "/v1/policy", timeout=10).status_code == 401  # researchers only (S8)
 
 
 def test_socket_cell_is_stopped_before_submission_with_its_line(edge, tmp_path, capsys):
