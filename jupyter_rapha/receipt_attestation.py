@@ -84,8 +84,7 @@ def _decode(attestation: dict[str, Any]) -> bytes:
 
 
 def _check_binding(commitment: dict[str, Any], predicate: dict[str, Any], edge_key: PublicKey) -> None:
-    job = predicate.get("job") if isinstance(predicate.get("job"), dict) else {}
-    edge = predicate.get("edge") if isinstance(predicate.get("edge"), dict) else {}
+    job, edge = _section(predicate, "job"), _section(predicate, "edge")
     request = job.get("request_sha256")
     if not request or commitment.get("request_sha256") != request:
         raise _Refused("the quote is bound to another request than this receipt's job (request_sha256 differs)")
@@ -93,3 +92,8 @@ def _check_binding(commitment: dict[str, Any], predicate: dict[str, Any], edge_k
         raise _Refused("the quote's commitment names no job nonce")
     if commitment.get("edge_key_id") != edge.get("key_id") or commitment.get("edge_key_id") != edge_key.key_id:
         raise _Refused("the quote is bound to another edge key than the one that signed this receipt")
+
+
+def _section(predicate: dict[str, Any], name: str) -> dict[str, Any]:
+    value = predicate.get(name)
+    return value if isinstance(value, dict) else {}
