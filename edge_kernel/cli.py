@@ -35,7 +35,8 @@ port = {port}
 
 [chain]
 # "embedded": a local EVM dev chain served at /chain. "rpc": any EVM JSON-RPC endpoint
-# (e.g. Polygon, chain id 137) with the funded account in keys/chain.key.
+# (e.g. Polygon, chain id 137) with the funded account in keys/chain.key. "rfc3161": an
+# RFC 3161 timestamp authority instead of a chain (set tsa_url and tsa_certificate).
 backend = "embedded"
 rpc_url = ""
 min_confirmations = 1

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--confirmations", type=int, default=1, metavar="N",
                         help="blocks the anchor must be under, counting its own (default 1)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument("--tsa-cert", default="", metavar="PEM",
+                        help="trust anchor (PEM certificate or chain) for RFC 3161 timestamp anchors")
     verify.add_argument("--require-tee", action="store_true",
                         help="fail a receipt whose job was attested only by the unsafe software stand-in, or not at all")
     return parser
@@ -178,9 +180,14 @@ def _verify(args: argparse.Namespace) -> int:
     if args.confirmations < 1:
         print("rapha verify: --confirmations must be at least 1", file=sys.stderr)
         return 2
+    try:
+        tsa_trust = Path(args.tsa_cert).read_bytes() if args.tsa_cert else None
+    except OSError as exc:
+        print(f"rapha verify: cannot read --tsa-cert {args.tsa_cert}: {exc.strerror}", file=sys.stderr)
+        return 2
     reports = [verify_receipt_file(path, edge_key=args.edge_key or None, rpc_url=args.rpc or None,
                                    offline=args.offline, min_confirmations=args.confirmations,
-                                   require_tee=args.require_tee)
+                                   require_tee=args.require_tee, tsa_trust=tsa_trust)
                for path in args.receipts]
     if args.json:
         print(json.dumps([report_dict(r) for r in reports], indent=2))

@@ -27,6 +27,7 @@ WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
 NO_KEY = "no edge public key: pass --edge-key"
 NO_RPC = "pass --rpc URL to check the anchor, or --offline"
+NO_TSA = "pass --tsa-cert PEM to check the timestamp, or --offline"
 Observer = Callable[[str, str], AnchorObservation]
 
 
@@ -68,8 +69,10 @@ def read_edge_key(value: str | Path) -> PublicKey:
 def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes | None = None,
                     metrics: dict[str, Any] | None = None, rpc_url: str | None = None,
                     offline: bool = False, observe: Observer | None = None,
-                    min_confirmations: int = 1, require_tee: bool = False) -> VerificationReport:
-    """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given.
+                    min_confirmations: int = 1, require_tee: bool = False,
+                    tsa_trust: bytes | None = None) -> VerificationReport:
+    """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given,
+    and an RFC 3161 timestamp anchor is checked against the ``tsa_trust`` PEM certificates.
     The attestation quote in the receipt is re-checked too; the unsafe software stand-in
     is a WARN line, or a failure with ``require_tee``."""
     report = VerificationReport(offline=offline)
@@ -78,12 +81,17 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
         return report
     observation, chain_error = _observe(document, rpc_url, observe, offline)
     base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation,
-                          min_confirmations=min_confirmations)
+                          min_confirmations=min_confirmations, tsa_trust=tsa_trust)
     report.checks, report.statement = base.checks, base.statement
     if base.statement is not None:
         _add_before_anchor(report, check_attestation(report.predicate, edge_key, require_tee=require_tee))
-    _settle_anchor(report, rpc_url, offline, chain_error)
+    _settle_anchor(report, rpc_url, offline, chain_error, _is_timestamp(document))
     return report
+
+
+def _is_timestamp(document: Any) -> bool:
+    anchor = document.get("anchor") if isinstance(document, dict) else None
+    return isinstance(anchor, dict) and anchor.get("method") == "rfc3161-batch"
 
 
 def _add_before_anchor(report: VerificationReport, check: Check) -> None:
@@ -95,7 +103,7 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
                         rpc_url: str | None = None, offline: bool = False,
                         weights_path: str | Path | None = None, metrics_path: str | Path | None = None,
                         observe: Observer | None = None, min_confirmations: int = 1,
-                        require_tee: bool = False) -> VerificationReport:
+                        require_tee: bool = False, tsa_trust: bytes | None = None) -> VerificationReport:
     """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too."""
     receipt_path = Path(path)
     notes: list[str] = []
@@ -109,7 +117,7 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
         return _unreadable(receipt_path, exc, offline)
     report = verify_document(document, key, weights=weights, metrics=metrics,
                              rpc_url=rpc_url, offline=offline, observe=observe,
-                             min_confirmations=min_confirmations, require_tee=require_tee)
+                             min_confirmations=min_confirmations, require_tee=require_tee, tsa_trust=tsa_trust)
     report.source, report.notes = str(receipt_path), notes
     return report
 
@@ -157,7 +165,8 @@ def _observe(document: Any, rpc_url: str | None, observe: Observer | None,
         return None, exc.diagnostics()
 
 
-def _settle_anchor(report: VerificationReport, rpc_url: str | None, offline: bool, chain_error: str) -> None:
+def _settle_anchor(report: VerificationReport, rpc_url: str | None, offline: bool, chain_error: str,
+                   timestamp: bool = False) -> None:
     """Say why an anchor check was skipped, and fail the skips that only look harmless."""
     for index, check in enumerate(report.checks):
         if check.name != "anchor" or check.status != "skipped":
@@ -168,7 +177,7 @@ def _settle_anchor(report: VerificationReport, rpc_url: str | None, offline: boo
         elif chain_error:
             report.checks[index] = Check("anchor", "fail", f"cannot read the chain at {rpc_url}: {chain_error}")
         elif not offline:
-            report.checks[index] = Check("anchor", "skipped", NO_RPC)
+            report.checks[index] = Check("anchor", "skipped", NO_TSA if timestamp else NO_RPC)
         else:
             report.checks[index] = Check("anchor", "skipped", "offline: chain not consulted")
 

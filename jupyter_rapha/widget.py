@@ -53,6 +53,8 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "anchor_tx": anchor.get("tx_hash", ""), "anchor_block": anchor.get("block_number", ""),
         "chain_id": anchor.get("chain_id", ""), "anchor_pending": is_pending(anchor),
         "anchor_batch": anchor.get("batch") if isinstance(anchor.get("batch"), dict) else None,
+        "anchor_tsa": anchor.get("tsa", "") if anchor.get("method") == "rfc3161-batch" else "",
+        "anchor_time": anchor.get("gen_time", ""),
         "curve": curve_metric(predicate.get("metrics")),
         "attestation": _attestation_text(predicate),
     }
@@ -143,6 +145,9 @@ class ReceiptWidget:
         s = self.summary
         if s["anchor_pending"]:
             return "<i style='color:#9a6700'>anchor pending: fetch the receipt from the edge again later</i>"
+        if s["anchor_tsa"]:
+            return (f"RFC 3161 timestamp by {escape(str(s['anchor_tsa']))} at {escape(str(s['anchor_time']))}"
+                    + self._batch_html())
         if not s["anchor_tx"]:
             return "<i>not anchored</i>"
         html = (f"tx {_hash(s['anchor_tx'])} in block {escape(str(s['anchor_block']))}"
@@ -150,11 +155,14 @@ class ReceiptWidget:
         link = explorer_url(s["chain_id"], s["anchor_tx"])
         if link:
             html += f" <a href='{escape(link, quote=True)}' target='_blank' rel='noopener'>explorer</a>"
-        batch = s["anchor_batch"]
-        if batch:
-            html += (f"<br>leaf {escape(str(batch.get('index')))} of {escape(str(batch.get('size')))}"
-                     f" under batch root {_hash(batch.get('root', ''))}")
-        return html
+        return html + self._batch_html()
+
+    def _batch_html(self) -> str:
+        batch = self.summary["anchor_batch"]
+        if not batch:
+            return ""
+        return (f"<br>leaf {escape(str(batch.get('index')))} of {escape(str(batch.get('size')))}"
+                f" under batch root {_hash(batch.get('root', ''))}")
 
     def _gates_html(self) -> str:
         if not self.summary["gates"]:
@@ -214,6 +222,8 @@ class ReceiptWidget:
         s = self.summary
         if s["anchor_pending"]:
             return "PENDING (fetch the receipt again later)"
+        if s["anchor_tsa"]:
+            return f"RFC 3161 timestamp by {s['anchor_tsa']} at {s['anchor_time']}"
         if not s["anchor_tx"]:
             return "not anchored"
         link = explorer_url(s["chain_id"], s["anchor_tx"])

@@ -280,6 +280,24 @@ def wait_timestamped(client: EdgeClient, job_id: str, timeout: float = 30) -> di
     raise AssertionError(f"not timestamped: {receipt['anchor']}")
 
 
+def assert_cli_checks_the_timestamp(tmp_path, receipt, edge_key_text, trust_pem):
+    import json
+    import sys
+    out = tmp_path / "cli"
+    out.mkdir()
+    (out / "receipt.json").write_text(json.dumps(receipt))
+    (out / "edge.pub").write_text(edge_key_text)
+    (out / "ca.pem").write_bytes(trust_pem)
+    verify = [sys.executable, "-m", "jupyter_rapha.cli", "verify", str(out / "receipt.json")]
+    ok = subprocess.run([*verify, "--tsa-cert", str(out / "ca.pem")], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert re.search(r"PASS anchor", ok.stdout), ok.stdout
+    unchecked = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert unchecked.returncode == 1 and "--tsa-cert" in unchecked.stdout, unchecked.stdout
+    offline = subprocess.run([*verify, "--offline"], capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 0, offline.stdout
+
+
 @pytest.mark.slow
 def test_edge_timestamps_receipts_and_survives_a_tsa_outage(tmp_path, pki):
     root = tmp_path / "edge"
@@ -293,6 +311,7 @@ def test_edge_timestamps_receipts_and_survives_a_tsa_outage(tmp_path, pki):
         first = client.receipt(run_job(client, key, 0))
         assert first["anchor"]["method"] == "rfc3161-batch", first["anchor"]
         assert verify_receipt(first, edge_key, tsa_trust=pki["ca"].pem).ok()
+        assert_cli_checks_the_timestamp(tmp_path, first, client.edge_info()["public_key"], pki["ca"].pem)
 
         server.close()  # the TSA goes down: results still leave, marked pending
         job_id = run_job(client, key, 1)
@@ -310,3 +329,13 @@ def test_edge_timestamps_receipts_and_survives_a_tsa_outage(tmp_path, pki):
     finally:
         edge.stop()
         server.close()
+
+
+def test_widget_shows_the_timestamp_authority():
+    from jupyter_rapha.widget import ReceiptWidget
+    receipt = {"format": "rapha-receipt/v1", "envelope": {}, "anchor": {
+        "method": "rfc3161-batch", "tsa": "http://tsa.example/", "gen_time": "2026-11-27T10:00:00Z",
+        "token": "", "envelope_sha256": "00" * 32, "batch": {"root": "ab" * 32, "index": 0, "size": 1, "proof": []}}}
+    widget = ReceiptWidget(receipt, None)
+    assert "RFC 3161 timestamp by http://tsa.example/" in widget._repr_html_()
+    assert "RFC 3161 timestamp by http://tsa.example/" in repr(widget)
