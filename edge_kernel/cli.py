@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(edge, host, port, ready))
     except KeyboardInterrupt:
-        pass
+        return 0  # Ctrl-C is how an operator stops the edge; serve() closed it cleanly
     return 0
 
 

@@ -87,13 +87,9 @@ class RaphaMagics(Magics):
             args = parse_argstring(self.rapha_train, line)
             result = self._train(args, cell, namespace)
             first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
-            message = bind_returns(namespace, args.returns, first.state_dict) if args.returns else ""
+            return _finish(namespace, args.returns, result, first.state_dict)
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
-        namespace[RESULT_VAR] = result
-        if message:
-            print(f"rapha: {message}")
-        return result
 
     def _train(self, args: Any, cell: str, namespace: dict[str, Any]) -> Any:
         from .training import TrainRequest, parse_params
@@ -185,13 +181,9 @@ class RaphaMagics(Magics):
             gateway, _ = self._gateway(args)
             status = gateway.status(args.job_id)
             result = _collect(gateway, args.job_id, status.get("site", ""), 1)
-            message = bind_returns(namespace, args.returns, result.state_dict) if args.returns else ""
+            return _finish(namespace, args.returns, result, result.state_dict)
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
-        namespace[RESULT_VAR] = result
-        if message:
-            print(f"rapha: {message}")
-        return result
 
     def _client(self, args: Any) -> Any:
         from .client import EdgeClient
@@ -237,3 +229,12 @@ def _verdict(result: Any) -> str:
 
 def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(RaphaMagics)
+
+
+def _finish(namespace: dict[str, Any], returns: str | None, result: Any, state_dict: Any) -> Any:
+    """Bind the weights to ``--returns`` and publish the result as ``_rapha_result``."""
+    message = bind_returns(namespace, returns, state_dict) if returns else ""
+    namespace[RESULT_VAR] = result
+    if message:
+        print(f"rapha: {message}")
+    return result

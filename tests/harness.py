@@ -61,3 +61,15 @@ def start_edge(root: Path, timeout: float = 60) -> RunningEdge:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("edge did not start:\n" + log_path.read_text(errors="replace"))
+
+
+def complete_job(client, key, code: str, *, fields=("image",), budget: int = 4, epochs: int = 1,
+                 timeout: float = 120) -> str:
+    """Submit a job and wait until it completes; return its id."""
+    from jupyter_rapha.client import make_jobspec
+
+    spec = make_jobspec(code, "synthetic-cxr", list(fields), budget, 120, {"epochs": epochs}, key.key_id)
+    job_id = client.submit(spec)
+    status = client.wait(job_id, timeout=timeout)
+    assert status["state"] == "completed", (status["reasons"], status["gates"])
+    return job_id

@@ -16,8 +16,8 @@ import pytest
 from edge_kernel.anchor.account import load_chain_account
 from edge_kernel.anchor.devchain import EmbeddedChain
 from edge_kernel.anchor.rpcserver import serve_chain
-from jupyter_rapha.client import EdgeClient, make_jobspec
-from tests.harness import init_edge, start_edge
+from jupyter_rapha.client import EdgeClient
+from tests.harness import complete_job, init_edge, start_edge
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,7 @@ def configure_rpc(root, url: str, chain_id: int) -> None:
 
 
 def run_job(client: EdgeClient, key, seed: int) -> str:
-    spec = make_jobspec(CELL + f"# {seed}\n", "synthetic-cxr", ["image"], 4, 120, {"epochs": 1}, key.key_id)
-    job_id = client.submit(spec)
-    status = client.wait(job_id, timeout=120)
-    assert status["state"] == "completed", (status["reasons"], status["gates"])
-    return job_id
+    return complete_job(client, key, CELL + f"# {seed}\n")
 
 
 def verify(tmp_path, receipt: dict, edge_pub: str, *args: str) -> subprocess.CompletedProcess:

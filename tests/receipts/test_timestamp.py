@@ -20,14 +20,14 @@ import pytest
 
 from edge_kernel.anchor.tsa import TsaAnchor
 from edge_kernel.settings import load_settings
-from jupyter_rapha.client import EdgeClient, make_jobspec
+from jupyter_rapha.client import EdgeClient
 from jupyter_rapha.protocol.anchor_proof import batch_tree
 from jupyter_rapha.protocol.errors import AnchorFault, BadInput, VerificationError
 from jupyter_rapha.protocol.keys import PrivateKey, load_public_key
 from jupyter_rapha.protocol.receipt import envelope_digest, sign_receipt, verify_receipt
 from jupyter_rapha.protocol.timestamp import (check_response_token, timestamp_anchor, timestamp_request,
                                               token_from_response, verify_timestamp_anchor)
-from tests.harness import init_edge, start_edge
+from tests.harness import complete_job, init_edge, start_edge
 from tests.receipts import receipt_factory
 from tests.receipts.tsa_authority import NOW, Authority, TsaServer, make_ca, make_tsa
 
@@ -263,11 +263,7 @@ def configure_tsa(root, url: str, certificate_pem: bytes) -> None:
 
 
 def run_job(client: EdgeClient, key, seed: int) -> str:
-    spec = make_jobspec(CELL + f"# {seed}\n", "synthetic-cxr", ["image"], 4, 120, {"epochs": 1}, key.key_id)
-    job_id = client.submit(spec)
-    status = client.wait(job_id, timeout=120)
-    assert status["state"] == "completed", (status["reasons"], status["gates"])
-    return job_id
+    return complete_job(client, key, CELL + f"# {seed}\n")
 
 
 def wait_timestamped(client: EdgeClient, job_id: str, timeout: float = 30) -> dict:
