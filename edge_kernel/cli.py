@@ -32,6 +32,10 @@ currency = "GBP"
 [server]
 host = "127.0.0.1"
 port = {port}
+# HTTPS: a PEM certificate (chain) and its key. Serve plain HTTP only on loopback or
+# behind a TLS-terminating proxy.
+tls_cert = ""
+tls_key = ""
 
 [chain]
 # "embedded": a local EVM dev chain served at /chain. "rpc": any EVM JSON-RPC endpoint
@@ -112,7 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = edge.settings.port if args.port is None else args.port
 
     def ready(bound: int) -> None:
-        print(f"rapha-edge {edge.settings.edge_id} serving on http://{host}:{bound}", flush=True)
+        scheme = "https" if edge.settings.tls_cert else "http"
+        print(f"rapha-edge {edge.settings.edge_id} serving on {scheme}://{host}:{bound}", flush=True)
 
     try:
         asyncio.run(serve(edge, host, port, ready))

@@ -212,13 +212,31 @@ def make_app(edge: Edge) -> tornado.web.Application:
     ], compress_response=False)
 
 
+def tls_context(settings: Any) -> Any:
+    """HTTPS when the settings name a certificate; None serves plain HTTP."""
+    if not settings.tls_cert:
+        return None
+    import ssl
+
+    from jupyter_rapha.protocol.errors import BadInput as _BadInput
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.path(settings.tls_cert), settings.path(settings.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise _BadInput("server.tls_cert / server.tls_key cannot be loaded", hint=str(exc)) from exc
+    return context
+
+
 async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
     """Serve until cancelled. ``ready`` receives the bound port (useful with port 0)."""
     import asyncio
 
     from tornado.httpserver import HTTPServer
 
-    server = HTTPServer(make_app(edge), max_body_size=MAX_BODY_BYTES, xheaders=False)
+    server = HTTPServer(make_app(edge), max_body_size=MAX_BODY_BYTES, xheaders=False,
+                        ssl_options=tls_context(edge.settings))
     sockets = tornado.netutil.bind_sockets(port, address=host)
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]

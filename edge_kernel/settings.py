@@ -66,6 +66,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8470
     currency: str = "GBP"
+    tls_cert: str = ""  # PEM certificate (chain) for HTTPS; empty: plain HTTP (loopback or behind a TLS proxy)
+    tls_key: str = ""
     chain: ChainSettings = field(default_factory=ChainSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attestation: AttestationSettings = field(default_factory=AttestationSettings)
@@ -154,12 +156,17 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
     port = _typed(server, "server.port", "port", int, 8470)
     if not 0 <= port <= 65535:
         raise BadInput("server.port must be from 0 to 65535")
+    tls_cert = _typed(server, "server.tls_cert", "tls_cert", str, "")
+    tls_key = _typed(server, "server.tls_key", "tls_key", str, "")
+    if bool(tls_cert) != bool(tls_key):
+        raise BadInput("server.tls_cert and server.tls_key must be set together")
     edge_id = _typed(edge, "edge.id", "id", str, "")
     if not edge_id:
         raise BadInput("edge.id must be set in edge.toml")
     return Settings(
         config_dir=root, edge_id=edge_id, demo=demo,
         host=_typed(server, "server.host", "host", str, "127.0.0.1"), port=port,
+        tls_cert=tls_cert, tls_key=tls_key,
         currency=_typed(edge, "edge.currency", "currency", str, "GBP"),
         chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, unsafe=unsafe,
     )

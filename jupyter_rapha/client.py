@@ -10,6 +10,7 @@ project's error tree: the caller sees ``GateDenied`` when the hospital said no a
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -56,6 +57,9 @@ class EdgeClient:
         self.key = key
         self.timeout = timeout
         self._session = requests.Session()
+        # An edge with a certificate from the hospital's own CA: trust exactly that bundle
+        # (passed per request, because requests lets REQUESTS_CA_BUNDLE override a session's).
+        self._verify: str | bool = os.environ.get("RAPHA_CA_BUNDLE") or True
 
     # -- API -------------------------------------------------------------------------
     def edge_info(self) -> dict[str, Any]:
@@ -143,8 +147,8 @@ class EdgeClient:
         if body:
             headers["Content-Type"] = "application/json"
         try:
-            response = self._session.request(method, self.url + route, data=body or None,
-                                             headers=headers, timeout=self.timeout, stream=True)
+            response = self._session.request(method, self.url + route, data=body or None, headers=headers,
+                                             timeout=self.timeout, stream=True, verify=self._verify)
             content = _read_bounded(response, max_bytes, self.url)
         except requests.RequestException as exc:
             raise errors.Fault(f"cannot reach the edge at {self.url}: {_reason(exc)}",

@@ -15,7 +15,7 @@ from pathlib import Path
 from edge_kernel.cli import main as edge_cli
 from jupyter_rapha.protocol.keys import PrivateKey
 
-_READY = re.compile(r"serving on (http://127\.0\.0\.1:\d+)")
+_READY = re.compile(r"serving on (https?://127\.0\.0\.1:\d+)")
 
 
 @dataclass
