@@ -30,7 +30,7 @@ def gate_entries(results: list[GateResult]) -> list[dict[str, Any]]:
     by_name = {r.name: r for r in results}
     entries = []
     for name in (*GATE_ORDER, "release"):
-        result = by_name.get(name) or GateResult(name, "absent", {"reason": "gate not built in this version"})
+        result = by_name.get(name) or GateResult(name, "absent", {"reason": "did not run"})
         entries.append(result.receipt_entry())
     return entries
 

@@ -1,8 +1,9 @@
 """The ordered, fail-closed gate pipeline (S4).
 
 Each gate returns a ``GateResult``. The pipeline denies on a "deny" outcome, on any
-exception, on a result of the wrong type and on an empty pipeline; a gate that is not
-built yet is recorded as "absent" so the receipt says so instead of implying a check.
+exception, on a result of the wrong type, on an empty pipeline, and on a gate that says
+it is "absent" (a missing component denies). In a receipt, "absent" marks a gate that
+did not run because an earlier one refused the job.
 Later gates see earlier results (the policy gate reads the scan, attestation and
 air-gap evidence).
 """
@@ -40,7 +41,7 @@ class GateResult:
 
     @property
     def denies(self) -> bool:
-        return self.outcome not in ("pass", "absent", "unsafe")
+        return self.outcome not in ("pass", "unsafe")
 
 
 @dataclass
@@ -58,16 +59,6 @@ class Gate(Protocol):
     name: str
 
     def check(self, ctx: GateContext) -> GateResult: ...
-
-
-class AbsentGate:
-    """Stands in for a gate that this build does not have yet; recorded, never a pass."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def check(self, ctx: GateContext) -> GateResult:
-        return GateResult(self.name, "absent", {"reason": "gate not built in this version"})
 
 
 @dataclass
