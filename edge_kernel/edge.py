@@ -7,6 +7,7 @@ instead of refusing jobs one by one.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,19 @@ class Edge:
         consent = OptOutList.from_file(self.datasets.resolve_opt_out(dataset))
         # the source follows dataset.source (folder, DICOMweb, FHIR export, CSV)
         limits = ctx.extra.get("limits")
-        return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
-                       workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
-                       max_epochs=getattr(limits, "max_epochs", None))
+        try:
+            return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
+                           workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
+                           max_epochs=getattr(limits, "max_epochs", None))
+        finally:
+            if not self.settings.sandbox.keep_job_files:
+                # Minimum necessary (S2) applies to what stays behind too: the job's
+                # stdout may hold record data it printed. Its outputs were read already.
+                shutil.rmtree(workdir, onerror=_log_removal_error)
+
+
+def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
+    log.error("could not remove part of a job directory (%s): %s", function.__name__, excinfo[0].__name__)
 
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:

@@ -44,6 +44,9 @@ class ChainSettings:
 class SandboxSettings:
     airgap_binary: str = ""  # empty: look for rust/airgap/target/release/rapha-airgap, then PATH
     python: str = ""  # interpreter for job processes; empty: the edge's own
+    # Keep each job's working directory (its cell, and stdout/stderr, which may hold record
+    # data the cell printed) after the job. Off: it is deleted once the outputs are read.
+    keep_job_files: bool = False
     # The appliance's WAN interface, severed while jobs run (empty: no appliance WAN gate).
     wan_interface: str = ""
     # Runs jobs without the air-gap. Never in production: warns on every job and is
@@ -141,6 +144,7 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
         python=_typed(sandbox, "sandbox.python", "python", str, ""),
         unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
         wan_interface=_typed(sandbox, "sandbox.wan_interface", "wan_interface", str, ""),
+        keep_job_files=_typed(sandbox, "sandbox.keep_job_files", "keep_job_files", bool, False),
     )
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"), "auto"),

@@ -60,6 +60,9 @@ def test_training_metering_receipt_and_no_leak(demo_edge, tmp_path):
     assert predicate["settlement"]["records"] == 40
     assert predicate["outputs"]["weights"]["sha256"] == sha256_hex(weights)
     assert {g["name"]: g["outcome"] for g in predicate["gates"]}["spec"] == "pass"
+    # Nothing of the job's working files stays behind (its stdout may hold record data).
+    assert not (edge.config / "state" / "jobs" / job_id / "work").exists()
+    assert (edge.config / "state" / "jobs" / job_id / "release" / "receipt.json").exists()
 
     # Nothing identifying comes back: no header value of any synthetic record.
     returned = b"".join([json.dumps(status).encode(), json.dumps(client.jobs()).encode(),
