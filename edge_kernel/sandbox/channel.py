@@ -10,6 +10,7 @@ dtypes are accepted, so nothing but numbers can arrive as an array.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import socket
@@ -200,13 +201,22 @@ class SharedArena:
 
 def shm_layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
     """Where each array of a batch of ``count`` records lies from ``base``; total bytes."""
-    layout, offset = [], base
-    for name, (dtype, shape) in specs.items():
+    relative, total = _relative_layout(tuple((name, dtype.str, shape) for name, (dtype, shape) in specs.items()), count)
+    return [{**item, "offset": item["offset"] + base} for item in relative], total
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_layout(specs: tuple[tuple[str, str, tuple[int, ...]], ...], count: int) -> tuple[list[dict[str, Any]], int]:
+    # Cached: a loader asks for the same batch shape every time, and formatting dtypes
+    # per batch showed up in the broker's profile.
+    layout, offset = [], 0
+    for name, code, shape in specs:
+        dtype = np.dtype(code)
         full = (count, *shape)
         layout.append({"name": name, "dtype": str(dtype), "shape": list(full), "offset": offset})
         size = math.prod(full) * dtype.itemsize
         offset += size + (-size % SHM_ALIGN)
-    return layout, offset - base
+    return layout, offset
 
 
 def shm_arrays(arena: SharedArena, layout: Any) -> dict[str, np.ndarray]:

@@ -54,12 +54,17 @@ class RaphaDataLoader:
         return self._batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        _ask(self._channel, {"op": "epoch", "loader": self._id})
         pending: deque[int | None] = deque()
         held: int | None = None
+        # The epoch's first batches are asked for before its reply is read, and never more
+        # batches than the epoch has: no round trip is spent waiting at an epoch boundary.
+        self._channel.send({"op": "epoch", "loader": self._id})
+        self._asked = 0
         try:
             for _ in range(1 + self.prefetch):
                 self._request(pending)
+            started = self._channel.recv()
+            _checked(started.header if started else None)
             while pending:
                 region = pending.popleft()
                 message = self._channel.recv()
@@ -82,6 +87,9 @@ class RaphaDataLoader:
             self._free(held)
 
     def _request(self, pending: deque[int | None]) -> None:
+        if self._asked >= self._batches:
+            return
+        self._asked += 1
         region = self._arena.alloc(self._batch_bytes) if self._arena and self._batch_bytes else None
         request: dict[str, Any] = {"op": "next", "loader": self._id}
         if region is not None:
