@@ -71,14 +71,9 @@ class DicomFolderSource:
         cached = self.cache.get(ref.pseudonym)
         if cached is not None:
             return cached
-        try:
-            ds = dicom_record.parse(ref.location, max_bytes=MAX_FILE_BYTES)
-            pseudonym, _, _ = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
-            arrays = dicom_record.guarded(dicom_record.extract, ds, self.specs, self.labels)
-        except Skip as skip:
-            raise SandboxFault("a record changed or vanished during the job") from skip
-        if pseudonym != ref.pseudonym:
-            raise SandboxFault("a record changed or vanished during the job")
+        arrays = dicom_record.reload(ref.location, max_bytes=MAX_FILE_BYTES, key=self.hmac_key, specs=self.specs,
+                                     labels=self.labels, pseudonym=ref.pseudonym,
+                                     fault=SandboxFault("a record changed or vanished during the job"))
         self.cache.put(ref.pseudonym, arrays)
         return arrays
 

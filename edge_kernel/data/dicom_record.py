@@ -188,6 +188,21 @@ def check(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, di
                 _check_pixel_bytes(ds)
 
 
+def reload(data: bytes | str, *, max_bytes: int, key: bytes, specs: dict[str, FieldSpec],
+           labels: dict[str, dict[str, Any]], pseudonym: bytes, fault: Exception) -> dict[str, np.ndarray]:
+    """Decode a record read again during a job; raise ``fault`` if it no longer is the
+    record that was indexed and counted (changed, replaced or unreadable since)."""
+    try:
+        ds = parse(data, max_bytes=max_bytes)
+        found, _, _ = guarded(identity, ds, key)
+        arrays: dict[str, np.ndarray] = guarded(extract, ds, specs, labels)
+    except Skip as skip:
+        raise fault from skip
+    if found != pseudonym:
+        raise fault
+    return arrays
+
+
 def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for name, spec in specs.items():

@@ -68,14 +68,9 @@ class DicomWebSource:
             return cached
         study, series, instance = ref.location.split("/")
         body = self._get_instance(f"/studies/{study}/series/{series}/instances/{instance}")
-        try:
-            ds = dicom_record.parse(body, max_bytes=MAX_INSTANCE_BYTES)
-            pseudonym, _, _ = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
-            arrays = dicom_record.guarded(dicom_record.extract, ds, self.specs, self.labels)
-        except Skip as skip:
-            raise SourceFault("a record changed or vanished in the PACS during the job") from skip
-        if pseudonym != ref.pseudonym:
-            raise SourceFault("a record changed or vanished in the PACS during the job")
+        arrays = dicom_record.reload(body, max_bytes=MAX_INSTANCE_BYTES, key=self.hmac_key, specs=self.specs,
+                                     labels=self.labels, pseudonym=ref.pseudonym,
+                                     fault=SourceFault("a record changed or vanished in the PACS during the job"))
         self.cache.put(ref.pseudonym, arrays)
         return arrays
 
