@@ -211,6 +211,16 @@ def _error_body(content: bytes) -> tuple[str, str, list[str]]:
         return "", "", []
 
 
+def require_finished(status: dict[str, Any], not_yet: errors.RaphaError) -> None:
+    """Raise ``not_yet`` while the job runs, and the job's own refusal or failure once it
+    has ended other than completed."""
+    if status.get("state") not in FINAL_STATES:
+        raise not_yet
+    error = final_error(status)
+    if error is not None:
+        raise error
+
+
 def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
     """The error a final job status stands for, or None when it completed."""
     state = status.get("state")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .client import FINAL_STATES, EdgeClient, final_error, make_jobspec
+from .client import EdgeClient, final_error, make_jobspec, require_finished
 from .local import make_runtime, run_local
 from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
@@ -112,11 +112,7 @@ def fetch_job(client: EdgeClient, job_id: str, pinned_key: Any = None) -> TrainR
         raise VerificationError(f"edge {client.url} now presents a key other than the saved edge.pub",
                                 hint="if the hospital rotated its key, check the new one with them first")
     status = client.status(job_id)
-    if status.get("state") not in FINAL_STATES:
-        raise BadInput(f"job {job_id} is still {status.get('state')}; fetch it once it has finished")
-    error = final_error(status)
-    if error is not None:
-        raise error
+    require_finished(status, BadInput(f"job {job_id} is still {status.get('state')}; fetch it once it has finished"))
     return fetch_outputs(client, job_id, info, pinned_key or presented)
 
 

@@ -73,3 +73,15 @@ def complete_job(client, key, code: str, *, fields=("image",), budget: int = 4, 
     status = client.wait(job_id, timeout=timeout)
     assert status["state"] == "completed", (status["reasons"], status["gates"])
     return job_id
+
+
+FAST_OUTBOX = ("batch_interval_seconds = 0.3\nrelease_wait_seconds = 10\nretry_initial_seconds = 0.2\n"
+               "retry_max_seconds = 1\nrpc_timeout_seconds = 5")
+
+
+def set_chain_backend(root: Path, backend_lines: str) -> None:
+    """Replace the demo edge's embedded chain with ``backend_lines``, with a fast outbox."""
+    text = (root / "edge.toml").read_text()
+    replaced = text.replace('backend = "embedded"\nrpc_url = ""', backend_lines + "\n" + FAST_OUTBOX)
+    assert replaced != text, "edge.toml has no embedded chain section to replace"
+    (root / "edge.toml").write_text(replaced)

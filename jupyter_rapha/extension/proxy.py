@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..client import FINAL_STATES, EdgeClient, final_error, make_jobspec
+from ..client import FINAL_STATES, EdgeClient, make_jobspec, require_finished
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
@@ -189,11 +189,7 @@ class EdgeProxy:
         site = self.locate(job_id)
         client = self.clients[site]
         status = client.status(job_id)
-        if status.get("state") not in FINAL_STATES:
-            raise NotFound(f"job {job_id} has no {what} yet (state: {status.get('state')})")
-        error = final_error(status)
-        if error is not None:
-            raise error
+        require_finished(status, NotFound(f"job {job_id} has no {what} yet (state: {status.get('state')})"))
         return {"receipt": client.receipt, "metrics": client.metrics, "weights": client.weights}[what](job_id)
 
     def job_edge(self, job_id: str) -> dict[str, Any]:

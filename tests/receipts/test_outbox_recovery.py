@@ -17,7 +17,7 @@ from edge_kernel.anchor.account import load_chain_account
 from edge_kernel.anchor.devchain import EmbeddedChain
 from edge_kernel.anchor.rpcserver import serve_chain
 from jupyter_rapha.client import EdgeClient
-from tests.harness import complete_job, init_edge, start_edge
+from tests.harness import complete_job, init_edge, set_chain_backend, start_edge
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,7 @@ CELL = "import torch\nrapha.log(loss=0.5)\nrapha.save({'w': torch.zeros(2)})\n"
 
 
 def configure_rpc(root, url: str, chain_id: int) -> None:
-    text = (root / "edge.toml").read_text()
-    text = re.sub(r'backend = "embedded"\nrpc_url = ""', f'backend = "rpc"\nrpc_url = "{url}"\nchain_id = {chain_id}\n'
-                  "batch_interval_seconds = 0.3\nrelease_wait_seconds = 10\nretry_initial_seconds = 0.2\n"
-                  "retry_max_seconds = 1\nrpc_timeout_seconds = 5", text)
-    assert 'backend = "rpc"' in text
-    (root / "edge.toml").write_text(text)
+    set_chain_backend(root, f'backend = "rpc"\nrpc_url = "{url}"\nchain_id = {chain_id}')
 
 
 def run_job(client: EdgeClient, key, seed: int) -> str:

@@ -27,7 +27,7 @@ from jupyter_rapha.protocol.keys import PrivateKey, load_public_key
 from jupyter_rapha.protocol.receipt import envelope_digest, sign_receipt, verify_receipt
 from jupyter_rapha.protocol.timestamp import (check_response_token, timestamp_anchor, timestamp_request,
                                               token_from_response, verify_timestamp_anchor)
-from tests.harness import complete_job, init_edge, start_edge
+from tests.harness import complete_job, init_edge, set_chain_backend, start_edge
 from tests.receipts import receipt_factory
 from tests.receipts.tsa_authority import NOW, Authority, TsaServer, make_ca, make_tsa
 
@@ -253,13 +253,7 @@ CELL = "import torch\nrapha.log(loss=0.5)\nrapha.save({'w': torch.zeros(2)})\n"
 
 def configure_tsa(root, url: str, certificate_pem: bytes) -> None:
     (root / "tsa.pem").write_bytes(certificate_pem)
-    text = (root / "edge.toml").read_text()
-    text = re.sub(r'backend = "embedded"\nrpc_url = ""',
-                  f'backend = "rfc3161"\ntsa_url = "{url}"\ntsa_certificate = "tsa.pem"\n'
-                  "batch_interval_seconds = 0.3\nrelease_wait_seconds = 10\nretry_initial_seconds = 0.2\n"
-                  "retry_max_seconds = 1\nrpc_timeout_seconds = 5", text)
-    assert 'backend = "rfc3161"' in text
-    (root / "edge.toml").write_text(text)
+    set_chain_backend(root, f'backend = "rfc3161"\ntsa_url = "{url}"\ntsa_certificate = "tsa.pem"')
 
 
 def run_job(client: EdgeClient, key, seed: int) -> str:
