@@ -15,6 +15,7 @@ import json
 import math
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 64
 MAX_NDIM = 8
 ALIGN = 8
+READ_BUFFER = 2 * MAX_HEADER_BYTES  # a whole prefix and the largest header fit
 ARRAY_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
 
 
@@ -42,9 +44,17 @@ class Message:
 
 
 class Channel:
-    def __init__(self, sock: socket.socket, *, max_payload_bytes: int) -> None:
+    def __init__(self, sock: socket.socket, *, max_payload_bytes: int, spin_seconds: float = 0.0) -> None:
         self.sock = sock
         self.max_payload_bytes = max_payload_bytes
+        # > 0: poll this long for the next frame before blocking (the job's side; the
+        # broker never spins, it serves from a shared edge process).
+        self.spin_seconds = spin_seconds
+        # Frames are read through a buffer: a header and the next requests queued behind it
+        # usually arrive in one system call instead of one per part.
+        self._buffer = bytearray(READ_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         # copy only what is not C-contiguous (np.ascontiguousarray would turn 0-d into 1-d)
@@ -61,32 +71,67 @@ class Channel:
 
     def recv(self) -> Message | None:
         """The next message, or None if the peer closed cleanly between frames."""
-        prefix = bytearray(PREFIX.size)
-        if not self._recv_into(memoryview(prefix), eof_ok=True):
+        if not self._fill(PREFIX.size, eof_ok=True):
             return None
-        magic, head_len, payload_len = PREFIX.unpack(prefix)
+        magic, head_len, payload_len = PREFIX.unpack_from(self._buffer, self._start)
         if magic != MAGIC or head_len > MAX_HEADER_BYTES or payload_len > self.max_payload_bytes:
             raise ChannelError("the peer sent a frame that is malformed or too large")
-        head = bytearray(head_len)
-        self._recv_into(memoryview(head))
+        self._fill(PREFIX.size + head_len)
+        head = self._view[self._start + PREFIX.size:self._start + PREFIX.size + head_len]
         header, layout = _parse_header(head)
+        self._start += PREFIX.size + head_len
+        # The payload gets a fresh bytearray of its own: the arrays made from it share it.
         payload = bytearray(payload_len)
-        self._recv_into(memoryview(payload))
+        buffered = min(payload_len, self._end - self._start)
+        payload[:buffered] = self._view[self._start:self._start + buffered]
+        self._start += buffered
+        self._recv_into(memoryview(payload)[buffered:])
         return Message(header, _arrays(layout, payload))
 
     def close(self) -> None:
         self.sock.close()
 
-    def _recv_into(self, view: memoryview, *, eof_ok: bool = False) -> bool:
+    def _fill(self, size: int, *, eof_ok: bool = False) -> bool:
+        """At least ``size`` unread bytes in the buffer (``size`` fits in it)."""
+        if self._end - self._start >= size:
+            return True
+        if self._start:  # move the unread tail to the front
+            tail = bytes(self._view[self._start:self._end])
+            self._view[:len(tail)] = tail
+            self._start, self._end = 0, len(tail)
+        while self._end < size:
+            if self.spin_seconds and self._spin():
+                continue
+            count = self.sock.recv_into(self._view[self._end:])
+            if count == 0:
+                if eof_ok and self._end == 0:
+                    return False
+                raise ChannelError("the peer closed the channel mid-frame")
+            self._end += count
+        return True
+
+    def _spin(self) -> bool:
+        """Poll without blocking until bytes arrive (True) or the spin time is up."""
+        deadline = time.perf_counter() + self.spin_seconds
+        view = self._view[self._end:]
+        while time.perf_counter() < deadline:
+            try:
+                count = self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if count == 0:
+                return False  # end of stream: the blocking read reports it
+            self._end += count
+            return True
+        return False
+
+    def _recv_into(self, view: memoryview) -> None:
         got = 0
         while got < len(view):
             count = self.sock.recv_into(view[got:])
             if count == 0:
-                if eof_ok and got == 0:
-                    return False
                 raise ChannelError("the peer closed the channel mid-frame")
             got += count
-        return True
 
 
 def _pad(size: int) -> int:
@@ -97,9 +142,9 @@ def _payload_size(sizes: list[int]) -> int:
     return sum(size + _pad(size) for size in sizes)
 
 
-def _parse_header(raw: bytearray) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
+def _parse_header(raw: bytes | bytearray | memoryview) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ChannelError("the peer sent a header that is not JSON") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("msg"), dict):
@@ -200,34 +245,36 @@ class SharedArena:
 
 
 def shm_layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
-    """Where each array of a batch of ``count`` records lies from ``base``; total bytes."""
-    relative, total = _relative_layout(tuple((name, dtype.str, shape) for name, (dtype, shape) in specs.items()), count)
-    return [{**item, "offset": item["offset"] + base} for item in relative], total
+    """Where each array of a batch of ``count`` records lies from ``base``; total bytes.
+    The answer is shared between calls: read it, never change it."""
+    return _layout(tuple((name, dtype.str, shape) for name, (dtype, shape) in specs.items()), count, base)
 
 
-@functools.lru_cache(maxsize=64)
-def _relative_layout(specs: tuple[tuple[str, str, tuple[int, ...]], ...], count: int) -> tuple[list[dict[str, Any]], int]:
-    # Cached: a loader asks for the same batch shape every time, and formatting dtypes
-    # per batch showed up in the broker's profile.
-    layout, offset = [], 0
+@functools.lru_cache(maxsize=256)
+def _layout(specs: tuple[tuple[str, str, tuple[int, ...]], ...], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
+    # Cached: a loader asks for the same batch shape at the same few regions every time,
+    # and formatting dtypes per batch showed up in the broker's profile.
+    layout, offset = [], base
     for name, code, shape in specs:
         dtype = np.dtype(code)
         full = (count, *shape)
         layout.append({"name": name, "dtype": str(dtype), "shape": list(full), "offset": offset})
         size = math.prod(full) * dtype.itemsize
         offset += size + (-size % SHM_ALIGN)
-    return layout, offset
+    return layout, offset - base
 
 
-def shm_arrays(arena: SharedArena, layout: Any) -> dict[str, np.ndarray]:
-    """The arrays a reply names in the arena, checked against its bounds."""
+def shm_items(layout: Any) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
+    """The arrays a reply names in the arena: name, dtype, shape and offset, well formed."""
     if not isinstance(layout, list) or len(layout) > MAX_ARRAYS:
         raise ChannelError("the peer named too many shared arrays")
-    arrays = {}
+    items, names = [], set()
     for item in layout:
         name, dtype, shape = _array_spec(item)
         offset = item.get("offset")
-        if not isinstance(offset, int) or isinstance(offset, bool) or name in arrays:
+        if not isinstance(offset, int) or isinstance(offset, bool) or name in names:
             raise ChannelError("the peer named a shared array badly")
-        arrays[name] = arena.array(offset, dtype, shape)
-    return arrays
+        names.add(name)
+        items.append((name, dtype, shape, offset))
+    return items
+

@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import threading
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
-from .channel import SHM_ALIGN, Channel, SharedArena, shm_arrays
+from .channel import SHM_ALIGN, Channel, SharedArena, shm_items
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
 MAX_METRIC_POINTS = 1_000_000
@@ -32,13 +35,17 @@ class RaphaDataLoader:
     """Batches of the job's cohort as dicts of tensors; each iteration is one epoch.
 
     ``prefetch`` batches are asked for ahead, so the broker prepares the next batch while
-    the model trains on this one. With a shared arena, batches arrive in shared memory:
-    ``copy=True`` (the default) hands out tensors of their own (one memcpy), safe to keep;
-    ``copy=False`` hands out views into the arena, valid until the next batch is taken.
+    the model trains on this one. With a shared arena, the broker writes each batch once,
+    into a region of shared memory the loader names, and the tensors handed out are that
+    region: no further copy. A region is leased to its batch: it is named in a request
+    again only once every tensor of the batch (and every view of one) is gone, so a
+    batch stays valid for as long as it is referenced, like any tensor. Code that keeps
+    many batches fills the arena; later batches then come over the socket, slower but the
+    same. ``copy=True`` copies each batch into private memory and frees its region at once.
     """
 
     def __init__(self, channel: Channel, batch_size: int, shuffle: bool, seed: int, *,
-                 prefetch: int = 2, copy: bool = True, arena: "_Arena | None" = None) -> None:
+                 prefetch: int = 2, copy: bool = False, arena: "_Arena | None" = None) -> None:
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 <= prefetch <= 8:
             raise ValueError("prefetch is a number of batches, 0 to 8")
         self._channel = channel
@@ -55,7 +62,6 @@ class RaphaDataLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         pending: deque[int | None] = deque()
-        held: int | None = None
         # The epoch's first batches are asked for before its reply is read, and never more
         # batches than the epoch has: no round trip is spent waiting at an epoch boundary.
         self._channel.send({"op": "epoch", "loader": self._id})
@@ -69,22 +75,14 @@ class RaphaDataLoader:
                 region = pending.popleft()
                 message = self._channel.recv()
                 reply = _checked(message.header if message else None)
-                if held is not None:
-                    self._free(held)  # the batch handed out before this one is done with
-                    held = None
                 if reply.get("end"):
                     self._free(region)
                     return
-                batch = self._tensors(message, reply)
-                if self.copy or region is None:
-                    self._free(region)
-                else:
-                    held = region
+                batch = self._tensors(message, reply, region)
                 self._request(pending)
                 yield batch
         finally:
             self._drain(pending)
-            self._free(held)
 
     def _request(self, pending: deque[int | None]) -> None:
         if self._asked >= self._batches:
@@ -109,37 +107,76 @@ class RaphaDataLoader:
         if region is not None and self._arena is not None:
             self._arena.free(region)
 
-    def _tensors(self, message: Any, reply: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if "shm" in reply and self._arena is not None:
-            arrays = shm_arrays(self._arena.shared, reply["shm"])
+    def _tensors(self, message: Any, reply: dict[str, Any], region: int | None) -> dict[str, torch.Tensor]:
+        if "shm" in reply and self._arena is not None and region is not None:
             if self.copy:
-                return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
-            return {name: torch.from_numpy(array) for name, array in arrays.items()}
+                arrays = self._arena.view(region, self._batch_bytes, reply["shm"])
+                tensors = {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
+                del arrays
+                self._free(region)
+                return tensors
+            return {name: torch.from_numpy(array) for name, array in
+                    self._arena.lease(region, self._batch_bytes, reply["shm"]).items()}
+        self._free(region)
         # recv filled a fresh bytearray: the tensors share it, no copy.
         return {name: torch.from_numpy(array) for name, array in message.arrays.items()}
 
 
 class _Arena:
-    """The job's bookkeeping of which parts of the shared arena hold batches in use."""
+    """The job's bookkeeping of which regions of the shared arena hold batches in use.
+
+    A leased region is freed by a finalizer on the one array that spans it, which every
+    tensor of the batch keeps alive. Finalizers may run on any thread, or on this one in
+    the middle of an allocation (a collection), hence a re-entrant lock.
+    """
 
     def __init__(self, shared: SharedArena) -> None:
         self.shared = shared
         self._used: dict[int, int] = {}  # offset -> size
+        self._lock = threading.RLock()
 
     def alloc(self, size: int) -> int | None:
-        offset = 0
-        for start in sorted(self._used):
-            if start - offset >= size:
-                break
-            offset = start + self._used[start]
-            offset += -offset % SHM_ALIGN
-        if offset + size > self.shared.size:
-            return None  # full: this batch comes over the socket instead
-        self._used[offset] = size
-        return offset
+        with self._lock:
+            offset = 0
+            # a snapshot: a finalizer that frees a region meanwhile only leaves more room
+            for start, length in sorted(self._used.items()):
+                if start - offset >= size:
+                    break
+                offset = start + length
+                offset += -offset % SHM_ALIGN
+            if offset + size > self.shared.size:
+                return None  # full: this batch comes over the socket instead
+            self._used[offset] = size
+            return offset
 
     def free(self, offset: int) -> None:
-        self._used.pop(offset, None)
+        with self._lock:
+            self._used.pop(offset, None)
+
+    def in_use(self) -> int:
+        with self._lock:
+            return len(self._used)
+
+    def view(self, region: int, size: int, layout: Any) -> dict[str, np.ndarray]:
+        """The arrays a reply names, each checked to lie inside the region it was given;
+        all of them views of one array spanning the region."""
+        whole = self.shared.array(region, np.dtype(np.uint8), (size,))
+        arrays = {}
+        for name, dtype, shape, offset in shm_items(layout):
+            start, nbytes = offset - region, math.prod(shape) * dtype.itemsize
+            if start < 0 or start % SHM_ALIGN or start + nbytes > size:
+                raise BrokerRefused("the broker named shared memory outside the batch's region")
+            arrays[name] = whole[start:start + nbytes].view(dtype).reshape(shape)
+        return arrays
+
+    def lease(self, region: int, size: int, layout: Any) -> dict[str, np.ndarray]:
+        arrays = self.view(region, size, layout)
+        if arrays:
+            owner = next(iter(arrays.values())).base  # the array spanning the region
+            weakref.finalize(owner, self.free, region)
+        else:
+            self.free(region)
+        return arrays
 
 
 class Rapha:
@@ -160,7 +197,7 @@ class Rapha:
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
     def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int = 0, *, prefetch: int = 2,
-               copy: bool = True) -> RaphaDataLoader:
+               copy: bool = False) -> RaphaDataLoader:
         return RaphaDataLoader(self._channel, batch_size, shuffle, seed, prefetch=prefetch, copy=copy,
                                arena=self._arena)
 

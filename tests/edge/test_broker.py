@@ -10,6 +10,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -290,6 +291,55 @@ def test_a_record_that_changes_during_the_job_fails_closed(synth_folder, synth_e
     assert broker.fault is not None and broker.meter.records_used == 0
 
 
+
+class _OffSchemaSource:
+    """Records that break the declared schema in one way each (a buggy or hostile source
+    plugin); the broker must stop rather than convert or pass them on."""
+
+    def __init__(self, bad: dict) -> None:
+        from edge_kernel.data.registry import FieldSpec
+        self.specs = {"image": FieldSpec("float32", (2, 2)), "label": FieldSpec("int64", (), "label")}
+        self.bad = bad
+
+    def index(self):
+        import hashlib
+        from edge_kernel.data.source import Index, RecordRef
+        return Index([RecordRef(hashlib.sha256(b"r%d" % i).digest(), hashlib.sha256(b"p%d" % i).digest(), str(i))
+                      for i in range(4)], {})
+
+    def load(self, ref):
+        record = {"image": np.ones((2, 2), np.float32), "label": np.asarray(1, np.int64)}
+        return {**record, **self.bad} if ref.location == "2" else record
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("bad", [
+    {"image": np.ones((2, 2), np.float64)},                   # another dtype
+    {"image": np.ones((2, 2), ">f4")},                        # another byte order
+    {"image": np.ones((2, 3), np.float32)},                   # another shape
+    {"image": np.ones((4,), np.float32)},                     # same size, another shape
+    {"image": [[1.0, 1.0], [1.0, 1.0]]},                      # not an array
+    {"label": np.asarray(1, np.int32)},
+    {"label": np.asarray([1], np.int64)},
+    {"label": 1},
+    {"label": np.asarray(1, np.int64), "name": np.zeros(1)},  # a field not granted
+])
+def test_a_record_off_the_declared_schema_stops_the_broker_before_anything_crosses(bad, shared):
+    from edge_kernel.sandbox.channel import SharedArena
+    source = _OffSchemaSource(bad)
+    arena = SharedArena.create(1 << 20) if shared else None
+    broker = Broker(source, source.index(), 4, 1, arena)
+    with served(broker) as (channel, _):
+        loader = open_loader(channel, batch_size=4, shuffle=False)["loader"]
+        ask(channel, {"op": "epoch", "loader": loader})
+        channel.send({"op": "next", "loader": loader, "shm_offset": 0})
+        assert_cut_off(channel)
+    assert isinstance(broker.fault, SandboxFault) and broker.meter.records_used == 0
+    if arena is not None:
+        assert not any(arena.mm[:4096])  # nothing was written for the job to read
+        arena.close()
+
+
 # --- the job cannot steer the broker -----------------------------------------------------
 
 @pytest.mark.parametrize("request_", [
@@ -390,6 +440,43 @@ def test_channel_refuses_forged_layouts(layout, payload):
     left.sock.sendall(PREFIX.pack(MAGIC, len(head), payload) + head + bytes(payload))
     with pytest.raises(ChannelError):
         right.recv()
+
+
+
+@pytest.mark.parametrize("spin", [0.0, 0.0005, 0.05])
+def test_channel_frames_arrive_whole_however_the_bytes_are_split(spin):
+    left, right = _pair()
+    right.spin_seconds = spin  # the job's side polls before it sleeps; the same frames
+    frames = [({"n": i, "pad": "x" * (i * 997 % 5000)}, {"a": np.arange(i * 30, dtype=np.int64)}) for i in range(60)]
+    frames.insert(30, ({"big": True}, {"a": np.arange(40_000, dtype=np.int64)}))  # more than the read buffer
+    import io
+    stream = io.BytesIO()
+
+    class Sink:
+        def sendall(self, data):
+            stream.write(bytes(data))
+
+    writer = Channel(Sink(), max_payload_bytes=0)
+    for header, arrays in frames:
+        writer.send(header, arrays)
+    data = stream.getvalue()
+    # seven bytes at a time (the prefix split too), odd chunks (some late), all at once: the same
+    def send(chunk):
+        for i in range(0, len(data), chunk):
+            if chunk == 4093 and i % 7 == 0:
+                time.sleep(0.002)  # longer than a short spin: the read blocks, then resumes
+            left.sock.sendall(data[i:i + chunk])
+
+    for chunk in (7, 4093, len(data)):
+        sender = threading.Thread(target=send, args=(chunk,))
+        sender.start()
+        for header, arrays in frames:
+            message = right.recv()
+            assert message.header == header and np.array_equal(message.arrays["a"], arrays["a"])
+            assert message.arrays["a"].flags.writeable  # a buffer of its own, not the read buffer
+        sender.join()
+    left.close()
+    assert right.recv() is None
 
 
 def test_channel_refuses_oversize_frames_and_mid_frame_eof():
