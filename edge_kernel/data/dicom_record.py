@@ -178,14 +178,22 @@ def guarded(step: Any, *args: Any) -> Any:
 
 def check(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]],
           *, pixels_present: bool = True) -> None:
-    """Index-time checks without decoding the pixels (raw byte count for native syntaxes)."""
+    """Index-time checks without decoding native pixels (their byte count is checked;
+    compressed ones are decoded once). ``pixels_present=False``: ``ds`` is metadata,
+    which may leave the pixel data out, and only the image's header is checked."""
     for name, spec in specs.items():
         if spec.kind == "label":
             _label(ds, labels[name], spec)
         else:
-            _check_pixel_header(ds, spec)
+            _check_pixel_header(ds, spec, require_data=pixels_present)
             if pixels_present:
                 _check_pixel_bytes(ds)
+
+
+def needs_pixels(ds: pydicom.Dataset, specs: dict[str, FieldSpec]) -> bool:
+    """Metadata that leaves out the pixel data of a record whose image is granted (a
+    PACS may omit compressed pixel data there): its pixels must be checked otherwise."""
+    return "PixelData" not in ds and any(spec.kind != "label" for spec in specs.values())
 
 
 def reload(data: bytes | str, *, max_bytes: int, key: bytes, specs: dict[str, FieldSpec],
@@ -210,8 +218,8 @@ def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, 
     return arrays
 
 
-def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec) -> None:
-    if "PixelData" not in ds:
+def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: bool = True) -> None:
+    if require_data and "PixelData" not in ds:
         raise Skip("no pixel data")
     if ds.get("SamplesPerPixel", 1) != 1 or ds.get("PhotometricInterpretation") not in _MONOCHROME:
         raise Skip("not a greyscale image")

@@ -28,8 +28,11 @@ from .source import Index, RecordCache, RecordRef, Skip, SourceFault, granted_sp
 
 MAX_INSTANCE_BYTES = 512 * 1024 * 1024
 DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGES = 10_000
 _STUDY, _SERIES, _INSTANCE, _PATIENT = "0020000D", "0020000E", "00080018", "00100020"
-_DICOM_PART = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_DICOM_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_DICOM_NATIVE = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
 
 
 class DicomWebSource:
@@ -45,6 +48,9 @@ class DicomWebSource:
         self.hmac_key, self.consent = hmac_key, consent or OptOutList.none()
         self.scope = _scope(dataset.options)
         self.timeout = float(dataset.options.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS))
+        self.page_size = dataset.options.get("qido_page_size", DEFAULT_PAGE_SIZE)
+        if not isinstance(self.page_size, int) or isinstance(self.page_size, bool) or not 1 <= self.page_size <= 10_000:
+            raise SourceFault("options.qido_page_size must be a number of results, 1 to 10000")
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy from the environment: the PACS is inside
         if dataset.options.get("username"):
@@ -78,20 +84,42 @@ class DicomWebSource:
     def _series_in_scope(self) -> list[tuple[str, str]]:
         pairs = list(self.scope["series"])
         for study in self.scope["studies"]:  # QIDO-RS: the series of a declared study
-            for item in self._get_json(f"/studies/{study}/series"):
+            for item in self._query(f"/studies/{study}/series"):
                 if _value(item, _STUDY) in (None, study) and _value(item, _SERIES):
                     pairs.append((study, str(_value(item, _SERIES))))
         return sorted(set(pairs))
+
+    def _query(self, path: str) -> list[Any]:
+        """A QIDO-RS query, page by page (``limit``/``offset``): a PACS that caps its
+        answers would otherwise leave part of a declared study out of the cohort unseen.
+        A PACS that ignores ``limit`` answers everything at once; one that ignores
+        ``offset`` repeats itself, and the query ends at the first page with nothing new."""
+        results: list[Any] = []
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            page = self._get_json(f"{path}?limit={self.page_size}&offset={len(results)}")
+            fresh = [item for item in page if _canonical(item) not in seen]
+            seen.update(_canonical(item) for item in fresh)
+            results += fresh
+            if len(page) != self.page_size or not fresh:
+                return results
+        raise SourceFault("the PACS kept answering a query past the page limit")
 
     def _add(self, item: Any, study: str, series: str, by_pseudonym: dict[bytes, RecordRef],
              skipped: Counter[str], excluded: list[RecordRef]) -> None:
         if _value(item, _STUDY) != study or _value(item, _SERIES) != series:
             skipped["outside the declared scope"] += 1  # a PACS that ignored the filter
             return
+        instance = str(_value(item, _INSTANCE))
         try:
             ds = dicom_record.guarded(pydicom.Dataset.from_json, item, _no_bulk)
             pseudonym, patient, patient_id = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
             dicom_record.guarded(_check_header, ds, self.specs, self.labels)
+            if dicom_record.needs_pixels(ds, self.specs) and not self.consent.excludes(patient_id):
+                # Metadata without the pixel data (compressed, as some PACS store it): the
+                # instance is fetched and decoded once now, as a folder's compressed files
+                # are, so a record that cannot be decoded is skipped here, not mid-job.
+                self._check_instance(f"/studies/{study}/series/{series}/instances/{instance}", pseudonym)
         except Skip as skip:
             skipped[skip.reason] += 1
             return
@@ -100,8 +128,14 @@ class DicomWebSource:
         elif pseudonym in by_pseudonym:
             skipped["duplicate instance"] += 1
         else:
-            instance = str(_value(item, _INSTANCE))
             by_pseudonym[pseudonym] = RecordRef(pseudonym, patient, f"{study}/{series}/{instance}")
+
+    def _check_instance(self, path: str, pseudonym: bytes) -> None:
+        ds = dicom_record.parse(self._get_instance(path), max_bytes=MAX_INSTANCE_BYTES)
+        found, _, _ = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
+        if found != pseudonym:
+            raise Skip("metadata and instance disagree")
+        dicom_record.guarded(dicom_record.check, ds, self.specs, self.labels)
 
     # ---- HTTP, every failure wrapped once -----------------------------------------
     def _get_json(self, path: str) -> list[Any]:
@@ -117,10 +151,14 @@ class DicomWebSource:
         return doc
 
     def _get_instance(self, path: str) -> bytes:
-        response = self._get(path, _DICOM_PART)
+        # Uncompressed first: a PACS that can transcode does, and the edge needs no codec
+        # for what it stores compressed; one that cannot (406) sends it as stored.
+        response = self._get(path, _DICOM_NATIVE, not_acceptable_ok=True)
+        if response.status_code in (400, 406):
+            response = self._get(path, _DICOM_AS_STORED)
         return _first_part(response.headers.get("Content-Type", ""), response.content)
 
-    def _get(self, path: str, accept: str) -> Any:
+    def _get(self, path: str, accept: str, *, not_acceptable_ok: bool = False) -> Any:
         import requests
 
         try:
@@ -130,6 +168,8 @@ class DicomWebSource:
             raise SourceFault("the PACS could not be reached", hint="check the dataset's DICOMweb URL") from exc
         if response.status_code == 404:
             return _Empty()
+        if not_acceptable_ok and response.status_code in (400, 406):
+            return response
         if response.status_code not in (200, 204):
             raise SourceFault(f"the PACS refused a request (HTTP {response.status_code})")
         return response
@@ -163,6 +203,12 @@ def _scope(options: dict[str, Any]) -> dict[str, list[Any]]:
 
 def _uid(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and all(c.isdigit() or c == "." for c in value)
+
+
+def _canonical(item: Any) -> str:
+    import json
+
+    return json.dumps(item, sort_keys=True, default=str)
 
 
 def _value(item: Any, tag: str) -> Any:

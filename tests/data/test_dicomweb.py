@@ -181,3 +181,80 @@ def test_an_unknown_study_gives_an_empty_index(pacs):
     entry = _entry(pacs, studies=["1.2.3.4.5.6.7"])
     index = open_source(entry, entry.location, ["image"], HMAC_KEY).index()
     assert index.records == [] and index.skipped == {}
+
+
+@pytest.fixture(scope="module")
+def pacs_extra(tmp_path_factory, pacs):
+    """A second PACS: one study split over five series, and records stored compressed
+    (RLE Lossless encoded here, JPEG Lossless transcoded by Orthanc itself)."""
+    import requests
+    from pydicom.uid import RLELossless, generate_uid
+
+    _, folder, _ = pacs
+    root = tmp_path_factory.mktemp("pacs-extra")
+    orthanc = start_orthanc(root / "orthanc")
+    files = sorted(folder.glob("*.dcm"))
+    try:
+        study = generate_uid()
+        for number, path in enumerate(files[:5]):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, generate_uid(), generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(root / f"series{number}.dcm")
+            orthanc.upload(root / f"series{number}.dcm")
+        rle = pydicom.dcmread(files[5])
+        rle.compress(RLELossless)
+        rle.save_as(root / "rle.dcm")
+        orthanc.upload(root / "rle.dcm")
+        stored = orthanc.upload(files[6])
+        jpeg = requests.post(f"{orthanc.url}/instances/{stored['ID']}/modify",
+                             json={"Transcode": "1.2.840.10008.1.2.4.70", "Force": True}, timeout=30)
+        jpeg.raise_for_status()
+        requests.delete(f"{orthanc.url}/instances/{stored['ID']}", timeout=30).raise_for_status()
+        (root / "jpeg.dcm").write_bytes(jpeg.content)
+        orthanc.upload(root / "jpeg.dcm")
+        yield orthanc, study, [files[5], files[6]], [root / "rle.dcm", root / "jpeg.dcm"]
+    finally:
+        orthanc.stop()
+
+
+def _extra_entry(orthanc, studies, **options):
+    entry = replace(synthetic_dataset_entry("pacs-extra", orthanc.dicomweb), source="dicomweb")
+    return replace(entry, options={"studies": list(studies), "series": [], **options})
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 5, 500])
+def test_qido_answers_are_read_page_by_page(pacs_extra, page_size):
+    orthanc, study, _, _ = pacs_extra
+    entry = _extra_entry(orthanc, [study], qido_page_size=page_size)
+    index = DicomWebSource(entry.location, entry, ["image"], HMAC_KEY).index()
+    assert len(index.records) == 5 and index.skipped == {}  # all five series, whatever the page
+
+
+def test_a_bad_page_size_is_refused(pacs_extra):
+    orthanc, study, _, _ = pacs_extra
+    for bad in (0, -1, True, "10", 10**6):
+        with pytest.raises(SourceFault):
+            DicomWebSource(orthanc.dicomweb, _extra_entry(orthanc, [study], qido_page_size=bad), ["image"], HMAC_KEY)
+
+
+def test_records_stored_compressed_arrive_as_the_original_pixels(pacs_extra):
+    orthanc, _, originals, compressed = pacs_extra
+    syntaxes = {str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID) for path in compressed}
+    assert syntaxes == {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.70"}  # RLE, JPEG Lossless
+    studies = [str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path in compressed]
+    entry = _extra_entry(orthanc, studies)
+    source = DicomWebSource(entry.location, entry, ["image", "finding"], HMAC_KEY)
+    index = source.index()
+    assert len(index.records) == 2 and index.skipped == {}
+    folder = originals[0].parent
+    local = DicomFolderSource(folder, synthetic_dataset_entry("x", str(folder)), ["image", "finding"], HMAC_KEY)
+    wanted = {pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in originals}
+    expected = {}
+    for ref in local.index().records:
+        record = local.load(ref)
+        expected[record["image"].tobytes()] = record
+    for ref in index.records:
+        got = source.load(ref)
+        assert got["image"].tobytes() in expected  # lossless: the very pixels of the original
+    assert len(wanted) == 2
