@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import os
 import socket
 import sys
 import traceback
@@ -42,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(exist_ok=True)
     sock = socket.socket(fileno=args.fd)
     shared = SharedArena.attach(args.shm_fd) if args.shm_fd is not None else None
-    rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=WAIT_SPIN_SECONDS), job.get("params", {}),
+    # On one core a polling job would only hold off the broker it waits for.
+    spin = WAIT_SPIN_SECONDS if len(os.sched_getaffinity(0)) >= 2 else 0.0
+    rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
                   job.get("schema", {}), OUT_DIR, shared)
     try:
         _run_cell(code, rapha)
