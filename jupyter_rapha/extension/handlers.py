@@ -156,6 +156,17 @@ class JobEdgeHandler(RaphaHandler):
         self.write_json(await self.blocking(self.proxy.job_edge, job_id))
 
 
+class JobVerifyHandler(RaphaHandler):
+    """The job's receipt verified by this server against the pinned edge key; every check
+    named, as ``rapha verify --json`` prints them."""
+
+    @web.authenticated
+    @authorized
+    @api
+    async def get(self, job_id: str) -> None:
+        self.write_json(await self.blocking(self.proxy.verify, job_id))
+
+
 class JobOutputHandler(RaphaHandler):
     @web.authenticated
     @authorized
@@ -243,6 +254,7 @@ def handlers() -> list[tuple[str, type, dict[str, Any]]]:
         (f"{base}/jobs", JobsHandler, {}),
         (f"{base}/jobs/{JOB_ID}", JobHandler, {}),
         (f"{base}/jobs/{JOB_ID}/edge", JobEdgeHandler, {}),
+        (f"{base}/jobs/{JOB_ID}/verify", JobVerifyHandler, {}),
         (f"{base}/jobs/{JOB_ID}/(?P<what>receipt|metrics|weights)", JobOutputHandler, {}),
         (f"{base}/jobs/{JOB_ID}/events", JobEventsHandler, {}),
     ]

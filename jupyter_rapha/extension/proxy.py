@@ -192,6 +192,19 @@ class EdgeProxy:
         require_finished(status, NotFound(f"job {job_id} has no {what} yet (state: {status.get('state')})"))
         return {"receipt": client.receipt, "metrics": client.metrics, "weights": client.weights}[what](job_id)
 
+    def verify(self, job_id: str) -> dict[str, Any]:
+        """The job's receipt checked here, as ``rapha verify`` would: against the edge key
+        pinned for its site (never one the edge sends now), with its weights and metrics,
+        and its anchor looked up on the edge's chain endpoint."""
+        from ..verify import report_dict, verify_document
+
+        edge = self.job_edge(job_id)
+        site = edge["site"]
+        receipt, weights, metrics = (self.output(job_id, what) for what in ("receipt", "weights", "metrics"))
+        report = verify_document(receipt, self.sites[site].public_key, weights=weights, metrics=metrics,
+                                 rpc_url=edge["chain_rpc"])
+        return {**report_dict(report), "job_id": job_id, "site": site}
+
     def job_edge(self, job_id: str) -> dict[str, Any]:
         """What a verifier needs: the pinned key of the job's edge and its chain endpoint."""
         from ..training import chain_rpc_url

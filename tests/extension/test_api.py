@@ -15,7 +15,8 @@ UNKNOWN_JOB = "0" * 32
 ROUTES = [("GET", "edges"), ("GET", "datasets"), ("GET", "policy"), ("GET", "jobs"), ("POST", "jobs"),
           ("GET", f"jobs/{UNKNOWN_JOB}"), ("DELETE", f"jobs/{UNKNOWN_JOB}"), ("GET", f"jobs/{UNKNOWN_JOB}/edge"),
           ("GET", f"jobs/{UNKNOWN_JOB}/receipt"), ("GET", f"jobs/{UNKNOWN_JOB}/metrics"),
-          ("GET", f"jobs/{UNKNOWN_JOB}/weights"), ("GET", f"jobs/{UNKNOWN_JOB}/events")]
+          ("GET", f"jobs/{UNKNOWN_JOB}/weights"), ("GET", f"jobs/{UNKNOWN_JOB}/verify"),
+          ("GET", f"jobs/{UNKNOWN_JOB}/events")]
 
 
 async def call(jp_fetch, method, route, body=None, **kwargs):
@@ -116,7 +117,7 @@ async def test_denied_job_403_with_reasons(jp_fetch):
     [job] = await submit(jp_fetch, dataset="cxr-north", fields=["image", "PatientName"])
     status = await wait_final(jp_fetch, job["job_id"])
     assert status["state"] == "denied" and status["site"] == "north"
-    for what in ("receipt", "weights", "metrics"):
+    for what in ("receipt", "weights", "metrics", "verify"):
         code, data = await call(jp_fetch, "GET", f"jobs/{job['job_id']}/{what}")
         assert code == 403, (what, data)
         assert any("PatientName" in reason for reason in data["error"]["reasons"]), data

@@ -42,6 +42,12 @@ async def test_routes_by_catalog_site_and_all(jp_fetch, two_edges, researcher_ke
     assert code == 200 and receipt["envelope"]["payloadType"]
     weights = await jp_fetch("rapha", "api", "jobs", chosen["job_id"], "weights")
     assert weights.headers["Content-Type"] == "application/octet-stream" and len(weights.body) > 0
+    # The side panel's "verify": the receipt checked by the server against the pinned key.
+    code, report = await call(jp_fetch, "GET", f"jobs/{chosen['job_id']}/verify")
+    assert code == 200 and report["ok"] and report["site"] == "south", report
+    names = [c["name"] for c in report["checks"]]
+    assert {"signature", "weights", "anchor"} <= set(names), names
+    assert all(c["status"] in ("pass", "warn") for c in report["checks"]), report["checks"]
 
 
 @pytest.mark.parametrize("rapha_config,expected", [({"routing": "first"}, ["north"]),
