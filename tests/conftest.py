@@ -20,7 +20,10 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_root = pytest.mark.skip(reason="needs root (namespaces, seccomp, nftables)")
     skip_orthanc = pytest.mark.skip(reason="needs the Debian packages orthanc and orthanc-dicomweb")
+    skip_browser = pytest.mark.skip(reason="needs the Debian package chromium")
     for item in items:
+        if "needs_browser" in item.keywords and not (shutil.which("chromium") or shutil.which("chromium-browser")):
+            item.add_marker(skip_browser)
         if "needs_root" in item.keywords and os.geteuid() != 0:
             item.add_marker(skip_root)
         if "needs_orthanc" in item.keywords and not shutil.which("Orthanc"):

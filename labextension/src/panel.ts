@@ -1,0 +1,156 @@
+import { Widget } from '@lumino/widgets';
+
+import { requestAPI } from './api';
+import { JobRow, jobRows, verdict } from './model';
+
+const POLL_MS = 5000;
+
+/**
+ * The "Rapha jobs" side panel: every job the server extension knows, across edges, with
+ * its state and progress; cancel a running job; check a completed job's receipt against
+ * the edge key pinned in the server's configuration.
+ */
+export class JobsPanel extends Widget {
+  private list: HTMLElement;
+  private status: HTMLElement;
+  private timer: number | null = null;
+  private reports = new Map<string, HTMLElement>();
+
+  constructor() {
+    super();
+    this.id = 'jupyter-rapha-jobs';
+    this.addClass('jp-RaphaJobs');
+    this.title.label = 'Rapha';
+    this.title.caption = 'Rapha jobs: edge training jobs and their receipts';
+    const header = document.createElement('div');
+    header.className = 'jp-RaphaJobs-header';
+    const heading = document.createElement('h2');
+    heading.textContent = 'Rapha jobs';
+    const refresh = document.createElement('button');
+    refresh.className = 'jp-RaphaJobs-refresh jp-mod-styled';
+    refresh.textContent = 'Refresh';
+    refresh.onclick = () => void this.refresh();
+    header.append(heading, refresh);
+    this.status = document.createElement('div');
+    this.status.className = 'jp-RaphaJobs-status';
+    this.list = document.createElement('ul');
+    this.list.className = 'jp-RaphaJobs-list';
+    this.node.append(header, this.status, this.list);
+  }
+
+  /** Fetch the job list and draw it; an error is shown in the panel, never thrown. */
+  async refresh(): Promise<void> {
+    try {
+      const rows = jobRows(await requestAPI('jobs'));
+      this.render(rows);
+      this.status.textContent = rows.length === 0 ? 'No jobs yet: run a %%rapha_train cell.' : '';
+      this.status.classList.remove('jp-mod-error');
+    } catch (error) {
+      this.status.textContent = (error as Error).message;
+      this.status.classList.add('jp-mod-error');
+    }
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh();
+    if (this.timer === null) {
+      this.timer = window.setInterval(() => void this.refresh(), POLL_MS);
+    }
+  }
+
+  protected onAfterHide(): void {
+    if (this.timer !== null) {
+      window.clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  dispose(): void {
+    this.onAfterHide();
+    super.dispose();
+  }
+
+  private render(rows: JobRow[]): void {
+    this.list.replaceChildren(...rows.map(row => this.item(row)));
+  }
+
+  private item(row: JobRow): HTMLElement {
+    const item = document.createElement('li');
+    item.className = 'jp-RaphaJobs-job';
+    item.dataset.jobId = row.id;
+    const title = document.createElement('div');
+    title.className = 'jp-RaphaJobs-title';
+    const name = document.createElement('span');
+    name.textContent = `${row.title} `;
+    const id = document.createElement('code');
+    id.textContent = row.short;
+    id.title = row.id;
+    const state = document.createElement('span');
+    state.className = `jp-RaphaJobs-state jp-RaphaJobs-state-${row.state}`;
+    state.textContent = row.state;
+    title.append(name, id, state);
+    const detail = document.createElement('div');
+    detail.className = 'jp-RaphaJobs-detail';
+    detail.textContent = row.detail;
+    const actions = document.createElement('div');
+    actions.className = 'jp-RaphaJobs-actions';
+    if (row.canCancel) {
+      actions.append(this.button('Cancel', 'jp-RaphaJobs-cancel', () => this.cancel(row.id)));
+    }
+    if (row.canVerify) {
+      actions.append(this.button('Verify receipt', 'jp-RaphaJobs-verify', () => this.verify(row.id)));
+    }
+    item.append(title, detail, actions);
+    const kept = this.reports.get(row.id);
+    if (kept) {
+      item.append(kept); // a verification shown stays across refreshes
+    }
+    return item;
+  }
+
+  private button(label: string, className: string, action: () => Promise<void>): HTMLButtonElement {
+    const button = document.createElement('button');
+    button.className = `${className} jp-mod-styled`;
+    button.textContent = label;
+    button.onclick = async () => {
+      button.disabled = true;
+      try {
+        await action();
+      } finally {
+        button.disabled = false;
+      }
+    };
+    return button;
+  }
+
+  private async cancel(jobId: string): Promise<void> {
+    try {
+      await requestAPI(`jobs/${jobId}`, { method: 'DELETE' });
+    } catch (error) {
+      this.status.textContent = (error as Error).message;
+      this.status.classList.add('jp-mod-error');
+    }
+    await this.refresh();
+  }
+
+  private async verify(jobId: string): Promise<void> {
+    const block = document.createElement('div');
+    block.className = 'jp-RaphaJobs-report';
+    try {
+      const result = verdict(await requestAPI(`jobs/${jobId}/verify`));
+      const label = document.createElement('div');
+      label.className = `jp-RaphaJobs-verdict jp-RaphaJobs-verdict-${result.kind}`;
+      label.textContent = `Receipt ${result.label}`;
+      const lines = document.createElement('pre');
+      lines.textContent = result.lines.join('\n');
+      block.append(label, lines);
+    } catch (error) {
+      block.classList.add('jp-mod-error');
+      block.textContent = `Receipt not checked: ${(error as Error).message}`;
+    }
+    this.reports.set(jobId, block);
+    const item = this.list.querySelector(`[data-job-id="${jobId}"]`);
+    item?.querySelector('.jp-RaphaJobs-report')?.remove();
+    item?.append(block);
+  }
+}

@@ -1,0 +1,60 @@
+// The side panel's logic (src/model.ts, compiled to test-build/ by `npm test`).
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { jobRow, jobRows, progressText, verdict, errorMessage } = require('../test-build/model.js');
+
+test('a running job shows its counters and can be cancelled, not verified', () => {
+  const row = jobRow({
+    job_id: 'a'.repeat(32), state: 'running', site: 'north', dataset: 'cxr',
+    progress: { records_used: 12, cohort_size: 40, batches: 6, epochs: 2 }
+  });
+  assert.equal(row.title, 'cxr @ north');
+  assert.equal(row.short, 'aaaaaaaa');
+  assert.equal(row.detail, '12 of 40 records, 6 batches, epoch 2');
+  assert.equal(row.canCancel, true);
+  assert.equal(row.canVerify, false);
+});
+
+test('a denied job shows the gates\' reasons; a failed one its error type and cell line only', () => {
+  const denied = jobRow({ job_id: 'b'.repeat(32), state: 'denied', reasons: ['field PatientName not granted', 7] });
+  assert.equal(denied.detail, 'field PatientName not granted');
+  assert.equal(denied.canCancel || denied.canVerify, false);
+  const failed = jobRow({ job_id: 'c'.repeat(32), state: 'failed', error: { type: 'KeyError', line: 3 } });
+  assert.equal(failed.detail, 'KeyError at line 3 of the cell');
+  const completed = jobRow({ job_id: 'd'.repeat(32), state: 'completed', progress: {} });
+  assert.equal(completed.canVerify, true);
+  assert.equal(completed.detail, '');
+});
+
+test('malformed job JSON shows as "?" and a list without ids drops them', () => {
+  const row = jobRow({ job_id: 5, state: null, progress: { records_used: -1, batches: 'x' } });
+  assert.equal(row.id, '?');
+  assert.equal(row.state, 'unknown');
+  assert.equal(row.detail, '');
+  assert.deepEqual(jobRows({ jobs: [null, { job_id: 'e'.repeat(32), state: 'submitted' }] }).map(r => r.state),
+    ['submitted']);
+  assert.throws(() => jobRows({ nope: [] }), /without a job list/);
+  assert.equal(progressText(null), '');
+});
+
+test('the verdict is decided by the worst check, and an empty or not-ok report is never verified', () => {
+  const check = (name, status) => ({ name, status, detail: `${name} detail` });
+  const pass = verdict({ ok: true, checks: [check('signature', 'pass'), check('anchor', 'pass')] });
+  assert.equal(pass.kind, 'pass');
+  assert.deepEqual(pass.lines, ['PASS signature  signature detail', 'PASS anchor     anchor detail']);
+  assert.equal(verdict({ ok: true, checks: [check('attestation', 'warn'), check('anchor', 'pass')] }).kind, 'warn');
+  assert.equal(verdict({ ok: true, checks: [check('anchor', 'pending'), check('x', 'warn')] }).kind, 'pending');
+  assert.equal(verdict({ ok: false, checks: [check('signature', 'pass')] }).kind, 'fail');
+  assert.equal(verdict({ ok: true, checks: [check('weights', 'fail')] }).label, 'NOT verified');
+  assert.equal(verdict({ ok: true, checks: [] }).kind, 'fail');
+  assert.equal(verdict('garbage').kind, 'fail');
+  assert.deepEqual(verdict({ ok: true, notes: ['no weights beside it'], checks: [check('s', 'pass')] }).lines[0],
+    'note: no weights beside it');
+});
+
+test('server errors read as their message and reasons, or as the HTTP status', () => {
+  assert.equal(errorMessage(403, { error: { message: 'denied', reasons: ['budget', 'purpose'] } }),
+    'denied: budget; purpose');
+  assert.equal(errorMessage(404, { error: { message: 'no job x' } }), 'no job x');
+  assert.equal(errorMessage(502, 'x'), 'the server answered HTTP 502');
+});
