@@ -149,7 +149,7 @@ export class JobsPanel extends Widget {
       block.textContent = `Receipt not checked: ${(error as Error).message}`;
     }
     this.reports.set(jobId, block);
-    const item = this.list.querySelector(`[data-job-id="${jobId}"]`);
+    const item = this.list.querySelector(`[data-job-id="${CSS.escape(jobId)}"]`);
     item?.querySelector('.jp-RaphaJobs-report')?.remove();
     item?.append(block);
   }
