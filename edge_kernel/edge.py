@@ -182,7 +182,8 @@ def _open_outbox(edge: "Edge") -> Any:
                           # a timestamp token is final when stored: no confirmations to wait for
                           min_confirmations=1 if chain.backend == "rfc3161" else chain.min_confirmations,
                           retry_initial_seconds=chain.retry_initial_seconds,
-                          retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4)
+                          retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4,
+                          bump_after_seconds=chain.fee_bump_seconds)
     return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config)
 
 

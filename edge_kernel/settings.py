@@ -38,6 +38,7 @@ class ChainSettings:
     retry_initial_seconds: float = 1.0  # backoff after a failed chain round, doubling ...
     retry_max_seconds: float = 300.0  # ... up to this; retries never stop while the edge runs
     rpc_timeout_seconds: float = 30.0
+    fee_bump_seconds: float = 180.0  # an anchor unmined this long is sent again, same nonce, fees +12.5%
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
 
 
 _CHAIN_SECONDS = {"batch_interval_seconds": 2.0, "release_wait_seconds": 20.0, "retry_initial_seconds": 1.0,
-                  "retry_max_seconds": 300.0, "rpc_timeout_seconds": 30.0}
+                  "retry_max_seconds": 300.0, "rpc_timeout_seconds": 30.0, "fee_bump_seconds": 180.0}
 
 
 def _seconds(table: dict[str, Any], key: str, default: float) -> float:

@@ -18,7 +18,8 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from jupyter_rapha.protocol.errors import AnchorFault
 
-from .base import DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+from .base import (DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction,
+                   bumped_fees, dynamic_fees, require_digest, signed_fees)
 
 _POLL_SECONDS = 0.2
 
@@ -63,6 +64,17 @@ class RpcAnchor:
             self._check_chain()
             with anchor_faults("prepare the anchor transaction"):
                 tx = self._transaction(digest)
+                signed = self._account.sign_transaction(tx)
+        return SignedAnchor(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), int(tx["nonce"]))
+
+    def replace_anchor(self, digest: bytes, stuck: SignedAnchor) -> SignedAnchor:
+        """The same anchor at the stuck transaction's nonce with fees raised past it, so
+        that the node replaces it (an underpriced transaction otherwise waits forever)."""
+        digest = require_digest(digest)
+        with self._lock:
+            self._check_chain()
+            with anchor_faults("prepare the replacement anchor transaction"):
+                tx = self._transaction(digest, nonce=stuck.nonce, fees=bumped_fees(signed_fees(stuck.raw), self._fees()))
                 signed = self._account.sign_transaction(tx)
         return SignedAnchor(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), int(tx["nonce"]))
 
@@ -115,13 +127,15 @@ class RpcAnchor:
         if served != self.chain_id:
             raise AnchorFault(f"chain RPC endpoint serves chain {served}, configured {self.chain_id}")
 
-    def _transaction(self, digest: bytes) -> dict[str, Any]:
+    def _transaction(self, digest: bytes, *, nonce: int | None = None,
+                     fees: dict[str, int] | None = None) -> dict[str, Any]:
         eth = self._w3.eth
-        nonce = eth.get_transaction_count(self.address, "pending")
+        if nonce is None:
+            nonce = eth.get_transaction_count(self.address, "pending")
         estimate = eth.estimate_gas({"from": self.address, "to": self.address, "value": 0,
                                      "data": "0x" + digest.hex()})
         tx = anchor_transaction(self.address, digest, nonce=nonce, chain_id=self.chain_id,
-                                gas=anchor_gas(estimate, digest), fees=self._fees())
+                                gas=anchor_gas(estimate, digest), fees=fees if fees is not None else self._fees())
         tx.pop("from")
         return tx
 

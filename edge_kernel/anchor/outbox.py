@@ -9,6 +9,11 @@ transaction has the configured confirmations, each receipt's anchor block (with 
 inclusion proof) is written in the same database transaction that closes the batch, and
 ``publish`` hands it to the released receipt. Chain failures back off exponentially up
 to a cap and are retried for as long as the edge runs: giving up would lose anchors.
+
+A transaction still unmined ``bump_after_seconds`` after it was sent, at a nonce still
+open, is replaced (anchors that can, ``replace_anchor``): the same root at the same nonce
+with every fee raised at least 12.5%, stored before it is sent like the first. Whichever
+version the chain mines closes the batch, and the receipts name that one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Callable
 from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree
 from jupyter_rapha.protocol.errors import AnchorFault
 
-from .base import BatchAnchor
+from .base import BatchAnchor, SignedAnchor
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,9 @@ class OutboxConfig:
     retry_max_seconds: float = 300.0
     poll_seconds: float = 0.2
     mine_timeout_seconds: float = 120.0
+    # An anchor transaction sent this long ago and still unmined at an open nonce is
+    # replaced by one with fees raised 12.5% (an underpriced one would wait forever).
+    bump_after_seconds: float = 180.0
 
 
 class Outbox:
@@ -59,6 +67,10 @@ class Outbox:
         with db.transaction() as conn:
             for statement in _statements(SCHEMA):  # executescript would end the transaction
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(anchor_batches)")}
+            for column, kind in (("sent", "REAL"), ("replaced", "TEXT")):  # added after the first release
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE anchor_batches ADD COLUMN {column} {kind}")
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -181,32 +193,70 @@ class Outbox:
         return dict(self.db.query("SELECT * FROM anchor_batches WHERE batch_id=?", (batch_id,))[0])
 
     def _finish(self, batch: dict[str, Any]) -> None:
-        block = self.anchor.mined_block(batch["tx_hash"])
-        if block is None:
-            if self.anchor.confirmed_nonce() > batch["nonce"]:
+        block, batch = self._mined(batch)
+        if block is None and self.anchor.confirmed_nonce() > batch["nonce"]:
+            block, batch = self._mined(batch)  # one of ours may have been mined meanwhile
+            if block is None:
                 # Our nonce was used by a transaction that is not ours (someone else holds
                 # the key, or a node dropped ours): this one can never be mined, sign anew.
                 batch = self._resign(batch)
+        if block is None:
+            if self._stuck(batch):
+                batch = self._bump(batch)
             self.anchor.broadcast(bytes.fromhex(batch["raw"]))
-            block = self._wait_mined(batch["tx_hash"])
+            if batch.get("sent") is None:
+                batch["sent"] = time.time()
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE anchor_batches SET sent=? WHERE batch_id=?", (batch["sent"], batch["batch_id"]))
+            block, batch = self._wait_mined(batch)
         self._wait_confirmed(block)
         self._close(batch, block)
+
+    def _hashes(self, batch: dict[str, Any]) -> list[str]:
+        """The batch's transaction and those it replaced: any one of them may be mined."""
+        return [batch["tx_hash"], *json.loads(batch.get("replaced") or "[]")]
+
+    def _mined(self, batch: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+        for tx_hash in self._hashes(batch):
+            block = self.anchor.mined_block(tx_hash)
+            if block is not None:
+                return block, dict(batch, tx_hash=tx_hash)  # the receipts name the one mined
+        return None, batch
+
+    def _stuck(self, batch: dict[str, Any]) -> bool:
+        return (hasattr(self.anchor, "replace_anchor") and batch.get("sent") is not None
+                and time.time() - float(batch["sent"]) >= self.config.bump_after_seconds)
+
+    def _bump(self, batch: dict[str, Any]) -> dict[str, Any]:
+        stuck = SignedAnchor(bytes.fromhex(batch["raw"]), batch["tx_hash"], int(batch["nonce"]))
+        signed = self.anchor.replace_anchor(bytes.fromhex(batch["root"]), stuck)  # type: ignore[attr-defined]
+        if signed.nonce != stuck.nonce:
+            raise AnchorFault("a replacement anchor transaction must keep its nonce")
+        replaced = json.dumps(self._hashes(batch))
+        log.warning("anchor batch %s: not mined after %.0f s; sent again with fees raised",
+                    batch["batch_id"], time.time() - float(batch["sent"]))
+        with self.db.transaction() as conn:  # stored before it is sent, as every anchor transaction
+            conn.execute("UPDATE anchor_batches SET raw=?, tx_hash=?, replaced=?, sent=NULL"
+                         " WHERE batch_id=? AND state='signed'",
+                         (signed.raw.hex(), signed.tx_hash, replaced, batch["batch_id"]))
+        return dict(batch, raw=signed.raw.hex(), tx_hash=signed.tx_hash, replaced=replaced, sent=None)
 
     def _resign(self, batch: dict[str, Any]) -> dict[str, Any]:
         log.warning("anchor batch %s: nonce %s taken by another transaction; signing again",
                     batch["batch_id"], batch["nonce"])
         signed = self.anchor.sign_anchor(bytes.fromhex(batch["root"]))
         with self.db.transaction() as conn:
-            conn.execute("UPDATE anchor_batches SET raw=?, tx_hash=?, nonce=? WHERE batch_id=? AND state='signed'",
+            conn.execute("UPDATE anchor_batches SET raw=?, tx_hash=?, nonce=?, replaced=NULL, sent=NULL"
+                         " WHERE batch_id=? AND state='signed'",
                          (signed.raw.hex(), signed.tx_hash, signed.nonce, batch["batch_id"]))
-        return dict(batch, raw=signed.raw.hex(), tx_hash=signed.tx_hash, nonce=signed.nonce)
+        return dict(batch, raw=signed.raw.hex(), tx_hash=signed.tx_hash, nonce=signed.nonce, replaced=None, sent=None)
 
-    def _wait_mined(self, tx_hash: str) -> int:
+    def _wait_mined(self, batch: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         deadline = time.monotonic() + self.config.mine_timeout_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            block = self.anchor.mined_block(tx_hash)
+            block, mined = self._mined(batch)
             if block is not None:
-                return block
+                return block, mined
             time.sleep(self.config.poll_seconds)
         raise AnchorFault("the anchor transaction was not mined in time; it is sent again on the next round")
 
@@ -233,8 +283,8 @@ class Outbox:
                 else:
                     anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block)
                 conn.execute("UPDATE anchor_outbox SET anchor=? WHERE seq=?", (json.dumps(anchor), member["seq"]))
-            conn.execute("UPDATE anchor_batches SET state='mined', block_number=? WHERE batch_id=?",
-                         (block, batch["batch_id"]))
+            conn.execute("UPDATE anchor_batches SET state='mined', block_number=?, tx_hash=? WHERE batch_id=?",
+                         (block, batch["tx_hash"], batch["batch_id"]))
         with self._changed:
             self._changed.notify_all()
 

@@ -5,9 +5,12 @@ outbox's crash points, none of which may publish a root twice."""
 from __future__ import annotations
 
 import copy
+import json
+import time
 
 import pytest
 from eth_account import Account
+from eth_utils import keccak
 
 from edge_kernel.anchor.devchain import EmbeddedChain
 from edge_kernel.anchor.evm import RpcAnchor
@@ -244,3 +247,155 @@ def test_enqueue_is_idempotent(world):
     with pytest.raises(AnchorFault):
         Outbox(world["db"], world["chain"], Published(), FAST)._close(
             {"batch_id": 99, "root": "00" * 32, "tx_hash": "0x" + "00" * 32}, 1)
+
+
+class CongestedNode:
+    """A JSON-RPC node in front of the real chain whose mempool holds, unmined, any
+    transaction offering less than ``rise`` times the first one's maximum fee (the market
+    moved just after it was signed); everything else goes to the chain."""
+
+    def __init__(self, upstream: str, rise: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+        import rlp
+
+        self.rise, self.floor, self.held, self.forwarded = rise, None, [], []
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if request.get("method") == "eth_sendRawTransaction":
+                    raw = bytes.fromhex(request["params"][0][2:])
+                    fields = rlp.decode(raw[1:])  # EIP-1559: chain, nonce, tip, max fee, ...
+                    offer = {"nonce": int.from_bytes(fields[1], "big"), "max_fee": int.from_bytes(fields[3], "big"),
+                             "tx_hash": "0x" + keccak(raw).hex(), "raw": request["params"][0]}
+                    if node.floor is None:
+                        node.floor = int(offer["max_fee"] * node.rise)
+                    if offer["max_fee"] < node.floor:
+                        node.held.append(offer)
+                        return self._answer({"jsonrpc": "2.0", "id": request["id"], "result": offer["tx_hash"]})
+                    node.forwarded.append(offer)
+                answer = requests.post(upstream, json=request, timeout=30).json()
+                self._answer(answer)
+
+            def _answer(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_underpriced_anchor_is_replaced_with_higher_fees_at_its_nonce(world):
+    chain, docs = world["chain"], receipts(world, 3)
+    node = CongestedNode(world["url"], rise=1.2)  # one bump (12.5%) is not enough, two are
+    try:
+        anchor = RpcAnchor(node.url, world["account"], chain_id=chain.chain_id, timeout=5)
+        published = Published()
+        outbox = Outbox(world["db"], anchor, published,
+                        OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=0.1,
+                                     poll_seconds=0.02, mine_timeout_seconds=0.3, bump_after_seconds=0.2))
+        for digest in docs:
+            outbox.enqueue("j" * 32, digest)
+        outbox.start()
+        try:
+            deadline = time.monotonic() + 60  # rounds fail while the node holds it: poll
+            while not all(outbox.anchor_of(digest) for digest in docs):
+                assert time.monotonic() < deadline, "never anchored"
+                time.sleep(0.05)
+        finally:
+            outbox.stop()
+    finally:
+        node.close()
+    # Two underpriced versions held, then one at >= 126% of the market's fee mined, all at
+    # one nonce: the root is on chain once, by the one transaction the receipts name.
+    assert len(node.held) == 2 and len(node.forwarded) == 1
+    [mined] = node.forwarded
+    assert {offer["nonce"] for offer in node.held} == {mined["nonce"]} and mined["max_fee"] >= node.floor
+    assert [h["max_fee"] for h in node.held] == sorted(h["max_fee"] for h in node.held)
+    assert anchor_count(chain) == 1
+    for digest, document in docs.items():
+        document["anchor"] = published.anchors[digest]
+        assert document["anchor"]["tx_hash"] == mined["tx_hash"]
+        assert verify_document(document, world["edge_key"].public, rpc_url=world["url"]).passed
+
+
+def test_a_replaced_anchor_mined_after_all_is_the_one_the_receipts_name(world):
+    import requests
+
+    chain, docs = world["chain"], receipts(world, 2)
+    node = CongestedNode(world["url"], rise=100.0)  # holds every version
+    try:
+        published = Published()
+        outbox = Outbox(world["db"], RpcAnchor(node.url, world["account"], chain_id=chain.chain_id, timeout=5),
+                        published, OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05,
+                                                retry_max_seconds=0.1, poll_seconds=0.02, mine_timeout_seconds=0.3,
+                                                bump_after_seconds=0.2))
+        for digest in docs:
+            outbox.enqueue("j" * 32, digest)
+        outbox.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(node.held) < 2:
+                assert time.monotonic() < deadline, "never replaced"
+                time.sleep(0.05)
+            first = node.held[0]  # a miner takes the first, underpriced version after all
+            answer = requests.post(world["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
+                                                       "params": [first["raw"]]}, timeout=30).json()
+            assert answer.get("result") == first["tx_hash"], answer
+            while not all(outbox.anchor_of(digest) for digest in docs):
+                assert time.monotonic() < deadline, "never anchored"
+                time.sleep(0.05)
+        finally:
+            outbox.stop()
+    finally:
+        node.close()
+    assert anchor_count(chain) == 1  # no new nonce was signed: the root is on chain once
+    for digest, document in docs.items():
+        document["anchor"] = published.anchors[digest]
+        assert document["anchor"]["tx_hash"] == first["tx_hash"]
+        assert verify_document(document, world["edge_key"].public, rpc_url=world["url"]).passed
+
+
+@pytest.mark.parametrize("stuck,market,expected", [
+    ({"maxFeePerGas": 100, "maxPriorityFeePerGas": 8}, {"maxFeePerGas": 90, "maxPriorityFeePerGas": 1},
+     {"maxFeePerGas": 113, "maxPriorityFeePerGas": 9}),
+    ({"maxFeePerGas": 100, "maxPriorityFeePerGas": 8}, {"maxFeePerGas": 500, "maxPriorityFeePerGas": 30},
+     {"maxFeePerGas": 500, "maxPriorityFeePerGas": 30}),
+    ({"gasPrice": 80}, {"gasPrice": 70}, {"gasPrice": 90}),
+    ({"gasPrice": 80}, {"maxFeePerGas": 200, "maxPriorityFeePerGas": 2}, {"gasPrice": 200}),
+])
+def test_replacement_fees_rise_at_least_an_eighth_on_every_field(stuck, market, expected):
+    from edge_kernel.anchor.base import bumped_fees
+
+    assert bumped_fees(stuck, market) == expected
+
+
+def test_fees_are_read_back_from_every_kind_of_signed_transaction():
+    from edge_kernel.anchor.base import signed_fees
+
+    key = Account.create()
+    common = {"to": key.address, "value": 0, "gas": 30_000, "nonce": 3, "data": b"\x01" * 32}
+    legacy = key.sign_transaction({**common, "gasPrice": 7}).raw_transaction
+    access = key.sign_transaction({**common, "gasPrice": 9, "chainId": 1, "accessList": []}).raw_transaction
+    dynamic = key.sign_transaction({**common, "chainId": 1, "maxFeePerGas": 11, "maxPriorityFeePerGas": 2}).raw_transaction
+    assert signed_fees(bytes(legacy)) == {"gasPrice": 7}
+    assert signed_fees(bytes(access)) == {"gasPrice": 9}
+    assert signed_fees(bytes(dynamic)) == {"maxFeePerGas": 11, "maxPriorityFeePerGas": 2}
+    with pytest.raises(AnchorFault):
+        signed_fees(b"\x05garbage")
