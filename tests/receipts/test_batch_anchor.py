@@ -301,23 +301,32 @@ class CongestedNode:
         self.server.server_close()
 
 
+def congested_outbox(world, node: CongestedNode, docs, published: Published) -> Outbox:
+    """A started outbox anchoring ``docs`` through ``node``, bumping after 0.2 s."""
+    anchor = RpcAnchor(node.url, world["account"], chain_id=world["chain"].chain_id, timeout=5)
+    outbox = Outbox(world["db"], anchor, published,
+                    OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=0.1,
+                                 poll_seconds=0.02, mine_timeout_seconds=0.3, bump_after_seconds=0.2))
+    for digest in docs:
+        outbox.enqueue("j" * 32, digest)
+    outbox.start()
+    return outbox
+
+
+def wait_until(condition, what: str, deadline: float) -> None:
+    # rounds fail while the node holds the transaction: poll rather than wait_anchored
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def test_an_underpriced_anchor_is_replaced_with_higher_fees_at_its_nonce(world):
     chain, docs = world["chain"], receipts(world, 3)
-    node = CongestedNode(world["url"], rise=1.2)  # one bump (12.5%) is not enough, two are
+    node, published = CongestedNode(world["url"], rise=1.2), Published()  # one bump (12.5%) is not enough, two are
     try:
-        anchor = RpcAnchor(node.url, world["account"], chain_id=chain.chain_id, timeout=5)
-        published = Published()
-        outbox = Outbox(world["db"], anchor, published,
-                        OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=0.1,
-                                     poll_seconds=0.02, mine_timeout_seconds=0.3, bump_after_seconds=0.2))
-        for digest in docs:
-            outbox.enqueue("j" * 32, digest)
-        outbox.start()
+        outbox = congested_outbox(world, node, docs, published)
         try:
-            deadline = time.monotonic() + 60  # rounds fail while the node holds it: poll
-            while not all(outbox.anchor_of(digest) for digest in docs):
-                assert time.monotonic() < deadline, "never anchored"
-                time.sleep(0.05)
+            wait_until(lambda: all(outbox.anchor_of(d) for d in docs), "never anchored", time.monotonic() + 60)
         finally:
             outbox.stop()
     finally:
@@ -342,25 +351,15 @@ def test_a_replaced_anchor_mined_after_all_is_the_one_the_receipts_name(world):
     node = CongestedNode(world["url"], rise=100.0)  # holds every version
     try:
         published = Published()
-        outbox = Outbox(world["db"], RpcAnchor(node.url, world["account"], chain_id=chain.chain_id, timeout=5),
-                        published, OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05,
-                                                retry_max_seconds=0.1, poll_seconds=0.02, mine_timeout_seconds=0.3,
-                                                bump_after_seconds=0.2))
-        for digest in docs:
-            outbox.enqueue("j" * 32, digest)
-        outbox.start()
+        outbox = congested_outbox(world, node, docs, published)
         try:
             deadline = time.monotonic() + 60
-            while len(node.held) < 2:
-                assert time.monotonic() < deadline, "never replaced"
-                time.sleep(0.05)
+            wait_until(lambda: len(node.held) >= 2, "never replaced", deadline)
             first = node.held[0]  # a miner takes the first, underpriced version after all
             answer = requests.post(world["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction",
                                                        "params": [first["raw"]]}, timeout=30).json()
             assert answer.get("result") == first["tx_hash"], answer
-            while not all(outbox.anchor_of(digest) for digest in docs):
-                assert time.monotonic() < deadline, "never anchored"
-                time.sleep(0.05)
+            wait_until(lambda: all(outbox.anchor_of(d) for d in docs), "never anchored", deadline)
         finally:
             outbox.stop()
     finally:
