@@ -26,13 +26,7 @@ class RunningEdge:
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -61,6 +55,17 @@ def start_edge(root: Path, timeout: float = 60) -> RunningEdge:
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("edge did not start:\n" + log_path.read_text(errors="replace"))
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Ask a test's subprocess to stop, kill it if it has not within ``timeout``, reap it."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def complete_job(client, key, code: str, *, fields=("image",), budget: int = 4, epochs: int = 1,

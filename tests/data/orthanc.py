@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from tests.harness import stop_process
+
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",)
 
 
@@ -32,13 +34,7 @@ class RunningOrthanc:
         return answer.json()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def dicomweb_plugin() -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from jupyter_rapha.client import EdgeClient, make_jobspec
 from jupyter_rapha.protocol.errors import GateDenied
-from tests.harness import init_edge
+from tests.harness import init_edge, stop_process
 
 AIRGAP = Path(__file__).resolve().parents[2] / "rust" / "airgap" / "target" / "release" / "rapha-airgap"
 pytestmark = [pytest.mark.needs_root, pytest.mark.slow,
@@ -91,11 +91,7 @@ def appliance(tmp_path):
         yield box, EdgeClient(url, key), root, key
     finally:
         for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
         box.destroy()
 
 

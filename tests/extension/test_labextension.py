@@ -20,6 +20,7 @@ import requests
 
 from tests.data.orthanc import free_port
 from tests.extension.test_api import GOOD_CELL
+from tests.harness import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +55,7 @@ def lab(edge_config, tmp_path_factory):
             time.sleep(0.2)
         yield url, token
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 
@@ -141,11 +137,7 @@ class Browser:
 
     def close(self) -> None:
         self.socket.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process, timeout=10)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 

@@ -27,6 +27,8 @@ import pytest
 import requests
 import websocket
 
+from tests.harness import stop_process
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = uuid.uuid4().hex
@@ -60,8 +62,7 @@ def jupyter(tmp_path, edge_config, two_edges):
         wait_up(url, process, tmp_path / "server.log")
         yield url, tmp_path
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process, timeout=30)
 
 
 def wait_up(url: str, process: subprocess.Popen, log: Path) -> None:
