@@ -8,6 +8,7 @@ clear line that says what to fix.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
@@ -16,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from jupyter_rapha.protocol.errors import RaphaError
+from jupyter_rapha.protocol.errors import BadInput, RaphaError
 from jupyter_rapha.protocol.keys import PrivateKey
 
+from .config_files import ConfigFault
 from .settings import CONFIG_FILE
 
 EDGE_TOML = """\
@@ -86,7 +88,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.demo:
         _add_demo_dataset(root, args.records)
     print(f"edge {edge_id} initialised in {root}")
+    print(next_steps(root, args.demo))
     return 0
+
+
+def next_steps(root: Path, demo: bool) -> str:
+    config = f"--config {root}"
+    steps = [] if demo else [
+        f"rapha-edge synth {root}/data/cxr --n 200      (or use a real DICOM folder, PACS, FHIR export or CSV)",
+        f"rapha-edge datasets add cxr --path data/cxr --schema examples/schema-cxr.json --price 0.05 {config}"]
+    steps += [f"rapha-edge researchers add NAME 'ed25519:...' {config}   (the line from the researcher's 'rapha keygen')",
+              f"grant the dataset to them in {root}/policies/data.json (hospital.datasets.NAME)",
+              f"rapha-edge serve {config}",
+              f"rapha-edge status {config}   (the URL and public key to hand the researcher)"]
+    return "next steps:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1)) + (
+        "\nedits to policies/data.json take effect at the next job, without a restart; "
+        "a broken edit keeps the previous policy and is logged")
 
 
 def _copy_policies(root: Path) -> None:
@@ -123,17 +140,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(edge, host, port, ready))
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how an operator stops the edge; serve() closed it cleanly
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"rapha-edge: {host}:{port} is already in use (another edge or program listens there); "
+              "stop it, or serve on another port with --port N (or server.port in edge.toml)", file=sys.stderr)
+        return 1
     return 0
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number, 0 or more")
+    return int(text)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1 to 65535, or 0 for any free one (the port taken is printed)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 1 to 65535, or 0 for any free port")
+    return port
 
 
 def cmd_researchers_add(args: argparse.Namespace) -> int:
     from .researchers import Researcher, ResearcherRegistry
+    from .settings import load_settings
 
+    config = load_settings(args.config).config_dir  # a wrong --config is named, not filled with a registry
     key_text = Path(args.pubkey).read_text() if Path(args.pubkey).is_file() else args.pubkey
     researcher = Researcher(args.name, key_text.strip(), tuple(args.role or ["researcher"]),
                             tuple(args.purpose or ["research"]))
-    ResearcherRegistry(Path(args.config)).add(researcher)
+    replaced = ResearcherRegistry(config).add(researcher, replace=args.replace)
+    for old in replaced:
+        print(f"replaced {old.name} (key {old.key_id})")
     print(f"registered {researcher.name} (key {researcher.key_id})")
+    return 0
+
+
+def cmd_researchers_remove(args: argparse.Namespace) -> int:
+    from .researchers import ResearcherRegistry
+    from .settings import load_settings
+
+    removed = ResearcherRegistry(load_settings(args.config).config_dir).remove(args.name)
+    print(f"removed {removed.name} (key {removed.key_id}); requests signed by that key are refused from now on")
     return 0
 
 
@@ -146,17 +199,97 @@ def cmd_researchers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
-    from .data.registry import DatasetRegistry, parse_dataset
+    """Every check before anything is written: a refused add leaves the registry as it was."""
+    from .data.registry import DatasetRegistry, parse_dataset, parse_price
+    from .data.sample import sample_dataset
+    from .settings import load_settings
 
-    schema = json.loads(Path(args.schema).read_text())
+    config = load_settings(args.config).config_dir
+    registry = DatasetRegistry(config)
+    if args.name in registry.all() and not args.replace:
+        raise BadInput(f"a dataset named {args.name!r} is already registered",
+                       hint="add --replace to replace it, or 'rapha-edge datasets remove NAME' first")
+    parse_price(args.price, args.name)
+    schema = read_schema(Path(args.schema))
+    location = check_location(args.source, args.path, config)
+    consent = check_opt_out(args.opt_out, config)
     entry = {"name": args.name, "version": args.version, "source": args.source, "location": args.path,
              "fields": schema.get("fields"), "labels": schema.get("labels", {}),
              "features": schema.get("features", {}), "options": _source_options(args, schema.get("options", {})),
              "opt_out": args.opt_out, "price_per_record": args.price, "max_records": args.max_records,
              "sensitivity": args.sensitivity, "description": args.description}
-    DatasetRegistry(Path(args.config)).add(parse_dataset(entry))
-    print(f"dataset {args.name} added")
+    dataset = parse_dataset(entry)
+    report = sample_dataset(dataset, location, consent, args.sample or None)
+    replaced = registry.add(dataset, replace=args.replace)
+    print(report.summary())
+    print(f"dataset {args.name} {'replaced' if replaced else 'added'}; grant it to researchers in "
+          f"{config / 'policies' / 'data.json'} (hospital.datasets.{args.name})")
     return 0
+
+
+SCHEMA_KEYS = ("fields", "labels", "features", "options")
+
+
+def read_schema(path: Path) -> dict[str, Any]:
+    import difflib
+
+    try:
+        schema = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"--schema {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--schema {path} cannot be read: {exc}") from exc
+    except ValueError as exc:
+        raise BadInput(f"--schema {path} is not valid JSON: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise BadInput(f"--schema {path} must hold a JSON object with {', '.join(SCHEMA_KEYS)}")
+    for key in schema:
+        if key not in SCHEMA_KEYS:
+            close = difflib.get_close_matches(key, SCHEMA_KEYS, n=1)
+            raise BadInput(f"--schema {path}: unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                                     f"; the keys are {', '.join(SCHEMA_KEYS)}"))
+    return schema
+
+
+def check_location(source: str, given: str, config: Path) -> Path | str:
+    """The source's location as jobs will resolve it (relative to the config directory)."""
+    if source == "dicomweb":
+        if not given.startswith(("http://", "https://")):
+            raise BadInput(f"--path {given!r}: a DICOMweb source needs the PACS's http(s) base URL")
+        return given
+    path = _config_path(given, config)
+    wanted = "file" if source == "csv" else "folder"
+    if (path.is_file() if wanted == "file" else path.is_dir()):
+        return path
+    raise BadInput(f"--path {given}: no such {wanted} ({path})", hint=_relative_hint(given, config, wanted))
+
+
+def check_opt_out(given: str, config: Path) -> Any:
+    from .data.consent import OptOutList
+
+    if not given:
+        return OptOutList.none()
+    path = _config_path(given, config)
+    if not path.is_file():
+        raise BadInput(f"--opt-out {given}: no such file ({path})", hint=_relative_hint(given, config, "file"))
+    try:
+        consent = OptOutList.from_file(path)
+    except RaphaError as exc:
+        raise BadInput(f"--opt-out {given}: {exc.message}", hint="it must be UTF-8 text, one patient id a line") from exc
+    print(f"opt-out list {given}: {len(consent)} patient id(s)")
+    return consent
+
+
+def _config_path(given: str, config: Path) -> Path:
+    path = Path(given)
+    return path if path.is_absolute() else config / path
+
+
+def _relative_hint(given: str, config: Path, wanted: str) -> str:
+    here = Path.cwd() / given
+    if not Path(given).is_absolute() and (here.is_file() if wanted == "file" else here.is_dir()):
+        return f"relative paths are read from the config directory {config}; give the absolute path {here.resolve()}"
+    return f"relative paths are read from the config directory {config}"
 
 
 def _source_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +338,25 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
     for d in DatasetRegistry(Path(args.config)).all().values():
         print(f"{d.name}\tv{d.version}\t{d.source}\tfields={','.join(d.fields)}\tprice={d.price_per_record}")
+    return 0
+
+
+def cmd_datasets_remove(args: argparse.Namespace) -> int:
+    from .data.registry import DatasetRegistry
+    from .settings import load_settings
+
+    config = load_settings(args.config).config_dir
+    removed = DatasetRegistry(config).remove(args.name)
+    print(f"removed dataset {removed.name}; its records stay where they are. Remove hospital.datasets.{removed.name} "
+          f"from {config / 'policies' / 'data.json'} too, or a new dataset of that name is granted at once")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import edge_status, render
+
+    status = edge_status(args.config, probe=not args.no_probe)
+    print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
 
 
@@ -270,26 +422,42 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("init", cmd_init, "create a new edge: settings, keys, state")
-    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("dir", nargs="?", default=".", help="the new config directory (default: current directory)")
     p.add_argument("--demo", action="store_true", help="demo mode with a synthetic dataset 'synthetic-cxr'")
-    p.add_argument("--edge-id", default="")
-    p.add_argument("--port", type=int, default=8470)
+    p.add_argument("--edge-id", default="", help="the edge's name (default: the directory's name)")
+    p.add_argument("--port", type=port_number, default=8470, help="server.port to write (default: 8470)")
     p.add_argument("--records", type=int, default=120, help="synthetic records for --demo")
     p = command("serve", cmd_serve, "serve the edge over HTTP")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--host", default="")
+    p.add_argument("--port", type=port_number, default=None,
+                   help="TCP port, 1 to 65535, or 0 for any free port (the port taken is printed); "
+                        "default: server.port in edge.toml")
+    p.add_argument("--host", default="", help="address to listen on (default: server.host in edge.toml)")
+    p = command("status", cmd_status, "what to hand a researcher (URL, edge key) and what stops jobs")
+    p.add_argument("--json", action="store_true", help="print the status as JSON, for machines")
+    p.add_argument("--no-probe", dest="no_probe", action="store_true",
+                   help="do not ask the running edge (GET /v1/edge on this machine) how it is")
     researchers = sub.add_parser("researchers", help="registered researcher keys").add_subparsers(dest="sub", required=True)
     p = command("add", cmd_researchers_add, "register a researcher's public key", researchers)
     p.add_argument("name")
     p.add_argument("pubkey", help="'ed25519:BASE64', a PEM, or a file holding either")
-    p.add_argument("--role", action="append")
-    p.add_argument("--purpose", action="append")
+    p.add_argument("--role", action="append",
+                   help="a role the policy grants datasets to (repeatable; default: researcher)")
+    p.add_argument("--purpose", action="append",
+                   help="a purpose this researcher may train for (repeatable; default: research)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the entry of this name, and any entry holding this key, instead of refusing")
     command("list", cmd_researchers_list, "list registered researchers", researchers)
+    p = command("remove", cmd_researchers_remove, "unregister a researcher: their key is refused from now on",
+                researchers)
+    p.add_argument("name", help="the name given to 'researchers add' (see 'researchers list')")
     datasets = sub.add_parser("datasets", help="the dataset registry").add_subparsers(dest="sub", required=True)
     p = command("add", cmd_datasets_add, "register a dataset", datasets)
-    p.add_argument("name")
-    p.add_argument("--source", default="dicom-folder", choices=["dicom-folder", "dicomweb", "fhir-ndjson", "csv"])
-    p.add_argument("--path", required=True, help="folder, CSV file or DICOMweb base URL of the source")
+    p.add_argument("name", help="the dataset's name, as researchers ask for it")
+    p.add_argument("--source", default="dicom-folder", choices=["dicom-folder", "dicomweb", "fhir-ndjson", "csv"],
+                   help="the kind of source (default: dicom-folder)")
+    p.add_argument("--path", required=True,
+                   help="folder, CSV file or DICOMweb base URL of the source; a relative path is read from the "
+                        "config directory")
     p.add_argument("--schema", required=True, help="JSON file with 'fields', 'labels', 'features', 'options'")
     p.add_argument("--study", action="append", help="dicomweb: a StudyInstanceUID the dataset covers")
     p.add_argument("--series", action="append", help="dicomweb: STUDY_UID/SERIES_UID the dataset covers")
@@ -302,13 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-identifier-system", dest="patient_identifier_system", default="",
                    help="fhir-ndjson: Patient.identifier system used as the patient id")
     p.add_argument("--opt-out", dest="opt_out", default="",
-                   help="file of opted-out patient ids, one per line, applied before counting")
-    p.add_argument("--version", default="1")
-    p.add_argument("--price", default="0", help="price per record, a decimal")
-    p.add_argument("--max-records", type=int, default=100_000)
-    p.add_argument("--sensitivity", default="special-category")
-    p.add_argument("--description", default="")
+                   help="file of opted-out patient ids, one per line, applied before counting; a relative path "
+                        "is read from the config directory")
+    p.add_argument("--version", default="1", help="the dataset's version, shown to researchers")
+    p.add_argument("--price", default="0", help="price per record, a decimal of 0 or more (default: 0)")
+    p.add_argument("--max-records", type=int, default=100_000, help="the largest budget one job may ask for")
+    p.add_argument("--sensitivity", default="special-category",
+                   help="the policy's sensitivity class (special-category needs differential privacy)")
+    p.add_argument("--description", default="", help="one line shown to researchers in the catalog")
+    p.add_argument("--sample", type=count, default=200,
+                   help="records to read from the source before registering it, to check it against the "
+                        "schema (default: 200; 0: all)")
+    p.add_argument("--replace", action="store_true", help="replace a dataset of this name instead of refusing")
     command("list", cmd_datasets_list, "list datasets", datasets)
+    p = command("remove", cmd_datasets_remove, "unregister a dataset (its records are left alone)", datasets)
+    p.add_argument("name", help="the dataset's name (see 'datasets list')")
     p = command("synth", cmd_synth, "write a synthetic DICOM dataset with fake identifiers")
     p.add_argument("path")
     p.add_argument("--n", type=int, default=100)
@@ -329,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigFault as exc:
+        print(f"rapha-edge: {exc.admin_diagnostics()}", file=sys.stderr)
+        return 1
     except RaphaError as exc:
         print(f"rapha-edge: {exc.diagnostics()}", file=sys.stderr)
         return 1

@@ -49,7 +49,8 @@ class Edge:
         self.researchers = ResearcherRegistry(settings.config_dir)
         self.auth = Authenticator(self.db, self.researchers)
         self.datasets = DatasetRegistry(settings.config_dir)
-        self.datasets.all()  # a malformed registry stops the start
+        self.researchers.all()  # a malformed registry stops the start, naming the file
+        self.datasets.all()
         self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out)
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)

@@ -1,6 +1,8 @@
 """Registered researchers (S8): name, public key, roles and purposes.
 
 Stored as ``researchers.json`` in the config dir, edited with ``rapha-edge researchers``.
+A name and a key each belong to one entry: adding either again is refused unless the
+administrator says ``replace``, so no registration is dropped without being named.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from jupyter_rapha.protocol.errors import BadInput, UnknownKey
+from jupyter_rapha.protocol.errors import BadInput, NotFound, UnknownKey
 from jupyter_rapha.protocol.keys import PublicKey, load_public_key
+
+from .config_files import config_fault, write_json_atomically
 
 REGISTRY_FILE = "researchers.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -38,14 +42,24 @@ class ResearcherRegistry:
         self.path = config_dir / REGISTRY_FILE
 
     def all(self) -> list[Researcher]:
+        """Every entry, each key checked: a broken file is a configuration fault (the
+        request that meets it gets a generic 500, the cause goes to the edge log)."""
         if not self.path.exists():
             return []
         try:
             raw = json.loads(self.path.read_text("utf-8"))
-            return [Researcher(r["name"], r["public_key"], tuple(r.get("roles", ["researcher"])),
-                               tuple(r.get("purposes", ["research"]))) for r in raw.get("researchers", [])]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadInput(f"{self.path} is malformed: each entry needs name and public_key") from exc
+            found = [Researcher(r["name"], r["public_key"], tuple(r.get("roles", ["researcher"])),
+                                tuple(r.get("purposes", ["research"]))) for r in raw.get("researchers", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise config_fault(self.path, "each entry needs name and public_key",
+                               hint="fix it or re-register with 'rapha-edge researchers add'") from exc
+        for researcher in found:
+            try:
+                researcher.key
+            except BadInput as exc:
+                raise config_fault(self.path, f"the public key of {researcher.name!r} is not valid",
+                                   hint="re-register it with 'rapha-edge researchers add --replace'") from exc
+        return found
 
     def by_key_id(self, key_id: str) -> Researcher:
         for researcher in self.all():
@@ -54,12 +68,35 @@ class ResearcherRegistry:
         raise UnknownKey("request signed by a key this edge has not registered",
                          hint="ask the hospital to run 'rapha-edge researchers add'")
 
-    def add(self, researcher: Researcher) -> None:
+    def add(self, researcher: Researcher, *, replace: bool = False) -> list[Researcher]:
+        """Register ``researcher``; return the entries it replaced (only with ``replace``)."""
         if not _NAME.match(researcher.name):
             raise BadInput("researcher name must be letters, digits, '.', '_', '@' or '-'")
-        researcher.key  # validates the key text
-        others = [r for r in self.all() if r.name != researcher.name and r.key_id != researcher.key_id]
-        doc = {"researchers": [asdict(r) for r in [*others, researcher]]}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
-        tmp.replace(self.path)
+        key_id = researcher.key_id  # validates the key text
+        current = self.all()
+        clashing = [r for r in current if r.name == researcher.name or r.key_id == key_id]
+        if clashing and not replace:
+            raise BadInput(_clash(researcher, key_id, clashing),
+                           hint="add --replace to replace it, or 'rapha-edge researchers remove NAME' first")
+        kept = [r for r in current if r not in clashing]
+        self._write([*kept, researcher])
+        return clashing
+
+    def remove(self, name: str) -> Researcher:
+        current = self.all()
+        found = [r for r in current if r.name == name]
+        if not found:
+            known = ", ".join(r.name for r in current) or "none"
+            raise NotFound(f"no researcher named {name!r} is registered (registered: {known})")
+        self._write([r for r in current if r.name != name])
+        return found[0]
+
+    def _write(self, researchers: list[Researcher]) -> None:
+        write_json_atomically(self.path, {"researchers": [asdict(r) for r in researchers]})
+
+
+def _clash(researcher: Researcher, key_id: str, clashing: list[Researcher]) -> str:
+    for other in clashing:
+        if other.key_id == key_id and other.name != researcher.name:
+            return f"this key (key {key_id}) is already registered as {other.name!r}"
+    return f"a researcher named {researcher.name!r} is already registered (key {clashing[0].key_id})"

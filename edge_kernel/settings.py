@@ -8,11 +8,15 @@ Everything lives under one config directory (``rapha-edge init DIR``):
     datasets.json        dataset registry (rapha-edge datasets add)
     researchers.json     registered researcher keys (rapha-edge researchers add)
 
-An invalid file stops the start with a message naming the key to fix.
+An invalid file stops the start with a message naming the key to fix: a wrong type, a
+value out of range, and an unknown key or table (a typo such as ``min_confirmatons``
+would otherwise be ignored, and the default it leaves in force would go unnoticed).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +122,73 @@ def load_settings(config_dir: str | Path) -> Settings:
 
 
 def _settings(root: Path, data: dict[str, Any]) -> Settings:
+    """An unknown key is reported before any other fault, since it is the likelier cause
+    (a misspelt key leaves its default in force, which then fails some other check)."""
+    document = _Table(data)
+    try:
+        settings = _read_settings(root, document)
+    except BadInput:
+        _check_unknown(document)
+        raise
+    _check_unknown(document)
+    return settings
+
+
+def _known_keys() -> dict[str, tuple[str, ...]]:
+    """The valid keys of each table. The sub-settings tables mirror their dataclasses."""
+    from dataclasses import fields
+
+    return {"edge": ("id", "demo", "currency"), "server": ("host", "port", "tls_cert", "tls_key"),
+            "chain": tuple(f.name for f in fields(ChainSettings)),
+            "sandbox": tuple(f.name for f in fields(SandboxSettings)),
+            "attestation": tuple(f.name for f in fields(AttestationSettings))}
+
+
+class _Table(dict[str, Any]):
+    """A TOML table that remembers which keys the settings read, so that a key added to
+    the reader is known even before it is added to ``_known_keys``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.asked: dict[str, None] = {}
+        self.children: dict[str, _Table] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked[key] = None
+        value = super().get(key, default)
+        if isinstance(value, dict) and key in self:
+            value = self.children.setdefault(key, _Table(value))
+        return value
+
+
+def _check_unknown(document: _Table) -> None:
+    known = _known_keys()
+    tables = {**dict.fromkeys(known), **document.asked}
+    for name, value in document.items():
+        if name in tables:
+            continue
+        if isinstance(value, dict):
+            raise BadInput(f"unknown table [{name}] in {CONFIG_FILE}{_nearest(name, tables, '[', ']')}")
+        owner = next((t for t, keys in known.items() if name in keys), None)
+        hint = f"; did you mean {name} under [{owner}]?" if owner else _nearest(name, tables, "[", "]")
+        raise BadInput(f"unknown key {name} outside any table in {CONFIG_FILE}{hint}")
+    for name, value in document.items():
+        if not isinstance(value, dict):
+            continue  # a table that is not a table is reported by the reader
+        valid = {**dict.fromkeys(known.get(name, ())), **document.children.get(name, _Table({})).asked}
+        for key in value:
+            if key not in valid:
+                raise BadInput(f"unknown key {name}.{key} in {CONFIG_FILE}{_nearest(key, valid)}")
+
+
+def _nearest(name: str, valid: dict[str, None], before: str = "", after: str = "") -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {before}{close[0]}{after}?"
+    return f"; the valid ones are {', '.join(before + v + after for v in valid)}"
+
+
+def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     edge = _table(data, "edge")
     server = _table(data, "server")
     chain = _table(data, "chain")
@@ -198,8 +269,13 @@ def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
 def _typed(table: dict[str, Any], label: str, key: str, kind: type, default: Any) -> Any:
     value = table.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadInput(f"{label} in edge.toml must be a {kind.__name__}")
+        raise BadInput(f"{label} in {CONFIG_FILE} must be {_KINDS[kind]}, not {_KINDS.get(type(value), 'a ' + type(value).__name__)}"
+                       f" ({json.dumps(value, default=str)})")
     return value
+
+
+_KINDS: dict[type, str] = {str: "a string in quotes", int: "a whole number", bool: "true or false",
+                           float: "a number", list: "a list", dict: "a table"}
 
 
 def _choice(table: dict[str, Any], label: str, key: str, options: tuple[str, ...], default: str) -> str:

@@ -41,14 +41,16 @@ class CsvSource(TabularSource):
             if mapping["column"] in (self.patient_column, self.record_column):
                 raise BadInput(f"field {name}: an identifier column never becomes a field")
 
-    def index(self) -> Index:
+    def index(self, limit: int | None = None) -> Index:
         builder = self.builder()
         csv.field_size_limit(MAX_FIELD_BYTES)
         try:
             with open(self.path, newline="", encoding="utf-8-sig") as handle:
                 reader = csv.DictReader(handle)
                 self._check_header(reader.fieldnames or [])
-                for row in reader:
+                for seen, row in enumerate(reader):
+                    if limit is not None and seen >= limit:
+                        break
                     patient_id = (row.get(self.patient_column) or "").strip()
                     record_id = (row.get(self.record_column) or "").strip() if self.record_column else "row"
                     builder.add(patient_id, record_id or "row", (), lambda r=row: self._values(r))

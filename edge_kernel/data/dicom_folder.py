@@ -43,14 +43,17 @@ class DicomFolderSource:
         self.consent = consent or OptOutList.none()
         self.cache = RecordCache()
 
-    def index(self) -> Index:
-        """Read every file's header once, so a record that enters a cohort can be delivered."""
+    def index(self, limit: int | None = None) -> Index:
+        """Read every file's header once (or the first ``limit`` files, a sample), so a
+        record that enters a cohort can be delivered."""
         if not self.root.is_dir():
             raise SandboxFault("the dataset folder is missing", hint="check the dataset location")
         by_pseudonym: dict[bytes, RecordRef] = {}
         skipped: Counter[str] = Counter()
         excluded: list[RecordRef] = []
-        for path in _files(self.root, skipped):
+        for seen, path in enumerate(_files(self.root, skipped)):
+            if limit is not None and seen >= limit:
+                break
             try:
                 pseudonym, patient, patient_id = self._check(path)
             except Skip as skip:

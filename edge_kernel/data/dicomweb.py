@@ -59,12 +59,16 @@ class DicomWebSource:
             self.session.auth = (str(dataset.options["username"]), password)
         self.cache = RecordCache()
 
-    def index(self) -> Index:
+    def index(self, limit: int | None = None) -> Index:
         by_pseudonym: dict[bytes, RecordRef] = {}
         skipped: Counter[str] = Counter()
         excluded: list[RecordRef] = []
+        seen = 0
         for study, series in self._series_in_scope():
             for item in self._get_json(f"/studies/{study}/series/{series}/metadata"):
+                if limit is not None and seen >= limit:
+                    return sorted_index(by_pseudonym, skipped, excluded)
+                seen += 1
                 self._add(item, study, series, by_pseudonym, skipped, excluded)
         return sorted_index(by_pseudonym, skipped, excluded)
 

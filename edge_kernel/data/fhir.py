@@ -19,6 +19,7 @@ against the id and every identifier value. Files are read line by line.
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -48,10 +49,10 @@ class FhirNdjsonSource(TabularSource):
             if mapping["source"] != "fhir-patient" and "|" not in str(mapping.get("code", "")):
                 raise BadInput(f"field {name}: 'code' is 'system|code'")
 
-    def index(self) -> Index:
+    def index(self, limit: int | None = None) -> Index:
         if not self.root.is_dir():
             raise SourceFault("the FHIR export folder is missing", hint="check the dataset location")
-        patients = {resource_id: patient for resource_id, patient in self._patients()}
+        patients = {resource_id: patient for resource_id, patient in islice(self._patients(), limit)}
         found = self._observed(patients)
         builder = self.builder()
         for resource_id, patient in patients.items():

@@ -15,10 +15,13 @@ from typing import Any
 
 from jupyter_rapha.protocol.errors import BadInput, NotFound
 
+from ..config_files import config_fault, write_json_atomically
+
 REGISTRY_FILE = "datasets.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
 SOURCES = ("dicom-folder", "dicomweb", "fhir-ndjson", "csv")
+_PRICE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
 
 
 @dataclass(frozen=True)
@@ -71,16 +74,29 @@ def parse_dataset(data: Any) -> Dataset:
     for key in ("labels", "features", "options"):
         if not isinstance(data.get(key, {}), dict):
             raise BadInput(f"dataset {name}: '{key}' must be a JSON object")
+    max_records = data.get("max_records", 100_000)
+    if not isinstance(max_records, int) or isinstance(max_records, bool) or max_records < 1:
+        raise BadInput(f"dataset {name}: max_records must be a whole number of records, at least 1")
     return Dataset(
         name=name, version=str(data.get("version", "1")), source=source,
         location=str(data.get("location", "")),
         fields={k: _field(name, k, v) for k, v in fields.items()},
-        labels=dict(data.get("labels", {})), price_per_record=str(data.get("price_per_record", "0")),
+        labels=dict(data.get("labels", {})), price_per_record=parse_price(data.get("price_per_record", "0"), name),
         sensitivity=str(data.get("sensitivity", "special-category")),
-        max_records=int(data.get("max_records", 100_000)), description=str(data.get("description", "")),
+        max_records=max_records, description=str(data.get("description", "")),
         features=dict(data.get("features", {})), options=dict(data.get("options", {})),
         opt_out=str(data.get("opt_out", "") or ""),
     )
+
+
+def parse_price(value: Any, dataset: str) -> str:
+    """A price per record: a plain, non-negative decimal, kept as its text so the meter's
+    arithmetic stays exact ("abc", "-1", "NaN" or "1e400" never reach a receipt)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not _PRICE.fullmatch(text):
+        raise BadInput(f"dataset {dataset}: the price per record must be a decimal of 0 or more, such as 0.05,"
+                       f" not {text!r}")
+    return text
 
 
 def _field(dataset: str, name: str, spec: Any) -> FieldSpec:
@@ -98,13 +114,21 @@ class DatasetRegistry:
         self.path = config_dir / REGISTRY_FILE
 
     def all(self) -> dict[str, Dataset]:
+        """Every dataset; a broken file is a configuration fault (the request that meets
+        it gets a generic 500, the cause goes to the edge log)."""
         if not self.path.exists():
             return {}
         try:
             raw = json.loads(self.path.read_text("utf-8"))
-        except ValueError as exc:
-            raise BadInput(f"{self.path} is not valid JSON") from exc
-        return {d.name: d for d in (parse_dataset(entry) for entry in raw.get("datasets", []))}
+            entries = raw["datasets"] if isinstance(raw, dict) else None
+        except (OSError, ValueError, KeyError) as exc:
+            raise config_fault(self.path, "not a JSON object with a 'datasets' list") from exc
+        if not isinstance(entries, list):
+            raise config_fault(self.path, "'datasets' must be a list")
+        try:
+            return {d.name: d for d in (parse_dataset(entry) for entry in entries)}
+        except BadInput as exc:
+            raise config_fault(self.path, exc.diagnostics()) from exc
 
     def get(self, name: str) -> Dataset:
         found = self.all().get(name)
@@ -112,13 +136,27 @@ class DatasetRegistry:
             raise NotFound(f"no dataset named {name!r} at this edge")
         return found
 
-    def add(self, dataset: Dataset) -> None:
+    def add(self, dataset: Dataset, *, replace: bool = False) -> bool:
+        """Register ``dataset``; True when it replaced one of the same name (``replace`` only)."""
         current = self.all()
+        replaced = dataset.name in current
+        if replaced and not replace:
+            raise BadInput(f"a dataset named {dataset.name!r} is already registered",
+                           hint="add --replace to replace it, or 'rapha-edge datasets remove NAME' first")
         current[dataset.name] = dataset
-        doc = {"datasets": [d.to_dict() for d in current.values()]}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
-        tmp.replace(self.path)  # atomic: a crash never leaves half a registry
+        self._write(current)
+        return replaced
+
+    def remove(self, name: str) -> Dataset:
+        current = self.all()
+        if name not in current:
+            raise NotFound(f"no dataset named {name!r} is registered (registered: {', '.join(current) or 'none'})")
+        removed = current.pop(name)
+        self._write(current)
+        return removed
+
+    def _write(self, datasets: dict[str, Dataset]) -> None:
+        write_json_atomically(self.path, {"datasets": [d.to_dict() for d in datasets.values()]})
 
     def resolve(self, dataset: Dataset) -> Path:
         location = Path(dataset.location)

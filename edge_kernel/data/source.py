@@ -60,7 +60,9 @@ class Index:
 class Source(Protocol):
     specs: dict[str, FieldSpec]
 
-    def index(self) -> Index: ...
+    def index(self, limit: int | None = None) -> Index:
+        """``limit``: read at most this many records (a sample, for ``datasets add``)."""
+        ...
 
     def load(self, ref: RecordRef) -> dict[str, np.ndarray]: ...
 
