@@ -1,15 +1,22 @@
 """The policy gate: the hospital's Rego policies, evaluated on one input document.
 
-The bundle (every ``*.rego`` except ``*_test.rego``, and ``data.json``) is read once,
-when the gate is built, into an immutable ``PolicyBundle``: editing the directory while
-jobs run changes nothing until the edge restarts, and the bundle digest in each receipt
-names exactly the policy that decided. A directory that is missing, empty or unreadable
+The bundle (every ``*.rego`` except ``*_test.rego``, and ``data.json``) is read when
+the gate is built into an immutable ``PolicyBundle``, and the bundle digest in each
+receipt names exactly the policy that decided. The rules change only with a restart.
+``data.json`` (who may use which dataset) is what a hospital edits day to day, so it is
+reloaded when it changes (checked at each job): the new text must be a JSON object, and
+a broken edit keeps the previous policy in force and is logged, never a gap in which no
+policy or a half-written one decides. A directory that is missing, empty or unreadable
 does not stop the edge from starting; it makes every job's policy gate refuse, with the
 reason in the job's record (S4).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,7 @@ from jupyter_rapha.protocol.policy import (
 from .pipeline import GateContext, GateResult
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class PolicyLoadError(Exception):
@@ -87,23 +95,67 @@ class PolicyGate:
                  engine: EngineLoader = load_engine) -> None:
         self.timeout_s = timeout_s
         self.engine = engine
-        self.bundle: PolicyBundle | None = None
+        self.policy_dir = Path(policy_dir)
+        self._data_stamp = _stamp(self.policy_dir / DATA_FILE)
+        self._lock = threading.Lock()
+        self._bundle: PolicyBundle | None = None
         self.load_error: str | None = None
         try:
-            self.bundle = load_bundle(Path(policy_dir))
+            self._bundle = load_bundle(self.policy_dir)
         except PolicyLoadError as exc:
             self.load_error = str(exc)
 
+    @property
+    def bundle(self) -> PolicyBundle | None:
+        """The bundle in force, after taking up a changed ``data.json``."""
+        self._reload_data()
+        return self._bundle
+
+    @bundle.setter
+    def bundle(self, bundle: PolicyBundle | None) -> None:
+        self._bundle = bundle
+
+    def _reload_data(self) -> None:
+        path = self.policy_dir / DATA_FILE
+        stamp = _stamp(path)
+        if stamp == self._data_stamp:
+            return
+        with self._lock:
+            if stamp == self._data_stamp:
+                return
+            self._data_stamp = stamp
+            try:
+                data = _read(path) if path.is_file() else None
+                if data is not None and not isinstance(json.loads(data), dict):
+                    raise ValueError("not a JSON object")
+                fresh = load_bundle(self.policy_dir) if self._bundle is None else \
+                    PolicyBundle.from_texts(dict(self._bundle.modules), data)
+            except (PolicyLoadError, ValueError) as exc:
+                log.error("policies/%s changed but cannot be used (%s); the previous policy stays in force",
+                          DATA_FILE, exc)
+                return
+            self._bundle, self.load_error = fresh, None
+            log.info("policies/%s reloaded; policy bundle %s", DATA_FILE, fresh.digest[:16])
+
     def check(self, ctx: GateContext) -> GateResult:
-        if self.bundle is None:
+        bundle = self.bundle  # one bundle for the decision and its evidence
+        if bundle is None:
             reason = self.load_error or "no policy bundle"
             return GateResult(self.name, "deny", {"fault": reason}, (reason,))
-        decision = evaluate(self.bundle, build_policy_input(ctx), timeout_s=self.timeout_s, engine=self.engine)
-        return self._result(decision)
+        decision = evaluate(bundle, build_policy_input(ctx), timeout_s=self.timeout_s, engine=self.engine)
+        return self._result(bundle, decision)
 
-    def _result(self, decision: Decision) -> GateResult:
-        assert self.bundle is not None
-        evidence = {**self.bundle.evidence(), "decision": decision.to_dict()}
+    def _result(self, bundle: PolicyBundle, decision: Decision) -> GateResult:
+        evidence = {**bundle.evidence(), "decision": decision.to_dict()}
         if decision.allowed:
             return GateResult(self.name, "pass", evidence, obligations=dict(decision.obligations))
         return GateResult(self.name, "deny", evidence, decision.deny or ("policy denied the job",))
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is edited, even by an editor that writes a new file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino

@@ -4,6 +4,9 @@ one deny per rule, and every injected fault denying with its reason (S4)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -223,15 +226,51 @@ def test_engine_exception_during_query_denies(tmp_path):
                   "policy evaluation failed")
 
 
-def test_bundle_is_fixed_at_construction(tmp_path):
+def test_rules_are_fixed_at_construction(tmp_path):
     target = copy_policies(tmp_path)
     gate = PolicyGate(target)
     digest = gate.bundle.digest
     (target / "deny_all.rego").write_text('package rapha\n\nimport rego.v1\n\ndeny contains "changed"\n')
-    (target / "data.json").write_text("{}")
     result = run_policy(make_ctx(tmp_path), gate)
     assert result.outcome == "pass" and result.evidence["bundle_sha256"] == digest
     assert PolicyGate(target).bundle.digest != digest
+
+
+def _edit_grants(target: Path, text: str) -> None:
+    path = target / "data.json"
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # a later edit, even on a coarse clock
+
+
+def test_data_json_edit_takes_effect_at_the_next_job(tmp_path):
+    target = copy_policies(tmp_path)
+    gate = PolicyGate(target)
+    assert run_policy(make_ctx(tmp_path), gate).outcome == "pass"
+    data = json.loads((target / "data.json").read_text())
+    del data["hospital"]["datasets"]["synthetic-cxr"]  # the grant is withdrawn
+    _edit_grants(target, json.dumps(data))
+    assert_denied(run_policy(make_ctx(tmp_path), gate), "is not released for training")
+    assert gate.bundle.digest == load_bundle(target).digest  # the receipt names the reloaded policy
+
+
+@pytest.mark.parametrize("broken", ["{not json", "[]", ""])
+def test_broken_data_json_edit_keeps_the_previous_policy(tmp_path, caplog, broken):
+    target = copy_policies(tmp_path)
+    gate = PolicyGate(target)
+    digest = gate.bundle.digest
+    data = json.loads((target / "data.json").read_text())
+    data["hospital"]["datasets"]["synthetic-cxr"]["roles"] = []  # a stricter policy, in force
+    _edit_grants(target, json.dumps(data))
+    assert_denied(run_policy(make_ctx(tmp_path), gate), "has no role granted access")
+    stricter = gate.bundle.digest
+    assert stricter != digest
+    _edit_grants(target, broken)
+    with caplog.at_level(logging.ERROR, logger="edge_kernel.gates.policy"):
+        result = run_policy(make_ctx(tmp_path), gate)
+    assert_denied(result, "has no role granted access")  # neither open nor the old, wider grant
+    assert result.evidence["bundle_sha256"] == stricter
+    assert "the previous policy stays in force" in caplog.text
 
 
 def test_bundle_digest_covers_every_file_and_ignores_tests(tmp_path):
