@@ -399,3 +399,31 @@ def test_status_probes_the_running_edge(demo_edge, capsys):
         assert (key in status["running"]) == (key in info)
     assert edge_cli(["status", "--config", str(edge.config)]) == 0
     assert f"running: yes, at http://127.0.0.1:{port}/v1/edge" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("datasets.json", "{oops"), ("datasets.json", '{"datasets": {}}'), ("datasets.json", "[]"),
+    ("datasets.json", '{"datasets": [{"name": "cxr", "fields": {"image": {"dtype": "float32"}}, '
+                      '"price_per_record": "abc"}]}'),
+    ("researchers.json", '{"researchers": [{"name": "alice", "public_key": "ed25519:nope"}]}'),
+])
+def test_a_broken_registry_is_a_config_fault_that_keeps_its_path_from_the_caller(tmp_path, caplog, name, text):
+    from edge_kernel.config_files import ConfigFault
+    from edge_kernel.data.registry import DatasetRegistry
+    from edge_kernel.researchers import ResearcherRegistry
+    from edge_kernel.service import error_status
+
+    (tmp_path / name).write_text(text)
+    registry = DatasetRegistry(tmp_path) if name == "datasets.json" else ResearcherRegistry(tmp_path)
+    with pytest.raises(ConfigFault) as caught:
+        registry.all()
+    assert str(tmp_path / name) in caught.value.admin_diagnostics()  # for the administrator
+    status, body = error_status(caught.value)
+    assert status == 500 and str(tmp_path) not in json.dumps(body) and name not in json.dumps(body)
+    assert f"{tmp_path / name} is malformed" in caplog.text  # and for the edge log
+
+
+def test_a_negative_sample_is_a_usage_error(edge_dir):
+    with pytest.raises(SystemExit) as caught:
+        add(edge_dir, "--sample", "-1")
+    assert caught.value.code == 2
