@@ -18,6 +18,9 @@ from typing import Any
 from jupyter_rapha.protocol.errors import Fault
 
 log = logging.getLogger(__name__)
+# The command line prints the fault itself; without a configured handler (every command
+# but serve) the record must not be printed a second time by logging's last resort.
+log.addHandler(logging.NullHandler())
 
 PUBLIC_MESSAGE = "the edge's configuration cannot be read; the hospital's administrator must fix it"
 
