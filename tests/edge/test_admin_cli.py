@@ -423,7 +423,7 @@ def test_a_broken_registry_is_a_config_fault_that_keeps_its_path_from_the_caller
     assert f"{tmp_path / name} is malformed" in caplog.text  # and for the edge log
 
 
-def test_a_negative_sample_is_a_usage_error(edge_dir):
+def test_a_negative_sample_is_a_usage_error(edge_dir, capsys):
     with pytest.raises(SystemExit) as caught:
         add(edge_dir, "--sample", "-1")
-    assert caught.value.code == 2
+    assert caught.value.code == 2 and "'-1' is not a count" in capsys.readouterr().err
