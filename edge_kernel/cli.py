@@ -361,11 +361,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synth import make_synthetic_dataset
+    from .data.synth import SynthOptions, make_synthetic_dataset
 
-    make_synthetic_dataset(Path(args.path), args.n, seed=args.seed)
-    print(f"wrote {args.n} synthetic DICOM records to {args.path}")
+    options = SynthOptions(sizes=_sizes(args.sizes), modality=args.modality, photometric=args.photometric,
+                           frames=args.frames, transfer_syntax=args.transfer_syntax)
+    try:
+        make_synthetic_dataset(Path(args.path), args.n, seed=args.seed, size=args.size, options=options)
+    except ValueError as exc:
+        raise BadInput(f"synth: {exc}") from None
+    shapes = ", ".join(f"{r}x{c}" for r, c in options.sizes) or f"{args.size}x{args.size}"
+    print(f"wrote {args.n} synthetic DICOM records to {args.path} ({args.modality}, {shapes}, {args.photometric}, "
+          f"{args.frames} frame(s), {args.transfer_syntax})")
     return 0
+
+
+def _sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """``256x256,320x256`` (rows x columns) -> ((256, 256), (320, 256))."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        rows, sep, columns = item.lower().partition("x")
+        if not sep or not rows.isdigit() or not columns.isdigit():
+            raise BadInput(f"synth: --sizes takes ROWSxCOLUMNS items separated by commas, not {item!r}")
+        sizes.append((int(rows), int(columns)))
+    return tuple(sizes)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -489,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=32, help="square image size when --sizes is not given")
+    p.add_argument("--sizes", default="", help="ROWSxCOLUMNS,... cycled over the records, e.g. 256x256,320x256")
+    p.add_argument("--modality", default="OT", choices=["OT", "CT"],
+                   help="OT: secondary capture (default); CT: Hounsfield units, RescaleIntercept -1024")
+    p.add_argument("--photometric", default="MONOCHROME2", choices=["MONOCHROME2", "MONOCHROME1"])
+    p.add_argument("--frames", type=int, default=1, help="frames per object (NumberOfFrames)")
+    p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
+                   help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)
     command("verify", cmd_audit_verify, "check every hash in the audit log", audit)
     p = command("wan", cmd_wan, "the appliance WAN gate: status, or resume after a failed restore")

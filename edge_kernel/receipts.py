@@ -54,6 +54,19 @@ def gate_evidence(results: list[GateResult]) -> dict[str, Any]:
     }
 
 
+def dataset_entry(spec: JobSpec, dataset: Any, meter: Any) -> dict[str, Any]:
+    """The data section; ``preprocessing`` only where the granted fields declared
+    transforms: the steps the broker ran (from the meter, not today's registry) and
+    their digest."""
+    entry = {"id": dataset.name, "version": dataset.version, "fields": list(spec.fields),
+             "records_used": meter.records_used, "records_root": meter.records_root_hex,
+             "cohort_size": meter.cohort_size, "skipped": dict(meter.skipped)}
+    preprocessing = getattr(meter, "preprocessing", None)
+    if preprocessing:
+        entry["preprocessing"] = preprocessing
+    return entry
+
+
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
@@ -63,9 +76,7 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
         "job": {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id, "code_sha256": spec.code_sha256,
                 "request_sha256": request_sha256, "params": spec.params},
         "edge": edge,
-        "dataset": {"id": dataset.name, "version": dataset.version, "fields": list(spec.fields),
-                    "records_used": meter.records_used, "records_root": meter.records_root_hex,
-                    "cohort_size": meter.cohort_size, "skipped": dict(meter.skipped)},
+        "dataset": dataset_entry(spec, dataset, meter),
         "budget": {"max_records": spec.budget.max_records, "max_seconds": spec.budget.max_seconds},
         "settlement": settlement(dataset.price_per_record, meter.records_used, currency),
         "outputs": {"weights": {"sha256": sha256_hex(weights), "bytes": len(weights), "tensors": weights_tensors},

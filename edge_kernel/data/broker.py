@@ -24,6 +24,7 @@ from jupyter_rapha.protocol.merkle import MerkleTree
 
 from ..sandbox.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
 from .source import Index, RecordRef, Source
+from .transforms import receipt_entry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class MeterSummary:
     # (record pseudonym, patient pseudonym, status) of every record known at job time, for
     # per-patient provenance; status is "used", "not used" or "opted out". Edge-side only.
     records_known: tuple[tuple[bytes, bytes, str], ...] = ()
+    # the granted fields' declared transforms as applied, {"sha256", "fields"}, or None
+    # for the default scaling; for the receipt, taken from the source the job ran on
+    preprocessing: dict[str, Any] | None = None
 
 
 class Meter:
@@ -135,7 +139,8 @@ class Broker:
             records_used=len(pseudonyms), records_root_hex=tree.root.hex(),
             pseudonyms_hex=tuple(p.hex() for p in pseudonyms), skipped=dict(self.skipped),
             cohort_size=len(self.cohort), consent_excluded=self.index.consent_excluded,
-            records_known=self._records_known(set(pseudonyms)))
+            records_known=self._records_known(set(pseudonyms)),
+            preprocessing=receipt_entry(self.specs))
 
     def _records_known(self, used: set[bytes]) -> tuple[tuple[bytes, bytes, str], ...]:
         known = [(r.pseudonym, r.patient, "used" if r.pseudonym in used else "not used") for r in self.index.records]

@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 
 from jupyter_rapha.protocol.errors import BadInput
 
+from . import preprocess
 from .pseudonym import patient_pseudonym, record_pseudonym
 from .registry import Dataset, FieldSpec
 from .source import Skip
@@ -223,6 +224,9 @@ def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: b
         raise Skip("no pixel data")
     if ds.get("SamplesPerPixel", 1) != 1 or ds.get("PhotometricInterpretation") not in _MONOCHROME:
         raise Skip("not a greyscale image")
+    if spec.transforms:  # declared preprocessing: frames, size (or resize) and header needs
+        preprocess.check_header(ds, spec)
+        return
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise Skip("more than one frame")
     rows, columns = ds.get("Rows"), ds.get("Columns")
@@ -233,7 +237,7 @@ def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: b
 def _check_pixel_bytes(ds: pydicom.Dataset) -> None:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax in _NATIVE_SYNTAXES:
-        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16) or 16) // 8
+        expected = preprocess.frames_of(ds) * int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16) or 16) // 8
         if len(ds.PixelData) < expected:
             raise Skip("unreadable pixel data")
         return
@@ -249,8 +253,11 @@ def _pixels(ds: pydicom.Dataset, spec: FieldSpec) -> np.ndarray:
         raw = ds.pixel_array
     except Exception as exc:  # truncated or undecodable pixel data; the record is skipped
         raise Skip("unreadable pixel data") from exc
-    if raw.shape != (ds.Rows, ds.Columns):
+    frames = preprocess.frames_of(ds)
+    if raw.shape != ((frames,) if frames > 1 else ()) + (ds.Rows, ds.Columns):
         raise Skip("unreadable pixel data")
+    if spec.transforms:
+        return preprocess.apply(ds, raw, spec)
     return _scaled(ds, raw).reshape(spec.shape).astype(spec.dtype, copy=False)
 
 

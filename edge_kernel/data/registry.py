@@ -16,6 +16,8 @@ from typing import Any
 from jupyter_rapha.protocol.errors import BadInput, NotFound
 
 from ..config_files import config_fault, write_json_atomically
+from . import transforms as pixel_transforms
+from .transforms import Transform
 
 REGISTRY_FILE = "datasets.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -29,6 +31,8 @@ class FieldSpec:
     dtype: str
     shape: tuple[int, ...]
     kind: str = "feature"  # "feature" (e.g. pixels) or "label"
+    # declared preprocessing (transforms.py), run by the broker; () keeps the default scaling
+    transforms: tuple[Transform, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Dataset:
     opt_out: str = ""
 
     def schema(self) -> dict[str, Any]:
-        return {name: {"dtype": f.dtype, "shape": list(f.shape), "kind": f.kind} for name, f in self.fields.items()}
+        return {name: _field_schema(f) for name, f in self.fields.items()}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,7 +84,7 @@ def parse_dataset(data: Any) -> Dataset:
     return Dataset(
         name=name, version=str(data.get("version", "1")), source=source,
         location=str(data.get("location", "")),
-        fields={k: _field(name, k, v) for k, v in fields.items()},
+        fields={k: _field(name, k, v, source) for k, v in fields.items()},
         labels=dict(data.get("labels", {})), price_per_record=parse_price(data.get("price_per_record", "0"), name),
         sensitivity=str(data.get("sensitivity", "special-category")),
         max_records=max_records, description=str(data.get("description", "")),
@@ -99,13 +103,25 @@ def parse_price(value: Any, dataset: str) -> str:
     return text
 
 
-def _field(dataset: str, name: str, spec: Any) -> FieldSpec:
+def _field(dataset: str, name: str, spec: Any, source: str = "dicom-folder") -> FieldSpec:
     if not isinstance(spec, dict) or spec.get("dtype") not in DTYPES:
         raise BadInput(f"dataset {dataset}: field {name} needs a dtype, one of {', '.join(DTYPES)}")
     shape = spec.get("shape", [])
     if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
         raise BadInput(f"dataset {dataset}: field {name} shape must be a list of positive integers")
-    return FieldSpec(spec["dtype"], tuple(shape), str(spec.get("kind", "feature")))
+    kind, where = str(spec.get("kind", "feature")), f"dataset {dataset}: field {name}"
+    steps = pixel_transforms.parse_transforms(spec["transforms"], where) if "transforms" in spec else ()
+    pixel_transforms.check_field(steps, source=source, kind=kind, dtype=spec["dtype"], shape=tuple(shape), where=where)
+    return FieldSpec(spec["dtype"], tuple(shape), kind, steps)
+
+
+def _field_schema(spec: FieldSpec) -> dict[str, Any]:
+    """A field as the registry stores it and the catalog shows it; ``transforms`` only
+    when declared, so a default field reads exactly as before."""
+    entry: dict[str, Any] = {"dtype": spec.dtype, "shape": list(spec.shape), "kind": spec.kind}
+    if spec.transforms:
+        entry["transforms"] = pixel_transforms.canonical(spec.transforms)
+    return entry
 
 
 class DatasetRegistry:

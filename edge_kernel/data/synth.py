@@ -1,28 +1,68 @@
 """A synthetic DICOM dataset for demos and tests.
 
-Every file is a real Secondary Capture instance (MONOCHROME2, 12 bits stored in uint16)
-whose label is learnable: a bright blob sits in the left half (finding 0) or the right
-half (finding 1) over noise. The headers carry fake but realistic identifiers and free
-text, so that a leak of any header value into a job, its outputs or its errors is
-visible to a test that searches for them. The label lives in a private tag block,
-as a site's own annotation tool would store it.
+By default every file is a real Secondary Capture instance (MONOCHROME2, 12 bits stored
+in uint16, ``size`` x ``size``) whose label is learnable: a bright blob sits in the left
+half (finding 0) or the right half (finding 1) over noise. The headers carry fake but
+realistic identifiers and free text, so that a leak of any header value into a job, its
+outputs or its errors is visible to a test that searches for them. The label lives in a
+private tag block, as a site's own annotation tool would store it.
+
+``SynthOptions`` makes what a PACS holds: images of several sizes (cycled record by
+record), CT (CT Image Storage; stored unsigned with RescaleIntercept -1024 and slope 1,
+so stored values map to real Hounsfield units: air -1000, fat -100, water 0, soft tissue
+40, bone 700, a +80 HU lesion left or right; the header's windows are soft tissue 40/400
+then lung -600/1500), MONOCHROME1 (stored inverted, so it shows the same image), multi-
+frame objects (NumberOfFrames > 1, every frame with the record's label) and RLE Lossless,
+which pydicom encodes without any extra codec. The default is unchanged, byte for byte.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+                         RLELossless, SecondaryCaptureImageStorage, generate_uid)
 
 from .registry import Dataset, FieldSpec
+from .transforms import Transform
 
 LABEL_CREATOR = "RAPHA SYNTH"
 LABEL_GROUP = 0x0019
 LABEL_ELEMENT = 0x10
 BITS_STORED = 12
+CT_INTERCEPT = -1024  # stored = HU + 1024: unsigned 12 bits hold -1024 to 3071 HU
+CT_WINDOWS = ((40.0, 400.0), (-600.0, 1500.0))  # soft tissue, lung
+MODALITIES = ("OT", "CT")
+PHOTOMETRICS = ("MONOCHROME2", "MONOCHROME1")
+TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless}
+MAX_FRAMES = 64
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """What the records look like; the defaults write the original demo dataset."""
+
+    sizes: tuple[tuple[int, int], ...] = ()  # (rows, columns) cycled over records; () = size x size
+    modality: str = "OT"  # "OT" secondary capture, or "CT" in Hounsfield units
+    photometric: str = "MONOCHROME2"
+    frames: int = 1
+    transfer_syntax: str = "explicit"  # or "rle" (RLE Lossless)
+
+    def check(self) -> None:
+        if any(rows < 8 or columns < 8 or rows * columns > 4096 * 4096 for rows, columns in self.sizes):
+            raise ValueError("every size needs at least 8x8 and at most 4096x4096 pixels")
+        if self.modality not in MODALITIES or self.photometric not in PHOTOMETRICS:
+            raise ValueError(f"modality is one of {', '.join(MODALITIES)}, photometric one of {', '.join(PHOTOMETRICS)}")
+        if not 1 <= self.frames <= MAX_FRAMES or self.transfer_syntax not in TRANSFER_SYNTAXES:
+            raise ValueError(f"frames must be 1 to {MAX_FRAMES}, transfer syntax one of {', '.join(TRANSFER_SYNTAXES)}")
+        if self.modality == "CT" and (self.frames > 1 or self.photometric != "MONOCHROME2"):
+            # Multi-frame CT is Enhanced CT, whose rescale lives per frame in functional
+            # groups; a MONOCHROME1 CT would not be one a scanner writes.
+            raise ValueError("CT is written single-frame MONOCHROME2")
 
 # Every header keyword that carries something identifying or free text. Tests gather
 # the values of these from the files and assert none of them ever crosses.
@@ -38,10 +78,14 @@ _FAMILY = ("DOE", "SMITHFIELD", "KOWALCZYK", "ABERNATHY", "NAKAMURA", "OKONKWO",
 _INSTITUTIONS = ("ST SYNTHETIC GENERAL HOSPITAL", "NORTHWICK FAKE INFIRMARY")
 
 
-def make_synthetic_dataset(path: Path, n: int, seed: int = 0, size: int = 32) -> None:
+def make_synthetic_dataset(path: Path, n: int, seed: int = 0, size: int = 32,
+                           options: SynthOptions | None = None) -> None:
     """Write ``n`` DICOM files into ``path``; about a third of patients have several."""
+    options = options or SynthOptions()
     if n < 1 or size < 8:
         raise ValueError("need at least one record of at least 8x8 pixels")
+    options.check()
+    sizes = options.sizes or ((size, size),)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -49,19 +93,21 @@ def make_synthetic_dataset(path: Path, n: int, seed: int = 0, size: int = 32) ->
     for index in range(n):
         patient = patients[index % len(patients)]
         label = int(rng.integers(0, 2))
-        pixels = _pixels(rng, size, label)
-        ds = _instance(rng, patient, pixels, label)
+        pixels = _frames(rng, sizes[index % len(sizes)], label, options)
+        ds = _instance(rng, patient, pixels, label, options)
         # File names are neutral: a name built from identifiers would itself leak.
         ds.save_as(path / f"img{index:05d}.dcm", enforce_file_format=True)
 
 
 def synthetic_dataset_entry(name: str, location: str, *, size: int = 32, version: str = "1",
-                            price_per_record: str = "0.01", max_records: int = 100_000) -> Dataset:
-    """The registry entry that matches :func:`make_synthetic_dataset`."""
+                            price_per_record: str = "0.01", max_records: int = 100_000,
+                            transforms: tuple[Transform, ...] = (), frames: int = 1) -> Dataset:
+    """The registry entry that matches :func:`make_synthetic_dataset` (with ``transforms``
+    declared on the image field, e.g. a resize for mixed sizes)."""
     return Dataset(
         name=name, version=version, source="dicom-folder", location=location,
         fields={
-            "image": FieldSpec("float32", (1, size, size), "feature"),
+            "image": FieldSpec("float32", (frames, size, size), "feature", transforms),
             "finding": FieldSpec("int64", (), "label"),
         },
         labels={"finding": {"source": "dicom-private", "creator": LABEL_CREATOR,
@@ -98,28 +144,63 @@ def _uid(rng: np.random.Generator) -> str:
     return str(generate_uid(entropy_srcs=[str(int(rng.integers(2**62)))]))
 
 
-def _pixels(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size]
-    half = size // 2
-    cx = rng.uniform(half + size / 8, size - size / 8) if label else rng.uniform(size / 8, half - size / 8)
-    cy = rng.uniform(size / 8, size - size / 8)
-    radius = size / 10
+def _frames(rng: np.random.Generator, shape: tuple[int, int], label: int, options: SynthOptions) -> np.ndarray:
+    """Stored pixels: (rows, columns), or (frames, rows, columns) for a multi-frame object."""
+    make = _ct_pixels if options.modality == "CT" else _pixels
+    frames = [make(rng, *shape, label) for _ in range(options.frames)]
+    if options.photometric == "MONOCHROME1":  # stored inverted: it shows the same image
+        frames = [(2 ** BITS_STORED - 1 - frame).astype(np.uint16) for frame in frames]
+    return frames[0] if options.frames == 1 else np.stack(frames)
+
+
+def _pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    half = columns // 2
+    cx = rng.uniform(half + columns / 8, columns - columns / 8) if label else rng.uniform(columns / 8, half - columns / 8)
+    cy = rng.uniform(rows / 8, rows - rows / 8)
+    radius = min(rows, columns) / 10
     blob = 2000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
-    noise = rng.normal(400.0, 120.0, (size, size))
+    noise = rng.normal(400.0, 120.0, (rows, columns))
     return np.clip(blob + noise, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
 
 
+def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
+    """An axial slice in HU, stored as HU - intercept: air around a body of soft tissue
+    with a fat layer, a vertebra, and a lesion in the left (0) or right (1) half."""
+    yy, xx = np.mgrid[0:rows, 0:columns] + 0.5
+    body = ((yy - rows / 2) / (0.42 * rows)) ** 2 + ((xx - columns / 2) / (0.45 * columns)) ** 2
+    hu = np.full((rows, columns), -1000.0)
+    hu[body <= 1.0] = -100.0  # subcutaneous fat
+    hu[body <= 0.8] = 40.0  # soft tissue
+    spine = ((yy - 0.75 * rows) / (0.08 * rows)) ** 2 + ((xx - columns / 2) / (0.08 * columns)) ** 2
+    hu[spine <= 1.0] = 700.0
+    cx = columns * (rng.uniform(0.58, 0.72) if label else rng.uniform(0.28, 0.42))
+    cy = rows * rng.uniform(0.35, 0.6)
+    radius = min(rows, columns) / 12
+    hu += 80.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+    hu += rng.normal(0.0, 10.0, (rows, columns))
+    return np.clip(np.rint(hu) - CT_INTERCEPT, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+
+
+def _sop_class(options: SynthOptions) -> str:
+    if options.modality == "CT":
+        return CTImageStorage
+    return MultiFrameGrayscaleWordSecondaryCaptureImageStorage if options.frames > 1 else SecondaryCaptureImageStorage
+
+
 def _instance(rng: np.random.Generator, patient: dict[str, str], pixels: np.ndarray,
-              label: int) -> DicomDataset:
-    sop_uid = _uid(rng)
+              label: int, options: SynthOptions = SynthOptions()) -> DicomDataset:
+    sop_uid, sop_class = _uid(rng), _sop_class(options)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = DicomDataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, sop_uid
-    ds.Modality, ds.ConversionType = "OT", "WSD"
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    ds.Modality = options.modality
+    if options.modality == "OT":
+        ds.ConversionType = "WSD"
     ds.PatientName, ds.PatientID = patient["name"], patient["id"]
     ds.PatientBirthDate, ds.PatientSex = patient["birth"], str(rng.choice(["F", "M"]))
     ds.StudyDate, ds.StudyTime = patient["study_date"], f"{rng.integers(7, 19):02d}{rng.integers(0, 60):02d}00"
@@ -128,15 +209,24 @@ def _instance(rng: np.random.Generator, patient: dict[str, str], pixels: np.ndar
     ds.StudyInstanceUID, ds.SeriesInstanceUID = patient["study_uid"], patient["series_uid"]
     ds.StudyDescription = f"CHEST SCREEN FOR {patient['name'].replace('^', ' ')}"
     ds.ImageComments = f"Reviewed with {patient['name'].replace('^', ' ')}, {patient['id']}"
-    _pixel_module(ds, pixels)
+    _pixel_module(ds, pixels, options)
     block = ds.private_block(LABEL_GROUP, LABEL_CREATOR, create=True)
     block.add_new(LABEL_ELEMENT, "IS", str(label))
+    if options.transfer_syntax != "explicit":
+        # pydicom's own RLE encoder; the planted SOPInstanceUID is kept
+        ds.compress(TRANSFER_SYNTAXES[options.transfer_syntax], generate_instance_uid=False)
     return ds
 
 
-def _pixel_module(ds: DicomDataset, pixels: np.ndarray) -> None:
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
+def _pixel_module(ds: DicomDataset, pixels: np.ndarray, options: SynthOptions = SynthOptions()) -> None:
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, options.photometric
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, BITS_STORED, BITS_STORED - 1
     ds.PixelRepresentation = 0
+    if options.modality == "CT":
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = CT_INTERCEPT, 1, "HU"
+        ds.WindowCenter = [center for center, _ in CT_WINDOWS]
+        ds.WindowWidth = [width for _, width in CT_WINDOWS]
     ds.PixelData = pixels.tobytes()

@@ -38,7 +38,9 @@ RECEIPT_FORMAT = "rapha-receipt/v1"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://jupyter-rapha.org/receipt/v1"
 PREDICATE_MAJOR = 1
-PREDICATE_VERSION = "1.1"  # 1.1 adds "evidence" (attestation quote, policy, air-gap, scan); "1.N" accepted
+# 1.1 adds "evidence" (attestation quote, policy, air-gap, scan); 1.2 adds
+# "dataset.preprocessing" (the declared pixel transforms and their digest); "1.N" accepted
+PREDICATE_VERSION = "1.2"
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
@@ -50,6 +52,12 @@ def sha256_hex(data: bytes) -> str:
 
 def metrics_digest(metrics: dict[str, Any]) -> str:
     return sha256_hex(canonical_json(metrics))
+
+
+def preprocessing_digest(fields: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``{field: [transform steps]}``: the edge's declared
+    preprocessing, as the receipt's ``dataset.preprocessing.sha256`` names it."""
+    return sha256_hex(canonical_json(fields))
 
 
 def envelope_digest(envelope: dict[str, Any]) -> str:
@@ -158,6 +166,7 @@ def verify_receipt(
     if statement is None:
         return result
     result.statement = statement
+    _check_preprocessing(statement["predicate"], result)
     _check_outputs(statement, weights, metrics, result)
     _check_anchor(document, statement["predicate"], anchor, min_confirmations, result, tsa_trust)
     return result
@@ -192,6 +201,31 @@ def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | N
         return None
     result.add("statement", True, f"job {predicate['job'].get('id')}")
     return statement
+
+
+def _check_preprocessing(predicate: dict[str, Any], result: Verification) -> None:
+    """A receipt from an edge that preprocessed the records (receipt 1.2) lists the steps
+    and their digest; the digest must be the one of the steps listed. Older receipts and
+    fields with the default scaling carry no entry, and get no line."""
+    dataset = predicate.get("dataset")
+    entry = dataset.get("preprocessing") if isinstance(dataset, dict) else None
+    if entry is None:
+        return
+    fields = entry.get("fields") if isinstance(entry, dict) else None
+    try:
+        matches = isinstance(fields, dict) and bool(fields) and preprocessing_digest(fields) == entry.get("sha256")
+    except BadInput:
+        matches = False
+    if not matches:
+        result.add("preprocessing", False, "the preprocessing digest differs from the steps the receipt lists")
+        return
+    steps = "; ".join(f"{name}: {', '.join(_step_name(s) for s in (items if isinstance(items, list) else []))}"
+                      for name, items in sorted(fields.items()))
+    result.add("preprocessing", True, f"{steps} (sha256 {entry['sha256'][:16]}…)")
+
+
+def _step_name(step: Any) -> str:
+    return str(step.get("op")) if isinstance(step, dict) else "?"
 
 
 def _subject_digest(statement: dict[str, Any]) -> str | None:
