@@ -87,9 +87,13 @@ def _positive(value: Any) -> float:
 
 
 def _range(value: Any) -> list[float]:
+    expected = "a list of two finite numbers [low, high]"
     if not isinstance(value, list) or len(value) != 2:
-        raise _Invalid("a list of two numbers [low, high]")
-    low, high = (_number(v) for v in value)
+        raise _Invalid(expected)
+    try:
+        low, high = (_number(v) for v in value)
+    except _Invalid:
+        raise _Invalid(expected) from None
     if not low < high:
         raise _Invalid("a list [low, high] with low below high")
     return [low, high]
