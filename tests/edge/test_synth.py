@@ -13,7 +13,8 @@ import pydicom
 import pytest
 
 from edge_kernel.data.pseudonym import record_pseudonym
-from edge_kernel.data.synth import (LABEL_CREATOR, LABEL_ELEMENT, LABEL_GROUP, SYNTH_IDENTIFIER_TAGS,
+from edge_kernel.cli import main as edge_cli
+from edge_kernel.data.synth import (LABEL_CREATOR, LABEL_ELEMENT, LABEL_GROUP, SYNTH_IDENTIFIER_TAGS, SynthOptions,
                                     make_synthetic_dataset)
 from jupyter_rapha.protocol.errors import BadInput
 from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, synth_entry, synth_folder  # noqa: F401
@@ -111,3 +112,69 @@ def test_pseudonym_depends_on_key_patient_and_instance():
 def test_pseudonym_refuses_weak_key_empty_or_ambiguous_ids(key, patient, uid):
     with pytest.raises(BadInput):
         record_pseudonym(key, patient, uid)
+
+
+# --- what a PACS holds: sizes, CT, MONOCHROME1, multi-frame, RLE -------------------------
+
+def _variant(tmp_path: Path, name: str, n: int = 4, **options) -> list[pydicom.Dataset]:
+    make_synthetic_dataset(tmp_path / name, n, seed=21, options=SynthOptions(**options))
+    return _read_all(tmp_path / name)
+
+
+def test_sizes_are_cycled_record_by_record(tmp_path):
+    found = _variant(tmp_path, "sizes", n=6, sizes=((64, 64), (48, 80), (40, 30)))
+    assert [ds.pixel_array.shape for ds in found] == [(64, 64), (48, 80), (40, 30)] * 2
+
+
+def test_ct_is_stored_unsigned_with_a_hounsfield_rescale(tmp_path):
+    for ds in _variant(tmp_path, "ct", sizes=((48, 48),), modality="CT"):
+        assert ds.SOPClassUID == pydicom.uid.CTImageStorage and ds.Modality == "CT"
+        assert (ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType) == (-1024, 1, "HU")
+        assert ds.PixelRepresentation == 0 and ds.BitsStored == 12 and ds.pixel_array.dtype == np.uint16
+        assert list(ds.WindowCenter) == [40, -600] and list(ds.WindowWidth) == [400, 1500]
+        hu = ds.pixel_array.astype(int) - 1024
+        assert hu.min() < -950 and hu.max() > 600  # air and bone
+
+
+def test_monochrome1_stores_the_same_image_inverted(tmp_path):
+    plain = _variant(tmp_path, "m2")
+    inverted = _variant(tmp_path, "m1", photometric="MONOCHROME1")
+    for a, b in zip(plain, inverted):
+        assert b.PhotometricInterpretation == "MONOCHROME1"
+        assert np.array_equal(b.pixel_array, 4095 - a.pixel_array)
+
+
+def test_multi_frame_objects_carry_their_frame_count(tmp_path):
+    for ds in _variant(tmp_path, "mf", frames=3):
+        assert ds.NumberOfFrames == 3 and ds.pixel_array.shape == (3, 32, 32)
+        assert ds.SOPClassUID == pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+
+
+def test_rle_lossless_keeps_pixels_and_planted_identifiers(tmp_path):
+    plain = _variant(tmp_path, "plain", frames=2)
+    rle = _variant(tmp_path, "rle", frames=2, transfer_syntax="rle")
+    for a, b in zip(plain, rle):
+        assert b.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+        assert np.array_equal(a.pixel_array, b.pixel_array)
+        for keyword in SYNTH_IDENTIFIER_TAGS:
+            assert str(b.get(keyword, "")) and str(b.get(keyword)) == str(a.get(keyword)), keyword
+
+
+@pytest.mark.parametrize("options", [{"sizes": ((4, 64),)}, {"modality": "MR"}, {"frames": 0},
+                                     {"modality": "CT", "frames": 2}, {"transfer_syntax": "jpeg"},
+                                     {"modality": "CT", "photometric": "MONOCHROME1"}])
+def test_options_it_cannot_write_are_refused(tmp_path, options):
+    with pytest.raises(ValueError):
+        make_synthetic_dataset(tmp_path, 1, options=SynthOptions(**options))
+
+
+def test_the_synth_command_writes_a_mixed_ct_and_refuses_bad_sizes(tmp_path, capsys):
+    assert edge_cli(["synth", str(tmp_path / "ct"), "--n", "3", "--sizes", "40x48,32x32", "--modality", "CT",
+                     "--transfer-syntax", "rle"]) == 0
+    found = _read_all(tmp_path / "ct")
+    assert [ds.pixel_array.shape for ds in found] == [(40, 48), (32, 32), (40, 48)]
+    assert {ds.file_meta.TransferSyntaxUID for ds in found} == {pydicom.uid.RLELossless}
+    assert edge_cli(["synth", str(tmp_path / "x"), "--sizes", "40x48,big"]) == 1
+    assert "--sizes takes ROWSxCOLUMNS" in capsys.readouterr().err
+    assert edge_cli(["synth", str(tmp_path / "y"), "--modality", "CT", "--frames", "2"]) == 1
+    assert "CT is written single-frame" in capsys.readouterr().err
