@@ -1,7 +1,8 @@
 """A dataset source over a folder of DICOM files: one record per instance.
 
 The source is trusted code inside the broker. It turns a file into the granted fields
-only (pixels as float32 in [0, 1], labels from their declared tags) plus the record's
+only (pixels as float32 in [0, 1] or as declared transforms make them, labels from their
+declared tags) plus the record's
 pseudonym; nothing else of the header is ever copied out of the pydicom object.
 
 Files that cannot be used are skipped and counted under a generic reason. Reasons are

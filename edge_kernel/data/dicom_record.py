@@ -2,7 +2,8 @@
 source (folder, DICOMweb).
 
 Only two kinds of value are ever copied out of a pydicom object: the pixels (as float32
-or float64 in [0, 1]) and declared numeric labels. Identity (PatientID, SOPInstanceUID)
+or float64, in [0, 1] by bits stored, or as the field's declared transforms make them:
+``transforms.py``, ``preprocess.py``) and declared numeric labels. Identity (PatientID, SOPInstanceUID)
 is read only to compute HMAC pseudonyms. Everything else of the header stays behind, in
 particular the attributes of the DICOM PS3.15 Annex E basic application level
 confidentiality profile and all free text: a label mapping that names one of
