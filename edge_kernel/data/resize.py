@@ -10,7 +10,8 @@ Pixel centres sit at half-integer positions, as in most imaging libraries:
   reduction, ``area`` is the one to declare.
 - ``area``: each output pixel is the mean of the input area it covers, partial pixels
   weighted by their overlap (PIL's BOX, OpenCV's INTER_AREA when reducing; torch's
-  ``area`` for whole-number ratios), through a running sum along the axis.
+  ``area`` for whole-number ratios): whole pixels summed per span, the cut pixels at
+  each span's edges weighted by their overlap.
 """
 
 from __future__ import annotations
@@ -54,17 +55,20 @@ def _bilinear(values: np.ndarray, length: int, size: int, axis: int) -> np.ndarr
 
 
 def _area(values: np.ndarray, length: int, size: int, axis: int) -> np.ndarray:
-    zero = np.zeros_like(np.take(values, [0], axis=axis))
-    running = np.concatenate([zero, np.cumsum(values, axis=axis)], axis=axis)  # running[k] = sum of [0, k)
     edges = np.arange(size + 1) * (length / size)
     edges[-1] = length  # exact, whatever the rounding of the product
-    whole = np.minimum(np.floor(edges).astype(np.int64), length - 1)
+    whole = np.floor(edges).astype(np.int64)
     fraction = _along(edges - whole, values.ndim, axis)
-    # the sum of [0, t) for a fractional t: whole pixels, then part of the next one
-    below = np.take(running, whole, axis=axis) + fraction * np.take(values, whole, axis=axis)
-    upper = np.take(below, np.arange(1, size + 1), axis=axis)
-    lower = np.take(below, np.arange(size), axis=axis)
-    return (upper - lower) / (length / size)
+    # whole pixels of each span [edge k, edge k+1): one pass in C; a span inside a
+    # single pixel (enlarging) has no whole pixel, but reduceat answers that pixel for it
+    spans = np.add.reduceat(values, whole[:-1], axis=axis)
+    empty = _along((whole[1:] == whole[:-1]).astype(values.dtype), values.ndim, axis)
+    spans = spans * (1.0 - empty)
+    # then the part of the pixel each edge cuts: added past the end, taken off at the start
+    edge_pixels = np.take(values, np.minimum(whole, length - 1), axis=axis) * fraction
+    total = spans + np.take(edge_pixels, np.arange(1, size + 1), axis=axis) \
+        - np.take(edge_pixels, np.arange(size), axis=axis)
+    return total / (length / size)
 
 
 def _along(weights: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -216,7 +216,7 @@ def _check_preprocessing(predicate: dict[str, Any], result: Verification) -> Non
         matches = isinstance(fields, dict) and bool(fields) and preprocessing_digest(fields) == entry.get("sha256")
     except BadInput:
         matches = False
-    if not matches:
+    if not matches or not isinstance(fields, dict):
         result.add("preprocessing", False, "the preprocessing digest differs from the steps the receipt lists")
         return
     steps = "; ".join(f"{name}: {', '.join(_step_name(s) for s in (items if isinstance(items, list) else []))}"
