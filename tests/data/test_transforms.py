@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from edge_kernel.cli import main as edge_cli
+from edge_kernel.config_files import ConfigFault
 from edge_kernel.data.registry import DatasetRegistry, parse_dataset
 from edge_kernel.data.transforms import parse_transforms, receipt_entry
 from edge_kernel.receipts import dataset_entry
@@ -96,18 +97,25 @@ def test_a_bad_transform_stops_the_edge_from_loading_its_registry(tmp_path):
     doc = json.loads(registry.path.read_text())
     doc["datasets"][0]["fields"]["image"]["transforms"][2]["interpolation"] = "lanczos"
     registry.path.write_text(json.dumps(doc))
-    with pytest.raises(BadInput, match=r"transform 3 \(resize\): parameter 'interpolation'"):
+    with pytest.raises(ConfigFault) as info:
         registry.all()  # what Edge() calls at start
+    assert "transform 3 (resize): parameter 'interpolation'" in info.value.admin_diagnostics()
+    assert "lanczos" not in info.value.diagnostics()  # the researcher's side gets the generic message
 
 
 def test_datasets_add_refuses_a_bad_schema_and_writes_nothing(tmp_path, capsys):
+    assert edge_cli(["init", str(tmp_path)]) == 0
+    (tmp_path / "data").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    registry_before = (tmp_path / "datasets.json").read_bytes() if (tmp_path / "datasets.json").exists() else None
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"fields": {"image": {"dtype": "float32", "shape": [1, 32, 32],
                                                        "transforms": [{"op": "resize", "interpolation": 7}]}}}))
     code = edge_cli(["datasets", "add", "cxr", "--path", "data", "--schema", str(schema), "--config", str(tmp_path)])
     assert code == 1
     assert "field image: transform 1 (resize): parameter 'interpolation' must be one of" in capsys.readouterr().err
-    assert not (tmp_path / "datasets.json").exists() and not (tmp_path / "datasets.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "schema.json"])
+    assert registry_before == ((tmp_path / "datasets.json").read_bytes() if registry_before is not None else None)
     schema.write_text(json.dumps({"fields": {"image": {"dtype": "float32", "shape": [1, 32, 32],
                                                        "transforms": ["frobnicate"]}}}))
     assert edge_cli(["datasets", "add", "cxr", "--path", "data", "--schema", str(schema),

@@ -52,9 +52,10 @@ def test_mixed_size_xrays_are_all_used_after_a_declared_resize(tmp_path, capsys)
     assert {pydicom.dcmread(p).pixel_array.shape for p in folder.iterdir()} == SIZES
     (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
     # the demo's dataset name, so the demo policy releases it; now over the mixed folder
-    assert edge_cli(["datasets", "add", "synthetic-cxr", "--path", "data/mixed-cxr", "--schema",
+    assert edge_cli(["datasets", "add", "synthetic-cxr", "--replace", "--path", "data/mixed-cxr", "--schema",
                      str(tmp_path / "schema.json"), "--sensitivity", "synthetic", "--price", "0.01",
                      "--config", str(root)]) == 0
+    assert f"{RECORDS} usable" in capsys.readouterr().out  # the add's own sample read them all
     expected = receipt_entry(DatasetRegistry(root).get("synthetic-cxr").fields)
     edge = start_edge(root)
     try:
