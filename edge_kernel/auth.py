@@ -2,18 +2,30 @@
 
 A nonce is recorded only once the signature has verified, so unauthenticated traffic
 cannot fill the table or burn a real researcher's nonces.
+
+When the database cannot take the nonce (its disk is full or failing), a request that
+changes something is refused with 503: it could not be carried out anyway. A read (GET)
+still answers, so researchers can see their jobs during the outage, but only if its nonce
+is held instead in memory, where replays are refused as before; held nonces go into the
+table once it takes writes again. What this leaves open: a read made during the outage
+could be replayed to a restarted edge within the timestamp window (``MAX_SKEW_SECONDS``),
+answering its sender's own data again; nothing changes and no one else's data is shown.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
-from jupyter_rapha.protocol.errors import Replayed
+from jupyter_rapha.protocol.errors import Replayed, StorageUnavailable
 from jupyter_rapha.protocol.request import MAX_SKEW_SECONDS, parse_authorization, verify_request
 
 from .db import Database
 from .researchers import Researcher, ResearcherRegistry
+
+READ_ONLY_METHODS = ("GET", "HEAD")
+MAX_HELD_NONCES = 100_000  # reads answered from memory during an outage; then 503
 
 
 class Authenticator:
@@ -21,6 +33,8 @@ class Authenticator:
         self.db = db
         self.researchers = researchers
         self.max_skew = max_skew
+        self._held: dict[str, tuple[str, int]] = {}  # nonce -> (key id, ts), while the table takes no writes
+        self._held_lock = threading.Lock()
 
     def authenticate(self, header: str | None, method: str, path: str, body: bytes,
                      now: int | None = None) -> Researcher:
@@ -28,15 +42,45 @@ class Authenticator:
         auth = parse_authorization(header)
         researcher = self.researchers.by_key_id(auth.key_id)
         verify_request(auth, researcher.key, method, path, body, now, self.max_skew)
-        self._spend_nonce(auth.nonce, auth.key_id, now)
+        try:
+            self._spend_nonce(auth.nonce, auth.key_id, now)
+        except StorageUnavailable:
+            if method.upper() not in READ_ONLY_METHODS:
+                raise
+            self._hold_nonce(auth.nonce, auth.key_id, now)
         return researcher
 
     def _spend_nonce(self, nonce: str, key_id: str, now: int) -> None:
+        with self._held_lock:
+            if nonce in self._held:
+                raise _replayed()
+            held = list(self._held.items())
         with self.db.transaction() as conn:
             # Nonces older than twice the window can no longer pass the timestamp check.
             conn.execute("DELETE FROM nonces WHERE ts < ?", (now - 2 * self.max_skew,))
             try:
                 conn.execute("INSERT INTO nonces VALUES (?,?,?)", (nonce, key_id, now))
             except sqlite3.IntegrityError as exc:
-                raise Replayed("this request was already received (nonce reused)",
-                               hint="sign every request afresh") from exc
+                raise _replayed() from exc
+            conn.executemany("INSERT OR IGNORE INTO nonces VALUES (?,?,?)", [(n, k, t) for n, (k, t) in held])
+        if held:
+            with self._held_lock:
+                for spent, _ in held:
+                    self._held.pop(spent, None)
+
+    def _hold_nonce(self, nonce: str, key_id: str, now: int) -> None:
+        """The table takes no writes: refuse a replay from what it holds, keep the nonce here."""
+        if self.db.query("SELECT 1 FROM nonces WHERE nonce=?", (nonce,)):
+            raise _replayed()
+        with self._held_lock:
+            if nonce in self._held:
+                raise _replayed()
+            for old in [n for n, (_, ts) in self._held.items() if ts < now - 2 * self.max_skew]:
+                del self._held[old]
+            if len(self._held) >= MAX_HELD_NONCES:
+                raise StorageUnavailable("the edge's storage is full")
+            self._held[nonce] = (key_id, now)
+
+
+def _replayed() -> Replayed:
+    return Replayed("this request was already received (nonce reused)", hint="sign every request afresh")

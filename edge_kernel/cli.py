@@ -87,6 +87,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     _copy_policies(root)
     if args.demo:
         _add_demo_dataset(root, args.records)
+    _start_audit_log(root, edge_id)
     print(f"edge {edge_id} initialised in {root}")
     print(next_steps(root, args.demo))
     return 0
@@ -104,6 +105,22 @@ def next_steps(root: Path, demo: bool) -> str:
     return "next steps:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1)) + (
         "\nedits to policies/data.json take effect at the next job, without a restart; "
         "a broken edit keeps the previous policy and is logged")
+
+
+def _start_audit_log(root: Path, edge_id: str) -> None:
+    """The database and its audit head come with the keys: from now on an edge with keys
+    but no database, or with a log shorter than its head, has lost records."""
+    from .audit import AuditLog
+    from .audit_head import HEAD_FILE, HeadFile
+    from .db import Database
+    from .settings import load_settings
+
+    settings = load_settings(root)
+    db = Database(settings.db_path)
+    try:
+        AuditLog(db, HeadFile(settings.state_dir / HEAD_FILE)).append("edge.init", detail={"edge_id": edge_id})
+    finally:
+        db.close()
 
 
 def _copy_policies(root: Path) -> None:
@@ -386,18 +403,69 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
+def _audit_status(settings: Any) -> tuple[Any, Any]:
+    """The same check the edge makes at start; (status, audit log or None when there is no database)."""
     from .audit import AuditLog
+    from .audit_head import HEAD_FILE, AuditStatus, HeadFile, check_audit, last_anchored_head, missing_database
+    from .db import Database
+
+    head_file = HeadFile(settings.state_dir / HEAD_FILE)
+    if not settings.db_path.exists():
+        return missing_database(settings.db_path, head_file.path), None
+    db = Database(settings.db_path)
+    audit = AuditLog(db, head_file)
+    damage = db.quick_check()
+    if damage:
+        return AuditStatus("broken", 0, "", f"audit log BROKEN: the edge database {settings.db_path} is damaged: "
+                                            f"{damage[0]}", "restore the edge's state directory from a backup"), audit
+    return check_audit(audit, head_file, last_anchored_head(db)), audit
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .settings import load_settings
+
+    status, audit = _audit_status(load_settings(args.config))
+    if audit is not None:
+        audit.db.close()
+    print(status.message, file=sys.stdout if status.ok else sys.stderr)
+    if not status.ok:
+        print(f"rapha-edge: to recover: {status.hint}", file=sys.stderr)
+    return 0 if status.ok else 1
+
+
+def cmd_audit_accept(args: argparse.Namespace) -> int:
+    from .audit import AuditLog
+    from .audit_head import HEAD_FILE, HeadFile, accept_loss
     from .db import Database
     from .settings import load_settings
 
     settings = load_settings(args.config)
-    check = AuditLog(Database(settings.db_path)).verify()
-    if check.ok:
-        print(f"audit log intact: {check.entries} entries, head {check.head[:16]}…")
+    status, audit = _audit_status(settings)
+    if status.ok:
+        audit.db.close()
+        print(status.message)
+        print("nothing to accept")
         return 0
-    print(f"audit log BROKEN at entry {check.first_bad_seq} (of {check.entries} read)")
-    return 1
+    if not args.reason:
+        print(f"{status.message}\nrapha-edge: say why the loss is accepted with --reason TEXT "
+              "(it is written into the log)", file=sys.stderr)
+        return 2
+    if audit is None:  # the database is gone: a new one whose first entry records the loss
+        audit = AuditLog(Database(settings.db_path), HeadFile(settings.state_dir / HEAD_FILE))
+        status = _audit_status_for_new_log(status, audit)
+    try:
+        digest = accept_loss(audit, status, args.reason)
+    finally:
+        audit.db.close()
+    print(f"recorded in the audit log as audit.accept (entry hash {digest[:16]}…); the edge may start again")
+    return 0
+
+
+def _audit_status_for_new_log(missing: Any, audit: Any) -> Any:
+    from .audit_head import check_audit
+
+    status = check_audit(audit, audit.head_file, None)
+    return status if not status.ok else missing
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -516,7 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
                    help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)
-    command("verify", cmd_audit_verify, "check every hash in the audit log", audit)
+    command("verify", cmd_audit_verify, "check every hash in the audit log and that it reaches its recorded head",
+            audit)
+    p = command("accept", cmd_audit_accept, "after a known loss of audit entries: record it in the log so the "
+                "edge starts again", audit)
+    p.add_argument("--reason", default="", help="why the loss is accepted (written into the log)")
     p = command("wan", cmd_wan, "the appliance WAN gate: status, or resume after a failed restore")
     p.add_argument("action", choices=["status", "resume"])
     p = command("provenance", cmd_provenance, "prove whether a patient's records were used in a job")

@@ -2,17 +2,27 @@
 
 A single connection behind a lock keeps writes serialised, which SQLite needs anyway;
 WAL and synchronous=FULL make an acknowledged write survive a crash.
+
+A failing disk (full, I/O error, damaged pages) raises ``StorageUnavailable`` and is
+reported to the edge's ``StorageHealth``, which stops new jobs. The first SQLite error is
+the one logged and raised: a rollback after a failed write (SQLite may already have rolled
+back itself) must never hide "database or disk is full" behind its own complaint.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from jupyter_rapha.protocol.errors import StorageFault
+from jupyter_rapha.protocol.errors import StorageFault, StorageUnavailable
+
+from .health import DAMAGED, FULL, IO_ERROR, READ_ONLY, StorageHealth
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -33,8 +43,20 @@ CREATE TABLE IF NOT EXISTS job_events (
 """
 
 
+# SQLite's primary result codes for a failing disk or file, and what they mean here.
+_SQLITE_PROBLEMS = {13: FULL, 10: IO_ERROR, 8: READ_ONLY, 11: DAMAGED, 26: DAMAGED}
+
+
+def sqlite_problem(exc: BaseException) -> str | None:
+    """The storage problem a SQLite error stands for; None for any other error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return _SQLITE_PROBLEMS.get(code & 0xFF) if isinstance(exc, sqlite3.Error) and code is not None else None
+
+
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, health: StorageHealth | None = None) -> None:
+        self.path = path
+        self.health = health or StorageHealth()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -42,8 +64,14 @@ class Database:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            raise StorageFault("the edge database cannot be opened") from exc
+            raise StorageFault(f"the edge database {path} cannot be opened: {exc}",
+                               hint="restore it from a backup, or free space if the disk is full") from exc
         self._lock = threading.RLock()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every statement; a caller holds it to keep a write and its follow-up in order."""
+        return self._lock
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -52,15 +80,48 @@ class Database:
                 self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            except BaseException as exc:
+                fault = self._fault(exc)  # logged before the rollback can say anything
+                self._rollback()
+                if fault is None:
+                    raise
+                raise fault from exc
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
-            cursor = self._conn.execute(sql, params)
-            cursor.row_factory = sqlite3.Row
-            return cursor.fetchall()
+            try:
+                cursor = self._conn.execute(sql, params)
+                cursor.row_factory = sqlite3.Row
+                return cursor.fetchall()
+            except sqlite3.Error as exc:
+                fault = self._fault(exc)
+                if fault is None:
+                    raise
+                raise fault from exc
+
+    def quick_check(self) -> list[str]:
+        """SQLite's own page and index check; [] when the file is sound."""
+        try:
+            rows = self.query("PRAGMA quick_check")
+        except StorageUnavailable as exc:
+            return [str(exc.__cause__)]
+        return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows[:5]]
+
+    def _rollback(self) -> None:
+        if not self._conn.in_transaction:
+            return  # SQLite rolled back on its own (a full disk does that)
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback after a failed write failed too: %s", exc)
+
+    def _fault(self, exc: BaseException) -> StorageUnavailable | None:
+        problem = sqlite_problem(exc)
+        if problem is None:
+            return None
+        log.error("edge database failed: %s", exc)
+        self.health.report(problem)
+        return StorageUnavailable(problem)
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,9 @@
 """The edge: settings, keys, stores, gates, runner and anchor, opened together.
 
 Opening checks everything a job will need, so a misconfigured edge refuses to start
-instead of refusing jobs one by one.
+instead of refusing jobs one by one. That includes its records: the database must exist
+(keys without it mean it was lost), pass SQLite's page check, and hold an audit log whose
+every hash holds and that reaches the head recorded outside it (``audit_head.py``).
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_rapha import __version__
-from jupyter_rapha.protocol.errors import BadInput, NotFound
+from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, NotFound, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
 
 from .audit import AuditLog
+from .audit_head import HEAD_FILE, HeadFile, check_audit, last_anchored_head, missing_database
 from .auth import Authenticator
 from .data.cohort import CohortSizes
 from .data.registry import Dataset, DatasetRegistry
 from .db import Database
+from .health import StorageHealth
 from .gates.pipeline import Gate, GateContext
 from .gates.spec import SpecGate
 from .jobs import JobManager
@@ -43,8 +47,8 @@ class Edge:
         self.pseudonym_key = bytes.fromhex(_read_secret(settings.keys_dir / PSEUDONYM_KEY_FILE).decode().strip())
         if len(self.pseudonym_key) < 32:
             raise BadInput("the pseudonym key must be at least 32 bytes")
-        self.db = Database(settings.db_path)
-        self.audit = AuditLog(self.db)
+        self.health = StorageHealth((settings.state_dir, settings.jobs_dir))
+        self.db, self.audit = open_records(settings, self.health)
         self.store = JobStore(self.db)
         self.researchers = ResearcherRegistry(settings.config_dir)
         self.auth = Authenticator(self.db, self.researchers)
@@ -106,6 +110,16 @@ class Edge:
     def release_dir(self, job_id: str) -> Path:
         return self.settings.jobs_dir / job_id / "release"
 
+    def storage_status(self) -> dict[str, Any]:
+        """For GET /v1/edge: whether jobs are taken and, if not, why (generic, no paths)."""
+        problems = self.health.problems()
+        return {"accepting_jobs": not problems, "problems": problems}
+
+    def check_accepting_jobs(self) -> None:
+        problems = self.health.problems()
+        if problems:
+            raise StorageUnavailable(problems[0])
+
     def run(self, spec: JobSpec, ctx: GateContext, cancel: threading.Event | None, on_progress: Any) -> Any:
         from .data.consent import OptOutList
         from .sandbox.runner import run_job
@@ -124,6 +138,28 @@ class Edge:
                 # Minimum necessary (S2) applies to what stays behind too: the job's
                 # stdout may hold record data it printed. Its outputs were read already.
                 shutil.rmtree(workdir, onerror=_log_removal_error)
+
+
+def open_records(settings: Settings, health: StorageHealth) -> tuple[Database, AuditLog]:
+    """The database and audit log, checked (S7): refuses to start on a missing database,
+    damaged pages, or an audit log that is broken or shorter than its recorded head."""
+    head_file = HeadFile(settings.state_dir / HEAD_FILE, health)
+    if not settings.db_path.exists():
+        missing_database(settings.db_path, head_file.path).refuse()
+    db = Database(settings.db_path, health)
+    damage = db.quick_check()
+    if damage:
+        db.close()
+        raise AuditDamaged(f"the edge database {settings.db_path} is damaged: {damage[0]}",
+                           hint="stop, and restore the edge's state directory from a backup")
+    audit = AuditLog(db, head_file)
+    try:
+        check_audit(audit, head_file, last_anchored_head(db)).refuse()
+    except BaseException:
+        db.close()
+        raise
+    head_file.write(audit.head())  # a head file that lagged a crash catches up now
+    return db, audit
 
 
 def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
@@ -185,7 +221,8 @@ def _open_outbox(edge: "Edge") -> Any:
                           retry_initial_seconds=chain.retry_initial_seconds,
                           retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4,
                           bump_after_seconds=chain.fee_bump_seconds)
-    return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config)
+    return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config,
+                  audit_head=edge.audit.head)
 
 
 def _read_secret(path: Path) -> bytes:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jupyter_rapha.protocol.errors import GateDenied, RaphaError
+from jupyter_rapha.protocol.errors import GateDenied, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.receipt import envelope_digest
 
@@ -25,6 +25,7 @@ from .audit import AuditLog, utc_now
 from .obligations import enforceable
 from .data.provenance import save_provenance
 from .gates.pipeline import GateContext, GateResult, run_gates
+from .health import os_error_problem
 from .release.files import write_release
 from .release.metrics import check_metrics, sanitize_error
 from .release.weights import check_weights
@@ -44,6 +45,8 @@ class JobManager:
 
     # ---- intake -------------------------------------------------------------------
     def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
+        # Failing storage takes no job: what the job writes, audit entries too, could be lost.
+        self.edge.check_accepting_jobs()
         self.audit.append("job.submit", job_id=spec.job_id, actor=researcher.key_id,
                           detail={"dataset": spec.dataset, "code_sha256": spec.code_sha256,
                                   "request_sha256": request_sha256})
@@ -88,11 +91,24 @@ class JobManager:
             self._process(job_id)
         except Exception as exc:  # S4: an unexpected error fails the job, it never passes it
             log.exception("job %s failed", job_id)
+            exc = self._as_storage_fault(exc)
             reason = exc.diagnostics() if isinstance(exc, RaphaError) else "internal error at the edge"
-            self.audit.append("job.fail", job_id=job_id, detail={"fault": type(exc).__name__})
-            self.store.transition(job_id, "failed", reasons=[reason])
+            try:
+                self.audit.append("job.fail", job_id=job_id, detail={"fault": type(exc).__name__})
+                self.store.transition(job_id, "failed", reasons=[reason])
+            except StorageUnavailable:  # the database takes no writes: recover() fails it at restart
+                log.error("job %s could not be marked failed: the edge's storage takes no writes", job_id)
         finally:
             self._cancels.pop(job_id, None)
+
+    def _as_storage_fault(self, exc: Exception) -> Exception:
+        """A full or failing jobs directory fails the job with that reason (not "internal
+        error") and stops new jobs until the storage takes writes again."""
+        problem = os_error_problem(exc)
+        if problem is None:
+            return exc
+        self.edge.health.report(problem)
+        return StorageUnavailable(problem)
 
     def _process(self, job_id: str) -> None:
         job = self.store.get(job_id)

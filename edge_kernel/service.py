@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 import tornado.netutil
 import tornado.web
 
-from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError)
+from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError,
+                                           StorageUnavailable)
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 
 from .edge import Edge
@@ -28,6 +29,10 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 
 def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
     """The one place that maps an error to a status and a body a user can act on."""
+    if isinstance(exc, StorageUnavailable):
+        # The machine's fault, not the request's, and passing: 503 with a generic reason
+        # (never a path or a SQLite message), the same text GET /v1/edge lists.
+        return 503, {"kind": "StorageUnavailable", "message": exc.diagnostics()}
     if isinstance(exc, RaphaError):
         for kind, status in ((BadInput, 400), (AuthError, 401), (GateDenied, 403), (NotFound, 404)):
             if isinstance(exc, kind):
@@ -52,8 +57,11 @@ def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
                 log.exception("unhandled error on %s %s", self.request.method, self.request.path)
             status, body = error_status(exc)
             if isinstance(exc, AuthError):
-                self.edge.audit.append("request.reject", detail={"kind": type(exc).__name__,
-                                                                "method": self.request.method})
+                try:
+                    self.edge.audit.append("request.reject", detail={"kind": type(exc).__name__,
+                                                                    "method": self.request.method})
+                except StorageUnavailable as fault:  # not audited: refused still, and said why
+                    status, body = error_status(fault)
             self.set_status(status)
             self.write_json({"error": body})
     return wrapper
@@ -90,7 +98,7 @@ class BaseHandler(tornado.web.RequestHandler):
 class EdgeInfoHandler(BaseHandler):
     @api
     def get(self) -> None:
-        self.write_json(self.edge.info())
+        self.write_json({**self.edge.info(), **self.edge.storage_status()})
 
 
 class DatasetsHandler(BaseHandler):

@@ -14,6 +14,12 @@ A transaction still unmined ``bump_after_seconds`` after it was sent, at a nonce
 open, is replaced (anchors that can, ``replace_anchor``): the same root at the same nonce
 with every fee raised at least 12.5%, stored before it is sent like the first. Whichever
 version the chain mines closes the batch, and the receipts name that one.
+
+When the outbox is given the audit log's head (``audit_head``), each batch commits to it
+too: the head when the batch was formed is stored with the batch and becomes the tree's
+last leaf, and every receipt's anchor block carries it with its own proof
+(``anchor_proof.audit_head_inclusion``). A log later shorter than an anchored head is
+refused at the edge's start (``audit_head.py``) and visible to any receipt holder.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree
+from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree, with_audit_head
 from jupyter_rapha.protocol.errors import AnchorFault
 
 from .base import BatchAnchor, SignedAnchor
@@ -45,6 +51,8 @@ CREATE TABLE IF NOT EXISTS anchor_batches (
 # publish() answers: "done" (the released receipt now carries the anchor), "later" (the
 # job is not released yet; try again next round) or "dropped" (the job will never be).
 Publisher = Callable[[str, str, dict[str, Any]], str]
+# The audit log's head now: (entries, head hash).
+AuditHeadSource = Callable[[], tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -62,13 +70,16 @@ class OutboxConfig:
 
 
 class Outbox:
-    def __init__(self, db: Any, anchor: BatchAnchor, publish: Publisher, config: OutboxConfig = OutboxConfig()) -> None:
+    def __init__(self, db: Any, anchor: BatchAnchor, publish: Publisher, config: OutboxConfig = OutboxConfig(),
+                 audit_head: AuditHeadSource | None = None) -> None:
         self.db, self.anchor, self.publish, self.config = db, anchor, publish, config
+        self.audit_head = audit_head
         with db.transaction() as conn:
             for statement in _statements(SCHEMA):  # executescript would end the transaction
                 conn.execute(statement)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(anchor_batches)")}
-            for column, kind in (("sent", "REAL"), ("replaced", "TEXT")):  # added after the first release
+            added = (("sent", "REAL"), ("replaced", "TEXT"), ("audit_entries", "INTEGER"), ("audit_head", "TEXT"))
+            for column, kind in added:  # added after the first release
                 if column not in columns:
                     conn.execute(f"ALTER TABLE anchor_batches ADD COLUMN {column} {kind}")
         self._changed = threading.Condition()
@@ -181,12 +192,15 @@ class Outbox:
     def _form_batch(self) -> dict[str, Any]:
         rows = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id IS NULL ORDER BY seq LIMIT ?",
                              (self.config.batch_size,))
-        tree = batch_tree([r["envelope_sha256"] for r in rows])
+        head = self.audit_head() if self.audit_head is not None else None
+        tree = batch_tree([r["envelope_sha256"] for r in rows], head)
         signed = self.anchor.sign_anchor(tree.root)  # needs the chain (nonce, fees): may fail, nothing stored
         with self.db.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO anchor_batches (root, size, raw, tx_hash, nonce, state, created) VALUES (?,?,?,?,?,?,?)",
-                (tree.root.hex(), len(tree), signed.raw.hex(), signed.tx_hash, signed.nonce, "signed", time.time()))
+                "INSERT INTO anchor_batches (root, size, raw, tx_hash, nonce, state, created, audit_entries,"
+                " audit_head) VALUES (?,?,?,?,?,?,?,?,?)",
+                (tree.root.hex(), len(tree), signed.raw.hex(), signed.tx_hash, signed.nonce, "signed", time.time(),
+                 *(head or (None, None))))
             batch_id = cursor.lastrowid
             conn.executemany("UPDATE anchor_outbox SET batch_id=? WHERE seq=?", [(batch_id, r["seq"]) for r in rows])
         self._flush = False
@@ -270,7 +284,8 @@ class Outbox:
     def _close(self, batch: dict[str, Any], block: int) -> None:
         members = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id=? ORDER BY seq",
                                 (batch["batch_id"],))
-        tree = batch_tree([m["envelope_sha256"] for m in members])
+        head = _stored_head(batch)
+        tree = batch_tree([m["envelope_sha256"] for m in members], head)
         if tree.root.hex() != batch["root"]:
             raise AnchorFault("anchor batch members do not match the stored root")
         chain_id = int(self.anchor.chain_id)
@@ -279,9 +294,10 @@ class Outbox:
         with self.db.transaction() as conn:
             for index, member in enumerate(members):
                 if own_form is not None:
-                    anchor = own_form(tree, index, bytes.fromhex(batch["raw"]))
+                    anchor = with_audit_head(own_form(tree, index, bytes.fromhex(batch["raw"])), tree, head)
                 else:
-                    anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block)
+                    anchor = batch_anchor(tree, index, chain_id=chain_id, tx_hash=batch["tx_hash"], block_number=block,
+                                          audit_head=head)
                 conn.execute("UPDATE anchor_outbox SET anchor=? WHERE seq=?", (json.dumps(anchor), member["seq"]))
             conn.execute("UPDATE anchor_batches SET state='mined', block_number=?, tx_hash=? WHERE batch_id=?",
                          (block, batch["tx_hash"], batch["batch_id"]))
@@ -299,6 +315,13 @@ class Outbox:
                     conn.execute("UPDATE anchor_outbox SET published=? WHERE seq=?", (outcome, row["seq"]))
                 moved = True
         return moved
+
+
+def _stored_head(batch: dict[str, Any]) -> tuple[int, str] | None:
+    """The audit head a batch committed to; None for batches formed before heads were."""
+    if batch.get("audit_entries") is None:
+        return None
+    return int(batch["audit_entries"]), str(batch["audit_head"])
 
 
 def _statements(schema: str) -> list[str]:

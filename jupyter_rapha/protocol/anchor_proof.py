@@ -11,6 +11,12 @@ Three forms are understood:
    "batch": {"root", "index", "size", "proof": [hex...]}}``
     One transaction per batch whose data is the RFC 6962 Merkle root over the batch's
     envelope digests (leaf = the 32 digest bytes); ``proof`` is this receipt's audit path.
+    ``batch.audit_head`` (optional): ``{"entries", "head", "index", "proof"}``, the edge's
+    audit log head when the batch was formed. Its leaf (``audit_head_leaf``) is the
+    batch's last, so the root on chain commits to how long the log was then: an edge that
+    later shows a shorter log, or another entry at that count, is caught by any reviewer
+    holding a receipt. The leaf is longer than 32 bytes, so it can never be taken for an
+    envelope digest; verifiers that do not know the block ignore it.
 
 The inclusion proof is checked without a chain, so ``--offline`` still shows that this
 envelope is one of the leaves the root commits to; the chain check then shows that the
@@ -23,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .canonical import canonical_json
 from .errors import VerificationError
 from .merkle import InclusionProof, MerkleTree, verify_inclusion
 
@@ -31,6 +38,8 @@ METHOD_BATCH = "evm-batch"
 PENDING = "pending"
 MAX_BATCH_SIZE = 1 << 20  # a proof longer than 20 steps is refused before any hashing
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
+AUDIT_HEAD_TAG = b"rapha-audit-head/v1\n"
+MAX_AUDIT_ENTRIES = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -47,17 +56,36 @@ class AnchorObservation:
 
 # -- the edge side: one batch, many anchor blocks ------------------------------------------
 
-def batch_tree(envelope_digests: list[str]) -> MerkleTree:
-    """The tree whose root a batch transaction carries; leaves keep the given order."""
-    return MerkleTree([bytes.fromhex(d) for d in envelope_digests])
+def audit_head_leaf(entries: int, head: str) -> bytes:
+    return AUDIT_HEAD_TAG + canonical_json({"entries": entries, "head": head})
 
 
-def batch_anchor(tree: MerkleTree, index: int, *, chain_id: int, tx_hash: str, block_number: int) -> dict[str, Any]:
+def batch_tree(envelope_digests: list[str], audit_head: tuple[int, str] | None = None) -> MerkleTree:
+    """The tree whose root a batch transaction carries; leaves keep the given order, and
+    the audit head, when given, is the last leaf."""
+    leaves = [bytes.fromhex(d) for d in envelope_digests]
+    return MerkleTree(leaves + ([audit_head_leaf(*audit_head)] if audit_head is not None else []))
+
+
+def batch_anchor(tree: MerkleTree, index: int, *, chain_id: int, tx_hash: str, block_number: int,
+                 audit_head: tuple[int, str] | None = None) -> dict[str, Any]:
     proof = tree.prove(index)
-    return {"method": METHOD_BATCH, "chain_id": int(chain_id), "tx_hash": tx_hash,
-            "block_number": int(block_number), "envelope_sha256": tree.leaves[index].hex(),
-            "batch": {"root": tree.root.hex(), "index": index, "size": len(tree),
-                      "proof": [step.hex() for step in proof.path]}}
+    anchor = {"method": METHOD_BATCH, "chain_id": int(chain_id), "tx_hash": tx_hash,
+              "block_number": int(block_number), "envelope_sha256": tree.leaves[index].hex(),
+              "batch": {"root": tree.root.hex(), "index": index, "size": len(tree),
+                        "proof": [step.hex() for step in proof.path]}}
+    return with_audit_head(anchor, tree, audit_head)
+
+
+def with_audit_head(anchor: dict[str, Any], tree: MerkleTree, audit_head: tuple[int, str] | None) -> dict[str, Any]:
+    """Add the audit head block to an anchor of ``tree`` (any anchor form with a batch)."""
+    if audit_head is not None:
+        index = len(tree) - 1
+        if tree.leaves[index] != audit_head_leaf(*audit_head):
+            raise ValueError("the batch's last leaf is not this audit head")
+        anchor["batch"]["audit_head"] = {"entries": audit_head[0], "head": audit_head[1], "index": index,
+                                         "proof": [step.hex() for step in tree.prove(index).path]}
+    return anchor
 
 
 def pending_anchor(envelope_sha256: str) -> dict[str, Any]:
@@ -83,6 +111,26 @@ def anchored_data(anchor: dict[str, Any], digest: str) -> bytes:
     # anchor's claim about it: a forged anchor cannot borrow another receipt's place.
     verify_inclusion(bytes.fromhex(digest), proof, root)
     return root
+
+
+def audit_head_inclusion(anchor: dict[str, Any]) -> tuple[int, str] | None:
+    """The audit head the anchored batch root commits to; None when the anchor has none.
+    Raises VerificationError when its proof does not lead to the batch root."""
+    batch = anchor.get("batch")
+    block = batch.get("audit_head") if isinstance(batch, dict) else None
+    if block is None:
+        return None
+    root, _ = _batch_proof(batch)
+    if not isinstance(block, dict):
+        raise VerificationError("batch audit_head is not an object")
+    entries, head, index = block.get("entries"), block.get("head"), block.get("index")
+    if not (_is_count(entries) and entries <= MAX_AUDIT_ENTRIES and isinstance(head, str) and _HEX32.match(head)):
+        raise VerificationError("batch audit_head needs a whole number of entries and a 32-byte hex head")
+    _, proof = _batch_proof({**batch, "index": index, "proof": block.get("proof")})
+    if proof.index != proof.tree_size - 1:
+        raise VerificationError("the audit head must be the batch's last leaf")
+    verify_inclusion(audit_head_leaf(entries, head), proof, root)
+    return entries, head
 
 
 def _batch_proof(batch: Any) -> tuple[bytes, InclusionProof]:

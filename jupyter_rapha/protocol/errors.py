@@ -103,5 +103,19 @@ class StorageFault(Fault):
     pass
 
 
+class StorageUnavailable(StorageFault):
+    """The edge's storage failed (full, I/O error, damaged): a fault of the machine, not
+    of the request. ``problem`` is a generic text without paths, safe to show anyone."""
+
+    def __init__(self, problem: str, *, hint: str = "") -> None:
+        super().__init__(f"{problem}; the edge takes no jobs until an operator fixes it",
+                         hint=hint or "retry later")
+        self.problem = problem
+
+
+class AuditDamaged(StorageFault):
+    """The audit log is broken, truncated or missing (S7): the edge refuses to start."""
+
+
 class VerificationError(RaphaError):
     """A receipt, signature or proof did not verify."""

@@ -28,7 +28,7 @@ from typing import Any
 
 from .canonical import canonical_json
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
-from .anchor_proof import anchor_matches, anchored_data, is_pending
+from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
@@ -276,6 +276,7 @@ def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observati
     if anchor.get("method") == "evm-batch":
         batch = anchor["batch"]
         result.add("inclusion", True, f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
+        _check_audit_head(anchor, result)
     if observation is None:
         result.skip("anchor", "chain not consulted (pass an RPC endpoint to check the anchor)")
         return
@@ -292,10 +293,23 @@ def _check_timestamp(anchor: dict[str, Any], digest: str, tsa_trust: bytes | Non
         return
     batch = anchor["batch"]
     result.add("inclusion", True, f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
+    _check_audit_head(anchor, result)
     if tsa_trust is None:
         result.skip("anchor", "RFC 3161 timestamp not checked (pass the TSA's trust anchor certificate)")
         return
     result.add("anchor", *verify_timestamp_anchor(anchor, digest, tsa_trust))
+
+
+def _check_audit_head(anchor: dict[str, Any], result: Verification) -> None:
+    """The edge's audit log head that the same anchored root commits to (newer edges)."""
+    try:
+        head = audit_head_inclusion(anchor)
+    except VerificationError as exc:
+        result.add("audit head", False, exc.diagnostics())
+        return
+    if head is not None:
+        result.add("audit head", True, f"the batch root commits to the edge's audit log at {head[0]} entries, "
+                                       f"head {head[1][:12]}…")
 
 
 def _anchor_matches(anchor: dict[str, Any], predicate: dict[str, Any], obs: AnchorObservation,
