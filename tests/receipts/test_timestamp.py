@@ -300,7 +300,11 @@ def test_edge_timestamps_receipts_and_survives_a_tsa_outage(tmp_path, pki):
         edge_key = load_public_key(client.edge_info()["public_key"])
         first = client.receipt(run_job(client, key, 0))
         assert first["anchor"]["method"] == "rfc3161-batch", first["anchor"]
-        assert verify_receipt(first, edge_key, tsa_trust=pki["ca"].pem).ok()
+        checked_first = verify_receipt(first, edge_key, tsa_trust=pki["ca"].pem)
+        assert checked_first.ok()
+        # the batch's timestamped root commits to the edge's audit head too
+        assert first["anchor"]["batch"]["audit_head"]["entries"] > 0
+        assert [c.status for c in checked_first.checks if c.name == "audit head"] == ["pass"]
         assert_cli_checks_the_timestamp(tmp_path, first, client.edge_info()["public_key"], pki["ca"].pem)
 
         server.close()  # the TSA goes down: results still leave, marked pending
