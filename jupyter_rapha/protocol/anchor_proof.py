@@ -117,16 +117,17 @@ def audit_head_inclusion(anchor: dict[str, Any]) -> tuple[int, str] | None:
     """The audit head the anchored batch root commits to; None when the anchor has none.
     Raises VerificationError when its proof does not lead to the batch root."""
     batch = anchor.get("batch")
-    block = batch.get("audit_head") if isinstance(batch, dict) else None
-    if block is None:
+    if not isinstance(batch, dict) or batch.get("audit_head") is None:
         return None
-    root, _ = _batch_proof(batch)
+    block = batch["audit_head"]
     if not isinstance(block, dict):
         raise VerificationError("batch audit_head is not an object")
-    entries, head, index = block.get("entries"), block.get("head"), block.get("index")
-    if not (_is_count(entries) and entries <= MAX_AUDIT_ENTRIES and isinstance(head, str) and _HEX32.match(head)):
+    root, _ = _batch_proof(batch)
+    entries, head = block.get("entries"), block.get("head")
+    if not (isinstance(entries, int) and _is_count(entries) and entries <= MAX_AUDIT_ENTRIES
+            and isinstance(head, str) and _HEX32.match(head)):
         raise VerificationError("batch audit_head needs a whole number of entries and a 32-byte hex head")
-    _, proof = _batch_proof({**batch, "index": index, "proof": block.get("proof")})
+    _, proof = _batch_proof(dict(batch, index=block.get("index"), proof=block.get("proof")))
     if proof.index != proof.tree_size - 1:
         raise VerificationError("the audit head must be the batch's last leaf")
     verify_inclusion(audit_head_leaf(entries, head), proof, root)
