@@ -62,6 +62,8 @@ def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
                                                                     "method": self.request.method})
                 except StorageUnavailable as fault:  # not audited: refused still, and said why
                     status, body = error_status(fault)
+            if status == 503:
+                self.set_header("Retry-After", "30")
             self.set_status(status)
             self.write_json({"error": body})
     return wrapper

@@ -108,7 +108,7 @@ def test_a_full_state_filesystem_stops_jobs_keeps_reads_and_recovers(tmp_path, s
         filler = fill(root / "state")
 
         refused = signed("POST", edge.url, "/v1/jobs", key, job_body(key, 0))
-        assert refused.status_code == 503, refused.text
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30", refused.text
         error = refused.json()["error"]
         assert error["kind"] == "StorageUnavailable" and "storage is full" in error["message"]
         assert str(root) not in refused.text and "sqlite" not in refused.text.lower()
