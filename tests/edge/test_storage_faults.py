@@ -202,3 +202,20 @@ def test_database_write_on_a_full_disk_raises_the_first_error(tmp_path, small_fs
     check = log.verify()
     assert check.ok and check.entries >= 21  # every committed entry is still there
     db.close()
+
+
+def test_an_edge_stopped_while_its_disk_is_full_stops_cleanly_and_restarts(tmp_path, small_fs):
+    root = tmp_path / "edge"
+    init_edge(root, records=8)
+    move_onto(small_fs, root / "state", "24m")
+    edge = start_edge(root)
+    filler = fill(root / "state")
+    try:
+        assert requests.get(edge.url + "/v1/edge", timeout=10).status_code == 200
+    finally:
+        edge.stop()
+    assert edge.process.returncode == 0, edge.log()[-3000:]
+    assert "Traceback" not in edge.log(), edge.log()[-3000:]
+    filler.unlink()
+    assert edge_cli(["audit", "verify", "--config", str(root)]) == 0  # what was written is all there
+    start_edge(root).stop()
