@@ -30,9 +30,10 @@ from .release.files import write_release
 from .release.metrics import check_metrics, sanitize_error
 from .release.weights import check_weights
 from .researchers import Researcher
-from .store import JobRecord, JobStore
+from .store import TERMINAL, JobRecord, JobStore
 
 log = logging.getLogger(__name__)
+CANCELLED = "cancelled by the researcher"
 
 
 class JobManager:
@@ -42,6 +43,9 @@ class JobManager:
         self.audit: AuditLog = edge.audit
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rapha-job")
         self._cancels: dict[str, threading.Event] = {}
+        self._claim = threading.Lock()
+        self._active: set[str] = set()  # jobs a worker has taken up; only it may end them
+        self._reported: dict[str, dict[str, Any]] = {}  # the runner's latest counters per running job
 
     # ---- intake -------------------------------------------------------------------
     def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
@@ -59,14 +63,19 @@ class JobManager:
         return job
 
     def cancel(self, job_id: str, researcher: Researcher) -> JobRecord:
+        """A queued job ends ``cancelled`` at once; a running one when the runner next
+        polls (within a second). A job that already ended keeps its state."""
         job = self.store.get(job_id, researcher.key_id)
+        if job.state in TERMINAL:
+            return job
         self.audit.append("job.cancel", job_id=job_id, actor=researcher.key_id)
-        event = self._cancels.get(job_id)
-        if event is not None:
-            event.set()
-        elif job.state == "submitted":
-            job = self.store.transition(job_id, "failed", reasons=["cancelled by the researcher"])
-        return job
+        with self._claim:  # the worker claims a job under the same lock: one of us ends it, never both
+            event = self._cancels.get(job_id)
+            if event is not None:
+                event.set()
+            if job_id not in self._active and self.store.get(job_id).state == "submitted":
+                self.store.transition(job_id, "cancelled", reasons=[CANCELLED])
+        return self.store.get(job_id)
 
     def recover(self) -> None:
         """After a restart: jobs cut off mid-run fail; queued jobs run again from the gates."""
@@ -87,6 +96,11 @@ class JobManager:
 
     # ---- the walk of one job ------------------------------------------------------
     def _process_safely(self, job_id: str) -> None:
+        with self._claim:
+            if self.store.get(job_id).state != "submitted":
+                self._cancels.pop(job_id, None)
+                return  # cancelled while it waited in the queue
+            self._active.add(job_id)
         try:
             self._process(job_id)
         except Exception as exc:  # S4: an unexpected error fails the job, it never passes it
@@ -100,6 +114,8 @@ class JobManager:
                 log.error("job %s could not be marked failed: the edge's storage takes no writes", job_id)
         finally:
             self._cancels.pop(job_id, None)
+            self._active.discard(job_id)
+            self._reported.pop(job_id, None)
 
     def _as_storage_fault(self, exc: Exception) -> Exception:
         """A full or failing jobs directory fails the job with that reason (not "internal
@@ -133,6 +149,10 @@ class JobManager:
             self.store.transition(job_id, "denied", gates=entries, reasons=[f"policy: {r}" for r in denied.reasons])
             return
         ctx.extra["limits"] = limits
+        cancel = self._cancels.get(job_id)
+        if cancel is not None and cancel.is_set():  # asked while its gates ran: it never starts
+            self.store.transition(job_id, "cancelled", gates=entries, reasons=[CANCELLED])
+            return
         self._run(job, limits.apply(spec), ctx, outcome.results)
 
     def _run(self, job: JobRecord, spec: JobSpec, ctx: GateContext, results: list[GateResult]) -> None:
@@ -146,12 +166,15 @@ class JobManager:
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
+        if run.status == "cancelled":
+            self.store.transition(job_id, "cancelled", reasons=[CANCELLED], progress=self._progress(job_id, run.meter))
+            return
         if run.status != "completed":
             error = sanitize_error(run.error, len(spec.code.splitlines())) if run.error else None
-            reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget",
-                      "cancelled": "cancelled by the researcher"}.get(run.status, "the job's code raised an error")
+            reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget"}.get(
+                run.status, "the job's code raised an error")
             self.store.transition(job_id, "failed", reasons=[reason], error=error,
-                                  progress=self._progress(run.meter))
+                                  progress=self._progress(job_id, run.meter))
             return
         self._release(job, spec, results, run, started)
 
@@ -164,7 +187,8 @@ class JobManager:
             release = GateResult("release", "deny", {"reason": denied.message}, tuple(denied.reasons))
             self.audit.append("release.deny", job_id=job_id, detail={"reason": denied.message})
             self.store.transition(job_id, "denied", gates=receipts.gate_entries([*results, release]),
-                                  reasons=[f"release: {r}" for r in denied.reasons], progress=self._progress(run.meter))
+                                  reasons=[f"release: {r}" for r in denied.reasons],
+                                  progress=self._progress(job_id, run.meter))
             return
         release = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
                                                  "metric_names": sorted(metrics)})
@@ -183,7 +207,7 @@ class JobManager:
         # Released metrics only (checked above): the latest value under each declared name.
         self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in metrics.items() if v})
         self.store.transition(job_id, "completed", gates=receipts.gate_entries(gates), receipt=document,
-                              progress=self._progress(run.meter))
+                              progress=self._progress(job_id, run.meter))
 
     def _anchor(self, job_id: str, digest: str) -> dict[str, Any]:
         """Queue the receipt in the durable outbox and wait a little for its batch. A chain
@@ -213,15 +237,18 @@ class JobManager:
 
         def on_progress(update: dict[str, Any]) -> None:
             now = time.monotonic()
+            self._reported[job_id] = _plain(update)
             if now - last[0] >= 0.5:  # throttle database writes, the loop may be fast
                 last[0] = now
-                self.store.set_progress(job_id, _plain(update))
+                self.store.set_progress(job_id, self._reported[job_id])
 
         return on_progress
 
-    @staticmethod
-    def _progress(meter: Any) -> dict[str, Any]:
-        return {"records_used": meter.records_used, "cohort_size": meter.cohort_size}
+    def _progress(self, job_id: str, meter: Any) -> dict[str, Any]:
+        """The job's final counters: the last the runner reported (the throttle above may
+        have held it back, and it alone knows epochs and batches) with the meter's records."""
+        return {**self._reported.pop(job_id, {}), "records_used": meter.records_used,
+                "cohort_size": meter.cohort_size}
 
 
 def _plain(update: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@
     submitted -> running -> completed
          |          |
          +-> denied +-> denied (release refused) / failed
+         |          |
+         +----------+-> cancelled (the researcher asked: DELETE /v1/jobs/{id})
 
 A transition names the states it may start from; repeating a transition that already
 happened is a no-op, any other is refused. That makes a retried worker step harmless
@@ -24,13 +26,14 @@ from jupyter_rapha.protocol.receipt import sha256_hex
 from .audit import utc_now
 from .db import Database
 
-STATES = ("submitted", "running", "completed", "denied", "failed")
-TERMINAL = ("completed", "denied", "failed")
+STATES = ("submitted", "running", "completed", "denied", "failed", "cancelled")
+TERMINAL = ("completed", "denied", "failed", "cancelled")
 _FROM = {
     "running": ("submitted",),
     "completed": ("running",),
     "denied": ("submitted", "running"),
     "failed": ("submitted", "running"),
+    "cancelled": ("submitted", "running"),
 }
 
 

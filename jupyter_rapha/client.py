@@ -29,7 +29,7 @@ from .protocol.keys import PrivateKey
 from .protocol.request import sign_request
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-FINAL_STATES = ("completed", "denied", "failed")
+FINAL_STATES = ("completed", "denied", "failed", "cancelled")
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
 _GATE_CLASSES = (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
                  errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
@@ -45,6 +45,10 @@ class JobFailed(errors.Fault):
         super().__init__(message)
         self.error_type = error_type
         self.line = line
+
+
+class JobCancelled(errors.NotFound):
+    """The job was cancelled (``DELETE /v1/jobs/{id}``) before it released anything."""
 
 
 class EdgeClient:
@@ -231,6 +235,8 @@ def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
         gate = next((g.get("name") for g in status.get("gates", []) if g.get("outcome") == "deny"), "")
         cls = _GATE_ERRORS.get(str(gate), errors.GateDenied)
         return cls(f"job {status.get('job_id')} denied" + (f" by the {gate} gate" if gate else ""), reasons=reasons)
+    if state == "cancelled":
+        return JobCancelled(f"job {status.get('job_id')} was cancelled before it finished; nothing was released")
     error = status.get("error") or {}
     if error.get("type"):
         where = f" at line {error['line']} of the cell" if error.get("line") else ""

@@ -29,7 +29,7 @@ class ReceiptPublisher:
             job = self.store.get(job_id)
         except NotFound:
             return "dropped"
-        if job.state in ("denied", "failed"):
+        if job.state in ("denied", "failed", "cancelled"):
             return "dropped"  # cut off before release (an edge restart mid-job): nothing to update
         if job.state != "completed" or job.receipt is None:
             return "later"  # the release is being written right now

@@ -4,7 +4,7 @@
  * panel's logic, tested on their own.
  */
 
-export const FINAL_STATES: readonly string[] = ['completed', 'denied', 'failed'];
+export const FINAL_STATES: readonly string[] = ['completed', 'denied', 'failed', 'cancelled'];
 
 export interface Progress {
   records_used?: number;
@@ -92,7 +92,7 @@ export function jobRow(job: unknown): JobRow {
   const id = text(j.job_id);
   const state = text(j.state, 'unknown');
   let detail = progressText(j.progress);
-  if (state === 'denied' && Array.isArray(j.reasons) && j.reasons.length > 0) {
+  if ((state === 'denied' || state === 'cancelled') && Array.isArray(j.reasons) && j.reasons.length > 0) {
     detail = j.reasons.filter(r => typeof r === 'string').join('; ');
   } else if (state === 'failed' && j.error && typeof j.error === 'object') {
     const line = count(j.error.line);

@@ -1,7 +1,7 @@
 // The side panel's logic (src/model.ts, compiled to test-build/ by `npm test`).
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { jobRow, jobRows, progressText, verdict, errorMessage } = require('../test-build/model.js');
+const { FINAL_STATES, jobRow, jobRows, progressText, verdict, errorMessage } = require('../test-build/model.js');
 
 test('a running job shows its counters and can be cancelled, not verified', () => {
   const row = jobRow({
@@ -57,4 +57,13 @@ test('server errors read as their message and reasons, or as the HTTP status', (
     'denied: budget; purpose');
   assert.equal(errorMessage(404, { error: { message: 'no job x' } }), 'no job x');
   assert.equal(errorMessage(502, 'x'), 'the server answered HTTP 502');
+});
+
+test('a cancelled job is final and shows as cancelled, with nothing to cancel or verify', () => {
+  const row = jobRow({ job_id: 'f'.repeat(32), state: 'cancelled', reasons: ['cancelled by the researcher'],
+    progress: { records_used: 12, cohort_size: 32 } });
+  assert.equal(row.state, 'cancelled');
+  assert.equal(row.detail, 'cancelled by the researcher');
+  assert.equal(row.canCancel || row.canVerify, false);
+  assert.ok(FINAL_STATES.includes('cancelled'));
 });
