@@ -97,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     from .dispatch import check_cell, ship
     from .extension.gateway import in_process
     from .keystore import load_key
-    from .training import TrainRequest, collect, parse_params
+    from .extension.progress import collect_watched
+    from .training import TrainRequest, parse_params
 
     out = Path(args.out)
     _check_out_dir(out)
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     gateway = in_process(args.edge, load_key(args.key or None))
     check_cell(gateway, request, None, _say, run_preflight=not args.no_preflight)
     [result] = ship(gateway, request, None, False,
-                    lambda job_id, site: collect(gateway, job_id, _event_line(job_id)))
+                    lambda job_id, site: collect_watched(gateway, job_id, _progress(job_id, request.epochs)))
     return _save_result("run", result, out, args.edge)
 
 
@@ -158,11 +159,11 @@ def _say(line: str) -> None:
     print(f"rapha run: {line}", file=sys.stderr, flush=True)
 
 
-def _event_line(job_id: str) -> Any:
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("kind") == "state":
-            _say(f"job {job_id[:8]} {event.get('data', {}).get('state')}")
-    return on_event
+def _progress(job_id: str, epochs: int) -> Any:
+    """tqdm-like progress on stderr: rewritten in place on a terminal, one line per step otherwise."""
+    from .extension.progress import ProgressLine
+
+    return ProgressLine(job_id, "", epochs, stream=sys.stderr, prefix="rapha run")
 
 
 def _check_out_dir(out: Path) -> None:

@@ -180,7 +180,7 @@ class RaphaMagics(Magics):
             args = parse_argstring(self.rapha_attach, line)
             gateway, _ = self._gateway(args)
             status = gateway.status(args.job_id)
-            result = _collect(gateway, args.job_id, status.get("site", ""), 1)
+            result = _collect(gateway, args.job_id, status.get("site", ""), 0)  # epochs asked: unknown here
             return _finish(namespace, args.returns, result, result.state_dict)
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
@@ -209,10 +209,9 @@ def _schema_arg(text: str) -> dict[str, Any]:
 
 
 def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
-    from .extension.progress import progress_view
-    from .training import collect
+    from .extension.progress import collect_watched, progress_view
 
-    result = collect(gateway, job_id, progress_view(job_id, site, epochs))
+    result = collect_watched(gateway, job_id, progress_view(job_id, site, epochs))
     print(f"rapha: job {result.job_id}{' at ' + site if site else ''} completed; {_verdict(result)}")
     return result
 

@@ -148,7 +148,9 @@ class Broker:
         return tuple(known)
 
     def progress(self) -> dict[str, int]:
-        epochs = max((loader.epoch + 1 for loader in self.loaders), default=0)
+        # Passes started across loaders, as max_epochs counts them: a cell that opens a fresh
+        # rapha.loader() each epoch (the usual way to write it) is in epoch 3 after three.
+        epochs = self.epochs_started if self.max_epochs is None else min(self.epochs_started, self.max_epochs)
         return {"records_used": self.meter.records_used, "batches": self.batches_served,
                 "epochs": epochs, "cohort_size": len(self.cohort)}
 

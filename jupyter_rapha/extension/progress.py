@@ -1,72 +1,378 @@
-"""Live progress of a job in the notebook, fed by the job's event stream.
+"""Live progress of a job, fed by the job's event stream: what tqdm or W&B would show.
 
-A widget (records and epochs as progress bars, latest metrics, state) where widgets render:
-a Jupyter kernel with ipywidgets. Elsewhere (plain IPython, papermill logs, `rapha run`)
-one text line per state change and per epoch. Events carry only states, counters and
-finite numbers, and everything shown is escaped.
+``JobProgress`` is the model: it reads the edge's events (states, counters, metric
+values) and says which epoch of how many, how many records of the cohort, how many
+batches, the last value of each metric, the time elapsed and an ETA, and the job's state
+in words. Two views draw it: ``ProgressWidget`` (labelled bars with numbers, a loss chart
+with axes) in a Jupyter kernel with ipywidgets, and ``ProgressLine`` (text lines: plain
+IPython, papermill or nbclient logs, ``rapha run`` in a terminal). Events carry only
+states, counters and finite numbers, and everything shown is escaped.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
-from typing import Any
+from typing import Any, Callable, TextIO
 
 TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 
+# What each state means to the researcher; the edge's word is kept in brackets where it differs.
+STATE_TEXT = {
+    "submitted": "queued at the edge", "running": "running", "completed": "completed",
+    "denied": "denied", "failed": "failed", "cancelled": "cancelled",
+}
+FINAL = ("completed", "denied", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str  # "epoch", "records", "batches"
+    value: int
+    total: int | None  # None: a count with no known end (batches before the first epoch ends)
+
+    def text(self) -> str:
+        return f"{self.label} {self.value}/{self.total}" if self.total else f"{self.label} {self.value}"
+
+    @property
+    def fraction(self) -> float:
+        return min(self.value / self.total, 1.0) if self.total else 0.0
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def clock(seconds: float | None) -> str:
+    """0:07, 12:30, 1:02:03 (as tqdm writes durations)."""
+    if seconds is None:
+        return "?"
+    whole = max(int(round(seconds)), 0)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class JobProgress:
+    """A job's progress as its events tell it. ``epochs`` is how many it was asked for
+    (the cell's --epochs; 0 when unknown, e.g. reattaching to a job)."""
+
+    def __init__(self, job_id: str, site: str = "", epochs: int = 0) -> None:
+        self.job_id, self.site = job_id, site
+        self.epochs_total = max(int(epochs or 0), 0)
+        self.state = "submitted"
+        self.epoch = 0
+        self.records = 0
+        self.cohort: int | None = None
+        self.batches = 0
+        self.metrics: dict[str, float] = {}
+        self.history: dict[str, list[tuple[float, float]]] = {}  # name -> (x, value), x = epoch or step
+        self.started: datetime | None = None
+        self.finished: datetime | None = None
+        self.last_seen: datetime | None = None
+        self.unreachable = ""  # why the edge stopped answering, once it has
+        self.x_label = "epoch"  # live points are per epoch; the released series per logged step
+        self._batches_at_epoch: dict[int, int] = {}
+        self._first_epoch_batches = 0
+
+    # -- reading events ------------------------------------------------------------------
+    def update(self, event: dict[str, Any]) -> None:
+        raw = event.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        when = _parse_ts(event.get("ts"))
+        self.last_seen = when or self.last_seen
+        kind = event.get("kind")
+        if kind == "state" and isinstance(data.get("state"), str):
+            self._state(data["state"], when)
+        if kind in ("state", "progress"):
+            self._counters(data)
+        elif kind == "metrics":
+            self._metrics(data)
+
+    def _state(self, state: str, when: datetime | None) -> None:
+        self.state = state
+        if state == "running" and self.started is None:
+            self.started = when
+        if state in FINAL:
+            self.finished = when
+
+    def _counters(self, data: dict[str, Any]) -> None:
+        for name, attribute in (("records_used", "records"), ("batches", "batches"), ("epochs", "epoch")):
+            value = _number(data.get(name))
+            if value is not None and value >= 0:
+                setattr(self, attribute, int(value))
+        cohort = _number(data.get("cohort_size"))
+        if cohort is not None and cohort >= 0:
+            self.cohort = int(cohort)
+        if self.epoch and self.epoch not in self._batches_at_epoch:
+            self._batches_at_epoch[self.epoch] = self.batches
+        if self.epoch == 1 and self.cohort and self.records >= self.cohort:
+            # Epoch 1 serves each record once, so once all have crossed it is over: exact.
+            self._first_epoch_batches = self.batches
+        if self.epoch > self.epochs_total and self.epochs_total:
+            self.epochs_total = self.epoch  # the cell looped more than it was asked: show what it did
+
+    def _metrics(self, data: dict[str, Any]) -> None:
+        for name, raw in data.items():
+            value = _number(raw)
+            if value is None or not isinstance(name, str):
+                continue
+            self.metrics[name] = value
+            series = self.history.setdefault(name, [])
+            series.append((float(self.epoch or len(series) + 1), value))
+
+    def set_series(self, metrics: dict[str, Any]) -> None:
+        """The released metrics, whole, once the job completed: the chart's final curve."""
+        for name, values in (metrics or {}).items():
+            if isinstance(name, str) and isinstance(values, list):
+                points = [(float(i + 1), v) for i, v in enumerate(_number(x) for x in values) if v is not None]
+                if points:
+                    self.history[name] = points
+                    self.metrics[name] = points[-1][1]
+        self.x_label = "step"
+
+    def lost(self, why: str) -> None:
+        """The edge (or the server in front of it) stopped answering."""
+        self.unreachable = why
+
+    # -- what is shown -------------------------------------------------------------------
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def state_text(self) -> str:
+        if self.unreachable and not self.final:
+            return f"edge unreachable (last seen: {STATE_TEXT.get(self.state, self.state)})"
+        return STATE_TEXT.get(self.state, self.state)
+
+    def bars(self) -> list[Bar]:
+        bars = [Bar("epoch", self.epoch, self.epochs_total or None),
+                Bar("records", self.records, self.cohort or None)]
+        per_epoch = self._batches_per_epoch()
+        total = per_epoch * self.epochs_total if per_epoch and self.epochs_total else None
+        if self.final and self.state == "completed":
+            total = self.batches  # done: whatever it served is the whole
+        bars.append(Bar("batches", self.batches, total if total and total >= self.batches else None))
+        return bars
+
+    def _batches_per_epoch(self) -> int | None:
+        # Exact when an update came at the end of epoch 1; else estimated from the first
+        # update of a later epoch (updates are throttled, so that one may come late).
+        if self._first_epoch_batches:
+            return self._first_epoch_batches
+        later = [(e, b) for e, b in self._batches_at_epoch.items() if e >= 2 and b > 0]
+        if later:
+            epoch, batches = min(later)
+            return max(round(batches / (epoch - 1)), 1)
+        return None
+
+    def fraction(self) -> float | None:
+        """How much of the job is done, 0..1, or None before anything is known."""
+        if self.state == "completed":
+            return 1.0
+        if not self.epochs_total or not self.epoch:
+            return None
+        per_epoch = self._batches_per_epoch()
+        if self.epoch == 1 or per_epoch is None:
+            within = (self.records / self.cohort) if self.cohort else 0.0
+        else:
+            within = (self.batches - per_epoch * (self.epoch - 1)) / per_epoch
+        return min(max((self.epoch - 1 + min(max(within, 0.0), 1.0)) / self.epochs_total, 0.0), 1.0)
+
+    def elapsed(self, now: datetime | None = None) -> float | None:
+        if self.started is None:
+            return None
+        end = self.finished or now or datetime.now(timezone.utc)
+        return max((end - self.started).total_seconds(), 0.0)
+
+    def eta(self, now: datetime | None = None) -> float | None:
+        done, elapsed = self.fraction(), self.elapsed(now)
+        if self.final:
+            return 0.0 if self.state == "completed" else None
+        if done is None or elapsed is None or done < 0.01 or self.unreachable:
+            return None
+        return elapsed * (1 - done) / done
+
+    def metrics_text(self) -> str:
+        return ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
+
+    def timing_text(self, now: datetime | None = None) -> str:
+        elapsed = self.elapsed(now)
+        if elapsed is None:
+            return ""
+        if self.final:
+            return f"{clock(elapsed)} elapsed"
+        eta = self.eta(now)
+        return f"{clock(elapsed)} elapsed, ETA {clock(eta) if eta is not None else '?'}"
+
+    def title(self) -> str:
+        return f"job {self.job_id[:8]}" + (f" at {self.site}" if self.site else "")
+
+    def line(self, now: datetime | None = None) -> str:
+        """One tqdm-like line: state, the bars with their numbers, the metrics, the time."""
+        parts = [self.title(), self.state_text()]
+        if self.state != "submitted" or self.records:
+            parts += [bar.text() for bar in self.bars()]
+        if self.metrics:
+            parts.append(self.metrics_text())
+        timing = self.timing_text(now)
+        if timing:
+            parts.append(timing)
+        return " | ".join(parts)
+
+    def curve(self) -> tuple[str, list[tuple[float, float]]] | None:
+        """The series to chart: ``loss`` if it came, else the first name holding "loss"."""
+        names = (["loss"] if "loss" in self.history else []) + sorted(n for n in self.history if "loss" in n.lower())
+        for name in names:
+            if self.history[name]:
+                return name, self.history[name]
+        return None
+
 
 class ProgressLine:
-    def __init__(self, job_id: str, site: str = "") -> None:
-        self.prefix = f"rapha: job {job_id[:8]}" + (f" at {site}" if site else "")
-        self.states: list[str] = []
-        self.epochs = -1
-        self.metrics: dict[str, float] = {}
+    """Text progress: one line per state change, per epoch and per metrics update; on a
+    terminal the running line is rewritten in place, as tqdm does."""
+
+    def __init__(self, job_id: str, site: str = "", epochs: int = 0, stream: TextIO | None = None,
+                 prefix: str = "rapha") -> None:
+        self.model = JobProgress(job_id, site, epochs)
+        self.stream = stream if stream is not None else sys.stdout
+        self.prefix = prefix
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._said: tuple[Any, ...] = ()
+        self._open = False
 
     def __call__(self, event: dict[str, Any]) -> None:
-        data = event.get("data", {})
-        if event.get("kind") == "state":
-            self.states.append(str(data.get("state")))
-            print(f"{self.prefix} {' -> '.join(self.states)}", flush=True)
-        elif event.get("kind") == "progress" and int(data.get("epochs", 0)) != self.epochs:
-            self.epochs = int(data.get("epochs", 0))
-            print(f"{self.prefix} epoch {self.epochs}: {data.get('records_used', 0)}/{data.get('cohort_size', '?')}"
-                  " records", flush=True)
-        elif event.get("kind") == "metrics":
-            self.metrics.update({k: v for k, v in data.items() if isinstance(v, (int, float))})
-            print(f"{self.prefix} {_metrics_text(self.metrics)}", flush=True)
+        self.model.update(event)
+        self.show()
+
+    def show(self) -> None:
+        model = self.model
+        key = (model.state, model.epoch, tuple(sorted(model.metrics.items())), model.unreachable)
+        if self.live and not model.final:
+            self._write("\r\033[K" + self._text(), end="")
+            self._open = True
+        elif key != self._said:
+            self._write(("\r\033[K" if self._open else "") + self._text())
+            self._open = False
+        self._said = key
+
+    def finish(self, metrics: dict[str, Any] | None = None) -> None:
+        if metrics:
+            self.model.set_series(metrics)
+        if self._open:
+            self._write("")
+            self._open = False
+
+    def lost(self, why: str) -> None:
+        self.model.lost(why)
+        self.show()
+        self.finish()
+
+    def _text(self) -> str:
+        return f"{self.prefix}: {self.model.line()}"
+
+    def _write(self, text: str, end: str = "\n") -> None:
+        self.stream.write(text + end)
+        self.stream.flush()
+
+
+_BAR_STYLE = {"completed": "success", "denied": "danger", "failed": "danger", "cancelled": "warning"}
+_STATE_COLOUR = {"completed": "#1a7f37", "denied": "#cf222e", "failed": "#cf222e", "cancelled": "#9a6700"}
 
 
 class ProgressWidget:
-    def __init__(self, job_id: str, site: str = "", epochs: int = 1) -> None:
-        import ipywidgets as widgets
-        from IPython.display import display
+    """Labelled bars with their numbers, the state in words, the last metrics, elapsed and
+    ETA, and the loss chart with axes, updated as events arrive. Its plain-text form (what
+    a headless run such as nbclient saves) is the same one line ``ProgressLine`` prints."""
 
-        self.title = f"job {escape(job_id[:8])}" + (f" at {escape(site)}" if site else "")
-        self.records = widgets.IntProgress(value=0, min=0, max=1, description="records")
-        self.epochs = widgets.IntProgress(value=0, min=0, max=max(epochs, 1), description="epochs")
-        self.label = widgets.HTML(value=f"<b>{self.title}</b>: waiting")
-        self.state, self.metrics = "submitted", {}
-        self.box = widgets.VBox([self.label, self.records, self.epochs])
-        display(self.box)
+    def __init__(self, job_id: str, site: str = "", epochs: int = 0,
+                 display: Callable[..., Any] | None = None) -> None:
+        import ipywidgets as widgets  # type: ignore[import-untyped]
+
+        self.model = JobProgress(job_id, site, epochs)
+        self.header = widgets.HTML()
+        self.rows: dict[str, tuple[Any, Any]] = {}
+        for label in ("epoch", "records", "batches"):
+            bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=label,
+                                        style={"description_width": "64px"}, layout={"width": "320px"})
+            self.rows[label] = (bar, widgets.Label(value=""))
+        self.footer = widgets.HTML()
+        self.chart = widgets.HTML()
+        self.box = widgets.VBox([self.header, *(widgets.HBox(list(row)) for row in self.rows.values()),
+                                 self.footer, self.chart])
+        self.handle = _display(self, display)
+        self.show()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = f"rapha: {self.model.line()}"
+        return bundle
 
     def __call__(self, event: dict[str, Any]) -> None:
-        data, kind = event.get("data", {}), event.get("kind")
-        if kind == "state":
-            self.state = str(data.get("state"))
-        if "cohort_size" in data:
-            self.records.max = max(int(data["cohort_size"]), 1)
-        if "records_used" in data:
-            self.records.value = int(data["records_used"])
-        if "epochs" in data:
-            self.epochs.value = min(int(data["epochs"]), self.epochs.max)
-        if kind == "metrics":
-            self.metrics.update({k: v for k, v in data.items() if isinstance(v, (int, float))})
-        self.label.value = (f"<b>{self.title}</b>: {escape(self.state)}"
-                            + (f" &middot; {escape(_metrics_text(self.metrics))}" if self.metrics else ""))
+        before = (self.model.state, self.model.epoch, len(self.model.history))
+        self.model.update(event)
+        self.show(chart=before != (self.model.state, self.model.epoch, len(self.model.history)))
+
+    def show(self, chart: bool = True) -> None:
+        model = self.model
+        colour = _STATE_COLOUR.get(model.state, "#57606a" if not model.unreachable else "#9a6700")
+        self.header.value = (f"<b>{escape(model.title())}</b>: "
+                             f"<span style='color:{colour};font-weight:bold'>{escape(model.state_text())}</span>")
+        for bar in model.bars():
+            widget, number = self.rows[bar.label]
+            widget.value = bar.fraction if bar.total else 0.0
+            widget.bar_style = _BAR_STYLE.get(model.state, "")
+            number.value = f"{bar.value}/{bar.total}" if bar.total else str(bar.value)
+        pieces = [escape(model.metrics_text()), escape(model.timing_text())]
+        self.footer.value = " &middot; ".join(p for p in pieces if p)
+        if chart:
+            self.chart.value = _chart_html(model)
+
+    def finish(self, metrics: dict[str, Any] | None = None) -> None:
+        """The released metrics drawn whole, and the plain text brought up to date."""
+        if metrics:
+            self.model.set_series(metrics)
+        self.show()
+        if self.handle is not None:
+            self.handle.update(self)
+
+    def lost(self, why: str) -> None:
+        self.model.lost(why)
+        self.finish()
 
 
-def _metrics_text(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+def _display(view: Any, display: Callable[..., Any] | None) -> Any:
+    if display is not None:
+        return display(view, display_id=True)
+    from IPython.display import display as ipython_display
+
+    return ipython_display(view, display_id=True)  # type: ignore[no-untyped-call]
+
+
+def _chart_html(model: JobProgress) -> str:
+    from ..receipt_chart import svg_curve
+
+    curve = model.curve()
+    if curve is None:
+        return ""
+    name, points = curve
+    return svg_curve(name, [v for _, v in points], [x for x, _ in points], x_label=model.x_label)
 
 
 def widgets_render() -> bool:
@@ -82,5 +388,23 @@ def widgets_render() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def progress_view(job_id: str, site: str = "", epochs: int = 1) -> Any:
-    return ProgressWidget(job_id, site, epochs) if widgets_render() else ProgressLine(job_id, site)
+def progress_view(job_id: str, site: str = "", epochs: int = 0) -> Any:
+    return ProgressWidget(job_id, site, epochs) if widgets_render() else ProgressLine(job_id, site, epochs)
+
+
+def collect_watched(gateway: Any, job_id: str, view: Any) -> Any:
+    """``training.collect`` with ``view`` fed every event, told when the edge stops
+    answering before the job ended, and given the released metrics at the end."""
+    from ..protocol.errors import RaphaError
+    from ..training import collect
+
+    try:
+        result = collect(gateway, job_id, view)
+    except RaphaError as exc:
+        if view.model.final:
+            view.finish()
+        else:
+            view.lost(exc.message)
+        raise
+    view.finish(result.metrics)
+    return result

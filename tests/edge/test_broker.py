@@ -131,6 +131,16 @@ def test_a_second_epoch_over_the_same_records_does_not_count_again(synth_folder,
     assert broker.summary().records_used == 30
 
 
+def test_progress_counts_epochs_across_loaders_as_a_cell_opens_them(synth_folder, synth_entry):
+    # The usual cell opens a fresh rapha.loader() in each epoch: three passes are epoch 3.
+    broker = make_broker(synth_folder, synth_entry, max_records=12)
+    with served(broker) as (channel, _):
+        for _ in range(3):
+            epoch(channel, open_loader(channel, batch_size=4)["loader"])
+        progress = broker.progress()
+    assert progress == {"records_used": 12, "batches": 9, "epochs": 3, "cohort_size": 12}
+
+
 def test_records_are_counted_before_the_batch_arrives(synth_folder, synth_entry):
     broker = make_broker(synth_folder, synth_entry)
     with served(broker) as (channel, _):
