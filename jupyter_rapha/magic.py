@@ -217,8 +217,8 @@ def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
 
 
 def _verdict(result: Any) -> str:
-    if result.verified:
-        return "receipt verified"
+    if result.verified:  # "receipt verified", or "receipt verified, with warnings: attestation (UNSAFE)"
+        return "receipt " + result.receipt_widget.verdict.label
     if result.receipt_widget.pending:  # signed and checked; only the chain transaction is still to come
         return (f"signature verified; anchor pending: fetch the receipt again later with "
                 f"%rapha_attach {result.job_id} (or `rapha fetch {result.job_id} --edge {result.edge_url} --out DIR`)")

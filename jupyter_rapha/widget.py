@@ -16,6 +16,7 @@ from typing import Any
 from .protocol.anchor_proof import is_pending
 from .protocol.receipt import Verification
 from .receipt_chart import curve_metric, sparkline, svg_curve
+from .verdict import MARKS, Verdict, verdict_of
 
 # Block explorers of the chains receipts are expected on; others show no link.
 EXPLORERS = {137: "https://polygonscan.com/tx/", 80002: "https://amoy.polygonscan.com/tx/"}
@@ -26,7 +27,8 @@ _OUTCOME_STYLE = {
     "absent": "color:#6e7781;font-style:italic", "unsafe": "background:#fff1a8;color:#9a6700;font-weight:bold",
 }
 _CHECK_MARK = {"pass": ("&#10003;", "#1a7f37"), "fail": ("&#10007;", "#cf222e"), "skipped": ("&#8211;", "#9a6700"),
-               "pending": ("&#8987;", "#9a6700"), "warn": ("&#9888;", "#9a6700")}
+               "pending": ("&#8987;", "#9a6700"), "warn": ("&#9888;", "#bc4c00")}
+_VERDICT_MARK = {"pass": "&#10003;", "warn": "&#9888;", "pending": "&#8987;", "fail": "&#10007;"}
 
 
 def short(value: Any, keep: int = 12) -> str:
@@ -102,24 +104,22 @@ class ReceiptWidget:
         self.summary = receipt_summary(receipt, verification)
 
     @property
+    def verdict(self) -> Verdict:
+        """The headline, by the one rule shared with the side panel (``verdict.decide``)."""
+        return verdict_of(self.verification)
+
+    @property
     def verified(self) -> bool:
-        if self.verification is None:
-            return False
-        passed = getattr(self.verification, "passed", None)
-        return bool(passed) if passed is not None else self.verification.ok()
+        return self.verdict.verified
 
     @property
     def pending(self) -> bool:
         """Every check that ran passed; only the anchor is still to come."""
-        return (not self.verified and self.verification is not None and self.verification.pending
-                and not any(c.status == "fail" for c in self.verification.checks))
+        return self.verdict.kind == "pending"
 
     def _verdict(self) -> tuple[str, str, str]:
-        if self.verified:
-            return "&#10003; verified", "#1a7f37", "verified"
-        if self.pending:
-            return "&#8987; signature verified, anchor pending", "#9a6700", "anchor pending"
-        return "&#10007; NOT verified", "#cf222e", "NOT verified"
+        verdict = self.verdict
+        return f"{_VERDICT_MARK[verdict.kind]} {escape(verdict.label)}", verdict.colour, verdict.label
 
     # -- HTML ------------------------------------------------------------------------
     def _repr_html_(self) -> str:
@@ -188,7 +188,8 @@ class ReceiptWidget:
         rows = []
         for check in self.verification.checks:
             symbol, colour = _CHECK_MARK.get(check.status, ("?", "#6e7781"))
-            rows.append(f"<tr><td style='color:{colour};font-weight:bold'>{symbol}</td>"
+            badge = MARKS.get(check.status, "FAIL")
+            rows.append(f"<tr><td style='color:{colour};font-weight:bold;white-space:nowrap'>{symbol} {badge}</td>"
                         f"<td>{escape(check.name)}</td><td>{escape(check.detail)}</td></tr>")
         return "<div><b>verification</b></div><table>" + "".join(rows) + "</table>"
 
@@ -215,7 +216,7 @@ class ReceiptWidget:
         if s["unsafe"]:
             lines.append(f"  UNSAFE options: {', '.join(map(str, s['unsafe']))}")
         for check in (self.verification.checks if self.verification else []):
-            lines.append(f"  {check.status.upper():7} {check.name}: {check.detail}")
+            lines.append(f"  {MARKS.get(check.status, check.status.upper()):7} {check.name}: {check.detail}")
         return "\n".join(lines)
 
     def _anchor_text(self) -> str:

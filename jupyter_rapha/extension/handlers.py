@@ -122,7 +122,9 @@ class JobsHandler(RaphaHandler):
     @authorized
     @api
     async def get(self) -> None:
-        self.write_json({"jobs": await self.blocking(self.proxy.jobs)})
+        proxy = self.proxy
+        jobs = await self.blocking(proxy.jobs)
+        self.write_json({"jobs": jobs, "unreachable": proxy.unreachable})
 
     @web.authenticated
     @authorized

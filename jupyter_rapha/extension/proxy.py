@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..client import FINAL_STATES, EdgeClient, make_jobspec, require_finished
+from ..client import FINAL_STATES, EdgeClient, make_jobspec, require_finished, utc_now_text
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
@@ -53,6 +53,8 @@ class EdgeProxy:
         self._catalogs: dict[str, dict[str, Any]] = {}
         self._fetched = 0.0
         self._job_sites: dict[str, str] = {}
+        self._last_seen: dict[str, list[dict[str, Any]]] = {}  # site -> its jobs as it last listed them
+        self.unreachable: dict[str, str] = {}  # site -> why it did not answer the last job listing
 
     # ---- edges and catalogs ---------------------------------------------------------
     def catalogs(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
@@ -155,11 +157,24 @@ class EdgeProxy:
         raise NotFound(f"no job {job_id} at any configured edge")
 
     def jobs(self) -> list[dict[str, Any]]:
+        """Every edge's jobs. An edge that does not answer does not hide the others: its
+        jobs are listed as last seen, marked ``edge_unreachable`` (and the edge named in
+        ``unreachable``), so no job reads "running" after its edge has gone quiet."""
         listed: list[dict[str, Any]] = []
+        unreachable: dict[str, str] = {}
         for name, client in self.clients.items():
-            for status in client.jobs():
+            try:
+                statuses = client.jobs()
+            except Fault as exc:
+                unreachable[name] = exc.message
+                listed += [{**status, "edge_unreachable": True} for status in self._last_seen.get(name, [])]
+                continue
+            seen = utc_now_text()
+            self._last_seen[name] = [{**status, "site": name, "last_seen": seen} for status in statuses]
+            for status in self._last_seen[name]:
                 self._job_sites[str(status.get("job_id"))] = name
-                listed.append({**status, "site": name})
+            listed += self._last_seen[name]
+        self.unreachable = unreachable
         return sorted(listed, key=lambda j: str(j.get("submitted", "")), reverse=True)
 
     def status(self, job_id: str) -> dict[str, Any]:

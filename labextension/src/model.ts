@@ -33,6 +33,7 @@ export interface Check {
 export interface Report {
   ok: boolean;
   outcome?: string;
+  offline?: boolean;
   notes?: string[];
   checks: Check[];
 }
@@ -40,20 +41,40 @@ export interface Report {
 export interface JobRow {
   id: string;
   short: string;
+  /** The edge's state, or 'unreachable' when the edge (or the server) stopped answering. */
   state: string;
+  /** The state in words: "running", "edge unreachable (last seen: running)". */
+  stateText: string;
   title: string;
   detail: string;
   canCancel: boolean;
   canVerify: boolean;
 }
 
-export interface Verdict {
-  label: string;
-  kind: 'pass' | 'warn' | 'pending' | 'fail';
-  lines: string[];
+export type VerdictKind = 'pass' | 'warn' | 'pending' | 'fail';
+
+/** One check as the panel's table shows it: a status badge, the name, the detail. */
+export interface CheckRow {
+  name: string;
+  status: string;
+  badge: string;
+  detail: string;
 }
 
-const MARKS: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'WAIT', warn: 'WARN' };
+export interface Verdict {
+  label: string;
+  kind: VerdictKind;
+  colour: string;
+  notes: string[];
+  checks: CheckRow[];
+}
+
+/** The receipt widget's colours (jupyter_rapha/verdict.py COLOURS): the same headline, the same colour. */
+export const VERDICT_COLOURS: Record<VerdictKind, string> = {
+  pass: '#1a7f37', warn: '#bc4c00', pending: '#9a6700', fail: '#cf222e'
+};
+const BADGES: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'WAIT', warn: 'WARN', skipped: 'SKIP' };
+const KNOWN: readonly string[] = ['pass', 'fail', 'skipped', 'pending', 'warn'];
 
 function text(value: unknown, fallback = '?'): string {
   return typeof value === 'string' && value.length > 0 ? value : fallback;
@@ -86,27 +107,40 @@ export function progressText(progress: unknown): string {
   return parts.join(', ');
 }
 
-/** One job as the panel lists it; anything malformed in the JSON shows as "?". */
+/** One job as the panel lists it; anything malformed in the JSON shows as "?". A job
+ * whose edge stopped answering is shown as last seen, never as still "running". */
 export function jobRow(job: unknown): JobRow {
-  const j = (typeof job === 'object' && job !== null ? job : {}) as Partial<JobStatus>;
+  const j = (typeof job === 'object' && job !== null ? job : {}) as Partial<JobStatus> & { edge_unreachable?: unknown };
   const id = text(j.job_id);
-  const state = text(j.state, 'unknown');
+  const edgeState = text(j.state, 'unknown');
   let detail = progressText(j.progress);
-  if ((state === 'denied' || state === 'cancelled') && Array.isArray(j.reasons) && j.reasons.length > 0) {
+  if ((edgeState === 'denied' || edgeState === 'cancelled') && Array.isArray(j.reasons) && j.reasons.length > 0) {
     detail = j.reasons.filter(r => typeof r === 'string').join('; ');
-  } else if (state === 'failed' && j.error && typeof j.error === 'object') {
+  } else if (edgeState === 'failed' && j.error && typeof j.error === 'object') {
     const line = count(j.error.line);
     detail = `${text(j.error.type, 'error')}${line !== null ? ` at line ${line} of the cell` : ''}`;
   }
-  return {
+  const row: JobRow = {
     id,
     short: id.slice(0, 8),
-    state,
+    state: edgeState,
+    stateText: edgeState,
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
-    canCancel: state === 'submitted' || state === 'running',
-    canVerify: state === 'completed'
+    canCancel: edgeState === 'submitted' || edgeState === 'running',
+    canVerify: edgeState === 'completed'
   };
+  return j.edge_unreachable === true ? unreachable(row, 'edge') : row;
+}
+
+/** A row whose edge (or the Jupyter server) no longer answers: its last known state, and
+ * nothing to click that would need the edge. Final states stay what they were. */
+export function unreachable(row: JobRow, who: 'edge' | 'server'): JobRow {
+  if (FINAL_STATES.includes(row.state) || row.state === 'unreachable') {
+    return row;
+  }
+  return { ...row, state: 'unreachable', stateText: `${who} unreachable (last seen: ${row.state})`,
+    canCancel: false, canVerify: false };
 }
 
 /** Newest first, as the server sends them; jobs without an id are dropped. */
@@ -118,27 +152,57 @@ export function jobRows(body: unknown): JobRow[] {
   return jobs.map(jobRow).filter(row => row.id !== '?');
 }
 
-/** The outcome of a verification, worst check first decides: fail, pending, warn, pass. */
+/** "edge north unreachable: cannot reach the edge at ...", for each edge the server could
+ * not reach on this refresh (their jobs are listed as last seen). */
+export function unreachableEdges(body: unknown): string[] {
+  const lost = typeof body === 'object' && body !== null ? (body as { unreachable?: unknown }).unreachable : undefined;
+  if (typeof lost !== 'object' || lost === null) {
+    return [];
+  }
+  return Object.entries(lost as Record<string, unknown>).map(([site, why]) => `edge ${site} unreachable: ${text(why)}`);
+}
+
+/** The headline of a verification, by the receipt widget's rule (jupyter_rapha/verdict.py
+ * ``decide``; labextension/test/verdict_cases.json holds both to the same cases): a failure
+ * (or a skip where skips are not allowed: online) is "not verified", red; then a pending
+ * anchor; then warnings (and offline skips), named, orange; only all-pass is green. */
 export function verdict(report: unknown): Verdict {
   const r = (typeof report === 'object' && report !== null ? report : {}) as Partial<Report>;
-  const checks = Array.isArray(r.checks) ? r.checks : [];
-  const width = Math.max(0, ...checks.map(c => text(c?.name, '').length));
-  const lines = (Array.isArray(r.notes) ? r.notes : []).map(note => `note: ${note}`);
-  for (const check of checks) {
-    const mark = MARKS[text(check?.status, '')] ?? 'SKIP';
-    lines.push(`${mark} ${text(check?.name, '').padEnd(width)}  ${text(check?.detail, '')}`);
+  const raw = Array.isArray(r.checks) ? r.checks : [];
+  const checks: CheckRow[] = raw.map(c => {
+    const status = text(c?.status, '');
+    return { name: text(c?.name, ''), status, badge: BADGES[status] ?? 'FAIL', detail: text(c?.detail, '') };
+  });
+  const notes = (Array.isArray(r.notes) ? r.notes : []).filter(n => typeof n === 'string');
+  const make = (kind: VerdictKind, label: string): Verdict =>
+    ({ kind, label, colour: VERDICT_COLOURS[kind], notes, checks });
+  if (checks.length === 0) {
+    return make('fail', 'not verified: nothing was checked');
   }
-  const statuses = checks.map(c => c?.status);
-  if (checks.length === 0 || r.ok !== true || statuses.includes('fail')) {
-    return { label: 'NOT verified', kind: 'fail', lines };
+  const skipsAllowed = r.offline === true;
+  const bad = checks.filter(c => c.status === 'fail' || !KNOWN.includes(c.status) ||
+    (c.status === 'skipped' && !skipsAllowed));
+  if (bad.length > 0) {
+    return make('fail', `not verified: ${bad.map(checkItem).join(', ')}`);
   }
-  if (statuses.includes('pending')) {
-    return { label: 'verified, anchor pending', kind: 'pending', lines };
+  if (checks.some(c => c.status === 'pending')) {
+    return make('pending', 'signature verified, anchor pending');
   }
-  if (statuses.includes('warn')) {
-    return { label: 'verified, with warnings', kind: 'warn', lines };
+  const warned = checks.filter(c => c.status === 'warn' || c.status === 'skipped');
+  if (warned.length > 0) {
+    return make('warn', `verified, with warnings: ${warned.map(checkItem).join(', ')}`);
   }
-  return { label: 'verified', kind: 'pass', lines };
+  return make('pass', 'verified');
+}
+
+function checkItem(check: CheckRow): string {
+  if (check.status === 'skipped') {
+    return `${check.name} not checked`;
+  }
+  if (!KNOWN.includes(check.status)) {
+    return `${check.name} (unknown status)`;
+  }
+  return check.detail.includes('UNSAFE') ? `${check.name} (UNSAFE)` : check.name;
 }
 
 /** The message of an error body ({"error": {"message"}}) or a generic one with the status. */

@@ -1,7 +1,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { requestAPI } from './api';
-import { JobRow, jobRows, verdict } from './model';
+import { JobRow, Verdict, jobRows, unreachable, unreachableEdges, verdict } from './model';
 
 const POLL_MS = 5000;
 
@@ -15,6 +15,7 @@ export class JobsPanel extends Widget {
   private status: HTMLElement;
   private timer: number | null = null;
   private reports = new Map<string, HTMLElement>();
+  private rows: JobRow[] = [];
 
   constructor() {
     super();
@@ -41,11 +42,16 @@ export class JobsPanel extends Widget {
   /** Fetch the job list and draw it; an error is shown in the panel, never thrown. */
   async refresh(): Promise<void> {
     try {
-      const rows = jobRows(await requestAPI('jobs'));
-      this.render(rows);
-      this.status.textContent = rows.length === 0 ? 'No jobs yet: run a %%rapha_train cell.' : '';
-      this.status.classList.remove('jp-mod-error');
+      const body = await requestAPI('jobs');
+      this.rows = jobRows(body);
+      this.render(this.rows);
+      const lost = unreachableEdges(body);
+      this.status.textContent = lost.length > 0 ? lost.join('; ')
+        : this.rows.length === 0 ? 'No jobs yet: run a %%rapha_train cell.' : '';
+      this.status.classList.toggle('jp-mod-error', lost.length > 0);
     } catch (error) {
+      // The server (or everything behind it) is gone: keep the jobs as last seen, marked so.
+      this.render(this.rows.map(row => unreachable(row, 'server')));
       this.status.textContent = (error as Error).message;
       this.status.classList.add('jp-mod-error');
     }
@@ -87,7 +93,7 @@ export class JobsPanel extends Widget {
     id.title = row.id;
     const state = document.createElement('span');
     state.className = `jp-RaphaJobs-state jp-RaphaJobs-state-${row.state}`;
-    state.textContent = row.state;
+    state.textContent = row.stateText;
     title.append(name, id, state);
     const detail = document.createElement('div');
     detail.className = 'jp-RaphaJobs-detail';
@@ -137,13 +143,7 @@ export class JobsPanel extends Widget {
     const block = document.createElement('div');
     block.className = 'jp-RaphaJobs-report';
     try {
-      const result = verdict(await requestAPI(`jobs/${jobId}/verify`));
-      const label = document.createElement('div');
-      label.className = `jp-RaphaJobs-verdict jp-RaphaJobs-verdict-${result.kind}`;
-      label.textContent = `Receipt ${result.label}`;
-      const lines = document.createElement('pre');
-      lines.textContent = result.lines.join('\n');
-      block.append(label, lines);
+      block.append(...reportNodes(verdict(await requestAPI(`jobs/${jobId}/verify`))));
     } catch (error) {
       block.classList.add('jp-mod-error');
       block.textContent = `Receipt not checked: ${(error as Error).message}`;
@@ -153,4 +153,38 @@ export class JobsPanel extends Widget {
     item?.querySelector('.jp-RaphaJobs-report')?.remove();
     item?.append(block);
   }
+}
+
+/** The verdict as the receipt widget words and colours it, then one table row per check:
+ * a PASS/WARN/FAIL/SKIP badge, the check's name, its detail. */
+function reportNodes(result: Verdict): HTMLElement[] {
+  const label = document.createElement('div');
+  label.className = `jp-RaphaJobs-verdict jp-RaphaJobs-verdict-${result.kind}`;
+  label.style.color = result.colour;
+  label.textContent = `Receipt ${result.label}`;
+  const nodes: HTMLElement[] = [label];
+  for (const note of result.notes) {
+    const line = document.createElement('div');
+    line.className = 'jp-RaphaJobs-note';
+    line.textContent = `note: ${note}`;
+    nodes.push(line);
+  }
+  const table = document.createElement('table');
+  table.className = 'jp-RaphaJobs-checks';
+  for (const check of result.checks) {
+    const row = table.insertRow();
+    row.className = `jp-RaphaJobs-check jp-RaphaJobs-check-${check.badge.toLowerCase()}`;
+    const badge = document.createElement('span');
+    badge.className = `jp-RaphaJobs-badge jp-RaphaJobs-badge-${check.badge.toLowerCase()}`;
+    badge.textContent = check.badge;
+    row.insertCell().append(badge);
+    const name = row.insertCell();
+    name.className = 'jp-RaphaJobs-check-name';
+    name.textContent = check.name;
+    const detail = row.insertCell();
+    detail.className = 'jp-RaphaJobs-check-detail';
+    detail.textContent = check.detail;
+  }
+  nodes.push(table);
+  return nodes;
 }

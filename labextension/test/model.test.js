@@ -1,7 +1,9 @@
 // The side panel's logic (src/model.ts, compiled to test-build/ by `npm test`).
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FINAL_STATES, jobRow, jobRows, progressText, verdict, errorMessage } = require('../test-build/model.js');
+const {
+  FINAL_STATES, VERDICT_COLOURS, jobRow, jobRows, progressText, verdict, errorMessage, unreachable, unreachableEdges
+} = require('../test-build/model.js');
 
 test('a running job shows its counters and can be cancelled, not verified', () => {
   const row = jobRow({
@@ -37,19 +39,22 @@ test('malformed job JSON shows as "?" and a list without ids drops them', () => 
   assert.equal(progressText(null), '');
 });
 
-test('the verdict is decided by the worst check, and an empty or not-ok report is never verified', () => {
+test('the verdict is decided by the worst check, and an empty report is never verified', () => {
   const check = (name, status) => ({ name, status, detail: `${name} detail` });
-  const pass = verdict({ ok: true, checks: [check('signature', 'pass'), check('anchor', 'pass')] });
+  const pass = verdict({ checks: [check('signature', 'pass'), check('anchor', 'pass')] });
   assert.equal(pass.kind, 'pass');
-  assert.deepEqual(pass.lines, ['PASS signature  signature detail', 'PASS anchor     anchor detail']);
-  assert.equal(verdict({ ok: true, checks: [check('attestation', 'warn'), check('anchor', 'pass')] }).kind, 'warn');
-  assert.equal(verdict({ ok: true, checks: [check('anchor', 'pending'), check('x', 'warn')] }).kind, 'pending');
-  assert.equal(verdict({ ok: false, checks: [check('signature', 'pass')] }).kind, 'fail');
-  assert.equal(verdict({ ok: true, checks: [check('weights', 'fail')] }).label, 'NOT verified');
-  assert.equal(verdict({ ok: true, checks: [] }).kind, 'fail');
+  assert.equal(pass.colour, VERDICT_COLOURS.pass);
+  assert.deepEqual(pass.checks.map(c => [c.badge, c.name, c.detail]),
+    [['PASS', 'signature', 'signature detail'], ['PASS', 'anchor', 'anchor detail']]);
+  assert.equal(verdict({ checks: [check('attestation', 'warn'), check('anchor', 'pass')] }).kind, 'warn');
+  assert.equal(verdict({ checks: [check('anchor', 'pending'), check('x', 'warn')] }).kind, 'pending');
+  assert.equal(verdict({ checks: [check('weights', 'fail')] }).label, 'not verified: weights');
+  assert.equal(verdict({ checks: [] }).kind, 'fail');
   assert.equal(verdict('garbage').kind, 'fail');
-  assert.deepEqual(verdict({ ok: true, notes: ['no weights beside it'], checks: [check('s', 'pass')] }).lines[0],
-    'note: no weights beside it');
+  const skipped = verdict({ offline: true, checks: [check('s', 'pass'), check('anchor', 'skipped'), check('q', 7)] });
+  assert.deepEqual(skipped.checks.map(c => c.badge), ['PASS', 'SKIP', 'FAIL']);
+  assert.deepEqual(verdict({ notes: ['no weights beside it'], checks: [check('s', 'pass')] }).notes,
+    ['no weights beside it']);
 });
 
 test('server errors read as their message and reasons, or as the HTTP status', () => {
@@ -66,4 +71,21 @@ test('a cancelled job is final and shows as cancelled, with nothing to cancel or
   assert.equal(row.detail, 'cancelled by the researcher');
   assert.equal(row.canCancel || row.canVerify, false);
   assert.ok(FINAL_STATES.includes('cancelled'));
+});
+
+test('a job whose edge stopped answering shows as last seen, not as running', () => {
+  const row = jobRow({ job_id: 'a'.repeat(32), state: 'running', site: 'north', dataset: 'cxr', edge_unreachable: true,
+    progress: { records_used: 12, cohort_size: 40 } });
+  assert.equal(row.state, 'unreachable');
+  assert.equal(row.stateText, 'edge unreachable (last seen: running)');
+  assert.equal(row.detail, '12 of 40 records');
+  assert.equal(row.canCancel || row.canVerify, false);
+  const done = jobRow({ job_id: 'b'.repeat(32), state: 'completed', edge_unreachable: true });
+  assert.equal(done.stateText, 'completed'); // a final state stays true however the edge is now
+  const reachable = jobRow({ job_id: 'c'.repeat(32), state: 'running' });
+  assert.equal(reachable.stateText, 'running');
+  assert.equal(unreachable(reachable, 'server').stateText, 'server unreachable (last seen: running)');
+  assert.deepEqual(unreachableEdges({ jobs: [], unreachable: { north: 'cannot reach the edge' } }),
+    ['edge north unreachable: cannot reach the edge']);
+  assert.deepEqual(unreachableEdges({ jobs: [] }), []);
 });

@@ -62,7 +62,8 @@ def test_remote_run_loads_weights_into_the_module(shell, capsys):
     assert not torch.equal(shell.user_ns["before"], result.state_dict["1.weight"])
     out = capsys.readouterr().out
     assert "completed" in out and "receipt verified" in out and "weights loaded into model" in out
-    assert "&#10003; verified" in result._repr_html_()
+    # the fake edge's receipt carries no attestation quote: verified, with that warning named
+    assert "&#9888; verified, with warnings: attestation" in result._repr_html_()
 
 
 def test_remote_run_binds_a_state_dict_when_the_name_is_free(shell):

@@ -44,8 +44,8 @@ def test_failed_verification_is_marked():
     document = receipt()
     bad = verify_document(document, PrivateKey.generate().public, offline=True)
     widget = ReceiptWidget(document, bad)
-    assert not widget.verified and "NOT verified" in widget._repr_html_() and "&#10007;" in widget._repr_html_()
-    assert "NOT verified" in repr(widget) and "FAIL" in repr(widget)
+    assert not widget.verified and "not verified" in widget._repr_html_() and "&#10007;" in widget._repr_html_()
+    assert "not verified" in repr(widget) and "FAIL" in repr(widget)
 
 
 def test_no_verification_is_not_verified():
@@ -69,4 +69,4 @@ def test_text_repr_lists_gates_and_checks():
 def test_empty_or_garbage_receipt_renders():
     for document in ({}, {"envelope": {"payload": "!!"}}, json.loads("null") or {}):
         widget = ReceiptWidget(document, verify_document(document, EDGE_KEY.public, offline=True))
-        assert "NOT verified" in widget._repr_html_()
+        assert "not verified" in widget._repr_html_()
