@@ -19,10 +19,12 @@ import pytest
 import requests
 
 from tests.data.orthanc import free_port
+from tests.edge.test_cancel import LONG
 from tests.extension.test_api import GOOD_CELL
 from tests.harness import stop_process
 
 pytestmark = pytest.mark.slow
+BUILT = Path(__file__).resolve().parents[2] / "jupyter_rapha" / "labextension"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,11 @@ def lab(edge_config, tmp_path_factory):
               "RaphaExtension": edge_config}
     (root / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
+    # This checkout's build of the extension, ahead of whichever one the environment links.
+    (root / "share" / "labextensions").mkdir(parents=True)
+    (root / "share" / "labextensions" / "jupyter-rapha").symlink_to(BUILT.resolve())
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+           "JUPYTER_PATH": os.pathsep.join(filter(None, [str(root / "share"), os.environ.get("JUPYTER_PATH")]))}
     log = open(root / "lab.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -71,7 +77,7 @@ def test_the_prebuilt_extension_is_found_and_served(lab):
     [ours] = [e for e in _page_config(url, token)["federated_extensions"] if e["name"] == "jupyter-rapha"]
     entry = requests.get(f"{url}/lab/extensions/jupyter-rapha/{ours['load']}", params={"token": token}, timeout=30)
     assert entry.status_code == 200 and "jupyter-rapha" in entry.text
-    static = Path(__file__).resolve().parents[2] / "jupyter_rapha" / "labextension" / "static"
+    static = BUILT / "static"
     assert any("jupyter-rapha:jobs" in path.read_text("utf-8") for path in static.glob("*.js"))
 
 
@@ -168,12 +174,35 @@ def test_the_side_panel_lists_jobs_and_verifies_a_receipt_in_a_browser(lab):
         assert browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-cancel') === null")
         browser.click(f"{row} .jp-RaphaJobs-verify")
         verdict = browser.wait_for(f"document.querySelector('{row} .jp-RaphaJobs-verdict')?.textContent")
-        assert verdict.startswith("Receipt verified"), verdict
-        lines = browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-report pre').textContent")
-        assert re.search(r"^PASS signature", lines, re.M) and re.search(r"^PASS anchor", lines, re.M), lines
+        # the demo edge attests with the software stand-in: the receipt widget's words and orange
+        assert verdict == "Receipt verified, with warnings: attestation (UNSAFE)", verdict
+        colour = browser.evaluate(f"getComputedStyle(document.querySelector('{row} .jp-RaphaJobs-verdict')).color")
+        assert colour == "rgb(188, 76, 0)", colour
+        checks = browser.evaluate(
+            f"[...document.querySelectorAll('{row} table.jp-RaphaJobs-checks tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent))")
+        by_name = {name: badge for badge, name, _ in checks}
+        assert by_name["signature"] == "PASS" and by_name["anchor"] == "PASS", checks
+        assert by_name["attestation"] == "WARN", checks
+        assert browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-report pre') === null")
         # the verification stays through the panel's next refresh
         browser.click("#jupyter-rapha-jobs .jp-RaphaJobs-refresh")
         time.sleep(1)
         assert browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-verdict') !== null")
+
+        # a long job cancelled from the panel ends "cancelled", not "failed"
+        submitted = requests.post(f"{api}/jobs", json={"dataset": "synthetic-cxr", "site": "north", "code": LONG,
+                                                       "budget": 32, "epochs": 100}, headers=headers, timeout=60)
+        assert submitted.status_code == 202, submitted.text
+        [long_job] = submitted.json()["jobs"]
+        long_row = f"#jupyter-rapha-jobs [data-job-id=\"{long_job['job_id']}\"]"
+        browser.click("#jupyter-rapha-jobs .jp-RaphaJobs-refresh")
+        browser.click(f"{long_row} .jp-RaphaJobs-cancel")
+        state = browser.wait_for(f"(() => {{ const s = document.querySelector('{long_row} .jp-RaphaJobs-state');"
+                                 " return s && s.textContent === 'cancelled' ? s.textContent : null; })()")
+        assert state == "cancelled"
+        assert browser.evaluate(f"document.querySelector('{long_row} .jp-RaphaJobs-cancel') === null")
+        status = requests.get(f"{api}/jobs/{long_job['job_id']}", headers=headers, timeout=30).json()
+        assert status["state"] == "cancelled" and status["reasons"] == ["cancelled by the researcher"]
     finally:
         browser.close()
