@@ -162,8 +162,11 @@ class RaphaMagics(Magics):
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
         for job in jobs:
+            state = str(job.get("state", ""))
+            if job.get("edge_unreachable"):  # listed as last seen: the edge did not answer now
+                state = f"edge unreachable (last seen: {state})"
             print(f"{job['job_id']}  {job.get('site', ''):<10} {job.get('dataset', ''):<16} "
-                  f"{job.get('state', ''):<10} {job.get('updated', '')}")
+                  f"{state:<10} {job.get('updated', '')}")
         return jobs
 
     @magic_arguments()

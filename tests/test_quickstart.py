@@ -33,3 +33,7 @@ def test_quickstart_notebook_runs_headless(demo_edge, tmp_path, monkeypatch):
     assert losses[-1] < losses[0]
     shown = "".join(o.get("data", {}).get("text/html", "") for cell in notebook.cells for o in cell.get("outputs", []))
     assert "signature" in shown  # the receipt widget rendered its checks
+    # the progress widget, as a headless run saves it: its final values in readable text
+    texts = [o.get("data", {}).get("text/plain", "") for cell in notebook.cells for o in cell.get("outputs", [])]
+    [progress] = [t for t in texts if t.startswith("rapha: job ")]
+    assert " | completed | epoch 6/6 | records 48/48 | " in progress and "loss=" in progress, progress
