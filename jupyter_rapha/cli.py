@@ -147,7 +147,8 @@ def _save_result(command: str, result: Any, out: Path, edge: str) -> int:
               f"to {out}; anchor pending: fetch the receipt again later with "
               f"`rapha fetch {result.job_id} --edge {edge} --out {out}`")
         return VERIFY_EXIT["pending"]
-    print(f"rapha {command}: job {result.job_id} completed, receipt verified; wrote {', '.join(OUTPUT_FILES)} to {out}")
+    headline = result.receipt_widget.verdict.label  # "verified" or "verified, with warnings: attestation (UNSAFE)"
+    print(f"rapha {command}: job {result.job_id} completed, receipt {headline}; wrote {', '.join(OUTPUT_FILES)} to {out}")
     return 0
 
 
