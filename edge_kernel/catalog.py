@@ -12,6 +12,7 @@ cohort size is a band, not a count, so a catalog cannot be used to watch admissi
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 from jupyter_rapha.protocol.canonical import canonical_json
@@ -81,10 +82,38 @@ def sign_catalog(catalog: dict[str, Any], key: PrivateKey) -> dict[str, Any]:
 
 
 def signed_catalog(edge: Any) -> dict[str, Any]:
+    return sign_catalog(current_catalog(edge), edge.key)
+
+
+def current_catalog(edge: Any) -> dict[str, Any]:
     settings = edge.settings
-    catalog = build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
-                            settings.attestation.backend)
-    return sign_catalog(catalog, edge.key)
+    return build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
+                         settings.attestation.backend)
+
+
+class CatalogCache:
+    """The signed catalog, signed again only when what it says changes.
+
+    Every request still builds the catalog from the registry as it is now and compares
+    it, all but its "issued" time, with what was signed last; only an identical catalog
+    is served from the cache. So a changed dataset, price or attestation backend is in
+    the very next answer, and a served envelope is always the edge's signature over the
+    current offer; "issued" is then when that offer was first signed. Signing (canonical
+    JSON, Ed25519) was most of a catalog request's cost.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._content: dict[str, Any] | None = None
+        self._signed: dict[str, Any] | None = None
+
+    def signed(self, edge: Any) -> dict[str, Any]:
+        catalog = current_catalog(edge)
+        content = {name: value for name, value in catalog.items() if name != "issued"}
+        with self._lock:
+            if self._signed is None or content != self._content:
+                self._content, self._signed = content, sign_catalog(catalog, edge.key)
+            return self._signed
 
 
 POLICY_PAYLOAD_TYPE = "application/vnd.rapha.policy+json"

@@ -16,6 +16,7 @@ from jupyter_rapha.protocol.errors import BadInput, NotFound, UnknownKey
 from jupyter_rapha.protocol.keys import PublicKey, load_public_key
 
 from .config_files import config_fault, write_json_atomically
+from .parsed_file import ParsedFile
 
 REGISTRY_FILE = "researchers.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -37,13 +38,39 @@ class Researcher:
         return self.key.key_id
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    researchers: tuple[Researcher, ...]
+    by_key_id: dict[str, Researcher]  # the first entry with each key, as a scan in file order finds it
+
+
 class ResearcherRegistry:
     def __init__(self, config_dir: Path) -> None:
         self.path = config_dir / REGISTRY_FILE
+        # Loaded again whenever the file changes (see parsed_file): a removed researcher
+        # is refused from the next request on.
+        self._file = ParsedFile(self.path, self._load)
 
     def all(self) -> list[Researcher]:
         """Every entry, each key checked: a broken file is a configuration fault (the
         request that meets it gets a generic 500, the cause goes to the edge log)."""
+        return list(self._file.get().researchers)
+
+    def by_key_id(self, key_id: str) -> Researcher:
+        found = self._file.get().by_key_id.get(key_id)
+        if found is not None:
+            return found
+        raise UnknownKey("request signed by a key this edge has not registered",
+                         hint="ask the hospital to run 'rapha-edge researchers add'")
+
+    def _load(self) -> _Loaded:
+        found = self._read()
+        index: dict[str, Researcher] = {}
+        for researcher in found:
+            index.setdefault(researcher.key_id, researcher)
+        return _Loaded(tuple(found), index)
+
+    def _read(self) -> list[Researcher]:
         if not self.path.exists():
             return []
         try:
@@ -60,13 +87,6 @@ class ResearcherRegistry:
                 raise config_fault(self.path, f"the public key of {researcher.name!r} is not valid",
                                    hint="re-register it with 'rapha-edge researchers add --replace'") from exc
         return found
-
-    def by_key_id(self, key_id: str) -> Researcher:
-        for researcher in self.all():
-            if researcher.key_id == key_id:
-                return researcher
-        raise UnknownKey("request signed by a key this edge has not registered",
-                         hint="ask the hospital to run 'rapha-edge researchers add'")
 
     def add(self, researcher: Researcher, *, replace: bool = False) -> list[Researcher]:
         """Register ``researcher``; return the entries it replaced (only with ``replace``)."""

@@ -20,6 +20,7 @@ from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenie
                                            StorageUnavailable)
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 
+from .catalog import CatalogCache
 from .edge import Edge
 from .researchers import Researcher
 
@@ -111,12 +112,14 @@ class DatasetsHandler(BaseHandler):
 
 
 class CatalogHandler(BaseHandler):
+    def initialize(self, edge: Edge, catalog: CatalogCache) -> None:
+        super().initialize(edge)
+        self.catalog = catalog  # one per app: signed again only when the offer changes
+
     @api
     def get(self) -> None:
-        from .catalog import signed_catalog
-
         self.researcher()
-        self.write_json(signed_catalog(self.edge))
+        self.write_json(self.catalog.signed(self.edge))
 
 
 class PolicyHandler(BaseHandler):
@@ -212,7 +215,7 @@ def make_app(edge: Edge) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/v1/edge", EdgeInfoHandler, args),
         (r"/v1/datasets", DatasetsHandler, args),
-        (r"/v1/catalog", CatalogHandler, args),
+        (r"/v1/catalog", CatalogHandler, {**args, "catalog": CatalogCache()}),
         (r"/v1/policy", PolicyHandler, args),
         (r"/v1/jobs", JobsHandler, args),
         (rf"/v1/jobs/{job}", JobHandler, args),

@@ -16,6 +16,7 @@ from typing import Any
 from jupyter_rapha.protocol.errors import BadInput, NotFound
 
 from ..config_files import config_fault, write_json_atomically
+from ..parsed_file import ParsedFile
 from . import transforms as pixel_transforms
 from .transforms import Transform
 
@@ -128,10 +129,14 @@ class DatasetRegistry:
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
         self.path = config_dir / REGISTRY_FILE
+        self._file = ParsedFile(self.path, self._load)  # loaded again whenever the file changes
 
     def all(self) -> dict[str, Dataset]:
         """Every dataset; a broken file is a configuration fault (the request that meets
         it gets a generic 500, the cause goes to the edge log)."""
+        return dict(self._file.get())
+
+    def _load(self) -> dict[str, Dataset]:
         if not self.path.exists():
             return {}
         try:
