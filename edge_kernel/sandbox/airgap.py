@@ -80,9 +80,14 @@ def airgap_command(
     gid: int = NOBODY,
     hidden_paths: Sequence[Path] = (),
     exposed_paths: Sequence[Path] = (),
+    die_with_caller: bool = True,
 ) -> list[str]:
     """``rapha-airgap exec [limits] ... -- cmd``. The job directory must be writable by
-    ``uid``; every hidden path must be absolute."""
+    ``uid``; every hidden path must be absolute.
+
+    With ``die_with_caller`` the sandbox is killed when this process dies (a job must
+    never outlive the edge); the command must then be started by this very process, from
+    a thread that lives as long as the job (the parent-death signal follows the thread)."""
     if not cmd:
         raise SandboxFault("no job command to run under the air-gap")
     if uid == 0 or gid == 0:
@@ -95,6 +100,8 @@ def airgap_command(
             "--max-file-size", _positive("max_file_bytes", max_file_bytes),
             "--uid", _positive("uid", uid), "--gid", _positive("gid", gid),
             "--workdir", str(Path(workdir).resolve())]
+    if die_with_caller:
+        line += ["--parent-pid", str(os.getpid())]
     for fd in keep_fds:
         line += ["--keep-fd", str(int(fd))]
     for flag, paths in (("--hide", hidden_paths), ("--expose", exposed_paths)):

@@ -29,6 +29,8 @@ from edge_kernel.sandbox.airgap import (
 from edge_kernel.sandbox.launch import exposed_paths
 from edge_kernel.settings import SandboxSettings, Settings
 from jupyter_rapha.protocol.errors import SandboxFault
+from tests.harness import stop_process
+from tests.processes import survivors, wait_for_descendants
 
 root = pytest.mark.needs_root
 PYTHON = sys.executable
@@ -396,6 +398,46 @@ def test_stop_request_kills_the_whole_sandbox(airgap_binary: Path, edge: Edge) -
     finally:
         proc.kill()
     assert "stopped by signal 15" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+# The edge stand-in: starts the sandbox from a worker thread, as the edge does, with
+# --parent-pid naming itself, then sleeps until the test kills it.
+_STARTER = """
+import json, os, subprocess, sys, threading, time
+line = json.loads(sys.argv[1])
+line[2:2] = ["--parent-pid", str(os.getpid())]
+threading.Thread(target=lambda: subprocess.Popen(line).wait(), daemon=True).start()
+time.sleep(120)
+"""
+
+
+@root
+def test_the_sandbox_dies_with_the_process_that_started_it(airgap_binary: Path, edge: Edge) -> None:
+    job = [PYTHON, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"]
+    line = edge.command(airgap_binary, job, die_with_caller=False)
+    starter = subprocess.Popen([PYTHON, "-c", _STARTER, json.dumps([str(a) for a in line])],
+                               env={"PATH": "/usr/bin:/bin"})
+    try:
+        # warden, init, the job's python and its sleep
+        sandbox = wait_for_descendants(starter.pid, 4)
+        os.kill(starter.pid, signal.SIGKILL)  # no cleanup runs in the starter
+        starter.wait(timeout=10)
+        assert survivors(sandbox) == set()
+    finally:
+        stop_process(starter)
+
+
+@root
+def test_a_sandbox_whose_starter_is_gone_runs_nothing(airgap_binary: Path, edge: Edge) -> None:
+    marker = edge.job / "ran"
+    line = edge.command(airgap_binary, ["/bin/touch", str(marker)], die_with_caller=False)
+    # a live process that is not the sandbox's parent stands for a parent that died
+    # between its fork and the parent-death signal being set (we were re-parented)
+    line[2:2] = ["--parent-pid", str(os.getppid())]
+    done = subprocess.run(line, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 125 and "is gone; nothing ran" in done.stderr, done.stderr
+    assert not marker.exists()
+    assert "--parent-pid" in edge.command(airgap_binary, ["/bin/true"])
 
 
 @root

@@ -24,6 +24,8 @@ pub struct ExecOptions {
     pub uid: u32,
     pub gid: u32,
     pub tmp_bytes: u64,
+    /// The process that started us and whose death must end the sandbox (the edge).
+    pub parent_pid: Option<i32>,
     pub command: Vec<String>,
 }
 
@@ -31,7 +33,7 @@ pub const USAGE: &str = "usage:
   rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
                     [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
                     [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...] [--expose PATH ...]
-                    [--uid UID] [--gid GID] -- CMD [ARG ...]
+                    [--uid UID] [--gid GID] [--parent-pid PID] -- CMD [ARG ...]
   rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
   rapha-airgap digest            print the seccomp filter's sha256
   rapha-airgap sever --wan IFACE | restore --wan IFACE | status --wan IFACE";
@@ -60,6 +62,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
         uid: NOBODY,
         gid: NOBODY,
         tmp_bytes: 512 << 20,
+        parent_pid: None,
         command: Vec::new(),
     };
     let mut iter = args.iter();
@@ -83,6 +86,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
             "--expose" => opts.exposed.push(path(flag, iter.next())?),
             "--uid" => opts.uid = id(flag, iter.next())?,
             "--gid" => opts.gid = id(flag, iter.next())?,
+            "--parent-pid" => opts.parent_pid = Some(parent_pid(iter.next())?),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -99,6 +103,15 @@ fn keep_fd(value: Option<&String>) -> Result<i32, String> {
         return Err("--keep-fd must be from 3 to 65535".into());
     }
     Ok(fd as i32)
+}
+
+fn parent_pid(value: Option<&String>) -> Result<i32, String> {
+    let pid = number("--parent-pid", value)?;
+    // pid 1 would make the check vacuous: an orphan is re-parented to it.
+    if !(2..=i32::MAX as u64).contains(&pid) {
+        return Err("--parent-pid must be a process id above 1".into());
+    }
+    Ok(pid as i32)
 }
 
 fn path(flag: &str, value: Option<&String>) -> Result<PathBuf, String> {
@@ -134,5 +147,13 @@ mod tests {
         assert!(parse_exec(&args("--max-cpu -3 -- /bin/true")).is_err());
         assert!(parse_exec(&args("--bogus -- /bin/true")).is_err());
         assert!(parse_exec(&args("--max-cpu 3")).is_err());
+        assert!(parse_exec(&args("--parent-pid 1 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--parent-pid x -- /bin/true")).is_err());
+    }
+
+    #[test]
+    fn parses_the_parent_pid() {
+        assert_eq!(parse_exec(&args("--parent-pid 4242 -- /bin/true")).unwrap().parent_pid, Some(4242));
+        assert_eq!(parse_exec(&args("-- /bin/true")).unwrap().parent_pid, None);
     }
 }

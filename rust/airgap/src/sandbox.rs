@@ -1,8 +1,9 @@
 //! `rapha-airgap exec`: run a command sealed.
 //!
 //! Three processes:
-//! - the *warden* (this process, outside): enforces the wall clock, forwards a stop
-//!   request as SIGKILL to the whole PID namespace, and passes the exit status on;
+//! - the *warden* (this process, outside): dies with the process that started it (the
+//!   edge), enforces the wall clock, forwards a stop request as SIGKILL to the whole PID
+//!   namespace, and passes the exit status on;
 //! - the *init* (pid 1 of a new PID namespace): builds the network, mount, IPC and UTS
 //!   namespaces, reaps orphans, and reports how the command ended. When it exits the
 //!   kernel kills everything left in the namespace, so nothing outlives the job;
@@ -25,6 +26,24 @@ use crate::{net, seccomp, sys, view};
 
 pub const EXIT_TIMEOUT: i32 = 124;
 pub const EXIT_SETUP: i32 = 125;
+
+/// Die with the process that started us: a job must never outlive the edge that meters
+/// and supervises it (a restarted edge would run the next job beside it).
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that forked us ends, so the caller must start
+/// us from a thread that lives at least as long as the job. And it only covers a parent
+/// alive when it is set: one that died between its fork and this call has already left us
+/// re-parented, which `--parent-pid` catches.
+fn tie_to_parent(expected: Option<sys::Pid>) -> Result<(), String> {
+    let ret = unsafe { sys::prctl(sys::PR_SET_PDEATHSIG, sys::SIGKILL as u64, 0, 0, 0) };
+    sys::check(ret as i64, "parent-death signal")?;
+    match expected {
+        Some(pid) if unsafe { sys::getppid() } != pid => {
+            Err("the process that started the sandbox is gone; nothing ran".into())
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Checks that need the host's view, done before anything is forked.
 fn prepare(opts: &mut ExecOptions) -> Result<(), String> {
@@ -57,7 +76,7 @@ fn prepare(opts: &mut ExecOptions) -> Result<(), String> {
 }
 
 pub fn run(mut opts: ExecOptions) -> i32 {
-    if let Err(message) = prepare(&mut opts) {
+    if let Err(message) = tie_to_parent(opts.parent_pid).and_then(|_| prepare(&mut opts)) {
         eprintln!("rapha-airgap: {message}");
         return EXIT_SETUP;
     }
@@ -166,8 +185,12 @@ fn fail(report_w: c_int, message: &str, code: i32) -> ! {
 }
 
 fn init_main(opts: &ExecOptions, report_w: c_int) -> ! {
-    // If the warden dies, the namespace dies with it.
+    // If the warden dies, the namespace dies with it. A warden that died before this
+    // line is seen through the report pipe: its read end is closed.
     unsafe { sys::prctl(sys::PR_SET_PDEATHSIG, sys::SIGKILL as u64, 0, 0, 0) };
+    if warden_gone(report_w) {
+        unsafe { sys::_exit(EXIT_SETUP) }
+    }
     if let Err(message) = build_namespaces(opts) {
         fail(report_w, &message, EXIT_SETUP);
     }
@@ -181,6 +204,13 @@ fn init_main(opts: &ExecOptions, report_w: c_int) -> ! {
     unsafe { sys::close(report_w) };
     let code = reap_until(pid);
     unsafe { sys::_exit(code) }
+}
+
+/// True when nobody reads the report pipe any more: the warden has died. (The pid of a
+/// parent outside our new PID namespace is not visible from inside it.)
+fn warden_gone(report_w: c_int) -> bool {
+    let mut fd = sys::PollFd { fd: report_w, events: 0, revents: 0 };
+    unsafe { sys::poll(&mut fd, 1, 0) > 0 && fd.revents & sys::POLLERR != 0 }
 }
 
 fn build_namespaces(opts: &ExecOptions) -> Result<(), String> {

@@ -22,6 +22,13 @@ pub struct Timespec {
 }
 
 #[repr(C)]
+pub struct PollFd {
+    pub fd: c_int,
+    pub events: i16,
+    pub revents: i16,
+}
+
+#[repr(C)]
 pub struct Rlimit {
     pub cur: u64,
     pub max: u64,
@@ -73,6 +80,8 @@ extern "C" {
     pub fn signal(sig: c_int, handler: usize) -> usize;
     pub fn _exit(code: c_int) -> !;
     pub fn if_nametoindex(name: *const c_char) -> c_uint;
+    pub fn getppid() -> Pid;
+    pub fn poll(fds: *mut PollFd, nfds: c_ulong, timeout: c_int) -> c_int;
     pub fn geteuid() -> u32;
     pub fn getuid() -> u32;
     pub fn getgid() -> u32;
@@ -141,6 +150,7 @@ pub const SIGCHLD: c_int = 17;
 pub const SIG_BLOCK: c_int = 0;
 pub const SIG_SETMASK: c_int = 2;
 pub const WNOHANG: c_int = 1;
+pub const POLLERR: i16 = 0x008;
 
 pub const AF_UNIX: c_int = 1;
 pub const AF_INET: c_int = 2;
