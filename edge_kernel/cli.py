@@ -154,9 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"rapha-edge {edge.settings.edge_id} serving on {scheme}://{host}:{bound}", flush=True)
 
     try:
-        asyncio.run(serve(edge, host, port, ready))
+        asyncio.run(_serve_until_stopped(serve(edge, host, port, ready)))
     except KeyboardInterrupt:
-        return 0  # Ctrl-C is how an operator stops the edge; serve() closed it cleanly
+        return 0  # Ctrl-C before the loop took the signal over: nothing was started yet
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -164,6 +164,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "stop it, or serve on another port with --port N (or server.port in edge.toml)", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve_until_stopped(serving: Any) -> None:
+    """Run ``serving`` until SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C) arrives,
+    then cancel it, so that serve() closes the edge: the running job is stopped, the
+    outbox is stopped and ``edge.stop`` is audited. Python's default for SIGTERM would
+    end the process on the spot and leave all of that undone."""
+    import asyncio
+    import signal
+
+    task = asyncio.ensure_future(serving)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise  # cancelled from elsewhere, not by a signal
 
 
 def count(text: str) -> int:

@@ -125,6 +125,7 @@ class Edge:
 
     def run(self, spec: JobSpec, ctx: GateContext, cancel: threading.Event | None, on_progress: Any) -> Any:
         from .data.consent import OptOutList
+        from .sandbox.lifeline import PROCESS_FILE
         from .sandbox.runner import run_job
 
         dataset = self.datasets.get(spec.dataset)
@@ -135,7 +136,8 @@ class Edge:
         try:
             return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
                            workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
-                           max_epochs=getattr(limits, "max_epochs", None))
+                           max_epochs=getattr(limits, "max_epochs", None),
+                           process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
         finally:
             if not self.settings.sandbox.keep_job_files:
                 # Minimum necessary (S2) applies to what stays behind too: the job's

@@ -4,21 +4,28 @@ and anchor, writing each step to the audit log before doing it (S7).
 One worker thread runs jobs one at a time: an edge is one appliance and a job may use all
 of it. Any unexpected error fails the job with a generic reason (S4); details stay in the
 edge's own log.
+
+After a crash (``recover``): job processes left running are stopped before anything else
+runs; a job whose release was written (signed receipt, weights, metrics) is finished from
+those files; a job cut off before that fails, its directory is removed, and the records
+it had read stay counted against it (its progress keeps ``records_used``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import shutil
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
 from jupyter_rapha.protocol.errors import GateDenied, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
-from jupyter_rapha.protocol.receipt import envelope_digest
+from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
 
 from . import receipts
 from .audit import AuditLog, utc_now
@@ -26,7 +33,7 @@ from .obligations import enforceable
 from .data.provenance import save_provenance
 from .gates.pipeline import GateContext, GateResult, run_gates
 from .health import os_error_problem
-from .release.files import write_release
+from .release.files import RECEIPT_FILE, Release, read_release, write_atomically, write_release
 from .release.metrics import check_metrics, sanitize_error
 from .release.weights import check_weights
 from .researchers import Researcher
@@ -34,6 +41,9 @@ from .store import TERMINAL, JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 CANCELLED = "cancelled by the researcher"
+# What the researcher reads about a job an edge restart or stop cut off (no internals).
+CUT_OFF = ("the edge stopped while the job ran, so its results were discarded; the records it had "
+           "already read stay counted. Submit the job again")
 
 
 class JobManager:
@@ -46,6 +56,7 @@ class JobManager:
         self._claim = threading.Lock()
         self._active: set[str] = set()  # jobs a worker has taken up; only it may end them
         self._reported: dict[str, dict[str, Any]] = {}  # the runner's latest counters per running job
+        self._stopping = False  # set by shutdown: a job stopped now was stopped by the edge
 
     # ---- intake -------------------------------------------------------------------
     def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
@@ -78,17 +89,27 @@ class JobManager:
         return self.store.get(job_id)
 
     def recover(self) -> None:
-        """After a restart: jobs cut off mid-run fail; queued jobs run again from the gates."""
+        """After a restart, before any job runs: stop what the last run left behind (a
+        SandboxFault stops the start when that fails); finish releases already written;
+        fail jobs cut off before; queued jobs run again from the gates."""
+        from .sandbox.lifeline import stop_leftovers
+
+        for job_id in stop_leftovers(self.edge.settings.jobs_dir):
+            self.audit.append("job.stop_leftover", job_id=job_id)
         for job in self.store.in_state("running"):
-            self.audit.append("job.fail", job_id=job.job_id, detail={"reason": "edge restarted during the job"})
-            self.store.transition(job.job_id, "failed", reasons=["the edge restarted while the job ran"])
+            release = read_release(self.edge.release_dir(job.job_id))
+            if release is None or not self._resume_release(job, release):
+                self._fail_cut_off(job)
         for job in self.store.in_state("submitted"):
             self._enqueue(job.job_id)
 
     def shutdown(self) -> None:
+        """Stop: queued jobs stay queued for the next start; a running job is stopped."""
+        self._stopping = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
         for event in list(self._cancels.values()):
             event.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=True)
 
     def _enqueue(self, job_id: str) -> None:
         self._cancels[job_id] = threading.Event()
@@ -150,6 +171,8 @@ class JobManager:
             return
         ctx.extra["limits"] = limits
         cancel = self._cancels.get(job_id)
+        if self._stopping:
+            return  # the edge stops while its gates ran: it stays queued for the next start
         if cancel is not None and cancel.is_set():  # asked while its gates ran: it never starts
             self.store.transition(job_id, "cancelled", gates=entries, reasons=[CANCELLED])
             return
@@ -166,6 +189,9 @@ class JobManager:
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
+        if run.status == "cancelled" and self._stopping:
+            self.store.transition(job_id, "failed", reasons=[CUT_OFF], progress=self._progress(job_id, run.meter))
+            return
         if run.status == "cancelled":
             self.store.transition(job_id, "cancelled", reasons=[CANCELLED], progress=self._progress(job_id, run.meter))
             return
@@ -201,28 +227,66 @@ class JobManager:
         document = receipts.sign(predicate, run.weights, self.edge.key)
         digest = envelope_digest(document["envelope"])
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
-        document["anchor"] = self._anchor(job_id, digest)
+        # The durable point: from here a crash no longer loses the job, a restart finishes
+        # it from these files. Anchored only after: the outbox must never anchor a receipt
+        # the researcher cannot fetch.
+        document["anchor"] = pending_anchor(digest)
         write_release(self.edge.release_dir(job_id), run.weights, metrics, document)
+        self._complete(job_id, Release(run.weights, metrics, document), receipts.gate_entries(gates),
+                       self._progress(job_id, run.meter), self.edge.settings.chain.release_wait_seconds)
+
+    def _complete(self, job_id: str, release: Release, gates: list[dict[str, Any]], progress: dict[str, Any],
+                  wait_seconds: float) -> None:
+        document = release.receipt
+        digest = envelope_digest(document["envelope"])
+        anchor = self._anchor(job_id, digest, wait_seconds)
+        if not is_pending(anchor):
+            document = dict(document, anchor=anchor)
+            write_atomically(self.edge.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
         self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
-        # Released metrics only (checked above): the latest value under each declared name.
-        self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in metrics.items() if v})
-        self.store.transition(job_id, "completed", gates=receipts.gate_entries(gates), receipt=document,
-                              progress=self._progress(job_id, run.meter))
+        # Released metrics only (checked before release): the latest value under each declared name.
+        self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in release.metrics.items() if v})
+        self.store.transition(job_id, "completed", gates=gates, receipt=document, progress=progress)
 
-    def _anchor(self, job_id: str, digest: str) -> dict[str, Any]:
-        """Queue the receipt in the durable outbox and wait a little for its batch. A chain
-        that is down must not hold results back: they leave marked "anchor pending" and
-        the outbox puts the anchor into the released receipt later."""
-        from jupyter_rapha.protocol.anchor_proof import pending_anchor
-
+    def _anchor(self, job_id: str, digest: str, wait_seconds: float) -> dict[str, Any]:
+        """Queue the receipt in the durable outbox (once: queuing it again is a no-op) and
+        wait a little for its batch. A chain that is down must not hold results back: they
+        leave marked "anchor pending" and the outbox puts the anchor into the released
+        receipt later."""
         self.audit.append("anchor.queue", job_id=job_id, detail={"envelope_sha256": digest})
         self.edge.outbox.enqueue(job_id, digest)
-        anchor = self.edge.outbox.wait_anchored(digest, self.edge.settings.chain.release_wait_seconds)
+        anchor = self.edge.outbox.wait_anchored(digest, wait_seconds)
         if anchor is None:
             self.audit.append("anchor.pending", job_id=job_id, detail={"envelope_sha256": digest})
             return pending_anchor(digest)
         self.audit.append("anchor.done", job_id=job_id, detail={"tx_hash": anchor.get("tx_hash")})
         return anchor
+
+    # ---- after a crash ------------------------------------------------------------
+    def _resume_release(self, job: JobRecord, release: Release) -> bool:
+        """Finish a release the edge wrote before it stopped, if its files are what the
+        receipt signs; the outbox is not running yet, so no wait for the anchor."""
+        check = verify_receipt(release.receipt, self.edge.key.public, weights=release.weights,
+                               metrics=release.metrics)
+        if not check.statement or any(c.status == "fail" for c in check.checks):
+            log.error("job %s: the written release does not match its receipt; failing it", job.job_id)
+            return False
+        predicate = check.predicate
+        self.audit.append("release.resume", job_id=job.job_id,
+                          detail={"envelope_sha256": envelope_digest(release.receipt["envelope"])})
+        progress = {**job.progress, **{k: predicate["dataset"][k] for k in ("records_used", "cohort_size")}}
+        self._complete(job.job_id, release, predicate["gates"], progress, wait_seconds=0)
+        return True
+
+    def _fail_cut_off(self, job: JobRecord) -> None:
+        """A job the edge lost mid-run: failed, its directory (outputs, stdout that may hold
+        record data) removed; the records it had read stay in its progress."""
+        self.audit.append("job.fail", job_id=job.job_id,
+                          detail={"reason": "edge restarted during the job",
+                                  "records_used": job.progress.get("records_used", 0)})
+        if not self.edge.settings.sandbox.keep_job_files:
+            shutil.rmtree(self.edge.settings.jobs_dir / job.job_id, onerror=_log_removal_error)
+        self.store.transition(job.job_id, "failed", reasons=[CUT_OFF])
 
     def _wan_severed(self, job_id: str) -> Any:
         wan = getattr(self.edge, "wan", None)
@@ -233,22 +297,23 @@ class JobManager:
 
     # ---- progress -----------------------------------------------------------------
     def _progress_callback(self, job_id: str) -> Any:
-        last = [0.0]
-
         def on_progress(update: dict[str, Any]) -> None:
-            now = time.monotonic()
+            # The runner sends at most twice a second, and always its latest counts: each is
+            # stored, so a crash loses at most half a second of them.
             self._reported[job_id] = _plain(update)
-            if now - last[0] >= 0.5:  # throttle database writes, the loop may be fast
-                last[0] = now
-                self.store.set_progress(job_id, self._reported[job_id])
+            self.store.set_progress(job_id, self._reported[job_id])
 
         return on_progress
 
     def _progress(self, job_id: str, meter: Any) -> dict[str, Any]:
-        """The job's final counters: the last the runner reported (the throttle above may
-        have held it back, and it alone knows epochs and batches) with the meter's records."""
+        """The job's final counters: the last the runner reported (it alone knows epochs and
+        batches) with the meter's records."""
         return {**self._reported.pop(job_id, {}), "records_used": meter.records_used,
                 "cohort_size": meter.cohort_size}
+
+
+def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
+    log.error("could not remove part of a job directory (%s): %s", function.__name__, excinfo[0].__name__)
 
 
 def _plain(update: dict[str, Any]) -> dict[str, Any]:

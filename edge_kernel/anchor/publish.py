@@ -10,14 +10,13 @@ first, so a confused outbox can never attach an anchor to another receipt.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from jupyter_rapha.protocol.errors import NotFound
 from jupyter_rapha.protocol.receipt import envelope_digest
 
-RECEIPT_FILE = "receipt.json"
+from ..release.files import RECEIPT_FILE, write_atomically
 
 
 class ReceiptPublisher:
@@ -44,16 +43,3 @@ class ReceiptPublisher:
         self.store.set_receipt(job_id, document)
         return "done"
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(staging, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)

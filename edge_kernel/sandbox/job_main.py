@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .channel import Channel, SharedArena
+from .lifeline import die_with_parent
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"
@@ -37,6 +38,8 @@ OUT_DIR = Path("out")
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)  # before the cell runs: exits if the edge is gone already
     torch.set_num_threads(2)  # a shared edge: the job must not take every core
     job = json.loads(Path("job.json").read_text("utf-8"))
     code = Path("cell.py").read_text("utf-8")
@@ -64,6 +67,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="job_main")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the broker")
     parser.add_argument("--shm-fd", type=int, default=None, help="inherited shared arena for batches")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="die with this process, the edge: without the air-gap nothing else ties the job to it")
     return parser.parse_args(argv)
 
 

@@ -37,6 +37,7 @@ from ..data.source import Index, Source, open_source
 from ..settings import Settings
 from .channel import SharedArena
 from .launch import wrap_command
+from .lifeline import JobProcess, write_process_file
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,22 @@ class RunOutcome:
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
-            index: Index | None = None, max_epochs: int | None = None) -> RunOutcome:
+            index: Index | None = None, max_epochs: int | None = None,
+            process_file: Path | None = None) -> RunOutcome:
     """Run a job against the dataset's declared source; ``consent`` drops opted-out
-    patients before anything is counted; ``index`` reuses one the edge already built."""
+    patients before anything is counted; ``index`` reuses one the edge already built;
+    ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
+    edge that restarts after a crash (``lifeline.stop_leftovers``)."""
     source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
     return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
-                      max_epochs=max_epochs)
+                      max_epochs=max_epochs, process_file=process_file)
 
 
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                *, max_records: int, cancel: threading.Event | None = None,
-               on_progress: ProgressCallback | None = None, max_epochs: int | None = None) -> RunOutcome:
+               on_progress: ProgressCallback | None = None, max_epochs: int | None = None,
+               process_file: Path | None = None) -> RunOutcome:
     started = _now()
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
@@ -85,14 +90,19 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source)
+        # This thread starts the job and stays with it until it is dead: the parent-death
+        # signal that ties the job to the edge follows the thread that forked it.
         process, parent = _start(spec, workdir, settings, arena)
         thread = threading.Thread(target=broker.serve, args=(parent,), daemon=True,
                                   name=f"broker-{spec.job_id[:8]}")
         thread.start()
         try:
+            _record(process, process_file)
             status = _supervise(process, spec.budget.max_seconds, cancel, on_progress, broker)
         finally:
             _kill(process)
+            if process_file is not None:
+                process_file.unlink(missing_ok=True)
             _stop_broker(parent, thread)
     finally:
         if arena is not None:
@@ -101,11 +111,13 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
     return _outcome(spec, workdir, status, process.returncode, broker, started)
 
 
-def job_command(python: str, fd: int, shm_fd: int | None = None) -> list[str]:
+def job_command(python: str, fd: int, shm_fd: int | None = None, parent_pid: int | None = None) -> list[str]:
     # -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
     # -s: no user site; -B: no bytecode writes into a read-only Python install.
     command = [python, "-P", "-s", "-B", "-m", "edge_kernel.sandbox.job_main", "--fd", str(fd)]
-    return command + ["--shm-fd", str(shm_fd)] if shm_fd is not None else command
+    if shm_fd is not None:
+        command += ["--shm-fd", str(shm_fd)]
+    return command + ["--parent-pid", str(parent_pid)] if parent_pid is not None else command
 
 
 def job_env(workdir: Path, python: str) -> dict[str, str]:
@@ -157,7 +169,10 @@ def _start(spec: JobSpec, workdir: Path, settings: Settings,
     fd = child.fileno()
     shm_fd = arena.fd if arena is not None else None
     fds = (fd,) if shm_fd is None else (fd, shm_fd)
-    cmd = wrap_command(job_command(python, fd, shm_fd), workdir, spec, fds, settings)
+    # Under the air-gap, rapha-airgap dies with the edge (and its PID namespace with it);
+    # without it, the job process must tie itself to the edge.
+    parent_pid = os.getpid() if settings.sandbox.unsafe_no_airgap else None
+    cmd = wrap_command(job_command(python, fd, shm_fd, parent_pid), workdir, spec, fds, settings)
     try:
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             process = subprocess.Popen(cmd, pass_fds=fds, env=job_env(workdir, python), cwd=workdir,
@@ -169,6 +184,16 @@ def _start(spec: JobSpec, workdir: Path, settings: Settings,
     finally:
         child.close()  # only the job holds its end, so its exit reads as end-of-file
     return process, parent
+
+
+def _record(process: subprocess.Popen[bytes], process_file: Path | None) -> None:
+    if process_file is None:
+        return
+    try:
+        write_process_file(process_file, JobProcess.of(process.pid))
+    except (OSError, SandboxFault) as exc:
+        # A job the next start could not find must not run: it is killed in run_source.
+        raise SandboxFault("the job's process file could not be written") from exc
 
 
 def _supervise(process: subprocess.Popen[bytes], max_seconds: int, cancel: threading.Event | None,
