@@ -39,15 +39,21 @@ def init_edge(root: Path, *, records: int = 64, researcher: PrivateKey | None = 
     return researcher
 
 
-def start_edge(root: Path, timeout: float = 60) -> RunningEdge:
+def start_edge(root: Path, timeout: float = 60, *, preload: str = "") -> RunningEdge:
+    """``preload``: Python run in the edge process before ``rapha-edge serve`` (a test's
+    monkeypatch, such as a crash at one step; the edge's own code has no test hooks)."""
     log_path = root / "serve.log"
-    handle = open(log_path, "w")
+    offset = log_path.stat().st_size if log_path.exists() else 0  # a restart appends to the log
+    handle = open(log_path, "a")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "-m", "edge_kernel.cli", "serve", "--config", str(root),
+    entry = ["-m", "edge_kernel.cli"]
+    if preload:
+        entry = ["-c", preload + "\nimport sys\nfrom edge_kernel.cli import main\nsys.exit(main(sys.argv[1:]))"]
+    process = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(root),
                                 "--port", "0", "--host", "127.0.0.1"], stdout=handle, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = _READY.search(log_path.read_text(errors="replace"))
+        match = _READY.search(log_path.read_bytes()[offset:].decode(errors="replace"))
         if match:
             return RunningEdge(root, match.group(1), process, log_path)
         if process.poll() is not None:

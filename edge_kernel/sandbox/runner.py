@@ -42,6 +42,7 @@ from .lifeline import JobProcess, write_process_file
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+PROGRESS_SECONDS = 0.5
 BROKER_JOIN_SECONDS = 10.0
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BYTES = 4096
@@ -199,27 +200,41 @@ def _record(process: subprocess.Popen[bytes], process_file: Path | None) -> None
 def _supervise(process: subprocess.Popen[bytes], max_seconds: int, cancel: threading.Event | None,
                on_progress: ProgressCallback | None, broker: Broker) -> str:
     deadline = time.monotonic() + max_seconds
-    reported: dict[str, int] = {}
+    progress = _Progress(on_progress, broker)
     while True:
         try:
             process.wait(timeout=POLL_SECONDS)
         except subprocess.TimeoutExpired:
             pass  # still running: check the clock, cancel and progress below
         else:
-            reported = _report(on_progress, broker, reported)
+            progress.report(final=True)
             return "completed" if process.returncode == 0 else "failed"
         if cancel is not None and cancel.is_set():
             return "cancelled"
         if time.monotonic() >= deadline:
             return "timeout"
-        reported = _report(on_progress, broker, reported)
+        progress.report()
 
 
-def _report(on_progress: ProgressCallback | None, broker: Broker, last: dict[str, int]) -> dict[str, int]:
-    current = broker.progress()
-    if on_progress is not None and current != last:
-        on_progress(dict(current))
-    return current
+class _Progress:
+    """Passes the broker's counters on when they change, at most every PROGRESS_SECONDS
+    (they are written to the job store, and a loop may be fast). A change held back goes
+    on a later poll, so what is stored is never staler than that: a job an edge crash
+    cuts off keeps a true count of the records it read."""
+
+    def __init__(self, on_progress: ProgressCallback | None, broker: Broker) -> None:
+        self.on_progress, self.broker = on_progress, broker
+        self.sent: dict[str, int] = {}
+        self.sent_at = -PROGRESS_SECONDS
+
+    def report(self, final: bool = False) -> None:
+        current = self.broker.progress()
+        now = time.monotonic()
+        if self.on_progress is None or current == self.sent:
+            return
+        if final or now - self.sent_at >= PROGRESS_SECONDS:
+            self.on_progress(dict(current))
+            self.sent, self.sent_at = current, now
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
