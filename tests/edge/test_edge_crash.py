@@ -120,9 +120,11 @@ def test_kill_9_after_signing_finishes_the_release_on_restart(tmp_path, crash_at
     root, key = edge_at(tmp_path)
     module, owner, name = crash_at.rsplit(".", 2)
     edge = start_edge(root, preload=f"{CRASH}import {module}\n{module}.{owner}.{name} = crash\n")
-    client = EdgeClient(edge.url, key)
-    job_id = submit(client, key, CELL, budget=4)
-    assert edge.process.wait(timeout=180) == -signal.SIGKILL  # killed itself at the crash point
+    try:
+        job_id = submit(EdgeClient(edge.url, key), key, CELL, budget=4)
+        assert edge.process.wait(timeout=180) == -signal.SIGKILL  # killed itself at the crash point
+    finally:
+        stop_process(edge.process, signal.SIGKILL)
     assert "receipt.sign" in audit_kinds(root, job_id) and "job.complete" not in audit_kinds(root, job_id)
 
     edge = start_edge(root)
@@ -154,9 +156,11 @@ def test_kill_9_after_signing_finishes_the_release_on_restart(tmp_path, crash_at
 def test_kill_9_before_the_release_is_written_fails_the_job_and_anchors_nothing(tmp_path):
     root, key = edge_at(tmp_path)
     edge = start_edge(root, preload=f"{CRASH}import edge_kernel.jobs\nedge_kernel.jobs.write_release = crash\n")
-    client = EdgeClient(edge.url, key)
-    job_id = submit(client, key, CELL, budget=4)
-    assert edge.process.wait(timeout=180) == -signal.SIGKILL
+    try:
+        job_id = submit(EdgeClient(edge.url, key), key, CELL, budget=4)
+        assert edge.process.wait(timeout=180) == -signal.SIGKILL
+    finally:
+        stop_process(edge.process, signal.SIGKILL)
     assert "receipt.sign" in audit_kinds(root, job_id)
 
     edge = start_edge(root)
