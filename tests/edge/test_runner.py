@@ -152,11 +152,12 @@ def test_an_exception_leaves_only_as_type_and_line(synth_folder, synth_entry, se
 
 def test_a_cell_that_sleeps_past_max_seconds_is_killed_with_its_children(synth_folder, synth_entry, settings,
                                                                           tmp_path):
-    code = "import subprocess, time\nchild = subprocess.Popen(['sleep', '120'])\n" \
+    code = "import subprocess, time\nchild = subprocess.Popen(['sleep', '121.25'])\n" \
            "open('child.pid', 'w').write(str(child.pid))\ntime.sleep(120)\n"
     workdir = tmp_path / "job"
     started = time.monotonic()
-    outcome = _run(make_spec(code, max_seconds=3), synth_entry, synth_folder, workdir, settings)
+    # 10 s: time for the job to start and write child.pid on a loaded machine, well short of the sleeps.
+    outcome = _run(make_spec(code, max_seconds=10), synth_entry, synth_folder, workdir, settings)
     assert outcome.status == "timeout" and outcome.error is None and outcome.weights is None
     assert time.monotonic() - started < 60  # far below the 120 s the cell asks for, on a loaded machine too
     assert (workdir / "child.pid").exists()
