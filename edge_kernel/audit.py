@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
@@ -29,6 +32,8 @@ from .audit_head import AuditHead, HeadFile
 from .db import Database
 
 GENESIS = "0" * 64
+REFUSAL_WINDOW_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -126,3 +131,59 @@ def _hash_holds(digest: str, seq: int, ts: str, event: str, job_id: str | None, 
         return entry_hash(seq, ts, event, job_id, actor, json.loads(detail), prev) == digest
     except (ValueError, TypeError, RaphaError):
         return False
+
+
+class RefusalTally:
+    """Refusals of requests that nobody authenticated, as one ``request.reject`` summary
+    row per window (counts by refusal kind and HTTP method) rather than one row each.
+
+    Anyone can send such a request, so a row each would let an anonymous client grow the
+    hash-chained log without bound. Such a refusal acts on nothing (no job, no state), so
+    writing its summary after the answer keeps S7. The row is written when the window
+    that the first refusal opened ends, and by ``flush`` when the edge stops."""
+
+    def __init__(self, audit: AuditLog, window_seconds: float = REFUSAL_WINDOW_SECONDS) -> None:
+        self._audit = audit
+        self._window = window_seconds
+        self._lock = threading.Lock()
+        self._kinds: Counter[str] = Counter()
+        self._methods: Counter[str] = Counter()
+        self._first = self._last = ""
+        self._timer: threading.Timer | None = None
+
+    def count(self, kind: str, method: str) -> None:
+        with self._lock:
+            self._last = utc_now()
+            if not self._kinds:
+                self._first = self._last
+                self._start_timer()
+            self._kinds[kind] += 1
+            self._methods[method[:16]] += 1
+
+    def flush(self) -> None:
+        """Append the summary of the refusals counted so far, if any."""
+        with self._lock:
+            if not self._kinds:
+                return
+            detail = {"summary": True, "refused": sum(self._kinds.values()), "kinds": dict(self._kinds),
+                      "methods": dict(self._methods), "first": self._first, "last": self._last,
+                      "window_seconds": self._window}
+            self._audit.append("request.reject", detail=detail)  # counts are kept if this fails
+            self._kinds.clear()
+            self._methods.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Timer(self._window, self._flush_in_background)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _flush_in_background(self) -> None:
+        try:
+            self.flush()
+        except RaphaError as exc:  # counts kept, tried again next window; a timer has no caller to tell
+            log.error("audit: refusal summary not written: %s", exc.diagnostics())
+            with self._lock:
+                self._start_timer()

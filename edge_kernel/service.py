@@ -1,14 +1,19 @@
 """The edge's HTTP service (tornado).
 
-Every researcher route authenticates the exact request bytes first (S8) and audits a
-refusal before answering it (S7). One function maps errors to HTTP status, so no
-handler can answer a refusal with 200 or leak a traceback with a 500.
+Every researcher route authenticates the exact request bytes first (S8). A refusal of
+a request whose signature verified (a replay) is audited before it is answered (S7);
+refusals of requests nobody authenticated are counted into one summary row per window,
+so that anonymous clients cannot grow the audit log without bound. One function maps
+errors to HTTP status, so no handler can answer a refusal with 200 or leak a traceback
+with a 500; bad input of any shape (oversized or deeply nested bodies, non-ASCII
+numbers, invalid Unicode) is a 4xx with a JSON body.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import http.client
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -16,16 +21,25 @@ from typing import Any, Awaitable, Callable
 import tornado.netutil
 import tornado.web
 
-from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError,
+from jupyter_rapha.protocol import bounded
+from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError, Replayed,
                                            StorageUnavailable)
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 
+from .audit import RefusalTally
 from .catalog import CatalogCache
 from .edge import Edge
 from .researchers import Researcher
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# A body over MAX_BODY_BYTES is read on and dropped up to here, so that the client is
+# still listening when its 413 comes; past this the connection is simply closed.
+DRAIN_BODY_BYTES = 64 * 1024 * 1024
+
+
+class BodyTooLarge(BadInput):
+    """A request body over MAX_BODY_BYTES (HTTP 413)."""
 
 
 def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -34,8 +48,12 @@ def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
         # The machine's fault, not the request's, and passing: 503 with a generic reason
         # (never a path or a SQLite message), the same text GET /v1/edge lists.
         return 503, {"kind": "StorageUnavailable", "message": exc.diagnostics()}
+    if isinstance(exc, tornado.web.HTTPError) and 400 <= exc.status_code < 500:
+        # tornado's own refusals of the request line (bad query encoding, missing argument)
+        return exc.status_code, {"kind": "BadRequest", "message": http.client.responses.get(exc.status_code, "")}
     if isinstance(exc, RaphaError):
-        for kind, status in ((BadInput, 400), (AuthError, 401), (GateDenied, 403), (NotFound, 404)):
+        for kind, status in ((BodyTooLarge, 413), (BadInput, 400), (AuthError, 401), (GateDenied, 403),
+                             (NotFound, 404)):
             if isinstance(exc, kind):
                 body = {"kind": type(exc).__name__, "message": exc.diagnostics()}
                 if isinstance(exc, GateDenied):
@@ -50,17 +68,17 @@ def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def wrapper(self: "BaseHandler", *args: Any) -> None:
         try:
+            self.take_body()
             result = method(self, *args)
             if result is not None:
                 await result
         except Exception as exc:
-            if not isinstance(exc, RaphaError):
+            if not isinstance(exc, (RaphaError, tornado.web.HTTPError)):
                 log.exception("unhandled error on %s %s", self.request.method, self.request.path)
             status, body = error_status(exc)
             if isinstance(exc, AuthError):
                 try:
-                    self.edge.audit.append("request.reject", detail={"kind": type(exc).__name__,
-                                                                    "method": self.request.method})
+                    self.audit_refusal(exc)
                 except StorageUnavailable as fault:  # not audited: refused still, and said why
                     status, body = error_status(fault)
             if status == 503:
@@ -70,11 +88,38 @@ def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
     return wrapper
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
-    edge: Edge
+    """Bodies are streamed in so that one over MAX_BODY_BYTES is dropped as it arrives
+    (never held) and still answered with a 413 once it has been read."""
 
-    def initialize(self, edge: Edge) -> None:
+    edge: Edge
+    refusals: RefusalTally
+
+    def initialize(self, edge: Edge, refusals: RefusalTally) -> None:
         self.edge = edge
+        self.refusals = refusals
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= MAX_BODY_BYTES:
+            self._chunks.append(chunk)
+        else:
+            self._chunks.clear()
+
+    def take_body(self) -> None:
+        if self._body_size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        self.request.body = b"".join(self._chunks)
+
+    def audit_refusal(self, exc: AuthError) -> None:
+        method = self.request.method or ""
+        if isinstance(exc, Replayed):  # the signature verified: a known key's request, audited on its own
+            self.edge.audit.append("request.reject", detail={"kind": type(exc).__name__, "method": method})
+        else:
+            self.refusals.count(type(exc).__name__, method)
 
     def write_json(self, value: Any, status: int | None = None) -> None:
         if status:
@@ -112,8 +157,8 @@ class DatasetsHandler(BaseHandler):
 
 
 class CatalogHandler(BaseHandler):
-    def initialize(self, edge: Edge, catalog: CatalogCache) -> None:
-        super().initialize(edge)
+    def initialize(self, edge: Edge, refusals: RefusalTally, catalog: CatalogCache) -> None:  # type: ignore[override]
+        super().initialize(edge, refusals)
         self.catalog = catalog  # one per app: signed again only when the offer changes
 
     @api
@@ -137,11 +182,10 @@ class JobEventsHandler(BaseHandler):
     def get(self, job_id: str) -> None:
         researcher = self.researcher()
         job = self.edge.store.get(job_id, researcher.key_id)  # another researcher's job is unknown
-        after = self.get_query_argument("after", "0")
-        if not after.isdigit():
-            raise BadInput("after must be a whole number: the last event sequence number seen (0 for all)")
+        after = bounded.whole_number(self.get_query_argument("after", "0"),
+                                     "after (the last event sequence number seen, 0 for all)")
         self.write_json({"job_id": job_id, "state": job.state,
-                         "events": self.edge.store.events(job_id, int(after))})
+                         "events": self.edge.store.events(job_id, after)})
 
 
 class JobsHandler(BaseHandler):
@@ -153,10 +197,7 @@ class JobsHandler(BaseHandler):
     @api
     def post(self) -> None:
         researcher = self.researcher()
-        try:
-            body = json.loads(self.request.body)
-        except ValueError as exc:
-            raise BadInput("request body is not JSON") from exc
+        body = bounded.loads(self.request.body, what="request body")
         if not isinstance(body, dict) or set(body) != {"spec"}:
             raise BadInput("request body must be {\"spec\": {...}}")
         spec = parse_jobspec(body["spec"])
@@ -201,16 +242,29 @@ class ChainHandler(BaseHandler):
 
     @api
     def post(self) -> None:
-        from .anchor.rpcserver import rpc_http_body
+        from .anchor.rpcserver import rpc_http_answer
 
         if self.edge.chain is None:
             raise NotFound("this edge anchors on an external chain; use its RPC endpoint")
+        status, answer = rpc_http_answer(self.edge.chain, self.request.body or b"")
+        self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(rpc_http_body(self.edge.chain, self.request.body or b""))
+        self.finish(answer)
 
 
-def make_app(edge: Edge) -> tornado.web.Application:
-    args = {"edge": edge}
+class UnknownRouteHandler(BaseHandler):
+    """Every path no route names: a JSON 404 once the body is in (streamed and dropped like
+    any other, rather than buffered whole as tornado's default handler would)."""
+
+    @api
+    def unknown(self, *args: str) -> None:
+        raise NotFound(f"no route {self.request.method} {self.request.path[:128]}")
+
+    get = post = put = patch = delete = options = unknown
+
+
+def make_app(edge: Edge, refusals: RefusalTally | None = None) -> tornado.web.Application:
+    args = {"edge": edge, "refusals": refusals or RefusalTally(edge.audit)}
     job = r"([0-9a-f]{32})"
     return tornado.web.Application([
         (r"/v1/edge", EdgeInfoHandler, args),
@@ -222,7 +276,7 @@ def make_app(edge: Edge) -> tornado.web.Application:
         (rf"/v1/jobs/{job}/events", JobEventsHandler, args),
         (rf"/v1/jobs/{job}/(receipt|metrics|weights)", JobFileHandler, args),
         (r"/chain", ChainHandler, args),
-    ], compress_response=False)
+    ], compress_response=False, default_handler_class=UnknownRouteHandler, default_handler_args=args)
 
 
 def tls_context(settings: Any) -> Any:
@@ -248,7 +302,8 @@ async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] |
 
     from tornado.httpserver import HTTPServer
 
-    server = HTTPServer(make_app(edge), max_body_size=MAX_BODY_BYTES, xheaders=False,
+    refusals = RefusalTally(edge.audit)
+    server = HTTPServer(make_app(edge, refusals), max_body_size=DRAIN_BODY_BYTES, xheaders=False,
                         ssl_options=tls_context(edge.settings))
     sockets = tornado.netutil.bind_sockets(port, address=host)
     server.add_sockets(sockets)
@@ -260,4 +315,8 @@ async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] |
         await asyncio.Event().wait()
     finally:
         server.stop()
+        try:
+            refusals.flush()  # before edge.stop, so the log's last refusals precede it
+        except RaphaError as exc:  # a full disk must not keep the edge from closing its database
+            log.error("audit: refusal summary not written at stop: %s", exc.diagnostics())
         edge.close()

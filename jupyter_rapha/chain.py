@@ -12,10 +12,15 @@ import re
 from typing import Any
 
 import requests
-from web3 import HTTPProvider, Web3
-from web3.exceptions import TransactionNotFound, Web3Exception
 
+from jupyter_rapha.protocol.bounded import recursion_limit_kept
 from jupyter_rapha.protocol.errors import AnchorFault
+
+# web3 imports py_ecc, which raises the recursion limit to 100000; C code bounded by it
+# (json) would then overflow the C stack on a hostile answer instead of raising.
+with recursion_limit_kept():
+    from web3 import HTTPProvider, Web3
+    from web3.exceptions import TransactionNotFound, Web3Exception
 from jupyter_rapha.protocol.receipt import AnchorObservation
 
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")

@@ -17,14 +17,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from eth_bloom import BloomFilter
-from eth_tester.exceptions import BlockNotFound, TransactionNotFound
 from eth_utils import is_address, is_hexstr
 
+from jupyter_rapha.protocol import bounded
+from jupyter_rapha.protocol.bounded import recursion_limit_kept
+from jupyter_rapha.protocol.errors import BadInput
+
 from .base import DEFAULT_TIP_WEI
+
+with recursion_limit_kept():  # eth_tester imports py-evm, which raises it (see anchor/__init__)
+    from eth_tester.exceptions import BlockNotFound, TransactionNotFound
 
 CLIENT_VERSION = "rapha-devchain/1 (eth-tester, py-evm)"
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 64
+MAX_DEPTH = 16  # a batch of requests whose params hold call objects: a few levels suffice
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = (
     -32700, -32600, -32601, -32602, -32603)
 TX_REJECTED = -32000
@@ -85,17 +92,31 @@ def _dispatch_one(methods: Mapping[str, Method], request: Any) -> dict[str, Any]
 
 
 def rpc_http_body(chain: RpcChain, body: bytes) -> bytes:
-    """Raw POST body in, raw JSON answer out (HTTP status is always 200)."""
+    """Raw POST body in, raw JSON answer out."""
+    return rpc_http_answer(chain, body)[1]
+
+
+def rpc_http_answer(chain: RpcChain, body: bytes) -> tuple[int, bytes]:
+    """Raw POST body in, (HTTP status, raw JSON answer) out: 413 for an oversized body,
+    400 when the body is not one JSON-RPC request or batch, else 200 (a method's own
+    error is a JSON-RPC error in a 200, as stock clients expect)."""
     if len(body) > MAX_BODY_BYTES:
-        answer: Any = _error(None, INVALID_REQUEST, f"request body exceeds {MAX_BODY_BYTES} bytes")
+        status, answer = 413, _error(None, INVALID_REQUEST, f"request body exceeds {MAX_BODY_BYTES} bytes")
     else:
         try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            answer = _error(None, PARSE_ERROR, "request body is not JSON")
+            # bounded: this endpoint is public, and json.loads alone recurses once per level
+            request = bounded.loads(body, what="request body", max_depth=MAX_DEPTH)
+        except BadInput as exc:
+            status, answer = 400, _error(None, PARSE_ERROR, exc.message)
         else:
             answer = chain.rpc(request)
-    return json.dumps(answer, separators=(",", ":")).encode()
+            status = 400 if isinstance(answer, dict) and _whole_request_refused(answer) else 200
+    return status, json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _whole_request_refused(answer: dict[str, Any]) -> bool:
+    error = answer.get("error")
+    return isinstance(error, dict) and error.get("code") in (PARSE_ERROR, INVALID_REQUEST)
 
 
 # -- encodings ---------------------------------------------------------------------------
@@ -337,7 +358,7 @@ def _handler_for(chain: RpcChain, path: str) -> type[BaseHTTPRequestHandler]:
                 length = -1
             if length < 0 or length > MAX_BODY_BYTES:
                 return self._answer(413, b'{"error":"request too large"}')
-            self._answer(200, rpc_http_body(chain, self.rfile.read(length)))
+            self._answer(*rpc_http_answer(chain, self.rfile.read(length)))
 
         def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)

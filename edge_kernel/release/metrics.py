@@ -8,16 +8,17 @@ is replaced, because the job chooses it and could spell data with it.
 from __future__ import annotations
 
 import builtins
-import json
 import math
 import re
 from typing import Any
 
+from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import ReleaseDenied
 from jupyter_rapha.protocol.jobspec import OutputPolicy
 
 MAX_METRICS_BYTES = 8 * 1024 * 1024
 MAX_METRIC_NAMES = 64
+METRICS_DEPTH = 4  # {"name": [numbers]} is two levels
 _METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 _BUILTIN_ERRORS = frozenset(
     name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
@@ -29,10 +30,8 @@ def parse_metrics(raw: bytes | None, policy: OutputPolicy) -> dict[str, list[flo
         return {}
     if len(raw) > MAX_METRICS_BYTES:
         raise ReleaseDenied("metrics file is larger than the edge accepts")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReleaseDenied("metrics are not JSON") from exc
+    # the job wrote this file: bounded like any request body (depth, UTF-8, surrogates)
+    data = bounded.loads(raw, what="metrics file", max_depth=METRICS_DEPTH, error=ReleaseDenied)
     return check_metrics(data, policy)
 
 
@@ -41,7 +40,7 @@ def check_metrics(data: Any, policy: OutputPolicy) -> dict[str, list[float]]:
         raise ReleaseDenied(f"metrics must be an object of at most {MAX_METRIC_NAMES} named series")
     points, clean = 0, {}
     for name, series in data.items():
-        if not _METRIC_NAME.match(name):
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
             raise ReleaseDenied("a metric name is not a plain identifier (letters, digits, '_')")
         if name not in policy.metric_names:
             raise ReleaseDenied(f"metric '{name}' was not declared in the output policy")
@@ -55,7 +54,12 @@ def check_metrics(data: Any, policy: OutputPolicy) -> dict[str, list[float]]:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))  # float(): an int past 1e308 is no float at all
+    except OverflowError:
+        return False
 
 
 def sanitize_error(error: Any, cell_lines: int) -> dict[str, Any]:

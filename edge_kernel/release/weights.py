@@ -7,18 +7,20 @@ side channel for anything the job read.
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import ReleaseDenied
 from jupyter_rapha.protocol.jobspec import OutputPolicy
 
 NUMERIC_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_TENSORS = 10_000
+MAX_DIMS = 32
+HEADER_DEPTH = 4  # {"name": {"shape": [...]}} is three levels
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
 _ALLOWED_METADATA = ({}, {"format": "pt"})
 
@@ -51,10 +53,8 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
     (length,) = struct.unpack("<Q", data[:8])
     if length > MAX_HEADER_BYTES or 8 + length > len(data):
         raise ReleaseDenied("weights file is not safetensors (bad header length)")
-    try:
-        header = json.loads(data[8:8 + length])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReleaseDenied("weights header is not JSON") from exc
+    # the job wrote this header: bounded like any request body (depth, UTF-8, surrogates)
+    header = bounded.loads(data[8:8 + length], what="weights header", max_depth=HEADER_DEPTH, error=ReleaseDenied)
     if not isinstance(header, dict):
         raise ReleaseDenied("weights header is not a JSON object")
     return header, len(data) - 8 - length
@@ -63,26 +63,30 @@ def _header(data: bytes) -> tuple[dict[str, Any], int]:
 def _check_layout(header: dict[str, Any], body_size: int) -> int:
     spans, parameters = [], 0
     for name, info in header.items():
-        if not _TENSOR_NAME.match(name):
+        if not _TENSOR_NAME.fullmatch(name):
             raise ReleaseDenied("a tensor name is not of letters, digits, '_' or '.' (at most 128)")
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise ReleaseDenied("a tensor entry is malformed")
-        width = NUMERIC_DTYPES.get(info["dtype"])
-        shape, offsets = info["shape"], info["data_offsets"]
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        width = NUMERIC_DTYPES.get(dtype) if isinstance(dtype, str) else None
         if width is None:
-            raise ReleaseDenied(f"tensor dtype {str(info['dtype'])[:8]} is not a numeric type")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ReleaseDenied(f"tensor dtype {str(dtype)[:8]!r} is not a numeric type")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_whole(d) for d in shape)):
             raise ReleaseDenied("a tensor shape is malformed")
         count = 1
         for dim in shape:
             count *= dim
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(o) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] <= body_size and offsets[1] - offsets[0] == count * width):
             raise ReleaseDenied("a tensor's data offsets do not match its shape")
         spans.append((offsets[0], offsets[1]))
         parameters += count
     _check_spans(sorted(spans), body_size)
     return parameters
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_spans(spans: list[tuple[int, int]], body_size: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import SandboxFault
 
 MAGIC = b"RPH1"
@@ -143,10 +144,8 @@ def _payload_size(sizes: list[int]) -> int:
 
 
 def _parse_header(raw: bytes | bytearray | memoryview) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
-    try:
-        doc = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ChannelError("the peer sent a header that is not JSON") from exc
+    # the peer may be the job: bounded, so nesting cannot overflow the stack
+    doc = bounded.loads(bytes(raw), what="the peer's message header", error=ChannelError)
     if not isinstance(doc, dict) or not isinstance(doc.get("msg"), dict):
         raise ChannelError("the peer sent a header of the wrong shape")
     layout = doc.get("arrays", [])

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
@@ -325,10 +326,7 @@ def _read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
 def _metrics(raw: bytes | None) -> dict[str, list[float]]:
     if raw is None:
         return {}
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise OutputRefused("out/metrics.json is not JSON") from exc
+    doc = bounded.loads(raw, what="out/metrics.json", error=OutputRefused)  # the job wrote it
     if not isinstance(doc, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(_is_number(x) for x in v) for k, v in doc.items()):
         raise OutputRefused("out/metrics.json must map names to lists of numbers")
@@ -336,8 +334,8 @@ def _metrics(raw: bytes | None) -> dict[str, list[float]]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and abs(value) != float("inf")
+    # NaN compares false; an integer past the largest float is refused, not overflowed by float()
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
 
 
 _BUILTIN_EXCEPTIONS = frozenset(
@@ -350,8 +348,8 @@ def _error(raw: bytes | None, spec: JobSpec) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        doc = bounded.loads(raw, what="out/error.json", error=OutputRefused)
+    except OutputRefused:
         doc = {}
     doc = doc if isinstance(doc, dict) else {}
     name = doc.get("type")

@@ -77,7 +77,7 @@ def _string(value: str) -> str:
 
 def _integer(value: int) -> str:
     if abs(value) > _MAX_SAFE_INT:
-        raise BadInput(f"integer {value} is beyond 2**53 and cannot be encoded exactly; send it as a string")
+        raise BadInput("an integer is beyond 2**53 and cannot be encoded exactly; send it as a string")
     return str(value)
 
 

@@ -18,7 +18,10 @@ IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """Pre-Authentication Encoding: what a DSSE signature actually covers."""
-    type_bytes = payload_type.encode("utf-8")
+    try:
+        type_bytes = payload_type.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a hostile envelope
+        raise BadInput("envelope payloadType is not valid Unicode") from exc
     return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
 
 

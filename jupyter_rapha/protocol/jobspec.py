@@ -1,9 +1,12 @@
 """The job a researcher asks an edge to run. Parsing is strict: unknown keys, wrong
-types and out-of-range values are refused with a message that says what to fix."""
+types and out-of-range values are refused with a message that says what to fix, and
+any input at all (strings with lone surrogates, huge numbers, any type) meets BadInput
+and nothing else."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +19,7 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 ParamValue = str | int | float | bool
+MAX_EXACT_INT = 2**53  # canonical JSON (RFC 8785) holds integers exactly up to here
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def _object(data: Any, what: str, allowed: set[str]) -> dict[str, Any]:
         raise BadInput(f"{what} must be a JSON object")
     unknown = set(data) - allowed
     if unknown:
-        raise BadInput(f"{what} has unknown keys: {', '.join(sorted(unknown))}")
+        # names shortened: the message goes back to whoever sent them, maybe megabytes long
+        names = sorted(str(key)[:40] for key in unknown)
+        raise BadInput(f"{what} has unknown keys: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}")
     return data
 
 
@@ -101,14 +107,21 @@ def _str(obj: dict[str, Any], key: str, max_len: int) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
         raise BadInput(f"'{key}' must be a non-empty string")
-    if len(value.encode("utf-8")) > max_len:
+    if len(value) > max_len or len(_utf8(value, key)) > max_len:
         raise BadInput(f"'{key}' is longer than {max_len} bytes")
     return value
 
 
+def _utf8(value: str, key: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which json.loads lets through
+        raise BadInput(f"'{key}' is not valid Unicode text") from exc
+
+
 def _match(obj: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
     value = obj.get(key)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):  # match's "$" allows a final newline
         raise BadInput(f"'{key}' must be {what}")
     return value
 
@@ -121,7 +134,7 @@ def _int(obj: dict[str, Any], key: str, low: int, high: int, default: int | None
 
 
 def _names(value: Any, key: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and _NAME.match(v) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and _NAME.fullmatch(v) for v in value):
         raise BadInput(f"'{key}' must be a list of names")
     if len(set(value)) != len(value):
         raise BadInput(f"'{key}' names a field twice")
@@ -150,8 +163,20 @@ def _params(data: Any) -> dict[str, ParamValue]:
     if not isinstance(data, dict) or len(data) > 64:
         raise BadInput("'params' must be an object of at most 64 entries")
     for key, value in data.items():
-        if not _NAME.match(key) or not isinstance(value, (str, int, float, bool)):
-            raise BadInput(f"param '{key}' must be named plainly and hold a string, number or boolean")
-        if isinstance(value, str) and len(value) > 1024:
-            raise BadInput(f"param '{key}' is longer than 1024 characters")
+        if not isinstance(key, str) or not _NAME.fullmatch(key):
+            raise BadInput("a param name must be letters, digits, '.', '_' or '-' (at most 64)")
+        _param_value(key, value)
     return dict(data)
+
+
+def _param_value(key: str, value: Any) -> None:
+    if not isinstance(value, (str, int, float, bool)):
+        raise BadInput(f"param '{key}' must hold a string, number or boolean")
+    if isinstance(value, str):
+        _utf8(value, f"param {key}")
+        if len(value) > 1024:
+            raise BadInput(f"param '{key}' is longer than 1024 characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"param '{key}' must be a finite number")
+    if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+        raise BadInput(f"param '{key}' is beyond 2**53; send it as a string")

@@ -22,10 +22,11 @@ by id accept the envelope as it is. This module ignores the hint and tries the k
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import bounded
 from .canonical import canonical_json
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
@@ -44,6 +45,10 @@ PREDICATE_VERSION = "1.2"
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
+_VERSION = re.compile(r"([0-9]{1,6})(?:\.[0-9]{1,6})?")
+# Faults of a hostile document's shape that no check below anticipated. A check that
+# meets one fails (never passes), and the verifier answers instead of raising.
+_MALFORMED = (KeyError, IndexError, TypeError, AttributeError, ValueError, OverflowError, RecursionError)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -98,9 +103,9 @@ def major_version(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        major, _, minor = value.partition(".")
-        if major.isdigit() and (not minor or minor.isdigit()):
-            return int(major)
+        match = _VERSION.fullmatch(value)  # ASCII digits: str.isdigit would take "²", which int() refuses
+        if match:
+            return int(match.group(1))
     return None
 
 
@@ -152,24 +157,36 @@ def verify_receipt(
     tsa_trust: bytes | None = None,
 ) -> Verification:
     """Check a receipt document. Every check is listed; the first failure stops the rest
-    that depend on it. ``tsa_trust`` (PEM trust anchors) checks an RFC 3161 anchor."""
+    that depend on it. ``tsa_trust`` (PEM trust anchors) checks an RFC 3161 anchor.
+    Any document at all gets an answer: a malformed one fails a check, it never raises."""
     result = Verification()
+    try:
+        _verify(document, edge_key, weights, metrics, anchor, min_confirmations, tsa_trust, result)
+    except (RaphaError, *_MALFORMED) as exc:
+        stage = ("format", "signature", "statement", "outputs", "anchor")[min(len(result.checks), 4)]
+        detail = exc.diagnostics() if isinstance(exc, RaphaError) else "a field has the wrong type or is missing"
+        result.add(stage, False, f"the receipt is malformed: {detail}")
+    return result
+
+
+def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: dict[str, Any] | None,
+            anchor: AnchorObservation | None, min_confirmations: int, tsa_trust: bytes | None,
+            result: Verification) -> None:
     if not _check_format(document, result):
-        return result
+        return
     try:
         payload = verify_envelope(document["envelope"], edge_key)
     except RaphaError as exc:
         result.add("signature", False, exc.diagnostics())
-        return result
+        return
     result.add("signature", True, f"signed by edge key {edge_key.key_id}")
     statement = _parse_statement(payload, result)
     if statement is None:
-        return result
+        return
     result.statement = statement
     _check_preprocessing(statement["predicate"], result)
     _check_outputs(statement, weights, metrics, result)
     _check_anchor(document, statement["predicate"], anchor, min_confirmations, result, tsa_trust)
-    return result
 
 
 def _check_format(document: Any, result: Verification) -> bool:
@@ -177,14 +194,18 @@ def _check_format(document: Any, result: Verification) -> bool:
         return result.add("format", False, f"not a {RECEIPT_FORMAT} document")
     if not isinstance(document.get("envelope"), dict):
         return result.add("format", False, "receipt has no envelope")
+    try:
+        envelope_digest(document["envelope"])  # the anchor names this digest; it must exist
+    except RaphaError as exc:
+        return result.add("format", False, f"the envelope has no canonical JSON form: {exc.diagnostics()}")
     return result.add("format", True, RECEIPT_FORMAT)
 
 
 def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | None:
     try:
-        statement = json.loads(payload)
-    except ValueError:
-        result.add("statement", False, "signed payload is not JSON")
+        statement = bounded.loads(payload, what="signed payload")
+    except RaphaError as exc:
+        result.add("statement", False, exc.diagnostics())
         return None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         result.add("statement", False, "signed payload is not an in-toto Statement v1")
@@ -197,9 +218,13 @@ def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | N
         result.add("statement", False, "receipt predicate is incomplete")
         return None
     if major_version(predicate.get("receipt_version")) != PREDICATE_MAJOR:
-        result.add("statement", False, f"receipt version {predicate.get('receipt_version')!r} is not supported")
+        result.add("statement", False, f"receipt version {str(predicate.get('receipt_version'))[:16]!r} is not supported")
         return None
-    result.add("statement", True, f"job {predicate['job'].get('id')}")
+    problem = _shape_problem(predicate)
+    if problem:
+        result.add("statement", False, f"receipt predicate is malformed: {problem}")
+        return None
+    result.add("statement", True, f"job {str(predicate['job'].get('id'))[:64]}")
     return statement
 
 
@@ -228,6 +253,19 @@ def _step_name(step: Any) -> str:
     return str(step.get("op")) if isinstance(step, dict) else "?"
 
 
+def _shape_problem(predicate: dict[str, Any]) -> str:
+    """The fields the checks below read, with the types they read them as ("" if fine)."""
+    for name in ("job", "edge", "outputs"):
+        if not isinstance(predicate[name], dict):
+            return f"'{name}' is not an object"
+    weights, metrics = predicate["outputs"].get("weights"), predicate["outputs"].get("metrics")
+    if not (isinstance(weights, dict) and isinstance(weights.get("bytes"), int)):
+        return "'outputs.weights.bytes' is not a whole number"
+    if not (isinstance(metrics, dict) and isinstance(metrics.get("sha256"), str)):
+        return "'outputs.metrics.sha256' is not a string"
+    return ""
+
+
 def _subject_digest(statement: dict[str, Any]) -> str | None:
     subjects = statement.get("subject")
     if isinstance(subjects, list) and subjects and isinstance(subjects[0], dict):
@@ -245,10 +283,21 @@ def _check_outputs(statement: dict[str, Any], weights: bytes | None,
         result.add("weights", actual == claimed and predicate["outputs"]["weights"]["bytes"] == len(weights),
                    f"weights sha256 {actual[:16]}… {'matches' if actual == claimed else 'differs from'} the receipt")
     if metrics is not None:
-        actual = metrics_digest(metrics)
+        try:
+            actual = metrics_digest(metrics)
+        except RaphaError as exc:
+            result.add("metrics", False, f"the metrics given have no canonical JSON form: {exc.diagnostics()}")
+            return
         expected = predicate["outputs"]["metrics"]["sha256"]
-        result.add("metrics", actual == expected and canonical_json(metrics) == canonical_json(predicate["metrics"]),
+        result.add("metrics", actual == expected and _same_json(metrics, predicate["metrics"]),
                    f"metrics sha256 {actual[:16]}… {'matches' if actual == expected else 'differs from'} the receipt")
+
+
+def _same_json(mine: Any, claimed: Any) -> bool:
+    try:
+        return canonical_json(mine) == canonical_json(claimed)
+    except RaphaError:  # the receipt's copy has no canonical form (NaN, huge integer): not the same
+        return False
 
 
 def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observation: AnchorObservation | None,

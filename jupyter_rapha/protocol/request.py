@@ -15,11 +15,13 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from .bounded import whole_number
 from .errors import BadInput, Expired, Unsigned
 from .keys import PrivateKey, PublicKey
 
 SCHEME = "Rapha-Ed25519"
 MAX_SKEW_SECONDS = 300
+MAX_TIMESTAMP = 2**40  # Unix seconds far past any clock; more digits are not a time
 _FIELD = re.compile(r'\s*([a-zA-Z]+)="([^"]*)"\s*')
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -60,13 +62,14 @@ def parse_authorization(header: str | None) -> RequestAuth:
     missing = {"keyId", "ts", "nonce", "sig"} - fields.keys()
     if missing:
         raise BadInput(f"authorization header lacks {', '.join(sorted(missing))}")
-    if not fields["ts"].isdigit() or not _NONCE.match(fields["nonce"]):
-        raise BadInput("authorization ts must be Unix seconds and nonce 32 lowercase hex digits")
+    if not _NONCE.fullmatch(fields["nonce"]):
+        raise BadInput("authorization nonce must be 32 lowercase hex digits")
+    timestamp = whole_number(fields["ts"], "authorization ts (Unix seconds)", max_value=MAX_TIMESTAMP)
     try:
         signature = base64.b64decode(fields["sig"], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadInput("authorization sig is not base64") from exc
-    return RequestAuth(fields["keyId"], int(fields["ts"]), fields["nonce"], signature)
+    return RequestAuth(fields["keyId"], timestamp, fields["nonce"], signature)
 
 
 def verify_request(
