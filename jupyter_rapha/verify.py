@@ -12,16 +12,18 @@ the statement, the outputs beside the receipt and a batch anchor's inclusion pro
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .protocol import bounded
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
 from .protocol.receipt import AnchorObservation, Check, Verification, verify_receipt
 from .receipt_attestation import check_attestation
 
+MAX_RECEIPT_BYTES = 16 * 2**20  # a receipt is a few kilobytes; a hostile file may be anything
+MAX_METRICS_BYTES = 64 * 2**20
 EDGE_KEY_FILE = "edge.pub"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"
@@ -108,11 +110,12 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
     receipt_path = Path(path)
     notes: list[str] = []
     try:
-        document = json.loads(receipt_path.read_bytes())
+        document = bounded.loads(_read(receipt_path, MAX_RECEIPT_BYTES), what=receipt_path.name)
         key = _edge_key(receipt_path, edge_key, notes)
         weights = _beside(receipt_path, weights_path, WEIGHTS_FILE, notes)
         metrics_bytes = _beside(receipt_path, metrics_path, METRICS_FILE, notes)
-        metrics = json.loads(metrics_bytes) if metrics_bytes is not None else None
+        metrics = bounded.loads(metrics_bytes, what=METRICS_FILE, max_bytes=MAX_METRICS_BYTES) \
+            if metrics_bytes is not None else None
     except (OSError, ValueError, RaphaError) as exc:
         return _unreadable(receipt_path, exc, offline)
     report = verify_document(document, key, weights=weights, metrics=metrics,
@@ -142,6 +145,14 @@ def _beside(receipt: Path, given: str | Path | None, name: str, notes: list[str]
         notes.append(f"checking {candidate} beside the receipt")
         return candidate.read_bytes()
     return None
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RaphaError(f"{path.name} is larger than {max_bytes} bytes: not a receipt")
+    return data
 
 
 def _unreadable(path: Path, exc: Exception, offline: bool) -> VerificationReport:

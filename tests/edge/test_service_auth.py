@@ -1,5 +1,6 @@
 """S8 at the HTTP boundary: only fresh requests signed by registered keys get in, and a
-refused request leaves nothing behind but its audit entry."""
+refused request leaves nothing behind but its audit entry (one summary row per window
+for requests nobody authenticated)."""
 
 from __future__ import annotations
 
@@ -58,9 +59,20 @@ def test_bad_requests_get_4xx_and_leave_only_an_audit_entry(demo_edge):
         response = post(edge.url, data, header)
         assert response.status_code == status, label
         assert words in response.json()["error"]["message"], (label, response.text)
+    edge.stop()  # anonymous refusals are summarised per window; stopping the edge writes the summary
     jobs, events = stored(edge)
     assert jobs == 0
-    assert events.count("request.reject") == len(cases)
+    assert events.count("request.reject") == 1
+    assert refusal_summaries(edge) == [{"Unsigned": 1, "UnknownKey": 1, "Expired": 1, "BadSignature": 1,
+                                        "AuthError": 1}]
+
+
+def refusal_summaries(edge):
+    db = sqlite3.connect(edge.config / "state" / "edge.sqlite")
+    try:
+        return [json.loads(d)["kinds"] for (d,) in db.execute("SELECT detail FROM audit WHERE event='request.reject'")]
+    finally:
+        db.close()
 
 
 def test_malformed_spec_is_400_with_what_to_fix(demo_edge):
