@@ -9,7 +9,6 @@ project's error tree: the caller sees ``GateDenied`` when the hospital said no a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .protocol.cellinfo import logged_metric_names
-from .protocol import errors
+from .protocol import bounded, errors
 from .protocol.canonical import canonical_json
 from .protocol.jobspec import Budget, JobSpec, OutputPolicy, ParamValue, code_digest
 from .protocol.keys import PrivateKey
@@ -138,9 +137,10 @@ class EdgeClient:
     def _json(self, method: str, route: str, body: bytes = b"") -> dict[str, Any]:
         content = self._request(method, route, body)
         try:
-            value = json.loads(content)
-        except ValueError as exc:
-            raise errors.Fault(f"edge {self.url} answered {route} with something that is not JSON") from exc
+            value = bounded.loads(content, what=f"the answer of edge {self.url} to {route}")
+        except errors.BadInput as exc:  # an answer we cannot read is the edge's fault, not the caller's input
+            raise errors.Fault(f"edge {self.url} answered {route} with something that is not JSON",
+                               hint=exc.message) from exc
         if not isinstance(value, dict):
             raise errors.Fault(f"edge {self.url} answered {route} with JSON that is not an object")
         return value
@@ -208,10 +208,10 @@ def error_from_response(status: int, content: bytes, url: str) -> errors.RaphaEr
 
 def _error_body(content: bytes) -> tuple[str, str, list[str]]:
     try:
-        error = json.loads(content).get("error", {})
-        reasons = [str(r) for r in error.get("reasons", []) or []]
-        return str(error.get("kind", "")), str(error.get("message", "")), reasons
-    except (ValueError, AttributeError, TypeError):
+        error = bounded.loads(content, what="error answer").get("error", {})
+        reasons = [str(r)[:1000] for r in error.get("reasons", []) or []][:100]
+        return str(error.get("kind", ""))[:100], str(error.get("message", ""))[:4000], reasons
+    except (errors.BadInput, AttributeError, TypeError):
         return "", "", []
 
 

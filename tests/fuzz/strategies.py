@@ -81,3 +81,17 @@ def replaced(value: Any, path: tuple, new: Any) -> Any:
 
 
 DELETE = object()
+
+
+# Every node of a document replaced by each of these, exhaustively: the cases a random
+# draw of a few hundred examples can miss are exactly the simple ones (a None, an empty list).
+HOSTILE_SAMPLES: list[Any] = [None, [], {}, "", "\u00b2", "\ud800", 10**400, 2**63, -1, float("nan"), True,
+                              nested(100), {"": [[]]}, DELETE]
+
+
+def every_mutation(value: Any):
+    """(path, new value, mutated copy) for every non-root node and every hostile sample."""
+    for path in paths(value):
+        if path:
+            for sample in HOSTILE_SAMPLES:
+                yield path, sample, replaced(value, path, sample)

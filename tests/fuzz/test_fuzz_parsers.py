@@ -17,7 +17,8 @@ from jupyter_rapha.protocol.errors import BadInput, RaphaError, ReleaseDenied
 from jupyter_rapha.protocol.jobspec import OutputPolicy, code_digest, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.request import parse_authorization, sign_request, verify_request
-from tests.fuzz.strategies import DELETE, NASTY_STRINGS, budget, json_bytes, json_values, paths, replaced
+from tests.fuzz.strategies import (DELETE, NASTY_STRINGS, budget, every_mutation, json_bytes, json_values, paths,
+                                   replaced)
 
 KEY = PrivateKey.generate()
 POLICY = OutputPolicy(max_weights_bytes=1 << 20, metric_names=("loss", "accuracy"), max_metric_points=100)
@@ -46,7 +47,7 @@ def headers(draw) -> str:
     return HEADER.replace(", ", draw(st.sampled_from([",", " ,", ",,", "\t,", ", x=\"1\", "])))
 
 
-@budget(200)
+@budget(100)
 @given(headers())
 def test_authorization_parsing_raises_only_project_errors(header):
     try:
@@ -71,7 +72,7 @@ SPEC = {"version": 1, "job_id": "a" * 32, "researcher_key_id": "b" * 32, "create
 SPEC_PATHS = [p for p in paths(SPEC) if p]
 
 
-@budget(200)
+@budget(100)
 @given(st.sampled_from(SPEC_PATHS), hostile)
 def test_jobspec_parsing_raises_only_bad_input(path, value):
     try:
@@ -79,6 +80,14 @@ def test_jobspec_parsing_raises_only_bad_input(path, value):
     except BadInput:
         return
     assert parse_jobspec(spec.to_dict()) == spec  # what parses, round-trips
+
+
+def test_every_jobspec_node_replaced_by_each_hostile_sample_is_bad_input():
+    for path, _, changed in every_mutation(SPEC):
+        try:
+            parse_jobspec(changed)
+        except BadInput:
+            continue
 
 
 @budget(100)
@@ -105,7 +114,16 @@ def test_the_unmutated_weights_pass():
     assert check_weights(safetensors(WEIGHTS_HEADER), POLICY).parameters == 2
 
 
-@budget(300)
+def test_every_weights_header_node_replaced_by_each_hostile_sample_is_release_denied():
+    for path, sample, changed in every_mutation(WEIGHTS_HEADER):
+        try:
+            check_weights(safetensors(changed), POLICY)
+        except ReleaseDenied:
+            continue
+        assert path[0] == "__metadata__" and (sample is DELETE or sample == {})  # no metadata is allowed
+
+
+@budget(100)
 @given(st.sampled_from(WEIGHTS_PATHS), hostile)
 def test_weights_header_checks_raise_only_release_denied(path, value):
     try:
@@ -114,7 +132,7 @@ def test_weights_header_checks_raise_only_release_denied(path, value):
         pass
 
 
-@budget(200)
+@budget(100)
 @given(st.binary(max_size=64), st.integers(0, 2**64 - 1), json_bytes)
 def test_weights_of_any_bytes_raise_only_release_denied(prefix, length, header):
     for data in (prefix, struct.pack("<Q", length) + header, struct.pack("<Q", len(header)) + header):
@@ -130,7 +148,16 @@ METRICS = {"loss": [0.5, 0.25], "accuracy": [1, 0.5]}
 METRICS_PATHS = [p for p in paths(METRICS) if p]
 
 
-@budget(300)
+def test_every_metrics_node_replaced_by_each_hostile_sample_is_release_denied_or_clean():
+    for _, _, changed in every_mutation(METRICS):
+        try:
+            clean = check_metrics(changed, POLICY)
+        except ReleaseDenied:
+            continue
+        assert all(isinstance(v, float) for series in clean.values() for v in series)
+
+
+@budget(100)
 @given(st.sampled_from(METRICS_PATHS), hostile)
 def test_metrics_checks_raise_only_release_denied(path, value):
     changed = replaced(METRICS, path, value)
@@ -143,7 +170,7 @@ def test_metrics_checks_raise_only_release_denied(path, value):
         assert all(isinstance(v, float) for series in clean.values() for v in series)
 
 
-@budget(200)
+@budget(100)
 @given(json_bytes)
 def test_metrics_of_any_bytes_raise_only_release_denied(raw):
     try:
@@ -154,7 +181,7 @@ def test_metrics_of_any_bytes_raise_only_release_denied(raw):
 
 # -- bounded JSON -------------------------------------------------------------------------------
 
-@budget(300)
+@budget(100)
 @given(json_bytes)
 def test_bounded_json_raises_only_its_error_and_agrees_with_json(raw):
     try:
@@ -165,7 +192,7 @@ def test_bounded_json_raises_only_its_error_and_agrees_with_json(raw):
     json.dumps(value).encode("utf-8")  # no lone surrogate survived
 
 
-@budget(200)
+@budget(100)
 @given(json_values)
 def test_bounded_json_accepts_what_json_dumps_writes_within_the_depth(value):
     text = json.dumps(value)

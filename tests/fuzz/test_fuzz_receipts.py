@@ -22,7 +22,7 @@ from jupyter_rapha.protocol.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
 from jupyter_rapha.protocol.receipt import (PREDICATE_TYPE, RECEIPT_FORMAT, STATEMENT_TYPE, AnchorObservation,
                                             envelope_digest, sha256_hex, sign_receipt)
 from jupyter_rapha.verify import format_report, report_dict, verify_document
-from tests.fuzz.strategies import DELETE, budget, json_values, paths, replaced
+from tests.fuzz.strategies import DELETE, budget, every_mutation, json_values, paths, replaced
 from tests.receipts.receipt_factory import ADDRESS, METRICS, WEIGHTS, predicate
 
 EDGE = PrivateKey.generate()
@@ -84,6 +84,19 @@ def verify(document, observation=OBSERVATION):
 
 def test_the_unmutated_receipt_passes():
     assert verify(copy.deepcopy(DOCUMENT)).passed
+
+
+def test_every_predicate_node_replaced_by_each_hostile_sample_is_checked():
+    for path, _, changed in every_mutation(PREDICATE):
+        report = verify(*signed_anyhow(changed))
+        if path[:3] in CHECKED_AGAINST_OUTPUTS and changed != PREDICATE:
+            assert not report.passed, path
+
+
+def test_every_document_node_replaced_by_each_hostile_sample_is_checked():
+    for path, _, document in every_mutation(DOCUMENT):
+        if path[:2] != ("envelope", "payload"):
+            assert not verify(document).passed or _only_hint_changed(document), path
 
 
 @budget(100)
