@@ -102,6 +102,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self._chunks: list[bytes] = []
         self._body_size = 0
 
+    def prepare(self) -> None:
+        # Past DRAIN_BODY_BYTES tornado stops reading and closes the connection once the
+        # headers are in; answer before that, so the client learns why.
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > DRAIN_BODY_BYTES:
+            self.set_status(413)
+            self.write_json({"error": {"kind": "BodyTooLarge",
+                                       "message": f"request body is larger than {MAX_BODY_BYTES} bytes"}})
+
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
         if self._body_size <= MAX_BODY_BYTES:

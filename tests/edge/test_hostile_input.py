@@ -135,6 +135,9 @@ def test_a_10_mb_body_is_answered_413_with_a_json_error(demo_edge):
     for path, headers in (("/v1/jobs", signed(key, "POST", "/v1/jobs", big)), ("/chain", {}), ("/nowhere", {})):
         response = requests.post(edge.url + path, data=big, headers=headers, timeout=60)
         assert "larger than" in assert_json_4xx(response, 413)["error"]["message"], path
+    # past what the edge reads and drops: answered from the headers, then the connection closes
+    response = requests.post(edge.url + "/v1/jobs", data=b"x" * (100 * 1024 * 1024), timeout=60)
+    assert "larger than" in assert_json_4xx(response, 413)["error"]["message"]
     assert_alive(edge)
 
 
