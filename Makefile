@@ -13,10 +13,12 @@ CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 LABEXT := jupyter_rapha/labextension/package.json
 LABEXT_SRC := $(shell find labextension/src labextension/style -type f 2>/dev/null) labextension/package.json labextension/package-lock.json labextension/tsconfig.json
 LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-rapha
+SERVER_CONFIG := jupyter-config/jupyter_server_config.d/jupyter_rapha.json
+SERVER_CONFIG_INSTALLED := $(VENV)/etc/jupyter/$(patsubst jupyter-config/%,%,$(SERVER_CONFIG))
 
-.PHONY: setup demo test bench airgap labextension clean
+.PHONY: setup demo test bench airgap labextension jupyter-config clean
 
-setup: $(STAMP) airgap labextension
+setup: $(STAMP) jupyter-config airgap labextension
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q 'torch==2.13.0'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# Enables the jupyter_rapha server extension in the venv. A wheel install puts this file
+# there itself (pyproject's data-files); an editable install (pip install -e) does not.
+jupyter-config: $(SERVER_CONFIG_INSTALLED)
+
+$(SERVER_CONFIG_INSTALLED): $(SERVER_CONFIG) | $(STAMP)
+	install -D -m 644 $(SERVER_CONFIG) $@
 
 airgap: $(AIRGAP)
 

@@ -8,3 +8,10 @@ def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     from .magic import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def _jupyter_server_extension_points():  # type: ignore[no-untyped-def]
+    # The server extension is enabled as "jupyter_rapha"; its app lives in .extension.
+    from .extension import _jupyter_server_extension_points as points
+
+    return points()

@@ -216,5 +216,9 @@ export function errorMessage(status: number, body: unknown): string {
       return message + why;
     }
   }
+  if (status === 404) {
+    // Jupyter's own 404 (no error body): nothing serves /rapha/api on this server.
+    return 'the jupyter_rapha server extension is not enabled: run `jupyter server extension enable jupyter_rapha` and restart JupyterLab';
+  }
   return `the server answered HTTP ${status}`;
 }

@@ -62,6 +62,8 @@ test('server errors read as their message and reasons, or as the HTTP status', (
     'denied: budget; purpose');
   assert.equal(errorMessage(404, { error: { message: 'no job x' } }), 'no job x');
   assert.equal(errorMessage(502, 'x'), 'the server answered HTTP 502');
+  assert.match(errorMessage(404, '<html>404: Not Found</html>'),
+    /server extension is not enabled: run `jupyter server extension enable jupyter_rapha`/);
 });
 
 test('a cancelled job is final and shows as cancelled, with nothing to cancel or verify', () => {

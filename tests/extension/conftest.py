@@ -71,5 +71,5 @@ def rapha_config(edge_config, request) -> dict:
 
 @pytest.fixture
 def jp_server_config(rapha_config):
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_rapha.extension": True}},
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_rapha": True}},
             "RaphaExtension": rapha_config}

@@ -32,7 +32,7 @@ def lab(edge_config, tmp_path_factory):
     """``jupyter lab`` as a researcher starts it, on loopback, with the extension configured."""
     root = tmp_path_factory.mktemp("lab")
     (root / "config").mkdir()
-    config = {"ServerApp": {"jpserver_extensions": {"jupyter_rapha.extension": True, "jupyterlab": True}},
+    config = {"ServerApp": {"jpserver_extensions": {"jupyter_rapha": True, "jupyterlab": True}},
               "RaphaExtension": edge_config}
     (root / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
     port, token = free_port(), secrets.token_hex(16)

@@ -45,7 +45,7 @@ def jupyter(tmp_path, edge_config, two_edges):
     config_dir, runtime = tmp_path / "config", tmp_path / "runtime"
     config_dir.mkdir()
     (config_dir / "jupyter_server_config.json").write_text(json.dumps({
-        "ServerApp": {"jpserver_extensions": {"jupyter_rapha.extension": True}},
+        "ServerApp": {"jpserver_extensions": {"jupyter_rapha": True}},
         "RaphaExtension": edge_config}))
     port = free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config_dir), JUPYTER_RUNTIME_DIR=str(runtime),
