@@ -20,33 +20,67 @@ from .protocol.errors import BadInput, RaphaError
 OUTPUT_FILES = ("weights.safetensors", "metrics.json", "receipt.json", "edge.pub")
 
 
+VERIFY_EXIT_CODES = """exit codes:
+  0  every check passed (a SKIP allowed by --offline or --skip-* included)
+  1  a check failed, or an output was missing and not allowed to be skipped
+  2  usage error (bad or conflicting options)
+  3  every check that ran passed, but the anchor is still pending (fetch the receipt again later)"""
+KEY_HELP = "researcher key file (default $RAPHA_KEY or ~/.config/rapha/researcher_ed25519.pem)"
+EDGE_HELP = "edge URL, e.g. https://edge.hospital.example:8470"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="rapha", description="Train where the data lives; verify what came back.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    keygen = sub.add_parser("keygen", help="create your researcher signing key")
-    keygen.add_argument("--out", default="", help="key file (default $RAPHA_KEY or ~/.config/rapha/researcher_ed25519.pem)")
-    keygen.add_argument("--force", action="store_true", help="replace an existing key")
+    parser.add_argument("--version", action="version", version=f"rapha (jupyter-rapha) {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _keygen_parser(sub)
+    _run_parser(sub)
+    _fetch_parser(sub)
+    _verify_parser(sub)
+    return parser
+
+
+def _keygen_parser(sub: Any) -> None:
+    keygen = sub.add_parser("keygen", help="create your researcher signing key (or --show the existing one)")
+    keygen.add_argument("--out", default="", help=KEY_HELP)
+    keygen.add_argument("--force", action="store_true", help="replace an existing key (edges that registered it "
+                        "will refuse you until they register the new one)")
+    keygen.add_argument("--show", action="store_true",
+                        help="print the public key line of the existing key again; never writes a key")
+
+
+def _run_parser(sub: Any) -> None:
     run = sub.add_parser("run", help="run a training cell at an edge")
     run.add_argument("cell", help="Python file holding the cell's code")
-    run.add_argument("--edge", required=True)
-    run.add_argument("--dataset", required=True)
-    run.add_argument("--budget", type=int, required=True)
-    run.add_argument("--key", default="")
-    run.add_argument("--epochs", type=int, default=1)
-    run.add_argument("--param", action="append", nargs="+", default=[], metavar="K=V")
+    run.add_argument("--edge", required=True, help=EDGE_HELP)
+    run.add_argument("--dataset", required=True, help="dataset name in the edge's catalog")
+    run.add_argument("--budget", type=int, required=True, help="most records the job may use")
+    run.add_argument("--key", default="", help=KEY_HELP)
+    run.add_argument("--epochs", type=int, default=1, help="passes over the cohort (rapha.epochs; default 1)")
+    run.add_argument("--param", action="append", nargs="+", default=[], metavar="K=V",
+                     help="job parameter the cell reads as rapha.params[K] (repeatable)")
     run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
-    run.add_argument("--max-seconds", type=int, default=3600)
+    run.add_argument("--max-seconds", type=int, default=3600, help="time budget of the job (default 3600)")
     run.add_argument("--out", required=True, help="directory for weights, metrics, receipt, edge.pub")
     run.add_argument("--no-preflight", action="store_true",
                      help="send the cell without the local scan and policy dry run (the edge still decides)")
+
+
+def _fetch_parser(sub: Any) -> None:
     fetch = sub.add_parser("fetch", help="fetch a finished job's outputs again (e.g. once its anchor is made)")
-    fetch.add_argument("job_id", metavar="JOB_ID")
-    fetch.add_argument("--edge", required=True)
-    fetch.add_argument("--key", default="")
+    fetch.add_argument("job_id", metavar="JOB_ID", help="the job's id, or a unique prefix of it (8 or more characters)")
+    fetch.add_argument("--edge", required=True, help=EDGE_HELP)
+    fetch.add_argument("--key", default="", help=KEY_HELP)
     fetch.add_argument("--out", required=True,
                        help="directory for weights, metrics, receipt, edge.pub (an edge.pub there is the pinned key)")
-    verify = sub.add_parser("verify", help="verify receipts")
-    verify.add_argument("receipts", nargs="+", metavar="RECEIPT")
+
+
+def _verify_parser(sub: Any) -> None:
+    verify = sub.add_parser("verify", help="verify receipts", epilog=VERIFY_EXIT_CODES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("receipts", nargs="+", metavar="RECEIPT", help="receipt.json file(s)")
     verify.add_argument("--edge-key", default="", help="edge public key (ed25519:... or a file); default edge.pub beside")
     verify.add_argument("--rpc", default="", help="JSON-RPC URL of the chain holding the anchor")
     verify.add_argument("--offline", action="store_true",
@@ -58,7 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="trust anchor (PEM certificate or chain) for RFC 3161 timestamp anchors")
     verify.add_argument("--require-tee", action="store_true",
                         help="fail a receipt whose job was attested only by the unsafe software stand-in, or not at all")
-    return parser
+    verify.add_argument("--skip-weights", action="store_true",
+                        help="accept a receipt with no weights.safetensors beside it (its line says SKIP)")
+    verify.add_argument("--skip-metrics", action="store_true",
+                        help="accept a receipt with no metrics.json beside it (its line says SKIP)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +121,16 @@ def _print_error(command: str, exc: RaphaError) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .keystore import create_key, default_key_path, public_key_line
+    from .keystore import create_key, default_key_path, load_key, public_key_line
 
     path = Path(args.out).expanduser() if args.out else default_key_path()
+    if args.show:
+        if args.force:
+            raise BadInput("give --show or --force, not both: --show never writes a key")
+        key = load_key(path)
+        print(f"{path}: register this public key with the hospital:", file=sys.stderr)
+        print(public_key_line(key))
+        return 0
     key = create_key(path, force=args.force)
     print(f"wrote {path} (mode 0600); register this public key with the hospital:", file=sys.stderr)
     print(public_key_line(key))
@@ -189,7 +233,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 2
     reports = [verify_receipt_file(path, edge_key=args.edge_key or None, rpc_url=args.rpc or None,
                                    offline=args.offline, min_confirmations=args.confirmations,
-                                   require_tee=args.require_tee, tsa_trust=tsa_trust)
+                                   require_tee=args.require_tee, tsa_trust=tsa_trust,
+                                   skip_outputs=_skipped_outputs(args))
                for path in args.receipts]
     if args.json:
         print(json.dumps([report_dict(r) for r in reports], indent=2))
@@ -201,6 +246,10 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{len(reports)} receipts: {outcomes.count('ok')} OK, {outcomes.count('pending')} anchor pending, "
                   f"{outcomes.count('failed')} FAILED")
     return verify_exit_code([r.outcome for r in reports])
+
+
+def _skipped_outputs(args: argparse.Namespace) -> frozenset[str]:
+    return frozenset(name for name in ("weights", "metrics") if getattr(args, f"skip_{name}"))
 
 
 VERIFY_EXIT = {"ok": 0, "failed": 1, "pending": 3}

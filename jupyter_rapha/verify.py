@@ -8,6 +8,9 @@ never one read from the receipt (a forged receipt would name a forged chain).
 Outcomes: ``ok``; ``pending`` (every check that ran passed, but the edge has not anchored
 the receipt yet: fetch it again later); ``failed``. ``--offline`` checks the signature,
 the statement, the outputs beside the receipt and a batch anchor's inclusion proof.
+A weights or metrics file that is not there is a SKIP line that refuses an overall OK,
+also offline, unless the caller says it means to skip it (``skip_outputs``): a check must
+never pass by disappearing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ METRICS_FILE = "metrics.json"
 NO_KEY = "no edge public key: pass --edge-key"
 NO_RPC = "pass --rpc URL to check the anchor, or --offline"
 NO_TSA = "pass --tsa-cert PEM to check the timestamp, or --offline"
+OUTPUT_CHECKS = {"weights": WEIGHTS_FILE, "metrics": METRICS_FILE}
 Observer = Callable[[str, str], AnchorObservation]
 
 
@@ -40,10 +44,11 @@ class VerificationReport(Verification):
     source: str = ""
     notes: list[str] = field(default_factory=list)
     offline: bool = False
+    skip_outputs: frozenset[str] = frozenset()  # "weights", "metrics": the caller accepts them unchecked
 
     @property
     def passed(self) -> bool:
-        return self.ok(allow_skipped=self.offline)
+        return bool(self.checks) and not self.failures() and not any(c.status == "pending" for c in self.checks)
 
     @property
     def outcome(self) -> str:
@@ -53,8 +58,12 @@ class VerificationReport(Verification):
         return "pending" if self.pending and not self.failures() else "failed"
 
     def failures(self) -> list[Check]:
-        bad = {"fail"} if self.offline else {"fail", "skipped"}
-        return [c for c in self.checks if c.status in bad]
+        return [c for c in self.checks if c.status == "fail" or (c.status == "skipped" and not self._may_skip(c))]
+
+    def _may_skip(self, check: Check) -> bool:
+        if check.name in OUTPUT_CHECKS:
+            return check.name in self.skip_outputs
+        return self.offline
 
 
 def read_edge_key(value: str | Path) -> PublicKey:
@@ -105,8 +114,11 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
                         rpc_url: str | None = None, offline: bool = False,
                         weights_path: str | Path | None = None, metrics_path: str | Path | None = None,
                         observe: Observer | None = None, min_confirmations: int = 1,
-                        require_tee: bool = False, tsa_trust: bytes | None = None) -> VerificationReport:
-    """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too."""
+                        require_tee: bool = False, tsa_trust: bytes | None = None,
+                        skip_outputs: frozenset[str] = frozenset()) -> VerificationReport:
+    """Verify ``path``; weights.safetensors, metrics.json and edge.pub beside it are used too.
+    One of those outputs missing is a skipped check that fails the receipt unless it is
+    named in ``skip_outputs``."""
     receipt_path = Path(path)
     notes: list[str] = []
     try:
@@ -121,8 +133,21 @@ def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | Non
     report = verify_document(document, key, weights=weights, metrics=metrics,
                              rpc_url=rpc_url, offline=offline, observe=observe,
                              min_confirmations=min_confirmations, require_tee=require_tee, tsa_trust=tsa_trust)
-    report.source, report.notes = str(receipt_path), notes
+    report.source, report.notes, report.skip_outputs = str(receipt_path), notes, frozenset(skip_outputs)
+    if report.statement is not None:
+        _skip_missing_outputs(report, receipt_path, {"weights": weights, "metrics": metrics_bytes})
     return report
+
+
+def _skip_missing_outputs(report: VerificationReport, receipt: Path, given: dict[str, bytes | None]) -> None:
+    """A SKIP line for each output that was not there to check, where its check would be."""
+    at = next((i for i, c in enumerate(report.checks) if c.name == "statement"), -1) + 1
+    for name, file_name in OUTPUT_CHECKS.items():
+        if given[name] is None:
+            detail = (f"not checked: no {file_name} beside the receipt" +
+                      ("" if name in report.skip_outputs else f" (put it there, or pass --skip-{name})"))
+            report.checks.insert(at, Check(name, "skipped", detail))
+        at += 1
 
 
 def _edge_key(receipt: Path, given: str | Path | PublicKey | None, notes: list[str]) -> PublicKey | None:

@@ -246,3 +246,51 @@ def test_default_key_path_follows_env(tmp_path, monkeypatch):
     assert default_key_path() == tmp_path / "k.pem"
     monkeypatch.delenv("RAPHA_KEY")
     assert default_key_path() == Path("~/.config/rapha/researcher_ed25519.pem").expanduser()
+
+
+@pytest.mark.parametrize("name, file_name", [("weights", "weights.safetensors"), ("metrics", "metrics.json")])
+@pytest.mark.parametrize("mode", [("--offline",), ()])
+def test_a_missing_output_is_a_skip_that_refuses_ok_unless_told(world, tmp_path, capsys, name, file_name, mode):
+    receipt_path = copy_out(world, tmp_path)
+    (receipt_path.parent / file_name).unlink()
+    extra = mode or ("--rpc", world["rpc"])
+    assert verify(receipt_path, *extra) == 1
+    out = capsys.readouterr().out
+    assert f"SKIP {name}" in out and f"pass --skip-{name}" in out and f"FAILED: {receipt_path} (check {name})" in out
+    assert verify(receipt_path, *extra, f"--skip-{name}") == 0
+    out = capsys.readouterr().out
+    assert f"SKIP {name}" in out and f"OK: {receipt_path}" in out
+    lines = [line.split()[1] for line in out.splitlines() if line[:4] in ("PASS", "SKIP", "WARN", "FAIL")]
+    assert lines[:5] == ["format", "signature", "statement", "weights", "metrics"]
+
+
+def test_verify_help_lists_exit_codes(capsys):
+    assert main(["verify", "--help"]) == 0
+    text = capsys.readouterr().out
+    for code, meaning in (("0", "every check passed"), ("1", "a check failed"), ("2", "usage"), ("3", "pending")):
+        assert any(line.strip().startswith(code) and meaning in line for line in text.splitlines()), (code, text)
+
+
+def test_keygen_show_prints_the_existing_public_key_and_never_writes(tmp_path, capsys):
+    path = tmp_path / "me.pem"
+    assert main(["keygen", "--show", "--out", str(path)]) == 1
+    assert "no researcher key" in capsys.readouterr().err and not path.exists()
+    assert main(["keygen", "--out", str(path)]) == 0
+    created = capsys.readouterr().out.strip()
+    before = path.read_bytes()
+    assert main(["keygen", "--show", "--out", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == created and path.read_bytes() == before
+    assert main(["keygen", "--show", "--force", "--out", str(path)]) == 1 and path.read_bytes() == before
+
+
+def test_every_rapha_option_has_help_and_there_is_a_version(capsys):
+    from jupyter_rapha import __version__
+    from jupyter_rapha.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--version"])
+    assert __version__ in capsys.readouterr().out
+    subparsers = next(a for a in _parser()._actions if a.dest == "command").choices
+    missing = [f"{name} {action.dest}" for name, sub in subparsers.items() for action in sub._actions
+               if action.dest != "help" and not action.help]
+    assert not missing, missing
