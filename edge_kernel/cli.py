@@ -517,7 +517,10 @@ def cmd_wan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jupyter_rapha import __version__
+
     parser = argparse.ArgumentParser(prog="rapha-edge", description="Run and administer a jupyter-rapha edge.")
+    parser.add_argument("--version", action="version", version=f"rapha-edge (jupyter-rapha) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str, parent: Any = sub) -> argparse.ArgumentParser:
@@ -543,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not ask the running edge (GET /v1/edge on this machine) how it is")
     researchers = sub.add_parser("researchers", help="registered researcher keys").add_subparsers(dest="sub", required=True)
     p = command("add", cmd_researchers_add, "register a researcher's public key", researchers)
-    p.add_argument("name")
+    p.add_argument("name", help="the researcher's name, as the policy and the audit log show it")
     p.add_argument("pubkey", help="'ed25519:BASE64', a PEM, or a file holding either")
     p.add_argument("--role", action="append",
                    help="a role the policy grants datasets to (repeatable; default: researcher)")
@@ -591,14 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("remove", cmd_datasets_remove, "unregister a dataset (its records are left alone)", datasets)
     p.add_argument("name", help="the dataset's name (see 'datasets list')")
     p = command("synth", cmd_synth, "write a synthetic DICOM dataset with fake identifiers")
-    p.add_argument("path")
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("path", help="folder to write the DICOM files to")
+    p.add_argument("--n", type=int, default=100, help="number of records (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", type=int, default=32, help="square image size when --sizes is not given")
     p.add_argument("--sizes", default="", help="ROWSxCOLUMNS,... cycled over the records, e.g. 256x256,320x256")
     p.add_argument("--modality", default="OT", choices=["OT", "CT"],
                    help="OT: secondary capture (default); CT: Hounsfield units, RescaleIntercept -1024")
-    p.add_argument("--photometric", default="MONOCHROME2", choices=["MONOCHROME2", "MONOCHROME1"])
+    p.add_argument("--photometric", default="MONOCHROME2", choices=["MONOCHROME2", "MONOCHROME1"],
+                   help="PhotometricInterpretation of the images (default MONOCHROME2)")
     p.add_argument("--frames", type=int, default=1, help="frames per object (NumberOfFrames)")
     p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
                    help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
@@ -609,10 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "edge starts again", audit)
     p.add_argument("--reason", default="", help="why the loss is accepted (written into the log)")
     p = command("wan", cmd_wan, "the appliance WAN gate: status, or resume after a failed restore")
-    p.add_argument("action", choices=["status", "resume"])
+    p.add_argument("action", choices=["status", "resume"], help="status: show the gate; resume: restore the WAN")
     p = command("provenance", cmd_provenance, "prove whether a patient's records were used in a job")
-    p.add_argument("patient_id")
-    p.add_argument("job_id")
+    p.add_argument("patient_id", help="the patient's id in the hospital's source")
+    p.add_argument("job_id", help="the job to check")
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
     return parser
