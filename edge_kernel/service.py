@@ -188,8 +188,9 @@ class PolicyHandler(BaseHandler):
 
 class JobEventsHandler(BaseHandler):
     @api
-    def get(self, job_id: str) -> None:
+    def get(self, job_ref: str) -> None:
         researcher = self.researcher()
+        job_id = self.edge.store.resolve(job_ref, researcher.key_id)
         job = self.edge.store.get(job_id, researcher.key_id)  # another researcher's job is unknown
         after = bounded.whole_number(self.get_query_argument("after", "0"),
                                      "after (the last event sequence number seen, 0 for all)")
@@ -219,13 +220,15 @@ class JobsHandler(BaseHandler):
 
 class JobHandler(BaseHandler):
     @api
-    def get(self, job_id: str) -> None:
+    def get(self, job_ref: str) -> None:
         researcher = self.researcher()
+        job_id = self.edge.store.resolve(job_ref, researcher.key_id)
         self.write_json(self.edge.store.get(job_id, researcher.key_id).status())
 
     @api
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_ref: str) -> None:
         researcher = self.researcher()
+        job_id = self.edge.store.resolve(job_ref, researcher.key_id)
         self.write_json(self.edge.jobs.cancel(job_id, researcher).status())
 
 
@@ -234,8 +237,9 @@ class JobFileHandler(BaseHandler):
              "weights": ("weights.safetensors", "application/octet-stream")}
 
     @api
-    def get(self, job_id: str, what: str) -> None:
+    def get(self, job_ref: str, what: str) -> None:
         researcher = self.researcher()
+        job_id = self.edge.store.resolve(job_ref, researcher.key_id)
         job = self.edge.store.get(job_id, researcher.key_id)
         if job.state != "completed":
             raise NotFound(f"job {job_id} has no {what} (state: {job.state})")
@@ -274,7 +278,7 @@ class UnknownRouteHandler(BaseHandler):
 
 def make_app(edge: Edge, refusals: RefusalTally | None = None) -> tornado.web.Application:
     args = {"edge": edge, "refusals": refusals or RefusalTally(edge.audit)}
-    job = r"([0-9a-f]{32})"
+    job = r"([0-9a-f]{8,32})"  # an id, or a unique prefix of one of the caller's jobs (store.resolve)
     return tornado.web.Application([
         (r"/v1/edge", EdgeInfoHandler, args),
         (r"/v1/datasets", DatasetsHandler, args),

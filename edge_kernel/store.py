@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ from jupyter_rapha.protocol.receipt import sha256_hex
 from .audit import utc_now
 from .db import Database
 
+JOB_ID_LENGTH = 32
+MIN_JOB_PREFIX = 8
+_JOB_REF = re.compile(rf"^[0-9a-f]{{{MIN_JOB_PREFIX},{JOB_ID_LENGTH}}}$")
 STATES = ("submitted", "running", "completed", "denied", "failed", "cancelled")
 TERMINAL = ("completed", "denied", "failed", "cancelled")
 _FROM = {
@@ -101,6 +105,24 @@ class JobStore:
         if not rows or (researcher_key_id is not None and rows[0]["researcher_key_id"] != researcher_key_id):
             raise NotFound(f"no job {job_id} for this researcher")
         return _record(rows[0])
+
+    def resolve(self, job_ref: str, researcher_key_id: str) -> str:
+        """The full id of the caller's one job whose id is or starts with ``job_ref`` (at
+        least MIN_JOB_PREFIX hex characters). Only the caller's own jobs are searched and
+        counted: another researcher's job neither matches nor makes a prefix ambiguous."""
+        if not _JOB_REF.match(job_ref):
+            raise BadInput(f"{job_ref!r} is not a job id: give the id, or {MIN_JOB_PREFIX} or more of its first "
+                           "characters (0-9, a-f)")
+        if len(job_ref) == JOB_ID_LENGTH:
+            return job_ref
+        rows = self.db.query("SELECT job_id FROM jobs WHERE researcher_key_id=? AND job_id LIKE ? LIMIT 50",
+                             (researcher_key_id, job_ref + "%"))  # hex only: no LIKE wildcards get through
+        if not rows:
+            raise NotFound(f"no job {job_ref} for this researcher")
+        if len(rows) > 1:
+            raise BadInput(f"{len(rows) if len(rows) < 50 else 'at least 50'} of your jobs start with {job_ref}; "
+                           "give more characters of the id")
+        return str(rows[0]["job_id"])
 
     def list(self, researcher_key_id: str | None = None, limit: int = 200) -> list[JobRecord]:
         if researcher_key_id is None:

@@ -28,6 +28,7 @@ from .protocol.keys import PrivateKey
 from .protocol.request import sign_request
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MIN_JOB_PREFIX = 8  # the short ids shown in listings and progress lines
 FINAL_STATES = ("completed", "denied", "failed", "cancelled")
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
 _GATE_CLASSES = (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
@@ -162,11 +163,19 @@ class EdgeClient:
         return content
 
 
-def _job_route(job_id: str, suffix: str = "") -> str:
-    # A job id goes into the signed path; refuse anything that could re-aim the request.
+def check_job_ref(job_id: str) -> str:
+    """A job id, or a prefix of one (MIN_JOB_PREFIX characters or more) that the edge
+    resolves among the caller's own jobs. It goes into a signed path: refuse anything
+    that could re-aim the request."""
     if not _JOB_ID.match(job_id):
         raise errors.BadInput(f"{job_id!r} is not a job id")
-    return f"/v1/jobs/{job_id}{suffix}"
+    if len(job_id) < MIN_JOB_PREFIX:
+        raise errors.BadInput(f"job id {job_id!r} is too short: give at least {MIN_JOB_PREFIX} of its characters")
+    return job_id
+
+
+def _job_route(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{check_job_ref(job_id)}{suffix}"
 
 
 def _read_bounded(response: requests.Response, max_bytes: int, url: str) -> bytes:

@@ -182,8 +182,9 @@ class RaphaMagics(Magics):
         try:
             args = parse_argstring(self.rapha_attach, line)
             gateway, _ = self._gateway(args)
-            status = gateway.status(args.job_id)
-            result = _collect(gateway, args.job_id, status.get("site", ""), 0)  # epochs asked: unknown here
+            status = gateway.status(args.job_id)  # a unique prefix of the id is enough
+            job_id = str(status.get("job_id") or args.job_id)
+            result = _collect(gateway, job_id, status.get("site", ""), 0)  # epochs asked: unknown here
             return _finish(namespace, args.returns, result, result.state_dict)
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None

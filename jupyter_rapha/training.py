@@ -111,7 +111,8 @@ def fetch_job(client: EdgeClient, job_id: str, pinned_key: Any = None) -> TrainR
     if pinned_key is not None and presented.to_text() != pinned_key.to_text():
         raise VerificationError(f"edge {client.url} now presents a key other than the saved edge.pub",
                                 hint="if the hospital rotated its key, check the new one with them first")
-    status = client.status(job_id)
+    status = client.status(job_id)  # a unique prefix is resolved by the edge, among this researcher's jobs
+    job_id = str(status.get("job_id") or job_id)
     require_finished(status, BadInput(f"job {job_id} is still {status.get('state')}; fetch it once it has finished"))
     return fetch_outputs(client, job_id, info, pinned_key or presented)
 

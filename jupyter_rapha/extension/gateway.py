@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from ..client import FINAL_STATES, EdgeClient, error_from_response
+from ..client import FINAL_STATES, EdgeClient, check_job_ref, error_from_response
 from ..protocol.errors import BadInput, Fault, RaphaError
 from ..protocol.keys import PrivateKey, load_public_key
 from .proxy import EdgeProxy, Site
@@ -49,6 +49,11 @@ def in_process(edge_url: str, key: PrivateKey) -> EdgeProxy:
     return EdgeProxy([Site(name, edge_url.rstrip("/"), load_public_key(str(info.get("public_key", ""))))], key)
 
 
+def _ref(job_id: str) -> str:
+    # Checked here too, so a short or odd id is refused with why, not with the server's 404.
+    return quote(check_job_ref(job_id))
+
+
 class ServerGateway:
     def __init__(self, url: str, token: str, timeout: float = 60) -> None:
         parts = urlsplit(url)
@@ -79,19 +84,19 @@ class ServerGateway:
         return list(self._json("POST", "/jobs", submission.to_dict())["jobs"])
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{quote(job_id)}")
+        return self._json("GET", f"/jobs/{_ref(job_id)}")
 
     def jobs(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/jobs")["jobs"])
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._json("DELETE", f"/jobs/{quote(job_id)}")
+        return self._json("DELETE", f"/jobs/{_ref(job_id)}")
 
     def job_edge(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{quote(job_id)}/edge")
+        return self._json("GET", f"/jobs/{_ref(job_id)}/edge")
 
     def output(self, job_id: str, what: str) -> Any:
-        content = self._request("GET", f"/jobs/{quote(job_id)}/{what}")
+        content = self._request("GET", f"/jobs/{_ref(job_id)}/{what}")
         return content if what == "weights" else json.loads(content)
 
     def follow(self, job_id: str, after: int = 0, poll: float = 0.5) -> Iterator[dict[str, Any]]:
@@ -114,7 +119,7 @@ class ServerGateway:
     def _stream(self, job_id: str, after: int) -> Iterator[dict[str, Any]]:
         import websocket  # websocket-client, a jupyter_server dependency
 
-        url = "ws" + self.base[4:] + f"/jobs/{quote(job_id)}/events?after={after}"
+        url = "ws" + self.base[4:] + f"/jobs/{_ref(job_id)}/events?after={after}"
         ws = websocket.create_connection(url, header=[f"Authorization: token {self.token}"], timeout=self.timeout)
         try:
             while True:

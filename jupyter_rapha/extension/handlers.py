@@ -27,7 +27,7 @@ from .proxy import EdgeProxy
 from .submission import parse_submission
 
 AUTH_RESOURCE = "rapha"
-JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
+JOB_ID = r"(?P<job_id>[0-9a-f]{8,32})"  # an id, or a unique prefix the edges resolve (EdgeProxy.resolve)
 
 
 def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -220,6 +220,7 @@ class JobEventsHandler(WebSocketMixin, WebSocketHandler, ExtensionHandlerMixin, 
         poll = float(self.settings.get("rapha_event_poll", 0.5))
         loop = asyncio.get_running_loop()
         try:
+            self.job_id = (await loop.run_in_executor(None, self.proxy.resolve, self.job_id))[1]
             while True:
                 answer = await loop.run_in_executor(None, self.proxy.events, self.job_id, self.after)
                 if await self._send_events(answer.get("events", [])):

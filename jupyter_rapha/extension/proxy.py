@@ -145,16 +145,31 @@ class EdgeProxy:
     # ---- jobs -----------------------------------------------------------------------
     def locate(self, job_id: str) -> str:
         """The edge that runs ``job_id``; asks every edge once after a restart forgot it."""
-        if job_id in self._job_sites:
-            return self._job_sites[job_id]
+        return self.resolve(job_id)[0]
+
+    def resolve(self, job_ref: str) -> tuple[str, str]:
+        """(site, full job id) of the job named by its id or a unique prefix of it. Each
+        edge resolves a prefix among this researcher's jobs only; a prefix that matches at
+        several edges is refused with how many match."""
+        if job_ref in self._job_sites:
+            return self._job_sites[job_ref], job_ref
+        found: list[tuple[str, str]] = []
         for name, client in self.clients.items():
             try:
-                client.status(job_id)
+                full = str(client.status(job_ref).get("job_id") or job_ref)
             except NotFound:
                 continue
-            self._job_sites[job_id] = name
-            return name
-        raise NotFound(f"no job {job_id} at any configured edge")
+            found.append((name, full))
+            if full == job_ref:  # a whole id is unique: no need to ask the other edges
+                break
+        if not found:
+            raise NotFound(f"no job {job_ref} at any configured edge")
+        if len(found) > 1:
+            raise BadInput(f"{len(found)} of your jobs start with {job_ref} (at {', '.join(s for s, _ in found)}); "
+                           "give more characters of the id")
+        site, full = found[0]
+        self._job_sites[full] = site
+        return site, full
 
     def jobs(self) -> list[dict[str, Any]]:
         """Every edge's jobs. An edge that does not answer does not hide the others: its
@@ -178,18 +193,20 @@ class EdgeProxy:
         return sorted(listed, key=lambda j: str(j.get("submitted", "")), reverse=True)
 
     def status(self, job_id: str) -> dict[str, Any]:
-        site = self.locate(job_id)
+        site, job_id = self.resolve(job_id)
         return {**self.clients[site].status(job_id), "site": site}
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        site = self.locate(job_id)
+        site, job_id = self.resolve(job_id)
         return {**self.clients[site].cancel(job_id), "site": site}
 
     def events(self, job_id: str, after: int = 0) -> dict[str, Any]:
-        return self.clients[self.locate(job_id)].events(job_id, after)
+        site, job_id = self.resolve(job_id)
+        return self.clients[site].events(job_id, after)
 
     def follow(self, job_id: str, after: int = 0, poll: float = 0.5) -> Iterator[dict[str, Any]]:
         """Every event after ``after``, in order, until the job's final state."""
+        job_id = self.resolve(job_id)[1]
         while True:
             answer = self.events(job_id, after)
             for event in answer.get("events", []):
@@ -201,7 +218,7 @@ class EdgeProxy:
 
     def output(self, job_id: str, what: str) -> Any:
         """receipt, metrics or weights of a completed job; a denied job raises its gate refusal."""
-        site = self.locate(job_id)
+        site, job_id = self.resolve(job_id)
         client = self.clients[site]
         status = client.status(job_id)
         require_finished(status, NotFound(f"job {job_id} has no {what} yet (state: {status.get('state')})"))
@@ -213,6 +230,7 @@ class EdgeProxy:
         and its anchor looked up on the edge's chain endpoint."""
         from ..verify import report_dict, verify_document
 
+        job_id = self.resolve(job_id)[1]
         edge = self.job_edge(job_id)
         site = edge["site"]
         receipt, weights, metrics = (self.output(job_id, what) for what in ("receipt", "weights", "metrics"))

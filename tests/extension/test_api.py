@@ -135,3 +135,15 @@ async def wait_final(jp_fetch, job_id, timeout=120):
             return status
         await asyncio.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish")
+
+
+async def test_a_short_job_id_is_enough(jp_fetch):
+    [job] = await submit(jp_fetch, dataset="cxr-north", fields=["image", "PatientName"])
+    await wait_final(jp_fetch, job["job_id"])
+    short = job["job_id"][:8]
+    code, status = await call(jp_fetch, "GET", f"jobs/{short}")
+    assert code == 200 and status["job_id"] == job["job_id"] and status["site"] == "north"
+    code, data = await call(jp_fetch, "GET", f"jobs/{short}/receipt")
+    assert code == 403 and any("PatientName" in reason for reason in data["error"]["reasons"]), data
+    code, data = await call(jp_fetch, "GET", f"jobs/{'0' * 8}")
+    assert code == 404 and "no job" in data["error"]["message"]

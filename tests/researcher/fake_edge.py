@@ -87,6 +87,7 @@ class FakeEdge:
         return anchored
 
     def events(self, job_id: str, key_id: str, after: int) -> dict[str, Any]:
+        job_id = self.resolve(job_id, key_id)
         job = self.job(job_id, key_id)
         return {"job_id": job_id, "state": job["state"], "events": [e for e in job["events"] if e["seq"] > after]}
 
@@ -123,11 +124,22 @@ class FakeEdge:
         return {"job_id": spec.job_id, "state": self.jobs[spec.job_id]["state"]}
 
     def status(self, job_id: str, key_id: str) -> dict[str, Any]:
+        job_id = self.resolve(job_id, key_id)
         job = self.job(job_id, key_id)
         return {"job_id": job_id, "state": job["state"], "dataset": job["spec"].dataset, "gates": job["gates"],
                 "reasons": job["reasons"], "error": job["error"], "progress": job["progress"]}
 
+    def resolve(self, job_ref: str, key_id: str) -> str:
+        """As the edge's store: a unique prefix (8 or more) of one of the caller's own jobs."""
+        mine = [j for j, v in self.jobs.items() if v["owner"] == key_id and j.startswith(job_ref)]
+        if len(job_ref) < 8 or len(mine) != 1:
+            if len(mine) > 1 and len(job_ref) >= 8:
+                raise errors.BadInput(f"{len(mine)} of your jobs start with {job_ref}; give more characters of the id")
+            raise errors.NotFound(f"no job {job_ref}")
+        return mine[0]
+
     def job(self, job_id: str, key_id: str) -> dict[str, Any]:
+        job_id = self.resolve(job_id, key_id) if job_id not in self.jobs else job_id
         job = self.jobs.get(job_id)
         if job is None or job["owner"] != key_id:
             raise errors.NotFound(f"no job {job_id}")
