@@ -62,11 +62,22 @@ def dataset_entry(edge_id: str, dataset: Dataset, currency: str) -> dict[str, An
 
 
 def attestation_offer(backend: str) -> dict[str, Any]:
-    # The software stand-in proves nothing about the machine; say so in the offer itself.
+    """What the edge attests with: ``backend`` is the one in force (``backend_in_force``),
+    "" when none is. The software stand-in proves nothing about the machine; say so in the
+    offer itself."""
+    if not backend:
+        return {"backend": "none", "unsafe": False,
+                "summary": "no TEE on this edge and not in demo mode: every job is refused at attestation"}
     unsafe = backend.startswith("unsafe")
     return {"backend": backend, "unsafe": unsafe,
             "summary": "software stand-in, no hardware evidence (demo only)" if unsafe
             else f"hardware-backed quote ({backend}) bound to each job's nonce"}
+
+
+def _backend_in_force(settings: Any) -> str:
+    from .attestation.backends import backend_in_force
+
+    return backend_in_force(settings.attestation.backend, demo=bool(settings.demo))
 
 
 def build_catalog(edge_id: str, key: PrivateKey, datasets: list[Dataset], currency: str,
@@ -88,7 +99,7 @@ def signed_catalog(edge: Any) -> dict[str, Any]:
 def current_catalog(edge: Any) -> dict[str, Any]:
     settings = edge.settings
     return build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
-                         settings.attestation.backend)
+                         _backend_in_force(settings))
 
 
 class CatalogCache:
@@ -131,7 +142,7 @@ def published_policy(edge_id: str, key: PrivateKey, bundle: Any, researcher: Any
             "researcher": {"name": researcher.name, "key_id": researcher.key_id,
                            "roles": list(researcher.roles), "purposes": list(researcher.purposes)},
             "edge": {"demo": bool(settings.demo), "unsafe": list(settings.unsafe),
-                     "attestation_backend": settings.attestation.backend}}
+                     "attestation_backend": _backend_in_force(settings)}}
 
 
 def signed_policy(edge: Any, researcher: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from .protocol.keys import PrivateKey
 from .protocol.request import sign_request
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UNKNOWN_KEY_HINT = "send your public key (`rapha keygen --show` prints it) to the hospital to register it"
 MIN_JOB_PREFIX = 8  # the short ids shown in listings and progress lines
 FINAL_STATES = ("completed", "denied", "failed", "cancelled")
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
@@ -159,7 +160,11 @@ class EdgeClient:
             raise errors.Fault(f"cannot reach the edge at {self.url}: {_reason(exc)}",
                                hint="check the URL and that the edge is running") from exc
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, content, self.url)
+            error = error_from_response(response.status_code, content, f"edge {self.url}")
+            if isinstance(error, errors.UnknownKey):
+                raise errors.UnknownKey(f"edge {self.url} does not know your key {self.key.key_id}",
+                                        hint=UNKNOWN_KEY_HINT) from None
+            raise error
         return content
 
 
@@ -198,21 +203,24 @@ def _reason(exc: requests.RequestException) -> str:
     return type(exc).__name__
 
 
-def error_from_response(status: int, content: bytes, url: str) -> errors.RaphaError:
-    """Turn an error answer into the matching error class (400/401/403/404/5xx)."""
-    kind, message, reasons = _error_body(content)
-    message = message or f"edge {url} answered HTTP {status}"
+def error_from_response(status: int, content: bytes, source: str) -> errors.RaphaError:
+    """Turn an error answer from ``source`` ("edge https://…", "the Jupyter server") into
+    the matching error class (400/401/403/404/5xx)."""
+    kind, said, reasons = _error_body(content)
+    message = said or f"{source} answered HTTP {status}"
     if status == 400:
         return errors.BadInput(message)
     if status == 401:
-        return errors.AuthError(message, hint="is your public key registered at this edge?")
+        cls = errors.UnknownKey if kind == "UnknownKey" else errors.AuthError
+        return cls(message, hint=UNKNOWN_KEY_HINT if cls is errors.UnknownKey else "is your public key registered "
+                   "at this edge, and is this machine's clock right?")
     if status == 403:
         return _GATE_ERRORS.get(kind, errors.GateDenied)(message, reasons=reasons or None)
     if status == 404:
         return errors.NotFound(message)
     if status >= 500:
-        return errors.Fault(f"edge {url} failed: {message}")
-    return errors.Fault(f"edge {url} answered HTTP {status}: {message}")
+        return errors.Fault(f"{source} failed: {said}" if said else message)
+    return errors.Fault(f"{source} answered HTTP {status}: {said}" if said else message)
 
 
 def _error_body(content: bytes) -> tuple[str, str, list[str]]:

@@ -41,6 +41,8 @@ def attestation_line(entry: dict[str, Any]) -> str:
     offer = entry.get("attestation") or {}
     if not offer.get("backend"):
         return f"edge {who} offers no attestation in its catalog"
+    if offer["backend"] == "none":  # the edge has no backend in force: say so, not a backend name
+        return f"edge {who} cannot attest: {offer.get('summary', '')}".rstrip(": ")
     mark = " (UNSAFE)" if offer.get("unsafe") else ""
     return f"edge {who} attests with {offer['backend']}{mark}: {offer.get('summary', '')}".rstrip(": ")
 

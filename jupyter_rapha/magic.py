@@ -71,7 +71,8 @@ class RaphaMagics(Magics):
     @argument("--param", action="append", nargs="+", default=[], metavar="K=V", help="job parameter")
     @argument("--returns", default="", metavar="VAR", help="load the weights into VAR")
     @argument("--local", action="store_true", help="dry run here on synthetic data")
-    @argument("--key", default="", help="researcher key (default $RAPHA_KEY or ~/.config/rapha)")
+    @argument("--key", default="", help="outside Jupyter: researcher key (default $RAPHA_KEY or ~/.config/rapha); "
+              "under a Jupyter server its extension holds the key")
     @argument("--fields", default="", help="comma-separated fields (default: all in the schema)")
     @argument("--max-seconds", type=int, default=3600, help="time budget of the job")
     @argument("--schema", default="", help="--local only: dataset schema as JSON instead of the catalog")
@@ -134,6 +135,11 @@ class RaphaMagics(Magics):
 
         server = find_server()
         if server is not None:
+            if getattr(args, "key", ""):
+                # Silently signing with the server's key instead would spend another identity's budget.
+                raise BadInput("--key is not used under a Jupyter server: its rapha extension holds the key "
+                               "and signs for you", hint="leave --key out, or set c.RaphaExtension.key_path "
+                               "in jupyter_server_config.py and restart the server")
             return server, (args.edge or None)
         if not args.edge:
             raise BadInput("--edge URL is needed outside a Jupyter server with the rapha extension")

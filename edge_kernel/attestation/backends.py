@@ -167,3 +167,17 @@ def select_backend(choice: str, *, demo: bool, edge_key: PrivateKey | None,
     if edge_key is None:
         raise AttestationDenied("the software attestation backend needs the edge key")
     return UnsafeSoftwareBackend(edge_key)
+
+
+def backend_in_force(choice: str, *, demo: bool, tsm_root: Path = TSM_REPORT_ROOT,
+                     gramine_root: Path = GRAMINE_ATTESTATION_ROOT) -> str:
+    """The name of the backend ``select_backend`` picks on this machine, for catalogs and
+    the published policy; "" when none is acceptable (every job is then refused at
+    attestation). Publishing "auto" would hide which evidence a researcher gets."""
+    if choice in ("auto", "tdx") and TdxBackend.available(tsm_root):
+        return "tdx"
+    if choice in ("auto", "sgx") and SgxGramineBackend.available(gramine_root):
+        return "sgx"
+    if choice in ("auto", "unsafe_software") and demo:
+        return "unsafe_software"
+    return ""

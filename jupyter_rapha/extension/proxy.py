@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..client import FINAL_STATES, EdgeClient, make_jobspec, require_finished, utc_now_text
-from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError
+from ..client import FINAL_STATES, UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
+from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
 from .submission import Submission
@@ -50,6 +50,7 @@ class EdgeProxy:
         self.catalog_ttl = catalog_ttl
         self.clients = {s.name: client_class(s.url, key, timeout) for s in sites}
         self.refused: dict[str, str] = {}  # site -> why its catalog is not trusted (or unreachable)
+        self._refusals: dict[str, RaphaError] = {}
         self._catalogs: dict[str, dict[str, Any]] = {}
         self._fetched = 0.0
         self._job_sites: dict[str, str] = {}
@@ -65,9 +66,19 @@ class EdgeProxy:
                 try:
                     verified[name] = verify_catalog(client.catalog(), self.sites[name].public_key, name)
                 except RaphaError as exc:  # one bad edge must not hide the others; it is reported
-                    refused[name] = exc.diagnostics()
-            self._catalogs, self.refused, self._fetched = verified, refused, time.monotonic()
+                    refused[name] = exc
+            self._catalogs, self._refusals, self._fetched = verified, refused, time.monotonic()
+            self.refused = {name: exc.diagnostics() for name, exc in refused.items()}
         return self._catalogs
+
+    def _refusal(self, site: str) -> RaphaError:
+        """Why ``site`` cannot be used now, said as what to do about it."""
+        exc = self._refusals[site]
+        if isinstance(exc, UnknownKey):  # not a trust problem: the hospital has not registered this key
+            return UnknownKey(f"edge {site} does not know your key {self.key.key_id}", hint=UNKNOWN_KEY_HINT)
+        if isinstance(exc, CatalogRefused):
+            return CatalogRefused(f"edge {site} is not trusted right now: {exc.message}", hint=exc.hint)
+        return type(exc)(f"edge {site} cannot be used right now: {exc.message}", hint=exc.hint)
 
     def edges(self) -> list[dict[str, Any]]:
         catalogs = self.catalogs(refresh=True)
@@ -98,14 +109,13 @@ class EdgeProxy:
         offering = offering_sites(catalogs, submission.dataset)
         if submission.site:
             site = self.site_name(submission.site)
-            if site in self.refused:
-                raise CatalogRefused(f"edge {site} is not trusted right now: {self.refused[site]}")
+            if site in self._refusals:
+                raise self._refusal(site)
             if site not in offering:
                 raise NotFound(f"edge {site} offers no dataset named {submission.dataset!r}")
             return [site]
-        if not offering and self.refused:
-            raise CatalogRefused("no trusted catalog offers this dataset; refused: "
-                                 + "; ".join(f"{k}: {v}" for k, v in self.refused.items()))
+        if not offering and self._refusals:
+            raise self._no_usable_edge(submission.dataset)
         if not offering:
             raise NotFound(f"no configured edge offers a dataset named {submission.dataset!r}",
                            hint="GET /rapha/api/datasets lists what the edges offer")
@@ -115,6 +125,15 @@ class EdgeProxy:
             return offering[:1]
         raise BadInput(f"{len(offering)} edges offer {submission.dataset!r} ({', '.join(offering)}): "
                        "choose one with site=NAME or run at every one with sites=all")
+
+    def _no_usable_edge(self, dataset: str) -> RaphaError:
+        """Every edge asked, and why each could not offer ``dataset``."""
+        answers = [f"{name}: {self._refusal(name).diagnostics()}" if name in self._refusals
+                   else f"{name}: its catalog has no {dataset!r}" for name in self.sites]
+        refusals = list(self._refusals.values())
+        cls = UnknownKey if all(isinstance(e, UnknownKey) for e in refusals) else CatalogRefused
+        return cls(f"no edge can take a job on dataset {dataset!r}; asked {', '.join(self.sites)}: "
+                   + "; ".join(answers))
 
     def site_name(self, wanted: str) -> str:
         """A configured edge by name, or by URL (the magic's --edge)."""

@@ -160,3 +160,12 @@ def test_attach_to_an_unknown_job_is_one_clean_message(shell, capsys):
     with pytest.raises(RaphaCellError) as caught:
         shell.run_line_magic("rapha_attach", f"{'0' * 32} --edge $EDGE --key $KEY")
     assert "no job" in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_key_under_a_jupyter_server_is_refused_not_ignored(shell, monkeypatch):
+    monkeypatch.setenv("RAPHA_JUPYTER_URL", "http://127.0.0.1:9")  # this kernel runs under a server
+    with pytest.raises(RaphaCellError) as caught:
+        shell.run_cell("%%rapha_train --dataset synthetic-cxr --budget 8 --key other.pem\nx = 1\n",
+                       silent=False).raise_error()
+    text = str(caught.value)
+    assert "--key is not used under a Jupyter server" in text and "c.RaphaExtension.key_path" in text
