@@ -107,14 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except RaphaError as exc:
-        _print_error(args.command, exc)
+        _print_error(args.command, exc, _cell_source(args))
         return 1
 
 
-def _print_error(command: str, exc: RaphaError) -> None:
+def _cell_source(args: argparse.Namespace) -> str | None:
+    """The researcher's own cell file, to quote the line a failed job names."""
+    try:
+        return Path(args.cell).read_text("utf-8") if getattr(args, "cell", None) else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _print_error(command: str, exc: RaphaError, source: str | None = None) -> None:
     from .magic import error_lines
 
-    lines = error_lines(exc)
+    lines = error_lines(exc, source=source)
     print(f"rapha {command}: " + lines[0].removeprefix("rapha: "), file=sys.stderr)
     for line in lines[1:]:
         print(line, file=sys.stderr)

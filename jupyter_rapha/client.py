@@ -40,12 +40,16 @@ _GATE_ERRORS: dict[str, type[errors.GateDenied]] = {
 
 
 class JobFailed(errors.Fault):
-    """The job's own code raised. Only the exception type and cell line leave the edge (S5)."""
+    """The job's own code raised. Only the exception type and cell line leave the edge (S5),
+    and ``detail`` only when it is one of the ``rapha`` runtime's own fixed messages."""
 
-    def __init__(self, message: str, *, error_type: str = "", line: int | None = None) -> None:
+    where = "at the edge"
+
+    def __init__(self, message: str, *, error_type: str = "", line: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.error_type = error_type
         self.line = line
+        self.detail = detail
 
 
 class JobCancelled(errors.NotFound):
@@ -257,7 +261,9 @@ def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
     error = status.get("error") or {}
     if error.get("type"):
         where = f" at line {error['line']} of the cell" if error.get("line") else ""
-        return JobFailed(f"{error['type']}{where}", error_type=str(error["type"]), line=error.get("line"))
+        detail = str(error.get("message") or "")
+        return JobFailed(f"{error['type']}{where}" + (f": {detail}" if detail else ""), error_type=str(error["type"]),
+                         line=error.get("line"), detail=detail)
     return errors.Fault(f"job {status.get('job_id')} ended {state!r}" + _reasons_text(status))
 
 

@@ -10,11 +10,14 @@ it: the first ``min(budget, synthetic size)`` records, walked by every epoch.
 from __future__ import annotations
 
 import math
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .client import JobFailed
 from .protocol.errors import BadInput, RaphaError
 
+CELL_FILENAME = "<cell>"
 DEFAULT_SYNTHETIC_RECORDS = 256
 LABEL_CLASSES = 2  # labels are small ints: 0 .. LABEL_CLASSES-1
 _TORCH_DTYPES = ("float32", "float64", "int64", "int32", "uint8", "bool")
@@ -155,16 +158,36 @@ def _select(schema: dict[str, dict[str, Any]], fields: list[str] | None) -> dict
     return {name: dict(schema[name]) for name in wanted}
 
 
-def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime) -> LocalOutcome:
-    """Run ``code`` in ``namespace`` with ``rapha`` bound to ``runtime``.
+class CellFailed(JobFailed):
+    """The cell raised in the local dry run: its type, message and line in the cell. The
+    data is synthetic, so the message is shown, unlike at the edge; the traceback through
+    torch and this module is not, because the line of the cell is what to fix."""
 
-    The cell's own exceptions propagate with their full traceback: the data is synthetic,
-    so here, unlike at the edge, there is nothing to hide."""
+    where = "in the local dry run"
+
+
+def _cell_failed(exc: BaseException) -> CellFailed:
+    line = exc.lineno if isinstance(exc, SyntaxError) and exc.filename == CELL_FILENAME else None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == CELL_FILENAME:
+            line = frame.lineno
+    detail = exc.diagnostics() if isinstance(exc, RaphaError) else (exc.msg if isinstance(exc, SyntaxError)
+                                                                     else str(exc))
+    where = f" at line {line} of the cell" if line else ""
+    return CellFailed(f"{type(exc).__name__}{where}" + (f": {detail}" if detail else ""),
+                      error_type=type(exc).__name__, line=line, detail=detail)
+
+
+def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime) -> LocalOutcome:
+    """Run ``code`` in ``namespace`` with ``rapha`` bound to ``runtime``. An exception
+    from the cell becomes ``CellFailed`` (chained to the original, for a debugger)."""
     missing = object()
     previous = namespace.get("rapha", missing)
     namespace["rapha"] = runtime
     try:
-        exec(compile(code, "<cell>", "exec"), namespace)  # noqa: S102 - the user's own cell
+        exec(compile(code, CELL_FILENAME, "exec"), namespace)  # noqa: S102 - the user's own cell
+    except Exception as exc:
+        raise _cell_failed(exc) from exc
     finally:
         if previous is missing:
             namespace.pop("rapha", None)

@@ -31,7 +31,10 @@ class RaphaCellError(Exception):
         return self.lines
 
 
-def error_lines(exc: RaphaError) -> list[str]:
+def error_lines(exc: RaphaError, source: str | None = None, first_line: int = 1) -> list[str]:
+    """What a researcher sees. For a failed cell, ``source`` is the researcher's own copy of
+    it (never sent back by the edge), and ``first_line`` the editor's number of its first
+    line (2 in a notebook cell, below the %%rapha_train line), so line numbers match."""
     from .client import JobFailed
 
     if isinstance(exc, GateDenied):
@@ -39,8 +42,20 @@ def error_lines(exc: RaphaError) -> list[str]:
         lines += [f"  - {reason}" for reason in exc.reasons if reason != exc.message]
         return lines
     if isinstance(exc, JobFailed):
-        return [f"rapha: the job failed at the edge: {exc.message}"]
+        return _cell_error_lines(exc, source, first_line)
     return [f"rapha: {exc.diagnostics()}"]
+
+
+def _cell_error_lines(exc: Any, source: str | None, first_line: int) -> list[str]:
+    if not exc.line or not exc.error_type:
+        return [f"rapha: the job failed {exc.where}: {exc.message}"]
+    line = exc.line + first_line - 1
+    detail = f": {exc.detail}" if exc.detail else ""
+    lines = [f"rapha: the job failed {exc.where}: {exc.error_type} at line {line} of the cell{detail}"]
+    text = source.splitlines() if source is not None else []
+    if exc.line <= len(text) and text[exc.line - 1].strip():
+        lines.append(f"    {line} | {text[exc.line - 1].rstrip()[:160]}")
+    return lines
 
 
 def bind_returns(namespace: dict[str, Any], name: str, state_dict: dict[str, Any]) -> str:
@@ -89,8 +104,8 @@ class RaphaMagics(Magics):
             result = self._train(args, cell, namespace)
             first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
             return _finish(namespace, args.returns, result, first.state_dict)
-        except RaphaError as exc:
-            raise RaphaCellError(error_lines(exc)) from None
+        except RaphaError as exc:  # the cell's line 1 is the editor's line 2, under %%rapha_train
+            raise RaphaCellError(error_lines(exc, source=cell, first_line=2)) from None
 
     def _train(self, args: Any, cell: str, namespace: dict[str, Any]) -> Any:
         from .training import TrainRequest, parse_params

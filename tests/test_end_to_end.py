@@ -118,7 +118,7 @@ def test_cell_error_returns_only_type_and_line(demo_edge):
     cell = f"x = 1\nraise ValueError({secret!r})\n"
     _, _, status = run_job(edge, key, code=cell, budget=4, epochs=1)
     assert status["state"] == "failed"
-    assert status["error"] == {"type": "ValueError", "line": 2}
+    assert status["error"] == {"type": "ValueError", "line": 2, "message": None}
     assert secret not in json.dumps(status)
 
 

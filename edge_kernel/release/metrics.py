@@ -63,12 +63,16 @@ def _finite(value: Any) -> bool:
 
 
 def sanitize_error(error: Any, cell_lines: int) -> dict[str, Any]:
-    """Keep only a builtin exception type and a line inside the cell."""
+    """Keep only a builtin exception type, a line inside the cell and a message that is one
+    of the runtime's own fixed texts (see ``sandbox.messages``)."""
+    from ..sandbox.messages import public_message
+
     if not isinstance(error, dict):
-        return {"type": "Exception", "line": None}
+        return {"type": "Exception", "line": None, "message": None}
     kind = error.get("type")
     line = error.get("line")
     return {
         "type": kind if isinstance(kind, str) and kind in _BUILTIN_ERRORS else "Exception",
         "line": line if isinstance(line, int) and not isinstance(line, bool) and 1 <= line <= cell_lines else None,
+        "message": public_message(error.get("message")),
     }

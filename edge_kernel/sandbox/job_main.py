@@ -4,8 +4,9 @@ Runs inside the sandbox with the job directory as its working directory, holding
 ``cell.py`` and ``job.json``. It never receives a path to the data; records arrive only
 over the inherited socket ``N`` from the broker. Results go to ``out/``: weights (by
 ``rapha.save``), ``metrics.json`` and, on an exception, ``error.json`` holding only the
-exception's type and its line in the cell (S5). The message is never written: it can
-carry record values (``KeyError: 'DOE^JANE'``). stderr gets the traceback for the
+exception's type and its line in the cell (S5), and its message only when that is one of
+the runtime's own fixed texts (``messages.RUNTIME_MESSAGES``). Any other message is never
+written: it can carry record values (``KeyError: 'DOE^JANE'``). stderr gets the traceback for the
 hospital's own eyes; it never leaves the edge.
 """
 
@@ -26,6 +27,7 @@ import torch
 
 from .channel import Channel, SharedArena
 from .lifeline import die_with_parent
+from .messages import public_message
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
             return _finish(rapha)
         traceback.print_exc()
-        _write_json(OUT_DIR / "error.json", {"type": public_type_name(exc), "line": cell_line(exc)})
+        _write_json(OUT_DIR / "error.json", {"type": public_type_name(exc), "line": cell_line(exc),
+                                             "message": public_message(str(exc))})
         return 1
     finally:
         sock.close()

@@ -31,6 +31,7 @@ from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
+from .messages import public_message
 from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset
@@ -343,8 +344,9 @@ _BUILTIN_EXCEPTIONS = frozenset(
 
 
 def _error(raw: bytes | None, spec: JobSpec) -> dict[str, Any] | None:
-    """Type and line only, checked here again: the cell can write error.json itself, so
-    a free-form "type" would be a channel for record values."""
+    """Type, line and (only if it is one of the runtime's fixed texts) message, checked here
+    again: the cell can write error.json itself, so a free-form "type" or message would be
+    a channel for record values."""
     if raw is None:
         return None
     try:
@@ -356,4 +358,5 @@ def _error(raw: bytes | None, spec: JobSpec) -> dict[str, Any] | None:
     line = doc.get("line")
     lines = spec.code.count("\n") + 1
     return {"type": name if name in _BUILTIN_EXCEPTIONS else "Exception",
-            "line": line if isinstance(line, int) and not isinstance(line, bool) and 1 <= line <= lines else None}
+            "line": line if isinstance(line, int) and not isinstance(line, bool) and 1 <= line <= lines else None,
+            "message": public_message(doc.get("message"))}

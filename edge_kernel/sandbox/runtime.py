@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from .channel import SHM_ALIGN, Channel, SharedArena, shm_items
+from .messages import MAX_METRIC_POINTS
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
-MAX_METRIC_POINTS = 1_000_000
+# Every message raised here is listed in messages.RUNTIME_MESSAGES, so that it may leave.
 _METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 

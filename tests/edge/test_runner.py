@@ -131,14 +131,19 @@ def test_a_budget_below_the_dataset_stops_at_the_budget_and_ungranted_fields_sta
 
 
 @pytest.mark.parametrize("code,expected", [
-    ("x = 1\nrapha.log(a=x)\nraise KeyError('DOE^JANE MRN1234567')\n", {"type": "KeyError", "line": 3}),
+    ("x = 1\nrapha.log(a=x)\nraise KeyError('DOE^JANE MRN1234567')\n", {"type": "KeyError", "line": 3, "message": None}),
     ("def f(batch):\n    return batch['PatientName']\n\nfor b in rapha.loader(batch_size=4):\n    f(b)\n",
-     {"type": "KeyError", "line": 2}),
-    ("Secret = type('KOWALCZYK_JANE', (ValueError,), {})\nraise Secret('x')\n", {"type": "ValueError", "line": 2}),
-    ("for x in range(3):\n  print(x\n", {"type": "SyntaxError", "line": 2}),
+     {"type": "KeyError", "line": 2, "message": None}),
+    ("Secret = type('KOWALCZYK_JANE', (ValueError,), {})\nraise Secret('x')\n",
+     {"type": "ValueError", "line": 2, "message": None}),
+    ("for x in range(3):\n  print(x\n", {"type": "SyntaxError", "line": 2, "message": None}),
+    # The runtime's own refusal is a fixed text: it leaves, so the researcher knows what to fix.
+    ("x = 1\nrapha.log(loss='high')\n", {"type": "ValueError", "line": 2, "message": "rapha.log takes numbers"}),
+    # ...but only that exact text, whoever raises it.
+    ("raise ValueError('rapha.log takes numbers: DOE^JANE')\n", {"type": "ValueError", "line": 1, "message": None}),
     ("import json, os, sys\nos.makedirs('out', exist_ok=True)\n"
      "json.dump({'type': 'DOE_JANE', 'line': 999, 'message': 'MRN1234567'}, open('out/error.json', 'w'))\n"
-     "os._exit(3)\n", {"type": "Exception", "line": None}),  # forged: bypasses job_main
+     "os._exit(3)\n", {"type": "Exception", "line": None, "message": None}),  # forged: bypasses job_main
 ])
 def test_an_exception_leaves_only_as_type_and_line(synth_folder, synth_entry, settings, tmp_path, code, expected):
     workdir = tmp_path / "job"

@@ -24,7 +24,7 @@ from typing import Any
 from edge_kernel.anchor.account import create_chain_account, load_chain_account
 from edge_kernel.anchor.devchain import EmbeddedChain
 from edge_kernel.catalog import attestation_offer, sign_catalog
-from jupyter_rapha.local import make_runtime, run_local
+from jupyter_rapha.local import CellFailed, make_runtime, run_local
 from jupyter_rapha.protocol import errors
 from jupyter_rapha.protocol.anchor_proof import pending_anchor
 from jupyter_rapha.protocol.jobspec import parse_jobspec
@@ -159,8 +159,11 @@ class FakeEdge:
         runtime = make_runtime(SCHEMA, list(spec.fields), spec.budget.max_records, spec.params, spec.epochs)
         try:
             outcome = run_local(spec.code, {"__name__": "__rapha_job__"}, runtime)
-        except Exception as exc:  # the job's own failure: only type and cell line leave
-            job["error"] = {"type": type(exc).__name__, "line": _cell_line(exc)}
+        except CellFailed as exc:  # the job's own failure: only type and cell line leave
+            job["error"] = {"type": exc.error_type, "line": exc.line, "message": None}
+        except Exception as exc:
+            job["error"] = {"type": type(exc).__name__, "line": _cell_line(exc), "message": None}
+        if job["error"] is not None:
             _set_state(job, "failed")
             return
         self._release(job, outcome, started)

@@ -129,3 +129,11 @@ def test_unreachable_edge_is_a_fault_naming_the_url(key):
 def test_bad_url_is_bad_input(key):
     with pytest.raises(errors.BadInput):
         EdgeClient("ftp://example.invalid", key)
+
+
+def test_a_runtime_message_from_the_edge_is_shown():
+    status = {"job_id": "a" * 32, "state": "failed",
+              "error": {"type": "ValueError", "line": 4, "message": "rapha.log takes numbers"}}
+    error = final_error(status)
+    assert isinstance(error, JobFailed) and error.message == "ValueError at line 4 of the cell: rapha.log takes numbers"
+    assert (error.error_type, error.line, error.detail) == ("ValueError", 4, "rapha.log takes numbers")

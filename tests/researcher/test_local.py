@@ -73,10 +73,17 @@ def test_save_is_required_and_checked():
         runtime.save({})
 
 
-def test_cell_errors_propagate_with_their_line():
-    with pytest.raises(ZeroDivisionError) as caught:
+def test_cell_errors_come_back_with_their_line_and_message():
+    from jupyter_rapha.local import CellFailed
+
+    with pytest.raises(CellFailed) as caught:
         run_local("a = 1\nb = a / 0\n", {}, make_runtime(SCHEMA, ["age"], 5, {}, 1))
-    assert caught.traceback[-1].lineno + 1 == 2
+    assert (caught.value.error_type, caught.value.line, caught.value.detail) == \
+        ("ZeroDivisionError", 2, "division by zero")
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)  # the original, for a debugger
+    with pytest.raises(CellFailed) as caught:
+        run_local("a = 1\nfor x in range(3):\n  print(x\n", {}, make_runtime(SCHEMA, ["age"], 5, {}, 1))
+    assert (caught.value.error_type, caught.value.line) == ("SyntaxError", 3)
 
 
 def test_bad_schemas_and_fields():

@@ -92,10 +92,31 @@ def test_denial_is_one_clean_message(shell, capsys):
 
 
 def test_job_error_shows_type_and_line(shell, capsys):
-    outcome = train(shell, "--edge $EDGE --budget 8", "x = 1\nraise ValueError('patient 123')\n")
+    outcome = train(shell, "--edge $EDGE --budget 8", "x = 1\npatient = 'DOE' + '^JANE'\nraise ValueError(patient)\n")
     assert isinstance(outcome.error_in_exec, RaphaCellError)
     text = "".join(capsys.readouterr())
-    assert "ValueError at line 2 of the cell" in text and "patient 123" not in text
+    # Numbered as the editor numbers them (line 1 is %%rapha_train), quoted from our own copy of the cell.
+    assert "ValueError at line 4 of the cell" in text and "    4 | raise ValueError(patient)" in text
+    assert "DOE^JANE" not in text
+
+
+def test_local_error_shows_the_cell_line_and_message_not_library_frames(shell, capsys):
+    cell = "import torch\nfor batch in rapha.loader(batch_size=4):\n    label = batch['findings']\n"
+    outcome = train(shell, "--edge $EDGE --budget 8 --local", cell)
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    text = "".join(capsys.readouterr()) + str(outcome.error_in_exec)
+    shown = outcome.error_in_exec._render_traceback_()
+    assert shown[0] == "rapha: the job failed in the local dry run: KeyError at line 4 of the cell: 'findings'"
+    assert shown[1] == "    4 |     label = batch['findings']"
+    assert "Traceback" not in text and "site-packages" not in text and "local.py" not in text
+
+
+def test_local_error_from_the_rapha_runtime_names_its_line(shell):
+    schema = json.dumps(SCHEMA).replace(" ", "")
+    outcome = train(shell, f"--budget 8 --local --schema {schema}", "x = 1\nrapha.log(loss='high')\n")
+    assert outcome.error_in_exec._render_traceback_()[0] == (
+        "rapha: the job failed in the local dry run: BadInput at line 3 of the cell: rapha.log: loss must be a "
+        "number, not str")
 
 
 def test_local_run_with_the_catalog_schema(shell, capsys):

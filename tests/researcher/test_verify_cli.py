@@ -212,7 +212,8 @@ def test_run_failure_names_type_and_line(world, tmp_path, capsys):
     cell.write_text("x = 1\n\nraise ValueError('no')\n")
     code = main(["run", str(cell), "--edge", world["edge"].url, "--dataset", "synthetic-cxr", "--budget", "8",
                  "--key", str(world["key_path"]), "--out", str(tmp_path / "out")])
-    assert code == 1 and "ValueError at line 3 of the cell" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 1 and "ValueError at line 3 of the cell" in err and "    3 | raise ValueError('no')" in err
 
 
 def test_run_refuses_a_foreign_out_dir(world, tmp_path, capsys):

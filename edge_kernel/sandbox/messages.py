@@ -1,0 +1,45 @@
+"""The messages the job's ``rapha`` runtime raises itself, which may leave the edge.
+
+An exception's message can carry record values (``KeyError: 'DOE^JANE'``), so by default
+only its type and cell line leave (S5). The runtime's own refusals are fixed texts that
+hold no data, and they are what a researcher needs to fix a call ("rapha.log takes
+numbers"). The check is by exact text against this set, outside the sandbox: the cell can
+raise any exception class with any message, or write error.json itself, so where a
+message came from is never trusted, only whether it is one of these. The cell can choose
+one of them, which tells no more than its choice of a built-in exception type already can.
+
+No imports: the runner and the release checks read this outside the sandbox without
+loading the job's runtime (torch).
+"""
+
+from __future__ import annotations
+
+MAX_METRIC_POINTS = 1_000_000
+# The broker's limits, as its refusals state them (edge_kernel.data.broker).
+BROKER_MAX_BATCH_SIZE = 4096
+BROKER_MAX_LOADERS = 16
+
+RUNTIME_MESSAGES = frozenset({
+    "prefetch is a number of batches, 0 to 8",
+    "the broker named shared memory outside the batch's region",
+    "metric names are letters, digits, '_', '.', '-' (at most 64)",
+    f"at most {MAX_METRIC_POINTS} metric points per job",
+    "rapha.save takes a torch module or a non-empty dict of tensors",
+    "rapha.save stores only tensors under string names",
+    "rapha.log takes single numbers",
+    "rapha.log takes numbers",
+    "rapha.log takes finite numbers",
+    "the data broker closed the channel",
+    "refused",
+    # The broker's refusals, passed on by the runtime as BrokerRefused.
+    "budget exhausted",
+    "unknown loader",
+    "unknown request",
+    f"loader needs batch_size 1-{BROKER_MAX_BATCH_SIZE}, shuffle, seed >= 0",
+    f"at most {BROKER_MAX_LOADERS} loaders per job",
+})
+
+
+def public_message(message: object) -> str | None:
+    """``message`` if it is one of the runtime's own texts, else None (it stays at the edge)."""
+    return message if isinstance(message, str) and message in RUNTIME_MESSAGES else None
