@@ -92,7 +92,7 @@ result.receipt_widget"""
 
 def flags(local: bool) -> str:
     mode = "--local " if local else ""
-    return f"%%rapha_train --edge $EDGE --key $KEY --dataset synthetic-cxr --budget 48 --epochs 6 {mode}--returns model\n"
+    return f"%%rapha_train --edge $EDGE --dataset synthetic-cxr --budget 48 --epochs 6 {mode}--returns model\n"
 
 
 def build() -> nbformat.NotebookNode:

@@ -61,7 +61,7 @@ def test_mixed_size_xrays_are_all_used_after_a_declared_resize(tmp_path, capsys)
     try:
         client = EdgeClient(edge.url, key)
         job_id = complete_job(client, key, CELL, fields=("image",), budget=RECORDS, timeout=240)
-        receipt, metrics = client.receipt(job_id), client.metrics(job_id)
+        receipt, metrics, weights = client.receipt(job_id), client.metrics(job_id), client.weights(job_id)
         public_key = client.edge_info()["public_key"]
     finally:
         edge.stop()
@@ -72,6 +72,8 @@ def test_mixed_size_xrays_are_all_used_after_a_declared_resize(tmp_path, capsys)
     assert dataset["preprocessing"]["fields"]["image"][-1] == {"op": "resize", "interpolation": "area"}
 
     (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))  # verify checks both against the receipt
+    (tmp_path / "weights.safetensors").write_bytes(weights)
     capsys.readouterr()
     assert rapha_cli(["verify", str(tmp_path / "receipt.json"), "--offline", "--edge-key", public_key]) == 0
     out = capsys.readouterr().out

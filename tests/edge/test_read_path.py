@@ -73,7 +73,8 @@ def test_a_broken_registry_is_a_fault_on_every_lookup_until_fixed(tmp_path):
 
 
 def catalog_edge(tmp_path):
-    settings = SimpleNamespace(edge_id="edge-1", currency="GBP", attestation=SimpleNamespace(backend="unsafe-software"))
+    settings = SimpleNamespace(edge_id="edge-1", currency="GBP", demo=True,
+                               attestation=SimpleNamespace(backend="unsafe_software"))
     datasets = DatasetRegistry(tmp_path)
     datasets.add(synthetic_dataset_entry("cxr", "data/cxr"))
     return SimpleNamespace(settings=settings, key=PrivateKey.generate(), datasets=datasets)
@@ -91,5 +92,6 @@ def test_the_cached_catalog_is_signed_again_as_soon_as_it_changes(tmp_path):
     edge.datasets.add(synthetic_dataset_entry("cxr", "data/cxr", price_per_record="0.02"), replace=True)
     changed = catalog_of(cache.signed(edge), edge.key)
     assert [d["price_per_record"] for d in changed["datasets"]] == ["0.02"]
-    edge.settings.attestation.backend = "tdx"
-    assert catalog_of(cache.signed(edge), edge.key)["attestation"]["backend"] == "tdx"
+    assert changed["attestation"]["backend"] == "unsafe_software"
+    edge.settings.demo = False  # the software stand-in is no longer in force: the offer changes
+    assert catalog_of(cache.signed(edge), edge.key)["attestation"]["backend"] == "none"
