@@ -9,14 +9,11 @@ every hash holds and that reaches the head recorded outside it (``audit_head.py`
 from __future__ import annotations
 
 import logging
-import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
 from jupyter_rapha import __version__
-from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, NotFound, StorageUnavailable
-from jupyter_rapha.protocol.jobspec import JobSpec
+from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, StorageUnavailable
 from jupyter_rapha.protocol.keys import PrivateKey
 
 from .audit import AuditLog
@@ -26,9 +23,9 @@ from .data.cohort import CohortSizes
 from .data.registry import Dataset, DatasetRegistry
 from .db import Database
 from .health import StorageHealth
-from .gates.pipeline import Gate, GateContext
+from .gates.pipeline import Gate
 from .gates.spec import SpecGate
-from .jobs import JobManager
+from .jobs import JobManager, Runner, job_release_dir
 from .researchers import ResearcherRegistry
 from .settings import Settings, load_settings
 from .store import JobStore
@@ -59,9 +56,12 @@ class Edge:
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
         self.wan = _open_wan(settings)
-        self.jobs = JobManager(self)
         self.outbox = _open_outbox(self)
-        self._lock = threading.Lock()
+        self.jobs = JobManager(
+            settings=settings, store=self.store, audit=self.audit, health=self.health,
+            researchers=self.researchers, datasets=self.datasets, cohort_sizes=self.cohort_sizes,
+            gates=self.gates, runner=_job_runner(self.datasets, self.pseudonym_key, settings),
+            outbox=self.outbox, key=self.key, identity=self.identity, wan=self.wan)
 
     @classmethod
     def open(cls, config_dir: str | Path) -> "Edge":
@@ -97,52 +97,13 @@ class Edge:
                 "currency": self.settings.currency, "max_records": dataset.max_records,
                 "sensitivity": dataset.sensitivity, "description": dataset.description}
 
-    def dataset_or_none(self, name: str) -> Dataset | None:
-        try:
-            return self.datasets.get(name)
-        except NotFound:
-            return None
-
-    def gate_extras(self, dataset: Dataset | None = None) -> dict[str, Any]:
-        extras: dict[str, Any] = {"edge_key_id": self.key.key_id}
-        if dataset is not None:
-            # after the opt-out list, cached: the policy's minimum cohort is about consented records
-            extras["cohort_size"] = self.cohort_sizes.size(dataset)
-        return extras
-
     def release_dir(self, job_id: str) -> Path:
-        return self.settings.jobs_dir / job_id / "release"
+        return job_release_dir(self.settings.jobs_dir, job_id)
 
     def storage_status(self) -> dict[str, Any]:
         """For GET /v1/edge: whether jobs are taken and, if not, why (generic, no paths)."""
         problems = self.health.problems()
         return {"accepting_jobs": not problems, "problems": problems}
-
-    def check_accepting_jobs(self) -> None:
-        problems = self.health.problems()
-        if problems:
-            raise StorageUnavailable(problems[0])
-
-    def run(self, spec: JobSpec, ctx: GateContext, cancel: threading.Event | None, on_progress: Any) -> Any:
-        from .data.consent import OptOutList
-        from .sandbox.lifeline import PROCESS_FILE
-        from .sandbox.runner import run_job
-
-        dataset = self.datasets.get(spec.dataset)
-        workdir = self.settings.jobs_dir / spec.job_id / "work"
-        consent = OptOutList.from_file(self.datasets.resolve_opt_out(dataset))
-        # the source follows dataset.source (folder, DICOMweb, FHIR export, CSV)
-        limits = ctx.extra.get("limits")
-        try:
-            return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
-                           workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
-                           max_epochs=getattr(limits, "max_epochs", None),
-                           process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
-        finally:
-            if not self.settings.sandbox.keep_job_files:
-                # Minimum necessary (S2) applies to what stays behind too: the job's
-                # stdout may hold record data it printed. Its outputs were read already.
-                shutil.rmtree(workdir, onerror=_log_removal_error)
 
 
 def open_records(settings: Settings, health: StorageHealth) -> tuple[Database, AuditLog]:
@@ -167,8 +128,10 @@ def open_records(settings: Settings, health: StorageHealth) -> tuple[Database, A
     return db, audit
 
 
-def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
-    log.error("could not remove part of a job directory (%s): %s", function.__name__, excinfo[0].__name__)
+def _job_runner(datasets: DatasetRegistry, pseudonym_key: bytes, settings: Settings) -> Runner:
+    from .sandbox.runner import JobRunner  # pulls in every data source: not needed to open the records
+
+    return JobRunner(datasets, pseudonym_key, settings)
 
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:

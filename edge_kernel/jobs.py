@@ -20,24 +20,33 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
-from jupyter_rapha.protocol.errors import GateDenied, RaphaError, StorageUnavailable
+from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
+from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
 
 from . import receipts
+from .anchor.outbox import Outbox
 from .audit import AuditLog, utc_now
-from .obligations import enforceable
+from .obligations import Limits, enforceable
+from .data.cohort import CohortSizes
 from .data.provenance import save_provenance
-from .gates.pipeline import GateContext, GateResult, run_gates
-from .health import os_error_problem
+from .data.registry import Dataset, DatasetRegistry
+from .gates.pipeline import Gate, GateContext, GateResult, run_gates
+from .health import StorageHealth, os_error_problem
 from .release.files import RECEIPT_FILE, Release, read_release, write_atomically, write_release
 from .release.metrics import check_metrics, sanitize_error
 from .release.weights import check_weights
-from .researchers import Researcher
+from .researchers import Researcher, ResearcherRegistry
+from .sandbox.wan import WanGate
+from .settings import Settings
 from .store import TERMINAL, JobRecord, JobStore
+
+if TYPE_CHECKING:  # the runner pulls in every data source: imported when a job first runs
+    from .sandbox.runner import ProgressCallback, RunOutcome
 
 log = logging.getLogger(__name__)
 CANCELLED = "cancelled by the researcher"
@@ -46,11 +55,29 @@ CUT_OFF = ("the edge stopped while the job ran, so its results were discarded; t
            "already read stay counted. Submit the job again")
 
 
+class Runner(Protocol):
+    """Runs one allowed job in the sandbox (``sandbox.runner.JobRunner``)."""
+
+    def run(self, spec: JobSpec, limits: Limits | None, cancel: threading.Event | None,
+            on_progress: ProgressCallback | None) -> RunOutcome: ...
+
+
+def job_release_dir(jobs_dir: Path, job_id: str) -> Path:
+    """Where a job's release (weights, metrics, signed receipt) is written before it leaves."""
+    return jobs_dir / job_id / "release"
+
+
 class JobManager:
-    def __init__(self, edge: Any) -> None:
-        self.edge = edge
-        self.store: JobStore = edge.store
-        self.audit: AuditLog = edge.audit
+    """The edge's collaborators a job passes through, each named: ``Edge`` composes them."""
+
+    def __init__(self, *, settings: Settings, store: JobStore, audit: AuditLog, health: StorageHealth,
+                 researchers: ResearcherRegistry, datasets: DatasetRegistry, cohort_sizes: CohortSizes,
+                 gates: list[Gate], runner: Runner, outbox: Outbox, key: PrivateKey,
+                 identity: Callable[[], dict[str, Any]], wan: WanGate | None) -> None:
+        self.settings, self.store, self.audit, self.health = settings, store, audit, health
+        self.researchers, self.datasets, self.cohort_sizes = researchers, datasets, cohort_sizes
+        self.gates, self.runner, self.outbox, self.wan = gates, runner, outbox, wan
+        self.key, self.identity = key, identity
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rapha-job")
         self._cancels: dict[str, threading.Event] = {}
         self._claim = threading.Lock()
@@ -61,13 +88,12 @@ class JobManager:
     # ---- intake -------------------------------------------------------------------
     def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
         # Failing storage takes no job: what the job writes, audit entries too, could be lost.
-        self.edge.check_accepting_jobs()
+        self._check_accepting_jobs()
         self.audit.append("job.submit", job_id=spec.job_id, actor=researcher.key_id,
                           detail={"dataset": spec.dataset, "code_sha256": spec.code_sha256,
                                   "request_sha256": request_sha256})
-        wan = getattr(self.edge, "wan", None)
-        if wan is not None:
-            wan.check_open_for_jobs()  # a halted appliance takes no new job (fail closed)
+        if self.wan is not None:
+            self.wan.check_open_for_jobs()  # a halted appliance takes no new job (fail closed)
         job, created = self.store.create(spec, request_sha256)
         if created:
             self._enqueue(job.job_id)
@@ -94,10 +120,10 @@ class JobManager:
         fail jobs cut off before; queued jobs run again from the gates."""
         from .sandbox.lifeline import stop_leftovers
 
-        for job_id in stop_leftovers(self.edge.settings.jobs_dir):
+        for job_id in stop_leftovers(self.settings.jobs_dir):
             self.audit.append("job.stop_leftover", job_id=job_id)
         for job in self.store.in_state("running"):
-            release = read_release(self.edge.release_dir(job.job_id))
+            release = read_release(self.release_dir(job.job_id))
             if release is None or not self._resume_release(job, release):
                 self._fail_cut_off(job)
         for job in self.store.in_state("submitted"):
@@ -144,18 +170,18 @@ class JobManager:
         problem = os_error_problem(exc)
         if problem is None:
             return exc
-        self.edge.health.report(problem)
+        self.health.report(problem)
         return StorageUnavailable(problem)
 
     def _process(self, job_id: str) -> None:
         job = self.store.get(job_id)
         spec = parse_jobspec(job.spec)
-        researcher = self.edge.researchers.by_key_id(job.researcher_key_id)
-        dataset = self.edge.dataset_or_none(spec.dataset)
-        ctx = GateContext(spec, job.request_sha256, researcher, dataset, self.edge.settings,
-                          extra=self.edge.gate_extras(dataset))
+        researcher = self.researchers.by_key_id(job.researcher_key_id)
+        dataset = self._dataset_or_none(spec.dataset)
+        ctx = GateContext(spec, job.request_sha256, researcher, dataset, self.settings,
+                          extra=self._gate_extras(dataset))
         self.audit.append("gates.start", job_id=job_id)
-        outcome = run_gates(self.edge.gates, ctx)
+        outcome = run_gates(self.gates, ctx)
         entries = receipts.gate_entries(outcome.results)
         self.audit.append("gates.done", job_id=job_id,
                           detail={"allowed": outcome.allowed, "gates": entries})
@@ -169,7 +195,7 @@ class JobManager:
             self.audit.append("obligations.deny", job_id=job_id, detail={"reasons": denied.reasons})
             self.store.transition(job_id, "denied", gates=entries, reasons=[f"policy: {r}" for r in denied.reasons])
             return
-        ctx.extra["limits"] = limits
+        ctx.limits = limits
         cancel = self._cancels.get(job_id)
         if self._stopping:
             return  # the edge stops while its gates ran: it stays queued for the next start
@@ -183,9 +209,9 @@ class JobManager:
         self.audit.append("job.run", job_id=job_id, detail={"fields": list(spec.fields)})
         self.store.transition(job_id, "running", gates=receipts.gate_entries(results))
         with self._wan_severed(job_id):
-            run = self.edge.run(spec, ctx, self._cancels.get(job_id), self._progress_callback(job_id))
+            run = self.runner.run(spec, ctx.limits, self._cancels.get(job_id), self._progress_callback(job_id))
         # per-patient provenance: the sorted pseudonyms stay edge-side, never released
-        save_provenance(self.edge.settings.jobs_dir / job_id, run.meter)
+        save_provenance(self.settings.jobs_dir / job_id, run.meter)
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
@@ -204,7 +230,7 @@ class JobManager:
             return
         self._release(job, spec, results, run, started)
 
-    def _release(self, job: JobRecord, spec: JobSpec, results: list[GateResult], run: Any, started: str) -> None:
+    def _release(self, job: JobRecord, spec: JobSpec, results: list[GateResult], run: RunOutcome, started: str) -> None:
         job_id = job.job_id
         try:
             weights = check_weights(run.weights, spec.output_policy)
@@ -221,19 +247,19 @@ class JobManager:
         gates = [*results, release]
         times = {"submitted": job.submitted, "started": started, "finished": utc_now()}
         predicate = receipts.build_predicate(
-            spec=spec, request_sha256=job.request_sha256, edge=self.edge.identity(), dataset=self.edge.datasets.get(spec.dataset),
+            spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
             meter=run.meter, weights=run.weights, weights_tensors=weights.tensors, metrics=metrics,
-            gates=gates, unsafe=self.edge.settings.unsafe, times=times, currency=self.edge.settings.currency)
-        document = receipts.sign(predicate, run.weights, self.edge.key)
+            gates=gates, unsafe=self.settings.unsafe, times=times, currency=self.settings.currency)
+        document = receipts.sign(predicate, run.weights, self.key)
         digest = envelope_digest(document["envelope"])
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
         # The durable point: from here a crash no longer loses the job, a restart finishes
         # it from these files. Anchored only after: the outbox must never anchor a receipt
         # the researcher cannot fetch.
         document["anchor"] = pending_anchor(digest)
-        write_release(self.edge.release_dir(job_id), run.weights, metrics, document)
+        write_release(self.release_dir(job_id), run.weights, metrics, document)
         self._complete(job_id, Release(run.weights, metrics, document), receipts.gate_entries(gates),
-                       self._progress(job_id, run.meter), self.edge.settings.chain.release_wait_seconds)
+                       self._progress(job_id, run.meter), self.settings.chain.release_wait_seconds)
 
     def _complete(self, job_id: str, release: Release, gates: list[dict[str, Any]], progress: dict[str, Any],
                   wait_seconds: float) -> None:
@@ -242,7 +268,7 @@ class JobManager:
         anchor = self._anchor(job_id, digest, wait_seconds)
         if not is_pending(anchor):
             document = dict(document, anchor=anchor)
-            write_atomically(self.edge.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
+            write_atomically(self.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
         self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
         # Released metrics only (checked before release): the latest value under each declared name.
         self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in release.metrics.items() if v})
@@ -254,8 +280,8 @@ class JobManager:
         leave marked "anchor pending" and the outbox puts the anchor into the released
         receipt later."""
         self.audit.append("anchor.queue", job_id=job_id, detail={"envelope_sha256": digest})
-        self.edge.outbox.enqueue(job_id, digest)
-        anchor = self.edge.outbox.wait_anchored(digest, wait_seconds)
+        self.outbox.enqueue(job_id, digest)
+        anchor = self.outbox.wait_anchored(digest, wait_seconds)
         if anchor is None:
             self.audit.append("anchor.pending", job_id=job_id, detail={"envelope_sha256": digest})
             return pending_anchor(digest)
@@ -266,7 +292,7 @@ class JobManager:
     def _resume_release(self, job: JobRecord, release: Release) -> bool:
         """Finish a release the edge wrote before it stopped, if its files are what the
         receipt signs; the outbox is not running yet, so no wait for the anchor."""
-        check = verify_receipt(release.receipt, self.edge.key.public, weights=release.weights,
+        check = verify_receipt(release.receipt, self.key.public, weights=release.weights,
                                metrics=release.metrics)
         if not check.statement or any(c.status == "fail" for c in check.checks):
             log.error("job %s: the written release does not match its receipt; failing it", job.job_id)
@@ -284,16 +310,37 @@ class JobManager:
         self.audit.append("job.fail", job_id=job.job_id,
                           detail={"reason": "edge restarted during the job",
                                   "records_used": job.progress.get("records_used", 0)})
-        if not self.edge.settings.sandbox.keep_job_files:
-            shutil.rmtree(self.edge.settings.jobs_dir / job.job_id, onerror=_log_removal_error)
+        if not self.settings.sandbox.keep_job_files:
+            shutil.rmtree(self.settings.jobs_dir / job.job_id, onerror=_log_removal_error)
         self.store.transition(job.job_id, "failed", reasons=[CUT_OFF])
 
     def _wan_severed(self, job_id: str) -> Any:
-        wan = getattr(self.edge, "wan", None)
-        if wan is None:
+        if self.wan is None:
             return contextlib.nullcontext()
-        self.audit.append("wan.sever", job_id=job_id, detail={"interface": wan.interface})
-        return wan.severed()
+        self.audit.append("wan.sever", job_id=job_id, detail={"interface": self.wan.interface})
+        return self.wan.severed()
+
+    # ---- what the walk asks of the edge -------------------------------------------
+    def release_dir(self, job_id: str) -> Path:
+        return job_release_dir(self.settings.jobs_dir, job_id)
+
+    def _check_accepting_jobs(self) -> None:
+        problems = self.health.problems()
+        if problems:
+            raise StorageUnavailable(problems[0])
+
+    def _dataset_or_none(self, name: str) -> Dataset | None:
+        try:
+            return self.datasets.get(name)
+        except NotFound:
+            return None
+
+    def _gate_extras(self, dataset: Dataset | None) -> dict[str, Any]:
+        extras: dict[str, Any] = {"edge_key_id": self.key.key_id}
+        if dataset is not None:
+            # after the opt-out list, cached: the policy's minimum cohort is about consented records
+            extras["cohort_size"] = self.cohort_sizes.size(dataset)
+        return extras
 
     # ---- progress -----------------------------------------------------------------
     def _progress_callback(self, job_id: str) -> Any:

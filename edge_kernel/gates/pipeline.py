@@ -18,6 +18,11 @@ from jupyter_rapha.protocol.canonical import canonical_json
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.receipt import sha256_hex
 
+from ..data.registry import Dataset
+from ..obligations import Limits
+from ..researchers import Researcher
+from ..settings import Settings
+
 log = logging.getLogger(__name__)
 
 # Order matters: the policy gate decides last, on everything the others found.
@@ -48,11 +53,13 @@ class GateResult:
 class GateContext:
     spec: JobSpec
     request_sha256: str
-    researcher: Any  # edge_kernel.registry.Researcher
-    dataset: Any  # edge_kernel.data.registry.Dataset
-    settings: Any  # edge_kernel.settings.Settings
+    researcher: Researcher
+    dataset: Dataset | None  # None: the job names a dataset this edge does not have (the spec gate denies)
+    settings: Settings
     results: dict[str, GateResult] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. cohort size from the broker
+    # What the policy's obligations enforce on the run; set after the gates allowed the job.
+    limits: Limits | None = None
 
 
 class Gate(Protocol):

@@ -15,6 +15,7 @@ import json
 import logging
 import stat
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,12 +35,13 @@ from ..data.broker import Broker, MeterSummary
 from .messages import public_message
 from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
-from ..data.registry import Dataset
+from ..data.registry import Dataset, DatasetRegistry
+from ..obligations import Limits
 from ..data.source import Index, Source, open_source
 from ..settings import Settings
 from .channel import SharedArena
 from .launch import wrap_command
-from .lifeline import JobProcess, write_process_file
+from .lifeline import PROCESS_FILE, JobProcess, write_process_file
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,35 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
                       max_epochs=max_epochs, process_file=process_file)
+
+
+class JobRunner:
+    """Runs a job of a registered dataset in its own directory under ``jobs_dir`` and
+    removes the directory after (unless ``sandbox.keep_job_files``)."""
+
+    def __init__(self, datasets: DatasetRegistry, pseudonym_key: bytes, settings: Settings) -> None:
+        self.datasets, self.pseudonym_key, self.settings = datasets, pseudonym_key, settings
+
+    def run(self, spec: JobSpec, limits: Limits | None, cancel: threading.Event | None,
+            on_progress: ProgressCallback | None) -> RunOutcome:
+        dataset = self.datasets.get(spec.dataset)
+        workdir = self.settings.jobs_dir / spec.job_id / "work"
+        consent = OptOutList.from_file(self.datasets.resolve_opt_out(dataset))
+        # the source follows dataset.source (folder, DICOMweb, FHIR export, CSV)
+        try:
+            return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
+                           workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
+                           max_epochs=limits.max_epochs if limits is not None else None,
+                           process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
+        finally:
+            if not self.settings.sandbox.keep_job_files:
+                # Minimum necessary (S2) applies to what stays behind too: the job's
+                # stdout may hold record data it printed. Its outputs were read already.
+                shutil.rmtree(workdir, onerror=_log_removal_error)
+
+
+def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
+    log.error("could not remove part of a job directory (%s): %s", function.__name__, excinfo[0].__name__)
 
 
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
