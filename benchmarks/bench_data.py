@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from edge_kernel.data.broker import Broker  # noqa: E402
 from edge_kernel.data.registry import FieldSpec  # noqa: E402
 from edge_kernel.data.source import Index, RecordRef  # noqa: E402
-from edge_kernel.sandbox.channel import Channel  # noqa: E402
+from edge_kernel.wire.channel import Channel  # noqa: E402
 from edge_kernel.sandbox.runner import run_source  # noqa: E402
 from edge_kernel.settings import Settings  # noqa: E402
 from jupyter_rapha.protocol.jobspec import Budget, JobSpec, code_digest  # noqa: E402

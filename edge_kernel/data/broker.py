@@ -22,7 +22,7 @@ import numpy as np
 from jupyter_rapha.protocol.errors import BudgetDenied, Fault, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 
-from ..sandbox.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
+from ..wire.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
 from .source import Index, RecordRef, Source
 from .transforms import receipt_entry
 

@@ -64,8 +64,8 @@ def _finite(value: Any) -> bool:
 
 def sanitize_error(error: Any, cell_lines: int) -> dict[str, Any]:
     """Keep only a builtin exception type, a line inside the cell and a message that is one
-    of the runtime's own fixed texts (see ``sandbox.messages``)."""
-    from ..sandbox.messages import public_message
+    of the runtime's own fixed texts (see ``wire.messages``)."""
+    from ..wire.messages import public_message
 
     if not isinstance(error, dict):
         return {"type": "Exception", "line": None, "message": None}

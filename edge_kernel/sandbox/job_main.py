@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from .channel import Channel, SharedArena
+from ..wire.channel import Channel, SharedArena
 from .lifeline import die_with_parent
-from .messages import public_message
+from ..wire.messages import public_message
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"

@@ -32,14 +32,14 @@ from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
-from .messages import public_message
+from ..wire.messages import public_message
 from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
 from ..obligations import Limits
 from ..data.source import Index, Source, open_source
 from ..settings import Settings
-from .channel import SharedArena
+from ..wire.channel import SharedArena
 from .launch import wrap_command
 from .lifeline import PROCESS_FILE, JobProcess, write_process_file
 

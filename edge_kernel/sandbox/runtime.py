@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .channel import SHM_ALIGN, Channel, SharedArena, shm_items
-from .messages import MAX_METRIC_POINTS
+from ..wire.channel import SHM_ALIGN, Channel, SharedArena, shm_items
+from ..wire.messages import MAX_METRIC_POINTS
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
 # Every message raised here is listed in messages.RUNTIME_MESSAGES, so that it may leave.

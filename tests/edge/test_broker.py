@@ -22,7 +22,7 @@ from pydicom.data import get_testdata_file
 from edge_kernel.data.broker import Broker, Meter
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.synth import synthetic_dataset_entry
-from edge_kernel.sandbox.channel import MAGIC, PREFIX, Channel, ChannelError
+from edge_kernel.wire.channel import MAGIC, PREFIX, Channel, ChannelError
 from jupyter_rapha.protocol.errors import BadInput, BudgetDenied, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, header_values, leaked, synth_entry,  # noqa: F401
@@ -335,7 +335,7 @@ class _OffSchemaSource:
     {"label": np.asarray(1, np.int64), "name": np.zeros(1)},  # a field not granted
 ])
 def test_a_record_off_the_declared_schema_stops_the_broker_before_anything_crosses(bad, shared):
-    from edge_kernel.sandbox.channel import SharedArena
+    from edge_kernel.wire.channel import SharedArena
     source = _OffSchemaSource(bad)
     arena = SharedArena.create(1 << 20) if shared else None
     broker = Broker(source, source.index(), 4, 1, arena)

@@ -8,10 +8,9 @@ import ast
 from pathlib import Path
 
 from edge_kernel.data import broker
-from edge_kernel.sandbox import messages
-from edge_kernel.sandbox.messages import RUNTIME_MESSAGES, public_message
-
-SANDBOX = Path(messages.__file__).parent
+from edge_kernel.sandbox import runtime
+from edge_kernel.wire import messages
+from edge_kernel.wire.messages import RUNTIME_MESSAGES, public_message
 
 
 def _texts(node: ast.AST) -> list[str]:
@@ -25,7 +24,7 @@ def _texts(node: ast.AST) -> list[str]:
 
 
 def test_every_runtime_refusal_is_listed():
-    tree = ast.parse((SANDBOX / "runtime.py").read_text())
+    tree = ast.parse(Path(runtime.__file__).read_text())
     raised = [text for node in ast.walk(tree) if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
               for arg in node.exc.args for text in _texts(arg)]
     assert raised and set(raised) <= RUNTIME_MESSAGES, set(raised) - RUNTIME_MESSAGES
