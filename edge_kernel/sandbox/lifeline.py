@@ -6,7 +6,7 @@ clean (its stdout may hold record data). Three layers stop that:
 
 - the parent-death signal: the kernel SIGKILLs ``rapha-airgap`` (``--parent-pid``), and
   with it the job's PID namespace, when the edge dies, however it dies. In the unsafe
-  no-air-gap mode the job process sets it on itself (``die_with_parent``);
+  no-air-gap mode the job process sets it on itself (``inside/parent.py``);
 - the job's own process group (session), killed as a whole when the edge stops a job;
 - a process file per running job, outside the directory the job may write: an edge that
   starts after a crash stops whatever is still running under it before it runs anything.
@@ -18,7 +18,6 @@ and nothing is killed unless they match.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -30,8 +29,6 @@ from jupyter_rapha.protocol.errors import SandboxFault
 
 PROCESS_FILE = "process.json"
 STOP_SECONDS = 10.0
-PR_SET_PDEATHSIG = 1
-EXIT_PARENT_GONE = 125  # as rapha-airgap: nothing ran
 
 
 @dataclass(frozen=True)
@@ -139,13 +136,3 @@ def stop_leftovers(jobs_dir: Path) -> list[str]:
             stopped.append(path.parent.name)
         path.unlink(missing_ok=True)
     return stopped
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """In the job process without the air-gap: be SIGKILLed when the edge dies. Exits at
-    once when the edge is already gone (it died before the signal was set)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_PARENT_GONE)

@@ -21,7 +21,7 @@ from edge_kernel.data.consent import OptOutList
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.registry import parse_dataset
 from edge_kernel.wire.channel import Channel, SharedArena
-from edge_kernel.sandbox.runtime import BrokerRefused, Rapha
+from edge_kernel.inside.runtime import BrokerRefused, Rapha
 from jupyter_rapha.protocol.errors import BadInput, SandboxFault
 from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, leaked, synth_entry, synth_folder  # noqa: F401
 from tests.edge.test_broker import RecordingSocket, _broken_folder

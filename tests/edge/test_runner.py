@@ -228,7 +228,7 @@ def test_a_job_directory_with_leftovers_is_refused(synth_folder, synth_entry, se
 def test_the_command_passes_through_the_launch_hook(settings, tmp_path):
     spec = make_spec("pass\n")
     command = job_command("/usr/bin/python3", 7)
-    assert command[-4:] == ["-m", "edge_kernel.sandbox.job_main", "--fd", "7"] and "-P" in command
+    assert command[-4:] == ["-m", "edge_kernel.inside.job_main", "--fd", "7"] and "-P" in command
     assert job_command("/usr/bin/python3", 7, 9)[-2:] == ["--shm-fd", "9"]
     wrapped = wrap_command(command, tmp_path, spec, (7,), settings)
     assert wrapped[-len(command):] == command  # the hook may only prefix the job's command
@@ -245,7 +245,7 @@ def test_log_takes_only_finite_numbers_under_plain_names(tmp_path):
     import numpy as np
     import torch
 
-    from edge_kernel.sandbox.runtime import Rapha
+    from edge_kernel.inside.runtime import Rapha
 
     rapha = Rapha(None, {"epochs": 3}, {}, tmp_path / "out")
     rapha.log(loss=torch.tensor(0.5), acc=np.float32(0.25), step=3)

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 from edge_kernel.data import broker
-from edge_kernel.sandbox import runtime
+from edge_kernel.inside import runtime
 from edge_kernel.wire import messages
 from edge_kernel.wire.messages import RUNTIME_MESSAGES, public_message
 

@@ -1,4 +1,4 @@
-"""The job process: ``python -m edge_kernel.sandbox.job_main --fd N``.
+"""The job process: ``python -m edge_kernel.inside.job_main --fd N``.
 
 Runs inside the sandbox with the job directory as its working directory, holding
 ``cell.py`` and ``job.json``. It never receives a path to the data; records arrive only
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..wire.channel import Channel, SharedArena
-from .lifeline import die_with_parent
+from .parent import die_with_parent
 from ..wire.messages import public_message
 from .runtime import MAX_BATCH_BYTES, Rapha
 
