@@ -136,7 +136,7 @@ def _job_runner(datasets: DatasetRegistry, pseudonym_key: bytes, settings: Setti
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:
     from .attestation.bundle import load_attestation_policy, load_collateral_bundle
-    from .attestation.gate import AttestationGate
+    from .gates.attestation import AttestationGate
     from .gates.airgap import AirgapGate
     from .gates.policy import PolicyGate
     from .gates.scan import ScanGate

@@ -31,7 +31,7 @@ from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
 from . import receipts
 from .anchor.outbox import Outbox
 from .audit import AuditLog, utc_now
-from .obligations import Limits, enforceable
+from .gates.obligations import Limits, enforceable
 from .data.cohort import CohortSizes
 from .data.provenance import save_provenance
 from .data.registry import Dataset, DatasetRegistry

@@ -19,7 +19,7 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.receipt import sha256_hex
 
 from ..data.registry import Dataset
-from ..obligations import Limits
+from .obligations import Limits
 from ..researchers import Researcher
 from ..settings import Settings
 

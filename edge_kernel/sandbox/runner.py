@@ -36,7 +36,7 @@ from ..wire.messages import public_message
 from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
-from ..obligations import Limits
+from ..gates.obligations import Limits
 from ..data.source import Index, Source, open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from edge_kernel.attestation import (
-    AttestationFault, AttestationGate, SgxGramineBackend, TdxBackend, UnsafeSoftwareBackend,
+    AttestationFault, SgxGramineBackend, TdxBackend, UnsafeSoftwareBackend,
     load_attestation_policy, load_collateral_bundle, runtime_measurement, select_backend,
 )
+from edge_kernel.gates.attestation import AttestationGate
 from edge_kernel.gates.pipeline import GateContext, run_gates
 from edge_kernel.settings import Settings
 from jupyter_rapha.protocol.attestation import parse_quote, report_data_for, verify_quote

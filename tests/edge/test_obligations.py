@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_kernel.obligations import enforceable
+from edge_kernel.gates.obligations import enforceable
 from jupyter_rapha.protocol.errors import PolicyDenied
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 from tests.edge.conftest_data import HMAC_KEY, make_spec, settings, synth_entry, synth_folder  # noqa: F401

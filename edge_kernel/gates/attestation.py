@@ -24,9 +24,9 @@ from jupyter_rapha.protocol.attestation import (
 from jupyter_rapha.protocol.errors import AttestationDenied, RaphaError
 from jupyter_rapha.protocol.keys import PrivateKey
 
-from ..gates.pipeline import GateContext, GateResult
-from .backends import GRAMINE_ATTESTATION_ROOT, TSM_REPORT_ROOT, AttestationBackend, select_backend
-from .measurement import runtime_measurement
+from ..attestation.backends import GRAMINE_ATTESTATION_ROOT, TSM_REPORT_ROOT, AttestationBackend, select_backend
+from ..attestation.measurement import runtime_measurement
+from .pipeline import GateContext, GateResult
 
 log = logging.getLogger(__name__)
 
