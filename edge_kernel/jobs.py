@@ -38,7 +38,7 @@ from .data.registry import Dataset, DatasetRegistry
 from .gates.pipeline import Gate, GateContext, GateResult, run_gates
 from .health import StorageHealth, os_error_problem
 from .release.files import RECEIPT_FILE, Release, read_release, write_atomically, write_release
-from .release.metrics import check_metrics, sanitize_error
+from .release.metrics import check_metrics
 from .release.weights import check_weights
 from .researchers import Researcher, ResearcherRegistry
 from .sandbox.wan import WanGate
@@ -222,10 +222,9 @@ class JobManager:
             self.store.transition(job_id, "cancelled", reasons=[CANCELLED], progress=self._progress(job_id, run.meter))
             return
         if run.status != "completed":
-            error = sanitize_error(run.error, len(spec.code.splitlines())) if run.error else None
             reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget"}.get(
                 run.status, "the job's code raised an error")
-            self.store.transition(job_id, "failed", reasons=[reason], error=error,
+            self.store.transition(job_id, "failed", reasons=[reason], error=run.error,  # sanitised once, as it was read (release.error_report)
                                   progress=self._progress(job_id, run.meter))
             return
         self._release(job, spec, results, run, started)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_rapha.protocol.canonical import canonical_json
+from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
 from jupyter_rapha.protocol.errors import BadInput, NotFound, StorageFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.receipt import sha256_hex
@@ -30,8 +31,8 @@ from .db import Database
 JOB_ID_LENGTH = 32
 MIN_JOB_PREFIX = 8
 _JOB_REF = re.compile(rf"^[0-9a-f]{{{MIN_JOB_PREFIX},{JOB_ID_LENGTH}}}$")
-STATES = ("submitted", "running", "completed", "denied", "failed", "cancelled")
-TERMINAL = ("completed", "denied", "failed", "cancelled")
+STATES = tuple(JobState)
+TERMINAL = tuple(state for state in JobState if state in TERMINAL_STATES)
 _FROM = {
     "running": ("submitted",),
     "completed": ("running",),

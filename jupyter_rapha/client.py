@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .protocol.cellinfo import logged_metric_names
+from .protocol.contract import TERMINAL_STATES, JobState
 from .protocol import bounded, errors
 from .protocol.canonical import canonical_json
 from .protocol.jobspec import Budget, JobSpec, OutputPolicy, ParamValue, code_digest
@@ -30,7 +31,7 @@ from .protocol.request import sign_request
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 UNKNOWN_KEY_HINT = "send your public key (`rapha keygen --show` prints it) to the hospital to register it"
 MIN_JOB_PREFIX = 8  # the short ids shown in listings and progress lines
-FINAL_STATES = ("completed", "denied", "failed", "cancelled")
+FINAL_STATES = TERMINAL_STATES  # the contract's: a held job is not final, its outputs are still to be decided
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
 _GATE_CLASSES = (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
                  errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
@@ -249,14 +250,18 @@ def require_finished(status: dict[str, Any], not_yet: errors.RaphaError) -> None
 def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
     """The error a final job status stands for, or None when it completed."""
     state = status.get("state")
-    if state == "completed":
+    if state == JobState.COMPLETED:
         return None
-    if state == "denied":
+    if state == JobState.REFUSED:
+        reasons = [str(r) for r in status.get("reasons") or []] or ["the edge refused to release the outputs"]
+        return errors.ReleaseDenied(f"job {status.get('job_id')} ran, but the edge refused to release its outputs",
+                                    reasons=reasons)
+    if state == JobState.DENIED:
         reasons = [str(r) for r in status.get("reasons") or []] or ["the edge denied the job"]
         gate = next((g.get("name") for g in status.get("gates", []) if g.get("outcome") == "deny"), "")
         cls = _GATE_ERRORS.get(str(gate), errors.GateDenied)
         return cls(f"job {status.get('job_id')} denied" + (f" by the {gate} gate" if gate else ""), reasons=reasons)
-    if state == "cancelled":
+    if state == JobState.CANCELLED:
         return JobCancelled(f"job {status.get('job_id')} was cancelled before it finished; nothing was released")
     error = status.get("error") or {}
     if error.get("type"):

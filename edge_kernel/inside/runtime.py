@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 import threading
 import weakref
 from collections import deque
@@ -20,12 +19,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, is_metric_name
+
 from ..wire.channel import SHM_ALIGN, Channel, SharedArena, shm_items
 from ..wire.messages import MAX_METRIC_POINTS
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
 # Every message raised here is listed in messages.RUNTIME_MESSAGES, so that it may leave.
-_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
 class BrokerRefused(RuntimeError):
@@ -205,8 +205,8 @@ class Rapha:
     def log(self, **metrics: Any) -> None:
         """Append finite numbers to named series (tensors of one element are fine)."""
         for name, value in metrics.items():
-            if not _METRIC_NAME.match(name):
-                raise ValueError("metric names are letters, digits, '_', '.', '-' (at most 64)")
+            if not is_metric_name(name):  # the release check's rule: refused now, not after the budget is spent
+                raise ValueError(METRIC_NAME_RULE)
             number = _finite(value)
             if self._points >= MAX_METRIC_POINTS:
                 raise ValueError(f"at most {MAX_METRIC_POINTS} metric points per job")

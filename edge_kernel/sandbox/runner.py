@@ -4,12 +4,11 @@ The runner is trusted edge code; the job process is not. So the runner writes th
 directory before the job starts, hands the job nothing but an inherited socket, kills
 it at the time budget or on cancel, and treats everything the job leaves in ``out/``
 as hostile input: files are opened without following links, must be plain files of
-bounded size, and the error report is reduced to a built-in exception name and a line.
+bounded size, and the error report is sanitised as it is read (``release.error_report``).
 """
 
 from __future__ import annotations
 
-import builtins
 import functools
 import json
 import logging
@@ -29,14 +28,15 @@ from typing import Any, Callable
 
 from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import SandboxFault
+from jupyter_rapha.protocol.contract import OUTPUT_LIMITS
 from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
-from ..wire.messages import public_message
 from ..data.consent import OptOutList
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
+from ..release.error_report import error_report
 from ..data.source import Index, Source, open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 BROKER_JOIN_SECONDS = 10.0
-MAX_METRICS_BYTES = 16 * 1024 * 1024
-MAX_ERROR_BYTES = 4096
 JOB_THREADS = "2"
 ProgressCallback = Callable[[dict[str, int]], None]
 
@@ -59,7 +57,7 @@ class RunOutcome:
     status: str  # "completed" | "failed" | "timeout" | "cancelled"
     weights: bytes | None
     metrics: dict[str, list[float]]
-    error: dict[str, Any] | None  # {"type", "line"}: the cell's exception, nothing more
+    error: dict[str, Any] | None  # {"type", "line", "message"}, sanitised by release.error_report
     meter: MeterSummary
     started: str
     finished: str
@@ -329,9 +327,10 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
         raise OutputRefused("the job's out/ is not a plain directory") from exc
     try:
         if not completed:
-            return JobOutputs(error=_error(_read_plain(out, "error.json", MAX_ERROR_BYTES), spec))
+            return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
+                                                 spec.code))
         weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
-        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", MAX_METRICS_BYTES)))
+        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)))
     finally:
         os.close(out)
 
@@ -368,26 +367,3 @@ def _metrics(raw: bytes | None) -> dict[str, list[float]]:
 def _is_number(value: Any) -> bool:
     # NaN compares false; an integer past the largest float is refused, not overflowed by float()
     return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
-
-
-_BUILTIN_EXCEPTIONS = frozenset(
-    name for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException))
-
-
-def _error(raw: bytes | None, spec: JobSpec) -> dict[str, Any] | None:
-    """Type, line and (only if it is one of the runtime's fixed texts) message, checked here
-    again: the cell can write error.json itself, so a free-form "type" or message would be
-    a channel for record values."""
-    if raw is None:
-        return None
-    try:
-        doc = bounded.loads(raw, what="out/error.json", error=OutputRefused)
-    except OutputRefused:
-        doc = {}
-    doc = doc if isinstance(doc, dict) else {}
-    name = doc.get("type")
-    line = doc.get("line")
-    lines = spec.code.count("\n") + 1
-    return {"type": name if name in _BUILTIN_EXCEPTIONS else "Exception",
-            "line": line if isinstance(line, int) and not isinstance(line, bool) and 1 <= line <= lines else None,
-            "message": public_message(doc.get("message"))}

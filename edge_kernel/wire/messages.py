@@ -8,13 +8,15 @@ raise any exception class with any message, or write error.json itself, so where
 message came from is never trusted, only whether it is one of these. The cell can choose
 one of them, which tells no more than its choice of a built-in exception type already can.
 
-No imports: the runner and the release checks read this outside the sandbox without
-loading the job's runtime (torch).
+Only the pure contract is imported: the runner and the release checks read this outside
+the sandbox without loading the job's runtime (torch).
 """
 
 from __future__ import annotations
 
-MAX_METRIC_POINTS = 1_000_000
+from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, OUTPUT_LIMITS
+
+MAX_METRIC_POINTS = OUTPUT_LIMITS.metric_points
 # The broker's limits, as its refusals state them (edge_kernel.data.broker).
 BROKER_MAX_BATCH_SIZE = 4096
 BROKER_MAX_LOADERS = 16
@@ -22,7 +24,7 @@ BROKER_MAX_LOADERS = 16
 RUNTIME_MESSAGES = frozenset({
     "prefetch is a number of batches, 0 to 8",
     "the broker named shared memory outside the batch's region",
-    "metric names are letters, digits, '_', '.', '-' (at most 64)",
+    METRIC_NAME_RULE,
     f"at most {MAX_METRIC_POINTS} metric points per job",
     "rapha.save takes a torch module or a non-empty dict of tensors",
     "rapha.save stores only tensors under string names",

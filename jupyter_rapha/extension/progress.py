@@ -19,14 +19,18 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any, Callable, TextIO
 
+from ..protocol.contract import TERMINAL_STATES, JobState
+
 TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 
 # What each state means to the researcher; the edge's word is kept in brackets where it differs.
-STATE_TEXT = {
-    "submitted": "queued at the edge", "running": "running", "completed": "completed",
-    "denied": "denied", "failed": "failed", "cancelled": "cancelled",
+STATE_TEXT: dict[str, str] = {
+    JobState.SUBMITTED: "queued at the edge", JobState.RUNNING: "running",
+    JobState.HELD: "ran; outputs held at the edge for release checks", JobState.COMPLETED: "completed",
+    JobState.REFUSED: "ran; release of the outputs refused", JobState.DENIED: "denied",
+    JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
 }
-FINAL = ("completed", "denied", "failed", "cancelled")
+FINAL = TERMINAL_STATES
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class JobProgress:
     def __init__(self, job_id: str, site: str = "", epochs: int = 0) -> None:
         self.job_id, self.site = job_id, site
         self.epochs_total = max(int(epochs or 0), 0)
-        self.state = "submitted"
+        self.state: str = JobState.SUBMITTED
         self.epoch = 0
         self.records = 0
         self.cohort: int | None = None
@@ -106,7 +110,7 @@ class JobProgress:
 
     def _state(self, state: str, when: datetime | None) -> None:
         self.state = state
-        if state == "running" and self.started is None:
+        if state == JobState.RUNNING and self.started is None:
             self.started = when
         if state in FINAL:
             self.finished = when
@@ -165,7 +169,7 @@ class JobProgress:
                 Bar("records", self.records, self.cohort or None)]
         per_epoch = self._batches_per_epoch()
         total = per_epoch * self.epochs_total if per_epoch and self.epochs_total else None
-        if self.final and self.state == "completed":
+        if self.final and self.state == JobState.COMPLETED:
             total = self.batches  # done: whatever it served is the whole
         bars.append(Bar("batches", self.batches, total if total and total >= self.batches else None))
         return bars
@@ -183,7 +187,7 @@ class JobProgress:
 
     def fraction(self) -> float | None:
         """How much of the job is done, 0..1, or None before anything is known."""
-        if self.state == "completed":
+        if self.state == JobState.COMPLETED:
             return 1.0
         if not self.epochs_total or not self.epoch:
             return None
@@ -203,7 +207,7 @@ class JobProgress:
     def eta(self, now: datetime | None = None) -> float | None:
         done, elapsed = self.fraction(), self.elapsed(now)
         if self.final:
-            return 0.0 if self.state == "completed" else None
+            return 0.0 if self.state == JobState.COMPLETED else None
         if done is None or elapsed is None or done < 0.01 or self.unreachable:
             return None
         return elapsed * (1 - done) / done
@@ -226,7 +230,7 @@ class JobProgress:
     def line(self, now: datetime | None = None) -> str:
         """One tqdm-like line: state, the bars with their numbers, the metrics, the time."""
         parts = [self.title(), self.state_text()]
-        if self.state != "submitted" or self.records:
+        if self.state != JobState.SUBMITTED or self.records:
             parts += [bar.text() for bar in self.bars()]
         if self.metrics:
             parts.append(self.metrics_text())
@@ -292,8 +296,11 @@ class ProgressLine:
         self.stream.flush()
 
 
-_BAR_STYLE = {"completed": "success", "denied": "danger", "failed": "danger", "cancelled": "warning"}
-_STATE_COLOUR = {"completed": "#1a7f37", "denied": "#cf222e", "failed": "#cf222e", "cancelled": "#9a6700"}
+_BAR_STYLE: dict[str, str] = {JobState.COMPLETED: "success", JobState.REFUSED: "danger", JobState.DENIED: "danger",
+                              JobState.FAILED: "danger", JobState.CANCELLED: "warning", JobState.HELD: "info"}
+_STATE_COLOUR: dict[str, str] = {JobState.COMPLETED: "#1a7f37", JobState.REFUSED: "#cf222e",
+                                 JobState.DENIED: "#cf222e", JobState.FAILED: "#cf222e",
+                                 JobState.CANCELLED: "#9a6700", JobState.HELD: "#0969da"}
 
 
 class ProgressWidget:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..client import FINAL_STATES, UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
+from ..protocol.contract import JobState
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
@@ -159,7 +160,7 @@ class EdgeProxy:
                             submission.job_params(), self.key.key_id)
         job_id = self.clients[site].submit(spec)
         self._job_sites[job_id] = site
-        return {"job_id": job_id, "site": site, "state": "submitted"}
+        return {"job_id": job_id, "site": site, "state": JobState.SUBMITTED.value}
 
     # ---- jobs -----------------------------------------------------------------------
     def locate(self, job_id: str) -> str:

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .contract import OUTPUT_LIMITS, metric_name_refusal
 from .errors import BadInput
 
 JOBSPEC_VERSION = 1
@@ -30,9 +31,9 @@ class Budget:
 
 @dataclass(frozen=True)
 class OutputPolicy:
-    max_weights_bytes: int = 64 * 1024 * 1024
+    max_weights_bytes: int = OUTPUT_LIMITS.default_weights_bytes
     metric_names: tuple[str, ...] = ()  # the only names that may leave; empty: no metrics leave
-    max_metric_points: int = 10_000
+    max_metric_points: int = OUTPUT_LIMITS.default_metric_points
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,24 @@ def _output_policy(data: Any) -> OutputPolicy:
     obj = _object(data, "output_policy", {"max_weights_bytes", "metric_names", "max_metric_points"})
     default = OutputPolicy()
     return OutputPolicy(
-        max_weights_bytes=_int(obj, "max_weights_bytes", 1, 2**40, default.max_weights_bytes),
-        metric_names=tuple(_names(obj.get("metric_names", []), "metric_names")),
-        max_metric_points=_int(obj, "max_metric_points", 1, 1_000_000, default.max_metric_points),
+        max_weights_bytes=_int(obj, "max_weights_bytes", 1, OUTPUT_LIMITS.weights_bytes, default.max_weights_bytes),
+        metric_names=_metric_names(obj.get("metric_names", [])),
+        max_metric_points=_int(obj, "max_metric_points", 1, OUTPUT_LIMITS.metric_points, default.max_metric_points),
     )
+
+
+def _metric_names(value: Any) -> tuple[str, ...]:
+    """Declared names, by the release check's own rule: a name it would refuse is refused
+    here, at submission, before the job spends any budget."""
+    if not isinstance(value, list) or len(value) > OUTPUT_LIMITS.metric_names:
+        raise BadInput(f"'metric_names' must be a list of at most {OUTPUT_LIMITS.metric_names} names")
+    for name in value:
+        refusal = metric_name_refusal(name)
+        if refusal is not None:
+            raise BadInput(refusal)
+    if len(set(value)) != len(value):
+        raise BadInput("'metric_names' names a metric twice")
+    return tuple(value)
 
 
 def _params(data: Any) -> dict[str, ParamValue]:

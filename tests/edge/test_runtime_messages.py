@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 from edge_kernel.data import broker
+from jupyter_rapha.protocol.contract import METRIC_NAME_RULE
 from edge_kernel.inside import runtime
 from edge_kernel.wire import messages
 from edge_kernel.wire.messages import RUNTIME_MESSAGES, public_message
@@ -20,6 +21,8 @@ def _texts(node: ast.AST) -> list[str]:
     if isinstance(node, ast.JoinedStr):
         limits = {**vars(messages), **vars(broker)}
         return [eval(compile(ast.Expression(node), "<f>", "eval"), limits)]  # noqa: S307 - our own source
+    if isinstance(node, ast.Name) and isinstance(vars(runtime).get(node.id), str):
+        return [vars(runtime)[node.id]]  # a text imported from the contract (METRIC_NAME_RULE)
     return []
 
 
@@ -28,6 +31,7 @@ def test_every_runtime_refusal_is_listed():
     raised = [text for node in ast.walk(tree) if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
               for arg in node.exc.args for text in _texts(arg)]
     assert raised and set(raised) <= RUNTIME_MESSAGES, set(raised) - RUNTIME_MESSAGES
+    assert METRIC_NAME_RULE in raised
 
 
 def test_every_broker_refusal_is_listed():
