@@ -72,14 +72,15 @@ def preflight_at(gateway: Any, site: str, request: Any, offer: dict[str, Any], s
         published = gateway.policy(site)
     except NotFound:
         say(f"edge {site} publishes no policy: preflight scans the cell only")
-        return preflight(request.code)
+        return preflight(request.code, first_line=request.cell_first_line)
     job = _job_document(request, offer, str(published["researcher"].get("key_id") or "preflight"))
     edge = published.get("edge") or {}
     return preflight(request.code, job=job,
                      policy=PolicyBundle.from_texts(published["modules"], published["data_json"]),
                      researcher=published["researcher"], dataset=_dataset_facts(request.dataset, offer),
                      edge={"demo": bool(edge.get("demo")), "unsafe": list(edge.get("unsafe") or [])},
-                     attestation=_UNSAFE_ATTESTATION if edge.get("attestation_backend") == "unsafe_software" else None)
+                     attestation=_UNSAFE_ATTESTATION if edge.get("attestation_backend") == "unsafe_software" else None,
+                     first_line=request.cell_first_line)
 
 
 def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .client import JobFailed
+from .protocol.cellinfo import metric_name_problems
+from .protocol.contract import metric_name_refusal
 from .protocol.errors import BadInput, RaphaError
 
 CELL_FILENAME = "<cell>"
@@ -92,11 +94,15 @@ class LocalRuntime:
     weights: bytes | None = None
     records_seen: set[int] = field(default_factory=set)
 
-    def loader(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None) -> LocalLoader:
+    def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int | None = None) -> LocalLoader:
+        # shuffle=True: the edge's default (inside/runtime.py), so a dry run trains the same way
         return LocalLoader(self, batch_size, shuffle, seed)
 
     def log(self, **metrics: Any) -> None:
         for name, value in metrics.items():
+            refusal = metric_name_refusal(name)  # a name built at run time, e.g. rapha.log(**values)
+            if refusal is not None:
+                raise BadInput(refusal)
             self.metrics.setdefault(name, []).append(_finite(name, value))
 
     def save(self, model_or_state: Any) -> None:
@@ -178,9 +184,18 @@ def _cell_failed(exc: BaseException) -> CellFailed:
                       error_type=type(exc).__name__, line=line, detail=detail)
 
 
-def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime) -> LocalOutcome:
+class MetricNamesRefused(BadInput):
+    """The cell logs a metric under a name the edge refuses: said before the cell runs, in
+    the preflight's words (``cellinfo.metric_name_problems``)."""
+
+
+def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime, first_line: int = 1) -> LocalOutcome:
     """Run ``code`` in ``namespace`` with ``rapha`` bound to ``runtime``. An exception
-    from the cell becomes ``CellFailed`` (chained to the original, for a debugger)."""
+    from the cell becomes ``CellFailed`` (chained to the original, for a debugger). A
+    metric name the edge would refuse stops the cell before it runs, as preflight does."""
+    problems = metric_name_problems(code, first_line)
+    if problems:
+        raise MetricNamesRefused(problems[0], hint="rename the metric: the edge refuses the job at submission")
     missing = object()
     previous = namespace.get("rapha", missing)
     namespace["rapha"] = runtime

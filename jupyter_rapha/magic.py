@@ -18,6 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .protocol.errors import BadInput, GateDenied, RaphaError
 
 RESULT_VAR = "_rapha_result"
+CELL_FIRST_LINE = 2  # the cell body's line 1 is the editor's line 2, under the %%rapha_train line
 
 
 class RaphaCellError(Exception):
@@ -104,8 +105,8 @@ class RaphaMagics(Magics):
             result = self._train(args, cell, namespace)
             first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
             return _finish(namespace, args.returns, result, first.state_dict)
-        except RaphaError as exc:  # the cell's line 1 is the editor's line 2, under %%rapha_train
-            raise RaphaCellError(error_lines(exc, source=cell, first_line=2)) from None
+        except RaphaError as exc:
+            raise RaphaCellError(error_lines(exc, source=cell, first_line=CELL_FIRST_LINE)) from None
 
     def _train(self, args: Any, cell: str, namespace: dict[str, Any]) -> Any:
         from .training import TrainRequest, parse_params
@@ -114,7 +115,7 @@ class RaphaMagics(Magics):
             code=cell, dataset=args.dataset, budget=args.budget, epochs=args.epochs,
             params=parse_params([p for group in args.param for p in group]),
             fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
-            max_seconds=args.max_seconds,
+            max_seconds=args.max_seconds, cell_first_line=CELL_FIRST_LINE,
         )
         if args.local:
             return self._local(args, request, namespace)

@@ -13,6 +13,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from jupyter_rapha.protocol.cellinfo import metric_name_problems
 from jupyter_rapha.protocol.policy import Decision, PolicyBundle, evaluate, load_engine
 from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, ScanReport, scan_source
 
@@ -24,27 +25,34 @@ class Preflight:
     scan: ScanReport
     decision: Decision | None  # None when no policy was published to dry-run
     explanations: tuple[str, ...] = field(default=())
+    # metric names the edge refuses at submission (the contract's rule): refused here too
+    metric_names_refused: tuple[str, ...] = field(default=())
 
     @property
     def likely_allowed(self) -> bool:
-        return not self.scan.high and (self.decision is None or self.decision.allowed)
+        return (not self.scan.high and not self.metric_names_refused
+                and (self.decision is None or self.decision.allowed))
 
 
 def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: PolicyBundle | None = None,
               researcher: Mapping[str, Any] | None = None, dataset: Mapping[str, Any] | None = None,
               edge: Mapping[str, Any] | None = None, attestation: Mapping[str, Any] | None = None,
-              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES) -> Preflight:
-    """Scan ``source``; with ``policy`` (the edge's published bundle), dry-run it on
-    ``job`` (the job spec fields without the code) and the edge facts given."""
+              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES, first_line: int = 1) -> Preflight:
+    """Scan ``source`` and its metric names; with ``policy`` (the edge's published bundle),
+    dry-run it on ``job`` (the job spec fields without the code) and the edge facts given.
+    Lines are named as the editor numbers them: ``first_line`` is the editor's number of
+    the cell's first line (2 under ``%%rapha_train``)."""
     report = scan_source(source, allowed_modules=allowed_modules)
-    lines = [_explain_finding(f.line, f.severity, f.message, source) for f in report.findings]
+    names_refused = tuple(metric_name_problems(source, first_line))
+    lines = [_explain_finding(f.line, f.severity, f.message, source, first_line) for f in report.findings]
+    lines += names_refused
     decision = None
     if policy is not None:
         doc = dry_run_input(report, job or {}, researcher, dataset, edge, attestation)
         decision = evaluate(policy, doc, engine=_torch_first_engine)
-        lines += [_explain_reason(reason, report, source) for reason in decision.deny
+        lines += [_explain_reason(reason, report, source, first_line) for reason in decision.deny
                   if not _repeats_scan(reason, report)]
-    return Preflight(report, decision, tuple(lines))
+    return Preflight(report, decision, tuple(lines), names_refused)
 
 
 def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mapping[str, Any] | None,
@@ -73,14 +81,17 @@ def _torch_first_engine() -> Any:
     return load_engine()
 
 
-def _explain_finding(line: int, severity: str, message: str, source: str) -> str:
-    return f"line {line} ({_SEVERITY_WORDS.get(severity, severity)}): {message}{_quote(line, source)}"
+def _explain_finding(line: int, severity: str, message: str, source: str, first_line: int = 1) -> str:
+    shown = line + first_line - 1
+    return f"line {shown} ({_SEVERITY_WORDS.get(severity, severity)}): {message}{_quote(line, source, shown)}"
 
 
-def _explain_reason(reason: str, report: ScanReport, source: str) -> str:
+def _explain_reason(reason: str, report: ScanReport, source: str, first_line: int = 1) -> str:
     for finding in report.findings:
         if finding.message in reason:
-            return f"line {finding.line}: the edge's policy refuses this: {finding.message}{_quote(finding.line, source)}"
+            shown = finding.line + first_line - 1
+            return (f"line {shown}: the edge's policy refuses this: {finding.message}"
+                    f"{_quote(finding.line, source, shown)}")
     return f"the edge's policy would refuse the job: {reason}"
 
 
@@ -88,8 +99,8 @@ def _repeats_scan(reason: str, report: ScanReport) -> bool:
     return any(f.message in reason for f in report.findings)
 
 
-def _quote(line: int, source: str) -> str:
+def _quote(line: int, source: str, shown: int | None = None) -> str:
     lines = source.splitlines()
     if 1 <= line <= len(lines) and lines[line - 1].strip():
-        return f"\n    {line} | {lines[line - 1].strip()[:120]}"
+        return f"\n    {shown or line} | {lines[line - 1].strip()[:120]}"
     return ""

@@ -24,6 +24,9 @@ class TrainRequest:
     params: dict[str, Any] = field(default_factory=dict)
     fields: list[str] | None = None
     max_seconds: int = 3600
+    # The editor's number of the cell's first line: 2 under %%rapha_train, 1 for a cell
+    # file. Carried in the job spec so that every surface numbers lines as the editor does.
+    cell_first_line: int = 1
 
     def job_params(self) -> dict[str, Any]:
         if "epochs" in self.params and self.params["epochs"] != self.epochs:
@@ -121,7 +124,7 @@ def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[s
                 seed: int = 0) -> TrainResult:
     runtime = make_runtime(schema, request.fields, request.budget, request.job_params(),
                            request.epochs, seed=seed)
-    outcome = run_local(request.code, namespace, runtime)
+    outcome = run_local(request.code, namespace, runtime, first_line=request.cell_first_line)
     return TrainResult(job_id="local", state_dict=load_state_dict(outcome.weights),
                        weights_bytes=outcome.weights, metrics=outcome.metrics, receipt=None,
                        verification=None, local=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 
+from .contract import metric_name_refusal
 from .errors import BadInput
 
 
@@ -33,3 +34,23 @@ def logged_metric_names(code: str) -> tuple[str, ...]:
 def _is_rapha_log(node: ast.AST) -> bool:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "log"
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "rapha")
+
+
+def metric_name_problems(code: str, first_line: int = 1) -> list[str]:
+    """One line per ``rapha.log`` keyword the edge would refuse as a metric name, by the
+    contract's rule and in its words, numbered as the editor numbers the cell's lines
+    (``first_line``: the editor's number of the cell's first line). Shared by the
+    preflight and the local dry run, so both refuse the same names the same way, before
+    the cell runs or leaves. A cell that does not parse has none here (the scanner says so)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    problems = []
+    for node in sorted((n for n in ast.walk(tree) if _is_rapha_log(n)), key=lambda n: n.lineno):
+        assert isinstance(node, ast.Call)
+        for keyword in node.keywords:
+            refusal = metric_name_refusal(keyword.arg) if keyword.arg is not None else None
+            if refusal is not None:
+                problems.append(f"line {node.lineno + first_line - 1}: {refusal}")
+    return problems

@@ -101,3 +101,35 @@ def test_garbage_weights_are_refused():
     from jupyter_rapha.protocol.errors import ReleaseDenied
     with pytest.raises(ReleaseDenied):
         load_state_dict(b"\x80\x04not safetensors")
+
+
+# --- the edge's metric-name rule, met before the cell runs ------------------------------
+
+LONG_NAME = "validation_loss_of_the_held_back_fold_after_warmup_abcde"  # 56 characters
+NAMED_CELL = f"import torch\nx = 1\nrapha.log({LONG_NAME}=0.5)\nrapha.save(torch.nn.Linear(1, 1))\n"
+
+
+def test_a_metric_name_the_edge_refuses_stops_the_dry_run_before_it_runs():
+    from jupyter_rapha.local import MetricNamesRefused
+    from jupyter_rapha.protocol.contract import metric_name_refusal
+
+    namespace: dict = {}
+    with pytest.raises(MetricNamesRefused) as caught:
+        run_local(NAMED_CELL, namespace, make_runtime(SCHEMA, ["age"], 5, {}, 1), first_line=2)
+    assert caught.value.message == f"line 4: {metric_name_refusal(LONG_NAME)}"  # the editor's line
+    assert "x" not in namespace  # nothing of the cell ran
+
+
+def test_a_name_built_at_run_time_is_refused_by_the_same_rule():
+    from jupyter_rapha.local import CellFailed
+    from jupyter_rapha.protocol.contract import METRIC_NAME_RULE
+
+    with pytest.raises(CellFailed) as caught:
+        run_local(f"rapha.log(**{{'{LONG_NAME}': 0.5}})\n", {}, make_runtime(SCHEMA, ["age"], 5, {}, 1))
+    assert caught.value.line == 1 and METRIC_NAME_RULE in caught.value.detail
+
+
+def test_the_loader_shuffles_by_default_like_the_edge():
+    runtime = make_runtime(SCHEMA, ["finding"], 64, {}, 1)
+    assert runtime.loader().shuffle is True
+    assert make_runtime(SCHEMA, ["finding"], 64, {}, 1).loader(shuffle=False).shuffle is False

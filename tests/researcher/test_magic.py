@@ -76,7 +76,8 @@ def test_preflight_stops_the_cell_before_it_leaves(shell, capsys):
     outcome = train(shell, "--edge $EDGE --budget 8", "import torch\nimport socket\n" + CELL)
     assert isinstance(outcome.error_in_exec, RaphaCellError)
     text = "".join(capsys.readouterr())
-    assert "preflight stopped the cell" in text and "line 2" in text and "2 | import socket" in text
+    # the editor's line: the cell's line 2 is the notebook's line 3, under %%rapha_train
+    assert "preflight stopped the cell" in text and "line 3 " in text and "3 | import socket" in text
     assert "attests with unsafe_software (UNSAFE)" in text
     assert len(shell.user_ns["EDGE_OBJ"].jobs) == before  # nothing was submitted
 

@@ -50,3 +50,25 @@ def test_policy_only_refusal_is_explained():
 def test_broken_published_policy_refuses():
     result = preflight("x = 1\n", job=JOB, policy=PolicyBundle.from_texts({"p.rego": "package rapha\nx := \n"}))
     assert not result.likely_allowed and "does not compile" in result.explanations[0]
+
+
+def test_a_metric_name_the_edge_refuses_is_refused_here_in_the_dry_runs_words():
+    from jupyter_rapha.protocol.contract import metric_name_refusal
+    from tests.researcher.test_local import LONG_NAME, NAMED_CELL
+
+    for result in (preflight(NAMED_CELL, first_line=2), preflight(NAMED_CELL, job=JOB, policy=published(),
+                                                                  researcher=ALICE, first_line=2)):
+        assert not result.likely_allowed
+        assert result.metric_names_refused == (f"line 4: {metric_name_refusal(LONG_NAME)}",)
+        assert result.metric_names_refused[0] in result.explanations
+
+
+def test_a_48_character_name_passes():
+    result = preflight(f"rapha.log({'a' * 48}=1.0)\n")
+    assert result.likely_allowed and result.metric_names_refused == ()
+
+
+def test_lines_are_the_editors_under_the_magic_line():
+    result = preflight("import torch\nimport os\nos.system('id')\n", first_line=2)
+    assert result.explanations[0].startswith("line 4 (will be refused): reaches os.system")
+    assert "4 | os.system('id')" in result.explanations[0]
