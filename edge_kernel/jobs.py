@@ -309,7 +309,9 @@ class JobManager:
         self.audit.append("job.fail", job_id=job.job_id,
                           detail={"reason": "edge restarted during the job",
                                   "records_used": job.progress.get("records_used", 0)})
-        if not self.settings.sandbox.keep_job_files:
+        if self.settings.sandbox.unsafe_keep_job_files:
+            log.warning("unsafe_keep_job_files: job %s's directory is kept", job.job_id)
+        else:
             shutil.rmtree(self.settings.jobs_dir / job.job_id, onerror=_log_removal_error)
         self.store.transition(job.job_id, "failed", reasons=[CUT_OFF])
 

@@ -49,9 +49,10 @@ class ChainSettings:
 class SandboxSettings:
     airgap_binary: str = ""  # empty: look for rust/airgap/target/release/rapha-airgap, then PATH
     python: str = ""  # interpreter for job processes; empty: the edge's own
-    # Keep each job's working directory (its cell, and stdout/stderr, which may hold record
-    # data the cell printed) after the job. Off: it is deleted once the outputs are read.
-    keep_job_files: bool = False
+    # Keeps each job's working directory (its cell, and stdout/stderr, which may hold record
+    # data the cell printed) after the job: weakens S2, so unsafe_*: for debugging only,
+    # warns on every job and is written into the receipt. Off: deleted once outputs are read.
+    unsafe_keep_job_files: bool = False
     # The appliance's WAN interface, severed while jobs run (empty: no appliance WAN gate).
     wan_interface: str = ""
     # Runs jobs without the air-gap. Never in production: warns on every job and is
@@ -188,6 +189,14 @@ def _nearest(name: str, valid: dict[str, None], before: str = "", after: str = "
     return f"; the valid ones are {', '.join(before + v + after for v in valid)}"
 
 
+def _refuse_renamed(table: dict[str, Any], table_name: str, old: str, new: str) -> None:
+    """A key that was renamed: refused naming the new one, never silently dropped (the old
+    name still in an edge.toml would otherwise turn the setting off without a word)."""
+    if table.get(old) is not None:  # get(): the key is then known, so this message is the one shown
+        raise BadInput(f"{table_name}.{old} in {CONFIG_FILE} is now {table_name}.{new}",
+                       hint=f"rename it {new}: it weakens a safeguard, so its name says unsafe")
+
+
 def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     edge = _table(data, "edge")
     server = _table(data, "server")
@@ -216,8 +225,9 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         python=_typed(sandbox, "sandbox.python", "python", str, ""),
         unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
         wan_interface=_typed(sandbox, "sandbox.wan_interface", "wan_interface", str, ""),
-        keep_job_files=_typed(sandbox, "sandbox.keep_job_files", "keep_job_files", bool, False),
+        unsafe_keep_job_files=_typed(sandbox, "sandbox.unsafe_keep_job_files", "unsafe_keep_job_files", bool, False),
     )
+    _refuse_renamed(sandbox, "sandbox", "keep_job_files", "unsafe_keep_job_files")
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"), "auto"),
         collateral=_typed(attestation, "attestation.collateral", "collateral", str, ""),
@@ -227,7 +237,8 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     if attestation_settings.backend == "unsafe_software" and not demo:
         raise BadInput("attestation.backend 'unsafe_software' is allowed only with edge.demo = true")
     unsafe = tuple(name for name, on in (("unsafe_no_airgap", sandbox_settings.unsafe_no_airgap),
-                                         ("unsafe_software_attestation", attestation_settings.backend == "unsafe_software"))
+                                         ("unsafe_software_attestation", attestation_settings.backend == "unsafe_software"),
+                                         ("unsafe_keep_job_files", sandbox_settings.unsafe_keep_job_files))
                    if on)
     port = _typed(server, "server.port", "port", int, 8470)
     if not 0 <= port <= 65535:

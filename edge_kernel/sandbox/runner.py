@@ -82,7 +82,7 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
 
 class JobRunner:
     """Runs a job of a registered dataset in its own directory under ``jobs_dir`` and
-    removes the directory after (unless ``sandbox.keep_job_files``)."""
+    removes the directory after (unless ``sandbox.unsafe_keep_job_files``)."""
 
     def __init__(self, datasets: DatasetRegistry, pseudonym_key: bytes, settings: Settings) -> None:
         self.datasets, self.pseudonym_key, self.settings = datasets, pseudonym_key, settings
@@ -99,7 +99,10 @@ class JobRunner:
                            max_epochs=limits.max_epochs if limits is not None else None,
                            process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
         finally:
-            if not self.settings.sandbox.keep_job_files:
+            if self.settings.sandbox.unsafe_keep_job_files:
+                log.warning("unsafe_keep_job_files: job %s's directory is kept, with what the job printed, "
+                            "which may hold record data; never do this with real data", spec.job_id)
+            else:
                 # Minimum necessary (S2) applies to what stays behind too: the job's
                 # stdout may hold record data it printed. Its outputs were read already.
                 shutil.rmtree(workdir, onerror=_log_removal_error)

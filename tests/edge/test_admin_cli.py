@@ -270,6 +270,24 @@ def test_a_settings_typo_stops_every_command_that_loads_settings(edge_dir, capsy
         assert words in capsys.readouterr().err, command
 
 
+def test_the_old_keep_job_files_key_is_refused_naming_the_new_one(edge_dir, capsys):
+    toml = edge_dir / "edge.toml"
+    toml.write_text(toml.read_text().replace("[sandbox]\n", "[sandbox]\nkeep_job_files = true\n"))
+    assert edge_cli(["status", "--config", str(edge_dir), "--no-probe"]) == 1
+    assert "sandbox.keep_job_files in edge.toml is now sandbox.unsafe_keep_job_files" in capsys.readouterr().err
+
+
+def test_keeping_job_files_is_an_unsafe_setting_in_status_and_the_receipt(edge_dir, capsys):
+    from edge_kernel.settings import load_settings
+
+    toml = edge_dir / "edge.toml"
+    toml.write_text(toml.read_text().replace("[sandbox]\n", "[sandbox]\nunsafe_keep_job_files = true\n"))
+    assert edge_cli(["status", "--json", "--no-probe", "--config", str(edge_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["unsafe"] == ["sandbox.unsafe_keep_job_files = true"]
+    # settings.unsafe is the list each receipt's edge.unsafe is written from (and the catalog's)
+    assert load_settings(edge_dir).unsafe == ("unsafe_keep_job_files",)
+
+
 def test_serve_stops_at_a_settings_typo(edge_dir):
     toml = edge_dir / "edge.toml"
     toml.write_text(toml.read_text().replace("min_confirmations = 1", "min_confirmatons = 12"))

@@ -260,3 +260,26 @@ def test_log_takes_only_finite_numbers_under_plain_names(tmp_path):
     rapha.save({"a": shared.weight, "b": shared.weight, "t": torch.ones(4, 4).t()})
     assert set(load((tmp_path / "out" / "weights.safetensors").read_bytes())) == {"a", "b", "t"}
     assert Rapha(None, {"epochs": "9"}, {}, tmp_path).epochs == 1
+
+
+# --- sandbox.unsafe_keep_job_files ----------------------------------------------------------
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_job_files_are_removed_unless_the_unsafe_setting_keeps_them_and_warns(synth_folder, synth_entry, tmp_path,
+                                                                              caplog, keep):
+    from edge_kernel.data.registry import DatasetRegistry
+    from edge_kernel.sandbox.runner import JobRunner
+    from edge_kernel.settings import SandboxSettings, Settings
+
+    settings = Settings(config_dir=tmp_path, edge_id="test-edge", sandbox=SandboxSettings(unsafe_keep_job_files=keep))
+    registry = DatasetRegistry(tmp_path)
+    registry.add(synth_entry)
+    spec = make_spec("print('what a cell printed')\n", max_records=4)
+    with caplog.at_level("WARNING", logger="edge_kernel.sandbox.runner"):
+        outcome = JobRunner(registry, HMAC_KEY, settings).run(spec, None, None, None)
+    assert outcome.status == "completed", outcome
+    workdir = settings.jobs_dir / spec.job_id / "work"
+    warned = [r.getMessage() for r in caplog.records if "unsafe_keep_job_files" in r.getMessage()]
+    assert workdir.exists() is keep and bool(warned) is keep
+    if keep:
+        assert spec.job_id in warned[0] and "may hold record data" in warned[0]
