@@ -4,7 +4,10 @@
  * panel's logic, tested on their own.
  */
 
-export const FINAL_STATES: readonly string[] = ['completed', 'denied', 'failed', 'cancelled'];
+import { CANCELLABLE_STATES, TERMINAL_STATES } from './contract';
+
+/** The edge's final states, from the generated contract (src/contract.ts). */
+export const FINAL_STATES: readonly string[] = TERMINAL_STATES;
 
 export interface Progress {
   records_used?: number;
@@ -114,7 +117,8 @@ export function jobRow(job: unknown): JobRow {
   const id = text(j.job_id);
   const edgeState = text(j.state, 'unknown');
   let detail = progressText(j.progress);
-  if ((edgeState === 'denied' || edgeState === 'cancelled') && Array.isArray(j.reasons) && j.reasons.length > 0) {
+  const refusal = edgeState === 'denied' || edgeState === 'refused' || edgeState === 'cancelled';
+  if (refusal && Array.isArray(j.reasons) && j.reasons.length > 0) {
     detail = j.reasons.filter(r => typeof r === 'string').join('; ');
   } else if (edgeState === 'failed' && j.error && typeof j.error === 'object') {
     const line = count(j.error.line);
@@ -127,7 +131,7 @@ export function jobRow(job: unknown): JobRow {
     stateText: edgeState,
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
-    canCancel: edgeState === 'submitted' || edgeState === 'running',
+    canCancel: CANCELLABLE_STATES.includes(edgeState),
     canVerify: edgeState === 'completed'
   };
   return j.edge_unreachable === true ? unreachable(row, 'edge') : row;

@@ -91,3 +91,15 @@ test('a job whose edge stopped answering shows as last seen, not as running', ()
     ['edge north unreachable: cannot reach the edge']);
   assert.deepEqual(unreachableEdges({ jobs: [] }), []);
 });
+
+test('a held job is neither final nor cancellable; a refused one shows why its release was refused', () => {
+  const { JOB_STATES, TERMINAL_STATES, CANCELLABLE_STATES } = require('../test-build/contract.js');
+  assert.deepEqual(FINAL_STATES, TERMINAL_STATES);
+  assert.ok(JOB_STATES.includes('held') && !FINAL_STATES.includes('held') && !CANCELLABLE_STATES.includes('held'));
+  const held = jobRow({ job_id: 'f'.repeat(32), state: 'held' });
+  assert.equal(held.canCancel || held.canVerify, false);
+  assert.equal(unreachable(held, 'edge').stateText, 'edge unreachable (last seen: held)');
+  const refused = jobRow({ job_id: 'f'.repeat(32), state: 'refused', reasons: ['copies: a record in the weights'] });
+  assert.equal(refused.detail, 'copies: a record in the weights');
+  assert.equal(unreachable(refused, 'edge'), refused);
+});
