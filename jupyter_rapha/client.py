@@ -283,11 +283,13 @@ def utc_now_text() -> str:
 
 def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], max_records: int,
                  max_seconds: int, params: dict[str, ParamValue], key_id: str,
-                 output_policy: OutputPolicy | None = None) -> JobSpec:
-    """A fresh job spec: new job id and nonce, created now (UTC)."""
+                 output_policy: OutputPolicy | None = None, cell_first_line: int = 1) -> JobSpec:
+    """A fresh job spec: new job id and nonce, created now (UTC). ``cell_first_line``: the
+    editor's number of the code's first line (2 under %%rapha_train)."""
     return JobSpec(
         job_id=uuid.uuid4().hex, researcher_key_id=key_id, created=utc_now_text(),
         nonce=secrets.token_hex(16), code=code, code_sha256=code_digest(code), dataset=dataset,
         fields=tuple(fields), budget=Budget(max_records=max_records, max_seconds=max_seconds),
         output_policy=output_policy or OutputPolicy(metric_names=logged_metric_names(code)), params=dict(params),
+        cell_first_line=cell_first_line,
     )

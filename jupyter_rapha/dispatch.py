@@ -87,7 +87,7 @@ def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str,
     # The same spec the proxy will sign (a fresh nonce aside), so the policy sees what the edge will.
     fields = list(request.fields or (offer.get("schema") or {}))
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
-                        request.job_params(), key_id)
+                        request.job_params(), key_id, cell_first_line=request.cell_first_line)
     document = spec.to_dict()
     document.pop("code", None)
     return document

@@ -172,11 +172,13 @@ class CellFailed(JobFailed):
     where = "in the local dry run"
 
 
-def _cell_failed(exc: BaseException) -> CellFailed:
+def _cell_failed(exc: BaseException, first_line: int = 1) -> CellFailed:
     line = exc.lineno if isinstance(exc, SyntaxError) and exc.filename == CELL_FILENAME else None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == CELL_FILENAME:
             line = frame.lineno
+    if line is not None:
+        line += first_line - 1  # the editor's number, as the edge reports it
     detail = exc.diagnostics() if isinstance(exc, RaphaError) else (exc.msg if isinstance(exc, SyntaxError)
                                                                      else str(exc))
     where = f" at line {line} of the cell" if line else ""
@@ -202,7 +204,7 @@ def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime, first
     try:
         exec(compile(code, CELL_FILENAME, "exec"), namespace)  # noqa: S102 - the user's own cell
     except Exception as exc:
-        raise _cell_failed(exc) from exc
+        raise _cell_failed(exc, first_line) from exc
     finally:
         if previous is missing:
             namespace.pop("rapha", None)

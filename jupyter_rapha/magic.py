@@ -35,7 +35,9 @@ class RaphaCellError(Exception):
 def error_lines(exc: RaphaError, source: str | None = None, first_line: int = 1) -> list[str]:
     """What a researcher sees. For a failed cell, ``source`` is the researcher's own copy of
     it (never sent back by the edge), and ``first_line`` the editor's number of its first
-    line (2 in a notebook cell, below the %%rapha_train line), so line numbers match."""
+    line (2 in a notebook cell, below the %%rapha_train line). A failed job's line is the
+    editor's already (the job spec carries ``cell_first_line``); ``first_line`` finds it
+    in ``source`` to quote it."""
     from .client import JobFailed
 
     if isinstance(exc, GateDenied):
@@ -50,12 +52,12 @@ def error_lines(exc: RaphaError, source: str | None = None, first_line: int = 1)
 def _cell_error_lines(exc: Any, source: str | None, first_line: int) -> list[str]:
     if not exc.line or not exc.error_type:
         return [f"rapha: the job failed {exc.where}: {exc.message}"]
-    line = exc.line + first_line - 1
+    line, index = exc.line, exc.line - first_line  # index: the line in our copy of the code
     detail = f": {exc.detail}" if exc.detail else ""
     lines = [f"rapha: the job failed {exc.where}: {exc.error_type} at line {line} of the cell{detail}"]
     text = source.splitlines() if source is not None else []
-    if exc.line <= len(text) and text[exc.line - 1].strip():
-        lines.append(f"    {line} | {text[exc.line - 1].rstrip()[:160]}")
+    if 0 <= index < len(text) and text[index].strip():
+        lines.append(f"    {line} | {text[index].rstrip()[:160]}")
     return lines
 
 

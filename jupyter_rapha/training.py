@@ -84,7 +84,7 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     edge_key = load_public_key(str(info.get("public_key", "")))
     fields = request.fields or dataset_fields(client, request.dataset)
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
-                        request.job_params(), client.key.key_id)
+                        request.job_params(), client.key.key_id, cell_first_line=request.cell_first_line)
     job_id = client.submit(spec)
     status = client.wait(job_id, poll=poll, timeout=request.max_seconds + WAIT_MARGIN_SECONDS,
                          on_status=on_status)
@@ -138,7 +138,8 @@ def submission_for(request: TrainRequest, site: str | None = None, all_sites: bo
     params = {k: v for k, v in request.job_params().items() if k != "epochs"}
     return Submission(dataset=request.dataset, code=request.code, budget=request.budget, epochs=request.epochs,
                       params=params, fields=tuple(request.fields) if request.fields else None,
-                      max_seconds=request.max_seconds, site=site, all_sites=all_sites)
+                      max_seconds=request.max_seconds, site=site, all_sites=all_sites,
+                      cell_first_line=request.cell_first_line)
 
 
 def collect(gateway: Any, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,

@@ -13,6 +13,10 @@ and nothing the job said is trusted about where it came from:
   (``KeyError: 'DOE^JANE'``).
 
 A report that does not parse still says the job failed, as ``Exception`` with no line.
+The line leaves numbered as the researcher's editor numbers it: the job spec's
+``cell_first_line`` is the editor's number of the code's first line (2 under a
+``%%rapha_train`` line), so the notebook, ``rapha run`` and the side panel all show the
+number the researcher sees beside the code.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ BUILTIN_EXCEPTIONS = frozenset(
 GENERIC = {"type": "Exception", "line": None, "message": None}
 
 
-def error_report(raw: bytes | None, code: str) -> dict[str, Any] | None:
+def error_report(raw: bytes | None, code: str, cell_first_line: int = 1) -> dict[str, Any] | None:
     """The report that may leave, from the bytes of out/error.json; None when there are none."""
     if raw is None:
         return None
@@ -38,7 +42,10 @@ def error_report(raw: bytes | None, code: str) -> dict[str, Any] | None:
         doc = bounded.loads(raw, what="out/error.json", error=SandboxFault)
     except SandboxFault:
         return dict(GENERIC)
-    return sanitized(doc, cell_lines(code))
+    report = sanitized(doc, cell_lines(code))
+    if report["line"] is not None:
+        report["line"] += cell_first_line - 1  # checked as a line of the code, shown as the editor's
+    return report
 
 
 def sanitized(doc: Any, lines: int) -> dict[str, Any]:

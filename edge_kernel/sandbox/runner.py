@@ -331,7 +331,7 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
     try:
         if not completed:
             return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
-                                                 spec.code))
+                                                 spec.code, spec.cell_first_line))
         weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
         return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)))
     finally:

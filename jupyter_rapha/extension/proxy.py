@@ -157,7 +157,7 @@ class EdgeProxy:
         if not fields:
             raise Fault(f"edge {site} lists dataset {submission.dataset!r} without a schema")
         spec = make_jobspec(submission.code, submission.dataset, fields, submission.budget, submission.max_seconds,
-                            submission.job_params(), self.key.key_id)
+                            submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line)
         job_id = self.clients[site].submit(spec)
         self._job_sites[job_id] = site
         return {"job_id": job_id, "site": site, "state": JobState.SUBMITTED.value}

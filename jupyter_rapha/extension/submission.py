@@ -10,7 +10,7 @@ from typing import Any
 
 from ..protocol.errors import BadInput
 
-_KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites"}
+_KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites", "cell_first_line"}
 MAX_CODE_CHARS = 1_000_000
 
 
@@ -25,6 +25,7 @@ class Submission:
     max_seconds: int = 3600
     site: str | None = None
     all_sites: bool = False
+    cell_first_line: int = 1  # the editor's number of the code's first line (2 under %%rapha_train)
 
     def job_params(self) -> dict[str, Any]:
         return {**self.params, "epochs": self.epochs}
@@ -38,6 +39,8 @@ class Submission:
             body["site"] = self.site
         if self.all_sites:
             body["sites"] = "all"
+        if self.cell_first_line != 1:
+            body["cell_first_line"] = self.cell_first_line
         return body
 
 
@@ -56,7 +59,8 @@ def parse_submission(body: Any) -> Submission:
         dataset=_text(body, "dataset", 64), code=_text(body, "code", MAX_CODE_CHARS),
         budget=_count(body, "budget", None, 1), epochs=_count(body, "epochs", 1, 1),
         params=_params(body.get("params", {})), fields=_fields(body.get("fields")),
-        max_seconds=_count(body, "max_seconds", 3600, 1), site=_site(body.get("site")), all_sites=sites == "all")
+        max_seconds=_count(body, "max_seconds", 3600, 1), site=_site(body.get("site")), all_sites=sites == "all",
+        cell_first_line=_count(body, "cell_first_line", 1, 1))
 
 
 def _text(body: dict[str, Any], name: str, limit: int) -> str:

@@ -21,6 +21,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 ParamValue = str | int | float | bool
 MAX_EXACT_INT = 2**53  # canonical JSON (RFC 8785) holds integers exactly up to here
+MAX_CELL_FIRST_LINE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class JobSpec:
     budget: Budget
     output_policy: OutputPolicy = field(default_factory=OutputPolicy)
     params: dict[str, ParamValue] = field(default_factory=dict)
+    # The editor's number of the code's first line (2 under a %%rapha_train line): the edge
+    # numbers an error's line as the researcher's editor does, so every surface agrees.
+    cell_first_line: int = 1
     version: int = JOBSPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,7 +74,7 @@ def code_digest(code: str) -> str:
 def parse_jobspec(data: Any) -> JobSpec:
     obj = _object(data, "job spec", {
         "version", "job_id", "researcher_key_id", "created", "nonce", "code", "code_sha256",
-        "dataset", "fields", "budget", "output_policy", "params"})
+        "dataset", "fields", "budget", "output_policy", "params", "cell_first_line"})
     if obj.get("version") != JOBSPEC_VERSION:
         raise BadInput(f"job spec version must be {JOBSPEC_VERSION}", hint="upgrade jupyter-rapha")
     code = _str(obj, "code", MAX_CODE_BYTES)
@@ -87,6 +91,7 @@ def parse_jobspec(data: Any) -> JobSpec:
         budget=_budget(obj.get("budget")),
         output_policy=_output_policy(obj.get("output_policy", {})),
         params=_params(obj.get("params", {})),
+        cell_first_line=_int(obj, "cell_first_line", 1, MAX_CELL_FIRST_LINE, 1),
     )
     if code_digest(code) != spec.code_sha256:
         raise BadInput("code_sha256 does not match the code", hint="the cell changed after it was hashed")

@@ -52,3 +52,11 @@ def test_there_is_one_sanitiser():
     assert not hasattr(metrics_module, "sanitize_error") and not hasattr(metrics_module, "parse_metrics")
     assert report_module.BUILTIN_EXCEPTIONS >= {"KeyError", "ValueError", "SyntaxError", "BaseException"}
     assert OUTPUT_LIMITS.error_report_bytes == 4096
+
+
+def test_the_line_leaves_numbered_as_the_editor_numbers_it():
+    # under %%rapha_train the code's line 3 is the editor's line 4
+    assert error_report(json.dumps({"type": "KeyError", "line": 3}).encode(), CODE, 2)["line"] == 4
+    # checked as a line of the code first: a forged line stays None, however it is shifted
+    assert error_report(json.dumps({"type": "KeyError", "line": 5}).encode(), CODE, 2)["line"] is None
+    assert error_report(b"{", CODE, 2)["line"] is None

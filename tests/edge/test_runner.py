@@ -283,3 +283,12 @@ def test_job_files_are_removed_unless_the_unsafe_setting_keeps_them_and_warns(sy
     assert workdir.exists() is keep and bool(warned) is keep
     if keep:
         assert spec.job_id in warned[0] and "may hold record data" in warned[0]
+
+
+def test_the_error_line_is_the_editors_when_the_spec_says_where_the_cell_starts(synth_folder, synth_entry,
+                                                                                  settings, tmp_path):
+    import dataclasses
+
+    spec = dataclasses.replace(make_spec("x = 1\nraise KeyError('DOE^JANE')\n", max_records=4), cell_first_line=2)
+    outcome = _run(spec, synth_entry, synth_folder, tmp_path / "job", settings)
+    assert outcome.error == {"type": "KeyError", "line": 3, "message": None}  # the code's line 2, under %%rapha_train

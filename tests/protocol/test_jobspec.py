@@ -36,3 +36,12 @@ def test_oversized_code_is_refused():
     code = "x = 1\n" * 60_000
     with pytest.raises(BadInput):
         parse_jobspec(spec_dict(code=code, code_sha256=code_digest(code)))
+
+
+def test_the_cells_first_line_is_carried_and_bounded():
+    assert parse_jobspec(spec_dict()).cell_first_line == 1  # a spec without it: a cell file
+    spec = parse_jobspec(spec_dict(cell_first_line=2))
+    assert spec.cell_first_line == 2 and parse_jobspec(spec.to_dict()) == spec
+    for bad in (0, -1, True, "2", 2.0, 10**7):
+        with pytest.raises(BadInput, match="cell_first_line"):
+            parse_jobspec(spec_dict(cell_first_line=bad))

@@ -158,11 +158,14 @@ class FakeEdge:
         started = _now()
         runtime = make_runtime(SCHEMA, list(spec.fields), spec.budget.max_records, spec.params, spec.epochs)
         try:
-            outcome = run_local(spec.code, {"__name__": "__rapha_job__"}, runtime)
+            # numbered as the real edge numbers them: the editor's lines (the spec's cell_first_line)
+            outcome = run_local(spec.code, {"__name__": "__rapha_job__"}, runtime, first_line=spec.cell_first_line)
         except CellFailed as exc:  # the job's own failure: only type and cell line leave
             job["error"] = {"type": exc.error_type, "line": exc.line, "message": None}
         except Exception as exc:
-            job["error"] = {"type": type(exc).__name__, "line": _cell_line(exc), "message": None}
+            line = _cell_line(exc)
+            job["error"] = {"type": type(exc).__name__, "line": line and line + spec.cell_first_line - 1,
+                            "message": None}
         if job["error"] is not None:
             _set_state(job, "failed")
             return

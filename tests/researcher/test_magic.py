@@ -99,6 +99,10 @@ def test_job_error_shows_type_and_line(shell, capsys):
     # Numbered as the editor numbers them (line 1 is %%rapha_train), quoted from our own copy of the cell.
     assert "ValueError at line 4 of the cell" in text and "    4 | raise ValueError(patient)" in text
     assert "DOE^JANE" not in text
+    # the job said where the cell starts, so the edge's own status (what the side panel
+    # lists) names the editor's line too, not the code's line 3
+    job = next(j for j in shell.user_ns["EDGE_OBJ"].jobs.values() if j["error"])
+    assert job["spec"].cell_first_line == 2 and job["error"]["line"] == 4
 
 
 def test_local_error_shows_the_cell_line_and_message_not_library_frames(shell, capsys):
