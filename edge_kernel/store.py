@@ -62,7 +62,15 @@ class JobRecord:
         """What the researcher may see. Never record data: states, gate digests, reasons."""
         return {"job_id": self.job_id, "state": self.state, "dataset": self.dataset,
                 "submitted": self.submitted, "updated": self.updated, "gates": self.gates,
-                "reasons": self.reasons, "error": self.error, "progress": self.progress}
+                "reasons": self.reasons, "error": self.error, "progress": self.progress,
+                "epochs_asked": _epochs_asked(self.spec)}
+
+
+def _epochs_asked(spec: dict[str, Any]) -> int | None:
+    # The researcher's own ask, from their signed spec: lets a view that reattaches (no
+    # --epochs at hand) show epoch k/N and an ETA. None for a spec that names no number.
+    epochs = (spec.get("params") or {}).get("epochs", 1)
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
 
 
 def _record(row: Any) -> JobRecord:

@@ -208,7 +208,8 @@ class RaphaMagics(Magics):
             gateway, _ = self._gateway(args)
             status = gateway.status(args.job_id)  # a unique prefix of the id is enough
             job_id = str(status.get("job_id") or args.job_id)
-            result = _collect(gateway, job_id, status.get("site", ""), 0)  # epochs asked: unknown here
+            # the edge keeps the epochs the job asked for: epoch k/N and an ETA, as when it was submitted
+            result = _collect(gateway, job_id, status.get("site", ""), _epochs_asked(status))
             return _finish(namespace, args.returns, result, result.state_dict)
         except RaphaError as exc:
             raise RaphaCellError(error_lines(exc)) from None
@@ -224,6 +225,11 @@ class RaphaMagics(Magics):
 
 def _say(line: str) -> None:
     print(f"rapha: {line}")
+
+
+def _epochs_asked(status: dict[str, Any]) -> int:
+    epochs = status.get("epochs_asked")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 0
 
 
 def _schema_arg(text: str) -> dict[str, Any]:

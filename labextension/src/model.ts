@@ -25,6 +25,8 @@ export interface JobStatus {
   reasons?: string[];
   error?: { type?: string; line?: number } | null;
   progress?: Progress;
+  /** The epochs the job asked for (from its spec, as the edge reports it). */
+  epochs_asked?: number | null;
 }
 
 export interface Check {
@@ -87,8 +89,8 @@ function count(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : null;
 }
 
-/** "12 of 40 records, 6 batches, epoch 2": only the counters the edge reported. */
-export function progressText(progress: unknown): string {
+/** "12 of 40 records, 6 batches, epoch 2/3": only the counters the edge reported. */
+export function progressText(progress: unknown, epochsAsked: unknown = null): string {
   if (typeof progress !== 'object' || progress === null) {
     return '';
   }
@@ -105,7 +107,8 @@ export function progressText(progress: unknown): string {
   }
   const epochs = count(p.epochs);
   if (epochs !== null && epochs > 0) {
-    parts.push(`epoch ${epochs}`);
+    const asked = count(epochsAsked);
+    parts.push(asked !== null && asked >= epochs ? `epoch ${epochs}/${asked}` : `epoch ${epochs}`);
   }
   return parts.join(', ');
 }
@@ -116,7 +119,7 @@ export function jobRow(job: unknown): JobRow {
   const j = (typeof job === 'object' && job !== null ? job : {}) as Partial<JobStatus> & { edge_unreachable?: unknown };
   const id = text(j.job_id);
   const edgeState = text(j.state, 'unknown');
-  let detail = progressText(j.progress);
+  let detail = progressText(j.progress, j.epochs_asked);
   const refusal = edgeState === 'denied' || edgeState === 'refused' || edgeState === 'cancelled';
   if (refusal && Array.isArray(j.reasons) && j.reasons.length > 0) {
     detail = j.reasons.filter(r => typeof r === 'string').join('; ');

@@ -103,3 +103,10 @@ test('a held job is neither final nor cancellable; a refused one shows why its r
   assert.equal(refused.detail, 'copies: a record in the weights');
   assert.equal(unreachable(refused, 'edge'), refused);
 });
+
+test('a job that says how many epochs it asked for shows epoch k/N', () => {
+  const row = jobRow({ job_id: 'a'.repeat(32), state: 'running', epochs_asked: 3,
+    progress: { records_used: 12, cohort_size: 40, batches: 6, epochs: 2 } });
+  assert.equal(row.detail, '12 of 40 records, 6 batches, epoch 2/3');
+  assert.equal(progressText({ epochs: 2 }, 'x'), 'epoch 2');
+});

@@ -62,3 +62,13 @@ def test_other_researchers_jobs_are_unknown(db):
     assert store.get("a" * 32, "b" * 32).job_id == "a" * 32
     with pytest.raises(NotFound):
         store.get("a" * 32, "f" * 32)
+
+
+def test_a_status_carries_the_epochs_the_job_asked_for(db):
+    store = JobStore(db)
+    job, _ = store.create(parse_jobspec(spec_dict()), "r" * 64)  # params: {"epochs": 2}
+    assert job.status()["epochs_asked"] == 2
+    other, _ = store.create(parse_jobspec(spec_dict(job_id="d" * 32, params={})), "s" * 64)
+    assert other.status()["epochs_asked"] == 1  # no epochs named: the runtime's default
+    odd, _ = store.create(parse_jobspec(spec_dict(job_id="e" * 32, params={"epochs": "three"})), "t" * 64)
+    assert odd.status()["epochs_asked"] is None

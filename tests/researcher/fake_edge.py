@@ -127,7 +127,8 @@ class FakeEdge:
         job_id = self.resolve(job_id, key_id)
         job = self.job(job_id, key_id)
         return {"job_id": job_id, "state": job["state"], "dataset": job["spec"].dataset, "gates": job["gates"],
-                "reasons": job["reasons"], "error": job["error"], "progress": job["progress"]}
+                "reasons": job["reasons"], "error": job["error"], "progress": job["progress"],
+                "epochs_asked": job["spec"].epochs}  # as the edge's store answers it
 
     def resolve(self, job_ref: str, key_id: str) -> str:
         """As the edge's store: a unique prefix (8 or more) of one of the caller's own jobs."""

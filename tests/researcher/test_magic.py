@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -168,7 +169,7 @@ def test_jobs_and_attach_without_a_jupyter_server(shell, setup, capsys):
     # A job submitted elsewhere (another kernel, before a restart), still running when we attach.
     edge.job_delay = 0.5
     key = load_key(key_path)
-    spec = make_jobspec(CELL, "synthetic-cxr", ["image", "finding"], 8, 600, {"epochs": 1}, key.key_id)
+    spec = make_jobspec(CELL, "synthetic-cxr", ["image", "finding"], 8, 600, {"epochs": 3}, key.key_id)
     running = EdgeClient(edge.url, key).submit(spec)
     capsys.readouterr()
     jobs = shell.run_line_magic("rapha_jobs", "--edge $EDGE --key $KEY")
@@ -179,7 +180,10 @@ def test_jobs_and_attach_without_a_jupyter_server(shell, setup, capsys):
     edge.job_delay = 0.0
     assert result.job_id == running and result.verified and shell.user_ns["_rapha_result"] is result
     assert set(shell.user_ns.pop("attached")) == {"1.weight", "1.bias"}
-    assert f"job {running}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"job {running}" in out
+    # the epochs the job asked for come from the edge: reattached, it still shows k/N
+    assert re.search(rf"job {running[:8]}[^|]* \| running \| epoch \d/3 \|.*ETA", out), out
 
 
 def test_attach_to_an_unknown_job_is_one_clean_message(shell, capsys):
