@@ -1,10 +1,15 @@
 """The job store: one row per job, with idempotent state transitions.
 
-    submitted -> running -> completed
-         |          |
-         +-> denied +-> denied (release refused) / failed
+    submitted -> running -> held -> completed (released)
+         |          |         |
+         |          |         +-> refused (a disclosure check, the release policy or an
+         |          |                      output checker refused its outputs)
+         +-> denied +-> denied (outputs over the output policy) / failed
          |          |
          +----------+-> cancelled (the researcher asked: DELETE /v1/jobs/{id})
+
+``held`` is neither terminal nor cancellable: the job's outputs wait edge-side, in
+``state/jobs/ID/held/``, for the disclosure checks and the release decision.
 
 A transition names the states it may start from; repeating a transition that already
 happened is a no-op, any other is refused. That makes a retried worker step harmless
@@ -30,13 +35,17 @@ from .db import Database
 JOB_ID_LENGTH = 32
 MIN_JOB_PREFIX = 8
 _JOB_REF = re.compile(rf"^[0-9a-f]{{{MIN_JOB_PREFIX},{JOB_ID_LENGTH}}}$")
-STATES = ("submitted", "running", "completed", "denied", "failed", "cancelled")
-TERMINAL = ("completed", "denied", "failed", "cancelled")
+STATES = ("submitted", "running", "held", "completed", "denied", "failed", "cancelled", "refused")
+TERMINAL = ("completed", "denied", "failed", "cancelled", "refused")
 _FROM = {
     "running": ("submitted",),
-    "completed": ("running",),
+    "held": ("running",),
+    "completed": ("running", "held"),
+    "refused": ("held",),
     "denied": ("submitted", "running"),
-    "failed": ("submitted", "running"),
+    # from held only through an edge fault (the held outputs are removed first): a check
+    # that fails refuses, it never fails the job into a state a retry could release from
+    "failed": ("submitted", "running", "held"),
     "cancelled": ("submitted", "running"),
 }
 
