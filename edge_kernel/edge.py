@@ -61,7 +61,9 @@ class Edge:
             settings=settings, store=self.store, audit=self.audit, health=self.health,
             researchers=self.researchers, datasets=self.datasets, cohort_sizes=self.cohort_sizes,
             gates=self.gates, runner=_job_runner(self.datasets, self.pseudonym_key, settings),
-            outbox=self.outbox, key=self.key, identity=self.identity, wan=self.wan)
+            outbox=self.outbox, key=self.key, identity=self.identity, wan=self.wan,
+            checks=_check_process(settings, self.datasets), release_policy=_release_policy(self.gates),
+            reviews=_review_rule(self.researchers))
 
     @classmethod
     def open(cls, config_dir: str | Path) -> "Edge":
@@ -132,6 +134,30 @@ def _job_runner(datasets: DatasetRegistry, pseudonym_key: bytes, settings: Setti
     from .sandbox.runner import JobRunner  # pulls in every data source: not needed to open the records
 
     return JobRunner(datasets, pseudonym_key, settings)
+
+
+def _check_process(settings: Settings, datasets: DatasetRegistry) -> Any:
+    from .release.check_runner import CheckProcess  # pulls in the runner: not needed to open the records
+    from .release.records import DatasetRecords
+
+    return CheckProcess(settings, DatasetRecords(settings, datasets))
+
+
+def _release_policy(gates: list[Gate]) -> Any:
+    """The release decision reads the job policy's bundle: one bundle, one digest."""
+    from .gates.policy import PolicyGate
+    from .release.policy import ReleasePolicy
+
+    policy = next((gate for gate in gates if isinstance(gate, PolicyGate)), None)
+    return ReleasePolicy(lambda: policy.bundle if policy is not None else None)
+
+
+def _review_rule(researchers: ResearcherRegistry) -> Any:
+    try:
+        from .release.review import OutputCheckerRule, registered_checkers
+    except ImportError:  # no output-checker support in this build: a job needing review waits
+        return None
+    return OutputCheckerRule(lambda: registered_checkers(researchers))
 
 
 def build_gates(settings: Settings, edge_key: PrivateKey) -> list[Gate]:

@@ -37,7 +37,10 @@ from .data.provenance import save_provenance
 from .data.registry import Dataset, DatasetRegistry
 from .gates.pipeline import Gate, GateContext, GateResult, run_gates
 from .health import StorageHealth, os_error_problem
+from .held_jobs import CheckRunner, HeldJobs, ReleasePolicy, ReviewRule
+from .release.disclosure import HELD_PROGRESS
 from .release.files import RECEIPT_FILE, Release, read_release, write_atomically, write_release
+from .release.held import Held, held_dir, read_held, remove_held
 from .release.metrics import check_metrics
 from .release.weights import check_weights
 from .researchers import Researcher, ResearcherRegistry
@@ -73,7 +76,8 @@ class JobManager:
     def __init__(self, *, settings: Settings, store: JobStore, audit: AuditLog, health: StorageHealth,
                  researchers: ResearcherRegistry, datasets: DatasetRegistry, cohort_sizes: CohortSizes,
                  gates: list[Gate], runner: Runner, outbox: Outbox, key: PrivateKey,
-                 identity: Callable[[], dict[str, Any]], wan: WanGate | None) -> None:
+                 identity: Callable[[], dict[str, Any]], wan: WanGate | None, checks: CheckRunner,
+                 release_policy: ReleasePolicy, reviews: ReviewRule | None = None) -> None:
         self.settings, self.store, self.audit, self.health = settings, store, audit, health
         self.researchers, self.datasets, self.cohort_sizes = researchers, datasets, cohort_sizes
         self.gates, self.runner, self.outbox, self.wan = gates, runner, outbox, wan
@@ -84,6 +88,8 @@ class JobManager:
         self._active: set[str] = set()  # jobs a worker has taken up; only it may end them
         self._reported: dict[str, dict[str, Any]] = {}  # the runner's latest counters per running job
         self._stopping = False  # set by shutdown: a job stopped now was stopped by the edge
+        self.held = HeldJobs(jobs_dir=settings.jobs_dir, store=store, audit=audit, checks=checks,
+                             policy=release_policy, reviews=reviews, release=self._sign_and_release)
 
     # ---- intake -------------------------------------------------------------------
     def submit(self, spec: JobSpec, researcher: Researcher, request_sha256: str) -> JobRecord:
@@ -103,7 +109,7 @@ class JobManager:
         """A queued job ends ``cancelled`` at once; a running one when the runner next
         polls (within a second). A job that already ended keeps its state."""
         job = self.store.get(job_id, researcher.key_id)
-        if job.state in TERMINAL:
+        if job.state in TERMINAL or job.state == "held":  # held outputs are decided, never withdrawn
             return job
         self.audit.append("job.cancel", job_id=job_id, actor=researcher.key_id)
         with self._claim:  # the worker claims a job under the same lock: one of us ends it, never both
@@ -123,11 +129,68 @@ class JobManager:
         for job_id in stop_leftovers(self.settings.jobs_dir):
             self.audit.append("job.stop_leftover", job_id=job_id)
         for job in self.store.in_state("running"):
+            self._recover_running(job)
+        for job in self.store.in_state("held"):
             release = read_release(self.release_dir(job.job_id))
-            if release is None or not self._resume_release(job, release):
-                self._fail_cut_off(job)
+            if release is not None:  # released and signed before the stop: finish it
+                if not self._resume_release(job, release):
+                    self._fail_held(job.job_id)
+                else:
+                    remove_held(held_dir(self.settings.jobs_dir, job.job_id))
+            else:  # checks not finished run again; a job waiting for review keeps waiting
+                self._executor.submit(self._decide_safely, job.job_id)
         for job in self.store.in_state("submitted"):
             self._enqueue(job.job_id)
+
+    def _recover_running(self, job: JobRecord) -> None:
+        """A job left ``running``: released, held (its outputs written but the state not
+        yet), or cut off."""
+        release = read_release(self.release_dir(job.job_id))
+        if release is not None:
+            if not self._resume_release(job, release):
+                self._fail_cut_off(job)
+            return
+        held = read_held(held_dir(self.settings.jobs_dir, job.job_id))
+        if held is None:
+            self._fail_cut_off(job)
+            return
+        self.audit.append("job.hold", job_id=job.job_id, detail={"resumed": True})
+        self.store.transition(job.job_id, "held", progress=job.progress)
+        self._executor.submit(self._decide_safely, job.job_id)
+
+    # ---- held jobs: the disclosure checks, the release decision, output checkers ----
+    def held_jobs(self) -> list[JobRecord]:
+        return self.held.held_jobs()
+
+    def held_detail(self, job_id: str) -> dict[str, Any]:
+        return self.held.held_detail(job_id)
+
+    def decide_held(self, job_id: str, decision: Any) -> JobRecord:
+        try:
+            return self.held.decide_held(job_id, decision)
+        except RaphaError:
+            raise  # bad input (unknown job, second vote, ...): a clear error and nothing changed
+        except Exception:
+            log.exception("job %s: the release decision failed", job_id)
+            self._fail_held(job_id)
+            raise
+
+    def _decide_safely(self, job_id: str) -> None:
+        """The checks and decision of a held job taken up again after a restart."""
+        try:
+            self.held.check_and_decide(job_id)
+        except Exception:  # S4: an edge fault on a held job removes its outputs, never releases them
+            log.exception("job %s: the held job's checks or decision failed", job_id)
+            self._fail_held(job_id)
+
+    def _fail_held(self, job_id: str) -> None:
+        try:
+            self.audit.append("job.fail", job_id=job_id, detail={"reason": "fault while held"})
+            remove_held(held_dir(self.settings.jobs_dir, job_id))
+            self.store.transition(job_id, "failed", reasons=["internal error at the edge while the outputs were "
+                                                             "checked; nothing was released"])
+        except Exception:
+            log.exception("job %s could not be marked failed", job_id)
 
     def shutdown(self) -> None:
         """Stop: queued jobs stay queued for the next start; a running job is stopped."""
@@ -156,6 +219,7 @@ class JobManager:
             reason = exc.diagnostics() if isinstance(exc, RaphaError) else "internal error at the edge"
             try:
                 self.audit.append("job.fail", job_id=job_id, detail={"fault": type(exc).__name__})
+                remove_held(held_dir(self.settings.jobs_dir, job_id))  # a fault releases nothing
                 self.store.transition(job_id, "failed", reasons=[reason])
             except StorageUnavailable:  # the database takes no writes: recover() fails it at restart
                 log.error("job %s could not be marked failed: the edge's storage takes no writes", job_id)
@@ -243,22 +307,35 @@ class JobManager:
             return
         release = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
                                                  "metric_names": sorted(metrics)})
-        gates = [*results, release]
         times = {"submitted": job.submitted, "started": started, "finished": utc_now()}
         predicate = receipts.build_predicate(
             spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
             meter=run.meter, weights=run.weights, weights_tensors=weights.tensors, metrics=metrics,
-            gates=gates, unsafe=self.settings.unsafe, times=times, currency=self.settings.currency)
-        document = receipts.sign(predicate, run.weights, self.key)
+            gates=[*results, release], unsafe=self.settings.unsafe, times=times, currency=self.settings.currency)
+        # Held, not released (S5): the outputs wait edge-side for the disclosure checks and
+        # the release decision. The job's status keeps the gates before release: even the
+        # release gate's evidence digest is over tensor counts and metric names.
+        self.held.hold(job_id, Held(run.weights, metrics, predicate), receipts.gate_entries(results),
+                       self._progress(job_id, run.meter))
+        self.held.check_and_decide(job_id)
+
+    def _sign_and_release(self, job_id: str, held: Held, disclosure: dict[str, Any]) -> None:
+        """The release of a held job the checks, the policy and (where it asks) the output
+        checkers let go: the receipt signed with its ``disclosure`` section, then
+        ``release/`` written, the held copy removed, the anchor queued."""
+        predicate = dict(held.predicate, disclosure=disclosure)
+        document = receipts.sign(predicate, held.weights, self.key)
         digest = envelope_digest(document["envelope"])
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
         # The durable point: from here a crash no longer loses the job, a restart finishes
         # it from these files. Anchored only after: the outbox must never anchor a receipt
         # the researcher cannot fetch.
         document["anchor"] = pending_anchor(digest)
-        write_release(self.release_dir(job_id), run.weights, metrics, document)
-        self._complete(job_id, Release(run.weights, metrics, document), receipts.gate_entries(gates),
-                       self._progress(job_id, run.meter), self.settings.chain.release_wait_seconds)
+        write_release(self.release_dir(job_id), held.weights, held.metrics, document)
+        remove_held(held_dir(self.settings.jobs_dir, job_id))
+        progress = {k: v for k, v in self.store.get(job_id).progress.items() if k not in HELD_PROGRESS}
+        self._complete(job_id, Release(held.weights, held.metrics, document), predicate["gates"],
+                       progress, self.settings.chain.release_wait_seconds)
 
     def _complete(self, job_id: str, release: Release, gates: list[dict[str, Any]], progress: dict[str, Any],
                   wait_seconds: float) -> None:

@@ -1,10 +1,15 @@
 """The job store: one row per job, with idempotent state transitions.
 
-    submitted -> running -> completed
-         |          |
-         +-> denied +-> denied (release refused) / failed
+    submitted -> running -> held -> completed (released)
+         |          |         |
+         |          |         +-> refused (a disclosure check, the release policy or an
+         |          |                      output checker refused its outputs)
+         +-> denied +-> denied (outputs over the output policy) / failed
          |          |
          +----------+-> cancelled (the researcher asked: DELETE /v1/jobs/{id})
+
+``held`` is neither terminal nor cancellable: the job's outputs wait edge-side, in
+``state/jobs/ID/held/``, for the disclosure checks and the release decision.
 
 A transition names the states it may start from; repeating a transition that already
 happened is a no-op, any other is refused. That makes a retried worker step harmless
@@ -35,9 +40,13 @@ STATES = tuple(JobState)
 TERMINAL = tuple(state for state in JobState if state in TERMINAL_STATES)
 _FROM = {
     "running": ("submitted",),
-    "completed": ("running",),
+    "held": ("running",),
+    "completed": ("running", "held"),
+    "refused": ("held",),
     "denied": ("submitted", "running"),
-    "failed": ("submitted", "running"),
+    # from held only through an edge fault (the held outputs are removed first): a check
+    # that fails refuses, it never fails the job into a state a retry could release from
+    "failed": ("submitted", "running", "held"),
     "cancelled": ("submitted", "running"),
 }
 

@@ -31,10 +31,10 @@ def write_release(target: Path, weights: bytes, metrics: dict[str, Any], receipt
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    _write(staging / "weights.safetensors", weights)
-    _write(staging / "metrics.json", json.dumps(metrics).encode())
-    _write(staging / RECEIPT_FILE, json.dumps(receipt, indent=2).encode())
-    _sync_dir(staging)
+    write_synced(staging / "weights.safetensors", weights)
+    write_synced(staging / "metrics.json", json.dumps(metrics).encode())
+    write_synced(staging / RECEIPT_FILE, json.dumps(receipt, indent=2).encode())
+    sync_dir(staging)
     if target.exists():  # a release written again replaces the old one whole
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -43,7 +43,7 @@ def write_release(target: Path, weights: bytes, metrics: dict[str, Any], receipt
         shutil.rmtree(old)
     else:
         staging.rename(target)
-    _sync_dir(target.parent)
+    sync_dir(target.parent)
 
 
 def read_release(target: Path) -> Release | None:
@@ -58,19 +58,19 @@ def read_release(target: Path) -> Release | None:
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace one file whole: written beside, synced, renamed, the rename synced."""
     staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    _write(staging, data)
+    write_synced(staging, data)
     os.replace(staging, path)
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _sync_dir(path: Path) -> None:
+def sync_dir(path: Path) -> None:
     directory = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)  # the names in it survive a power cut, not only the data

@@ -118,22 +118,36 @@ def evaluate(bundle: PolicyBundle, input_doc: Mapping[str, Any], *, timeout_s: f
              query: str = QUERY) -> Decision:
     """Evaluate ``query`` on ``input_doc``; every failure is a refusal with its reason.
     ``timeout_s`` bounds the evaluation's CPU time, ``wall_timeout_s`` the whole wait."""
+    raw, fault = evaluate_query(bundle, input_doc, timeout_s=timeout_s, wall_timeout_s=wall_timeout_s,
+                                engine=engine, query=query)
+    if fault is not None:
+        return Decision.refused(fault)
+    return parse_decision(raw, query)
+
+
+def evaluate_query(bundle: PolicyBundle, input_doc: Mapping[str, Any], *, query: str,
+                   timeout_s: float = DEFAULT_TIMEOUT_S, wall_timeout_s: float = DEFAULT_WALL_TIMEOUT_S,
+                   engine: EngineLoader = load_engine) -> tuple[Any, str | None]:
+    """``(value, None)`` with the query's raw value (``None`` when undefined), or
+    ``(None, reason)`` when it could not be evaluated: the caller parses the value and
+    refuses on a fault (another decision than the job policy's, e.g. the release's)."""
     if not bundle.modules:
-        return Decision.refused("the policy bundle holds no .rego modules")
+        return None, "the policy bundle holds no .rego modules"
     try:
         input_json = json.dumps(input_doc, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
-        return Decision.refused(f"the policy input is not JSON ({type(exc).__name__})")
+        return None, f"the policy input is not JSON ({type(exc).__name__})"
     box: dict[str, Any] = {}
     worker = threading.Thread(target=_work, args=(box, engine, bundle, input_json, query),
                               name="rapha-policy-eval", daemon=True)
     worker.start()
     overrun = _wait(worker, box, timeout_s, wall_timeout_s)
     if overrun:
-        return Decision.refused(overrun)
+        return None, overrun
     if "fault" in box:
-        return Decision.refused(box["fault"])
-    return parse_decision(box.get("raw", _UNDEFINED), query)
+        return None, str(box["fault"])
+    raw = box.get("raw", _UNDEFINED)
+    return (None, f"policy decision {query} is undefined") if raw is _UNDEFINED else (raw, None)
 
 
 def _wait(worker: threading.Thread, box: dict[str, Any], cpu_limit: float, wall_limit: float) -> str:
