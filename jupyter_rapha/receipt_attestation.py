@@ -24,7 +24,7 @@ from typing import Any
 from .protocol.attestation import report_data_for, verify_quote
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey
-from .protocol.receipt import Check
+from .protocol.checks import Check
 
 NAME = "attestation"
 UNSAFE_TEXT = "UNSAFE software stand-in (demo only)"

@@ -22,7 +22,8 @@ from typing import Any, Callable
 from .protocol import bounded
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
-from .protocol.receipt import AnchorObservation, Check, Verification, verify_receipt
+from .protocol.checks import Check, Verification
+from .protocol.receipt import AnchorObservation, verify_receipt
 from .receipt_attestation import check_attestation
 
 MAX_RECEIPT_BYTES = 16 * 2**20  # a receipt is a few kilobytes; a hostile file may be anything

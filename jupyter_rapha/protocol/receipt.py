@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import bounded
 from .canonical import canonical_json
+from .checks import Check, Verification
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
@@ -107,43 +107,6 @@ def major_version(value: Any) -> int | None:
         if match:
             return int(match.group(1))
     return None
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # "pass", "fail", "skipped" or "pending" (anchor not yet made)
-    detail: str
-
-
-@dataclass
-class Verification:
-    checks: list[Check] = field(default_factory=list)
-    statement: dict[str, Any] | None = None
-
-    @property
-    def predicate(self) -> dict[str, Any]:
-        predicate = (self.statement or {}).get("predicate", {})
-        return predicate if isinstance(predicate, dict) else {}
-
-    def ok(self, allow_skipped: bool = False) -> bool:
-        bad = {"fail", "pending"} if allow_skipped else {"fail", "skipped", "pending"}
-        return bool(self.checks) and not any(c.status in bad for c in self.checks)
-
-    @property
-    def pending(self) -> bool:
-        """Nothing failed, but the anchor is still to come."""
-        return any(c.status == "pending" for c in self.checks) and not any(c.status == "fail" for c in self.checks)
-
-    def add(self, name: str, passed: bool, detail: str) -> bool:
-        self.checks.append(Check(name, "pass" if passed else "fail", detail))
-        return passed
-
-    def skip(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "skipped", detail))
-
-    def wait(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "pending", detail))
 
 
 def verify_receipt(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_rapha.protocol.receipt import Check, Verification
+from jupyter_rapha.protocol.checks import Check, Verification
 from jupyter_rapha.verdict import COLOURS, decide
 from jupyter_rapha.verify import verify_document
 from jupyter_rapha.widget import ReceiptWidget
