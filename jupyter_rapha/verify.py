@@ -24,7 +24,7 @@ from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
 from .protocol.checks import Check, Verification
 from .protocol.receipt import AnchorObservation, verify_receipt
-from .receipt_attestation import check_attestation
+from .protocol.receipt_attestation import check_attestation
 
 MAX_RECEIPT_BYTES = 16 * 2**20  # a receipt is a few kilobytes; a hostile file may be anything
 MAX_METRICS_BYTES = 64 * 2**20

@@ -15,7 +15,7 @@ from jupyter_rapha.protocol.attestation import (RuntimeMeasurement, binding_comm
                                                 report_data_for)
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import sha256_hex, sign_receipt
-from jupyter_rapha.receipt_attestation import check_attestation
+from jupyter_rapha.protocol.receipt_attestation import check_attestation
 from jupyter_rapha.verify import verify_document
 from tests.receipts.receipt_factory import METRICS, WEIGHTS, predicate
 
