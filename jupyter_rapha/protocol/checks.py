@@ -10,7 +10,9 @@ from typing import Any
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # "pass", "fail", "skipped" or "pending" (anchor not yet made)
+    # "pass", "warn" (holds, but a reviewer must know: the unsafe attestation stand-in),
+    # "fail", "skipped" or "pending" (anchor not yet made)
+    status: str
     detail: str
 
 
