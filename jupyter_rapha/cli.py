@@ -147,9 +147,9 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .dispatch import check_cell, ship
-    from .extension.gateway import in_process
+    from .gateways import in_process
     from .keystore import load_key
-    from .extension.progress import collect_watched
+    from .progress import collect_watched
     from .training import TrainRequest, parse_params
 
     out = Path(args.out)
@@ -214,7 +214,7 @@ def _say(line: str) -> None:
 
 def _progress(job_id: str, epochs: int) -> Any:
     """tqdm-like progress on stderr: rewritten in place on a terminal, one line per step otherwise."""
-    from .extension.progress import ProgressLine
+    from .progress import ProgressLine
 
     return ProgressLine(job_id, "", epochs, stream=sys.stderr, prefix="rapha run")
 

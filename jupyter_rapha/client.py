@@ -103,7 +103,7 @@ class EdgeClient:
         return self._json("GET", "/v1/catalog")
 
     def policy(self) -> dict[str, Any]:
-        """The signed published policy; check it with ``extension.catalogs.verify_policy``."""
+        """The signed published policy; check it with ``routing.catalogs.verify_policy``."""
         return self._json("GET", "/v1/policy")
 
     def events(self, job_id: str, after: int = 0) -> dict[str, Any]:

@@ -148,7 +148,7 @@ class RaphaMagics(Magics):
     def _gateway(self, args: Any) -> tuple[Any, str | None]:
         """The Jupyter server's extension when this kernel runs under one, else the same
         proxy in-process for the one edge named by --edge."""
-        from .extension.gateway import find_server, in_process
+        from .gateways import find_server, in_process
         from .keystore import load_key
 
         server = find_server()
@@ -164,7 +164,7 @@ class RaphaMagics(Magics):
         return in_process(args.edge, load_key(args.key or None)), None
 
     def _schema(self, args: Any) -> dict[str, Any]:
-        from .extension.gateway import find_server
+        from .gateways import find_server
 
         gateway = find_server()
         if gateway is None:
@@ -243,7 +243,7 @@ def _schema_arg(text: str) -> dict[str, Any]:
 
 
 def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
-    from .extension.progress import collect_watched, progress_view
+    from .progress import collect_watched, progress_view
 
     result = collect_watched(gateway, job_id, progress_view(job_id, site, epochs))
     print(f"rapha: job {result.job_id}{' at ' + site if site else ''} completed; {_verdict(result)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .protocol.errors import RaphaError, ReleaseDenied
-from .protocol.receipt import Verification
+from .protocol.checks import Verification
 from .widget import ReceiptWidget
 
 

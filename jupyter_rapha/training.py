@@ -133,7 +133,7 @@ def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[s
 
 def submission_for(request: TrainRequest, site: str | None = None, all_sites: bool = False) -> Any:
     """The extension's submission for a cell: same fields, budget and params as ``rapha run``."""
-    from .extension.submission import Submission
+    from .routing.submission import Submission
 
     params = {k: v for k, v in request.job_params().items() if k != "epochs"}
     return Submission(dataset=request.dataset, code=request.code, budget=request.budget, epochs=request.epochs,

@@ -22,8 +22,8 @@ from typing import Any, Callable
 from .protocol import bounded
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
-from .protocol.receipt import AnchorObservation, Check, Verification, verify_receipt
-from .receipt_attestation import check_attestation
+from .protocol.checks import Check, Verification
+from .protocol.receipt import AnchorObservation, verify_receipt
 
 MAX_RECEIPT_BYTES = 16 * 2**20  # a receipt is a few kilobytes; a hostile file may be anything
 MAX_METRICS_BYTES = 64 * 2**20
@@ -84,18 +84,16 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
                     tsa_trust: bytes | None = None) -> VerificationReport:
     """Verify a receipt held in memory; the anchor is looked up at ``rpc_url`` if given,
     and an RFC 3161 timestamp anchor is checked against the ``tsa_trust`` PEM certificates.
-    The attestation quote in the receipt is re-checked too; the unsafe software stand-in
-    is a WARN line, or a failure with ``require_tee``."""
+    The pure ``verify_receipt`` re-checks the attestation quote in the receipt too; the
+    unsafe software stand-in is a WARN line, or a failure with ``require_tee``."""
     report = VerificationReport(offline=offline)
     if edge_key is None:
         report.add("signature", False, NO_KEY)
         return report
     observation, chain_error = _observe(document, rpc_url, observe, offline)
     base = verify_receipt(document, edge_key, weights=weights, metrics=metrics, anchor=observation,
-                          min_confirmations=min_confirmations, tsa_trust=tsa_trust)
+                          min_confirmations=min_confirmations, tsa_trust=tsa_trust, require_tee=require_tee)
     report.checks, report.statement = base.checks, base.statement
-    if base.statement is not None:
-        _add_before_anchor(report, check_attestation(report.predicate, edge_key, require_tee=require_tee))
     _settle_anchor(report, rpc_url, offline, chain_error, _is_timestamp(document))
     return report
 
@@ -103,11 +101,6 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
 def _is_timestamp(document: Any) -> bool:
     anchor = document.get("anchor") if isinstance(document, dict) else None
     return isinstance(anchor, dict) and anchor.get("method") == "rfc3161-batch"
-
-
-def _add_before_anchor(report: VerificationReport, check: Check) -> None:
-    index = next((i for i, c in enumerate(report.checks) if c.name in ("inclusion", "anchor")), len(report.checks))
-    report.checks.insert(index, check)
 
 
 def verify_receipt_file(path: str | Path, edge_key: str | Path | PublicKey | None = None,

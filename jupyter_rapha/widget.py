@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from .protocol.anchor_proof import is_pending
-from .protocol.receipt import Verification
+from .protocol.checks import Verification
 from .receipt_chart import curve_metric, sparkline, svg_curve
 from .verdict import MARKS, Verdict, verdict_of
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 from .consent import OptOutList
 from .registry import Dataset
-from .source import open_source
+from .sources import open_source
 
 CACHE_SECONDS = 300.0
 

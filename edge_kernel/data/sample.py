@@ -19,7 +19,7 @@ from jupyter_rapha.protocol.errors import BadInput
 
 from .consent import OptOutList
 from .registry import Dataset
-from .source import open_source
+from .sources import open_source
 
 DEFAULT_SAMPLE = 200
 

@@ -1,4 +1,5 @@
-"""What every dataset source gives the broker, and how a dataset picks its source.
+"""What every dataset source gives the broker (the sources themselves, and the choice
+between them, are in ``sources.py``).
 
 A source is trusted code inside the broker. ``index()`` lists the usable, consented
 records (sorted by pseudonym, so the order does not depend on storage) and counts the
@@ -10,14 +11,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Protocol
 
 import numpy as np
 
 from jupyter_rapha.protocol.errors import BadInput, Fault
 
-from .consent import OptOutList
 from .registry import Dataset, FieldSpec
 
 # Every reason a record can be skipped for, fixed strings on purpose: a file name or a
@@ -77,25 +76,6 @@ def granted_specs(dataset: Dataset, fields: Iterable[str]) -> dict[str, FieldSpe
 
 def sorted_index(by_pseudonym: dict[bytes, RecordRef], skipped: dict[str, int], excluded: list[RecordRef]) -> Index:
     return Index([by_pseudonym[p] for p in sorted(by_pseudonym)], dict(skipped), excluded)
-
-
-def open_source(dataset: Dataset, location: Path | str, fields: Iterable[str], hmac_key: bytes,
-                consent: OptOutList | None = None) -> Source:
-    """The source the dataset declares; an unknown source is refused, never guessed."""
-    consent = consent or OptOutList.none()
-    if dataset.source == "dicom-folder":
-        from .dicom_folder import DicomFolderSource
-        return DicomFolderSource(Path(location), dataset, fields, hmac_key, consent)
-    if dataset.source == "dicomweb":
-        from .dicomweb import DicomWebSource
-        return DicomWebSource(dataset.location, dataset, fields, hmac_key, consent)
-    if dataset.source == "fhir-ndjson":
-        from .fhir import FhirNdjsonSource
-        return FhirNdjsonSource(Path(location), dataset, fields, hmac_key, consent)
-    if dataset.source == "csv":
-        from .csv_table import CsvSource
-        return CsvSource(Path(location), dataset, fields, hmac_key, consent)
-    raise BadInput(f"unknown dataset source {dataset.source!r}")
 
 
 class RecordCache:

@@ -37,7 +37,8 @@ from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
 from ..release.error_report import error_report
-from ..data.source import Index, Source, open_source
+from ..data.source import Index, Source
+from ..data.sources import open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena
 from .launch import wrap_command

@@ -1,5 +1,5 @@
 """The jupyter_rapha Jupyter server extension (see app.py). Imported lazily, so that the
-in-process path (``proxy.EdgeProxy``) does not need a Jupyter server installed."""
+in-process path (``jupyter_rapha.routing.proxy.EdgeProxy``) does not need a Jupyter server installed."""
 
 from __future__ import annotations
 

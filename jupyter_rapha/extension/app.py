@@ -15,7 +15,7 @@ from ..client import EdgeClient
 from ..protocol.errors import RaphaError
 from .backends import FileKeyStore
 from .handlers import handlers
-from .proxy import ROUTING_CHOICES, EdgeProxy, parse_sites
+from ..routing.proxy import ROUTING_CHOICES, EdgeProxy, parse_sites
 
 
 class RaphaExtension(ExtensionApp):

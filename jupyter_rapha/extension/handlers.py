@@ -23,8 +23,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ..client import FINAL_STATES
 from ..protocol.errors import AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError, VerificationError
-from .proxy import EdgeProxy
-from .submission import parse_submission
+from ..routing.proxy import EdgeProxy
+from ..routing.submission import parse_submission
 
 AUTH_RESOURCE = "rapha"
 JOB_ID = r"(?P<job_id>[0-9a-f]{8,32})"  # an id, or a unique prefix the edges resolve (EdgeProxy.resolve)

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from . import bounded
 from .canonical import canonical_json
+from .checks import Verification
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
+from .receipt_attestation import check_attestation
 from .timestamp import is_timestamp, timestamp_inclusion, verify_timestamp_anchor
 
 RECEIPT_FORMAT = "rapha-receipt/v1"
@@ -109,43 +112,6 @@ def major_version(value: Any) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # "pass", "fail", "skipped" or "pending" (anchor not yet made)
-    detail: str
-
-
-@dataclass
-class Verification:
-    checks: list[Check] = field(default_factory=list)
-    statement: dict[str, Any] | None = None
-
-    @property
-    def predicate(self) -> dict[str, Any]:
-        predicate = (self.statement or {}).get("predicate", {})
-        return predicate if isinstance(predicate, dict) else {}
-
-    def ok(self, allow_skipped: bool = False) -> bool:
-        bad = {"fail", "pending"} if allow_skipped else {"fail", "skipped", "pending"}
-        return bool(self.checks) and not any(c.status in bad for c in self.checks)
-
-    @property
-    def pending(self) -> bool:
-        """Nothing failed, but the anchor is still to come."""
-        return any(c.status == "pending" for c in self.checks) and not any(c.status == "fail" for c in self.checks)
-
-    def add(self, name: str, passed: bool, detail: str) -> bool:
-        self.checks.append(Check(name, "pass" if passed else "fail", detail))
-        return passed
-
-    def skip(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "skipped", detail))
-
-    def wait(self, name: str, detail: str) -> None:
-        self.checks.append(Check(name, "pending", detail))
-
-
 def verify_receipt(
     document: Any,
     edge_key: PublicKey,
@@ -155,13 +121,20 @@ def verify_receipt(
     anchor: AnchorObservation | None = None,
     min_confirmations: int = 1,
     tsa_trust: bytes | None = None,
+    require_tee: bool = False,
+    now: datetime | None = None,
 ) -> Verification:
     """Check a receipt document. Every check is listed; the first failure stops the rest
-    that depend on it. ``tsa_trust`` (PEM trust anchors) checks an RFC 3161 anchor.
+    that depend on it. ``tsa_trust`` (PEM trust anchors) checks an RFC 3161 anchor. The
+    attestation quote the receipt carries is re-checked against this receipt's job and
+    ``edge_key`` (``receipt_attestation``): the unsafe software stand-in, or no quote, is
+    a WARN, and with ``require_tee`` a failure; ``now`` is the time its certificates are
+    judged at (the current time by default).
     Any document at all gets an answer: a malformed one fails a check, it never raises."""
     result = Verification()
+    options = _Options(min_confirmations, tsa_trust, require_tee, now or datetime.now(timezone.utc))
     try:
-        _verify(document, edge_key, weights, metrics, anchor, min_confirmations, tsa_trust, result)
+        _verify(document, edge_key, weights, metrics, anchor, options, result)
     except (RaphaError, *_MALFORMED) as exc:
         stage = ("format", "signature", "statement", "outputs", "anchor")[min(len(result.checks), 4)]
         detail = exc.diagnostics() if isinstance(exc, RaphaError) else "a field has the wrong type or is missing"
@@ -169,9 +142,16 @@ def verify_receipt(
     return result
 
 
+@dataclass(frozen=True)
+class _Options:
+    min_confirmations: int
+    tsa_trust: bytes | None
+    require_tee: bool
+    now: datetime
+
+
 def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: dict[str, Any] | None,
-            anchor: AnchorObservation | None, min_confirmations: int, tsa_trust: bytes | None,
-            result: Verification) -> None:
+            anchor: AnchorObservation | None, options: _Options, result: Verification) -> None:
     if not _check_format(document, result):
         return
     try:
@@ -186,7 +166,9 @@ def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: 
     result.statement = statement
     _check_preprocessing(statement["predicate"], result)
     _check_outputs(statement, weights, metrics, result)
-    _check_anchor(document, statement["predicate"], anchor, min_confirmations, result, tsa_trust)
+    result.checks.append(check_attestation(statement["predicate"], edge_key, require_tee=options.require_tee,
+                                           now=options.now))
+    _check_anchor(document, statement["predicate"], anchor, options.min_confirmations, result, options.tsa_trust)
 
 
 def _check_format(document: Any, result: Verification) -> bool:

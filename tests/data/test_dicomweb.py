@@ -14,7 +14,8 @@ import pytest
 from edge_kernel.data.consent import OptOutList
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.dicomweb import DicomWebSource
-from edge_kernel.data.source import SourceFault, open_source
+from edge_kernel.data.source import SourceFault
+from edge_kernel.data.sources import open_source
 from edge_kernel.data.synth import make_synthetic_dataset, synthetic_dataset_entry
 from edge_kernel.sandbox.runner import run_job
 from edge_kernel.settings import Settings

@@ -12,7 +12,8 @@ import pytest
 from edge_kernel.data.broker import Broker
 from edge_kernel.data.consent import OptOutList
 from edge_kernel.data.registry import parse_dataset
-from edge_kernel.data.source import SourceFault, open_source
+from edge_kernel.data.source import SourceFault
+from edge_kernel.data.sources import open_source
 from edge_kernel.sandbox.runner import run_job
 from edge_kernel.settings import Settings
 from jupyter_rapha.protocol.errors import BadInput

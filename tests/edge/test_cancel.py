@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jupyter_rapha.client import EdgeClient, JobCancelled, final_error, make_jobspec
-from jupyter_rapha.extension.gateway import in_process
+from jupyter_rapha.gateways import in_process
 from jupyter_rapha.magic import error_lines
 from jupyter_rapha.training import collect
 from tests.harness import complete_job, init_edge, start_edge

@@ -11,7 +11,7 @@ import pytest
 from edge_kernel.cli import main as edge_cli
 from jupyter_rapha.cli import main as rapha
 from jupyter_rapha.client import EdgeClient, make_jobspec
-from jupyter_rapha.extension.gateway import in_process
+from jupyter_rapha.gateways import in_process
 from jupyter_rapha.protocol.errors import BadInput, NotFound
 from jupyter_rapha.protocol.keys import PrivateKey
 from tests.harness import complete_job, init_edge, start_edge

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from jupyter_rapha.extension.gateway import in_process
-from jupyter_rapha.extension.progress import ProgressLine, collect_watched
+from jupyter_rapha.gateways import in_process
+from jupyter_rapha.progress import ProgressLine, collect_watched
 from jupyter_rapha.protocol.errors import Fault
 from jupyter_rapha.training import TrainRequest, submission_for
 from tests.edge.test_cancel import LONG

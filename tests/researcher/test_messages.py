@@ -13,9 +13,9 @@ from edge_kernel.settings import Settings
 from jupyter_rapha.cli import main
 from jupyter_rapha.client import error_from_response
 from jupyter_rapha.dispatch import attestation_line
-from jupyter_rapha.extension.catalogs import CatalogRefused, verify_catalog
-from jupyter_rapha.extension.proxy import EdgeProxy, Site
-from jupyter_rapha.extension.submission import Submission
+from jupyter_rapha.routing.catalogs import CatalogRefused, verify_catalog
+from jupyter_rapha.routing.proxy import EdgeProxy, Site
+from jupyter_rapha.routing.submission import Submission
 from jupyter_rapha.keystore import create_key
 from jupyter_rapha.protocol.errors import UnknownKey
 from jupyter_rapha.protocol.keys import PrivateKey

@@ -12,7 +12,7 @@ import requests
 
 from jupyter_rapha.cli import main
 from jupyter_rapha.client import EdgeClient
-from jupyter_rapha.extension.catalogs import CatalogRefused, verify_policy
+from jupyter_rapha.routing.catalogs import CatalogRefused, verify_policy
 from jupyter_rapha.keystore import create_key
 from jupyter_rapha.protocol.keys import PrivateKey, load_public_key
 from jupyter_rapha.protocol.policy import PolicyBundle

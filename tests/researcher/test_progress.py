@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from jupyter_rapha.extension.progress import JobProgress, ProgressLine, ProgressWidget, clock
+from jupyter_rapha.progress import JobProgress, ProgressLine, ProgressWidget, clock
 
 JOB = "0b9f" + "0" * 28
 # Recorded from a demo edge: 3 epochs over a 48-record cohort, batch size 4 (12 batches an

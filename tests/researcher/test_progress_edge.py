@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jupyter_rapha.cli import main
-from jupyter_rapha.extension.gateway import in_process
-from jupyter_rapha.extension.progress import ProgressWidget, collect_watched
+from jupyter_rapha.gateways import in_process
+from jupyter_rapha.progress import ProgressWidget, collect_watched
 from jupyter_rapha.training import TrainRequest, submission_for
 from tests.harness import init_edge, start_edge
 

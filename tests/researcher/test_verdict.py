@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_rapha.protocol.receipt import Check, Verification
+from jupyter_rapha.protocol.checks import Check, Verification
 from jupyter_rapha.verdict import COLOURS, decide
 from jupyter_rapha.verify import verify_document
 from jupyter_rapha.widget import ReceiptWidget
 from tests.receipts.receipt_factory import METRICS, WEIGHTS
-from tests.researcher.test_receipt_attestation import EDGE, attested_predicate, receipt
+from tests.protocol.test_receipt_attestation import EDGE, attested_predicate, receipt
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_FILE = ROOT / "labextension" / "test" / "verdict_cases.json"

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import RaphaError
 from ..keys import PublicKey
-from ..receipt import Check
+from ..checks import Check
 from . import allowlist as policy_data
 from . import pck, signatures, software
 from .collateral import NO_COLLATERAL, CollateralProvider

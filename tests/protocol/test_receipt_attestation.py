@@ -1,4 +1,4 @@
-"""`rapha verify` re-checks the attestation quote a receipt carries: bound to this receipt's
+"""`verify_receipt` (and so `rapha verify`) re-checks the attestation quote a receipt carries: bound to this receipt's
 request and edge key, signed (the software stand-in) by the edge key, and labelled unsafe."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from jupyter_rapha.cli import main
 from jupyter_rapha.protocol.attestation import (RuntimeMeasurement, binding_commitment, make_software_quote,
                                                 report_data_for)
 from jupyter_rapha.protocol.keys import PrivateKey
-from jupyter_rapha.protocol.receipt import sha256_hex, sign_receipt
-from jupyter_rapha.receipt_attestation import check_attestation
+from jupyter_rapha.protocol.receipt import sha256_hex, sign_receipt, verify_receipt
+from jupyter_rapha.protocol.receipt_attestation import check_attestation
 from jupyter_rapha.verify import verify_document
 from tests.receipts.receipt_factory import METRICS, WEIGHTS, predicate
 
@@ -57,6 +57,24 @@ def test_software_quote_bound_to_this_job_is_a_warning_that_passes():
     assert report.passed and report.outcome == "ok"
     report, check = attestation_check(receipt(attested_predicate(1)), require_tee=True)
     assert check.status == "fail" and "--require-tee" in check.detail and not report.passed
+
+
+def test_the_pure_verifier_alone_re_checks_the_quote():
+    # A reviewer calling verify_receipt, with no file or chain I/O around it, gets the same
+    # attestation line as rapha verify, before the anchor's lines.
+    document = receipt(attested_predicate(11))
+    result = verify_receipt(document, EDGE.public, weights=WEIGHTS, metrics=METRICS)
+    names = [c.name for c in result.checks]
+    assert names.index("attestation") < names.index("anchor")
+    assert [c.status for c in result.checks if c.name == "attestation"] == ["warn"]
+    assert result.ok(allow_skipped=True)
+    strict = verify_receipt(document, EDGE.public, weights=WEIGHTS, metrics=METRICS, require_tee=True)
+    assert [c.status for c in strict.checks if c.name == "attestation"] == ["fail"]
+    assert not strict.ok(allow_skipped=True)
+    swapped = attested_predicate(12)
+    swapped["evidence"] = attested_predicate(13)["evidence"]
+    borrowed = verify_receipt(receipt(swapped), EDGE.public, weights=WEIGHTS, metrics=METRICS)
+    assert [c.status for c in borrowed.checks if c.name == "attestation"] == ["fail"]
 
 
 def test_tampered_quote_fails():

@@ -21,10 +21,10 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from .protocol.attestation import report_data_for, verify_quote
-from .protocol.errors import RaphaError
-from .protocol.keys import PublicKey
-from .protocol.receipt import Check
+from .attestation import report_data_for, verify_quote
+from .checks import Check
+from .errors import RaphaError
+from .keys import PublicKey
 
 NAME = "attestation"
 UNSAFE_TEXT = "UNSAFE software stand-in (demo only)"

@@ -373,7 +373,7 @@ def _display(view: Any, display: Callable[..., Any] | None) -> Any:
 
 
 def _chart_html(model: JobProgress) -> str:
-    from ..receipt_chart import svg_curve
+    from .receipt_chart import svg_curve
 
     curve = model.curve()
     if curve is None:
@@ -402,8 +402,8 @@ def progress_view(job_id: str, site: str = "", epochs: int = 0) -> Any:
 def collect_watched(gateway: Any, job_id: str, view: Any) -> Any:
     """``training.collect`` with ``view`` fed every event, told when the edge stops
     answering before the job ended, and given the released metrics at the end."""
-    from ..protocol.errors import RaphaError
-    from ..training import collect
+    from .protocol.errors import RaphaError
+    from .training import collect
 
     try:
         result = collect(gateway, job_id, view)

@@ -15,11 +15,11 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from ..client import FINAL_STATES, EdgeClient, check_job_ref, error_from_response
-from ..protocol.errors import BadInput, Fault, RaphaError
-from ..protocol.keys import PrivateKey, load_public_key
-from .proxy import EdgeProxy, Site
-from .submission import Submission
+from .client import FINAL_STATES, EdgeClient, check_job_ref, error_from_response
+from .protocol.errors import BadInput, Fault, RaphaError
+from .protocol.keys import PrivateKey, load_public_key
+from .routing.proxy import EdgeProxy, Site
+from .routing.submission import Submission
 
 URL_ENV, TOKEN_ENV = "RAPHA_JUPYTER_URL", "RAPHA_JUPYTER_TOKEN"
 RECONNECTS = 5

@@ -1,0 +1,35 @@
+"""How a dataset picks its source: the one factory over every source implementation.
+
+It lives apart from ``source.py`` (the interface every implementation imports), so the
+interface does not import its implementations back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from jupyter_rapha.protocol.errors import BadInput
+
+from .consent import OptOutList
+from .registry import Dataset
+from .source import Source
+
+
+def open_source(dataset: Dataset, location: Path | str, fields: Iterable[str], hmac_key: bytes,
+                consent: OptOutList | None = None) -> Source:
+    """The source the dataset declares; an unknown source is refused, never guessed."""
+    consent = consent or OptOutList.none()
+    if dataset.source == "dicom-folder":
+        from .dicom_folder import DicomFolderSource
+        return DicomFolderSource(Path(location), dataset, fields, hmac_key, consent)
+    if dataset.source == "dicomweb":
+        from .dicomweb import DicomWebSource
+        return DicomWebSource(dataset.location, dataset, fields, hmac_key, consent)
+    if dataset.source == "fhir-ndjson":
+        from .fhir import FhirNdjsonSource
+        return FhirNdjsonSource(Path(location), dataset, fields, hmac_key, consent)
+    if dataset.source == "csv":
+        from .csv_table import CsvSource
+        return CsvSource(Path(location), dataset, fields, hmac_key, consent)
+    raise BadInput(f"unknown dataset source {dataset.source!r}")
