@@ -33,6 +33,7 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
 from ..data.consent import OptOutList
+from ..data.holdback import Holdback
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
@@ -69,7 +70,7 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
             index: Index | None = None, max_epochs: int | None = None,
-            process_file: Path | None = None) -> RunOutcome:
+            process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
     """Run a job against the dataset's declared source; ``consent`` drops opted-out
     patients before anything is counted; ``index`` reuses one the edge already built;
     ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
@@ -77,7 +78,7 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
     return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
-                      max_epochs=max_epochs, process_file=process_file)
+                      max_epochs=max_epochs, process_file=process_file, holdback=holdback)
 
 
 class JobRunner:
@@ -97,6 +98,7 @@ class JobRunner:
             return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
                            workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
                            max_epochs=limits.max_epochs if limits is not None else None,
+                           holdback=limits.holdback if limits is not None else None,
                            process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
         finally:
             if self.settings.sandbox.unsafe_keep_job_files:
@@ -115,13 +117,16 @@ def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                *, max_records: int, cancel: threading.Event | None = None,
                on_progress: ProgressCallback | None = None, max_epochs: int | None = None,
-               process_file: Path | None = None) -> RunOutcome:
+               process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
     started = _now()
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
-    # The cohort seed is keyed: the researcher cannot pick a job id that selects records.
+    # Both seeds are keyed: the researcher cannot pick a job id that selects records, nor
+    # predict which records are held back from it.
     broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
-                    max_epochs=max_epochs)
+                    max_epochs=max_epochs,
+                    holdback_size=holdback.size(len(index.records)) if holdback is not None else 0,
+                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id))
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source)
