@@ -41,6 +41,7 @@ from ..release.error_report import error_report
 from ..data.source import Index, Source, open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena
+from ..wire.outputs import PROGRAM_FILE
 from .launch import wrap_command
 from .lifeline import PROCESS_FILE, JobProcess, write_process_file
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 BROKER_JOIN_SECONDS = 10.0
+PROGRAM_OVERHEAD_BYTES = 16 * 1024 * 1024  # the exported graph beside its copy of the weights
 JOB_THREADS = "2"
 ProgressCallback = Callable[[dict[str, int]], None]
 
@@ -64,6 +66,9 @@ class RunOutcome:
     finished: str
     fault: str | None = None  # generic text when the edge side broke or refused the outputs
     exit_code: int | None = field(default=None)
+    # the exported program (out/model.pt2) for the membership check; edge-side only, never
+    # released; None when the model could not be exported (the check: "not checkable")
+    program: bytes | None = None
 
 
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
@@ -312,11 +317,15 @@ def _outcome(spec: JobSpec, workdir: Path, status: str, exit_code: int | None, b
         outputs = JobOutputs(error=outputs.error)  # only a completed job releases results
     return RunOutcome(status=status, weights=outputs.weights, metrics=outputs.metrics, error=outputs.error,
                       meter=broker.summary(), started=started, finished=_now(), fault=fault,
-                      exit_code=exit_code)
+                      exit_code=exit_code, program=outputs.program)
 
 
 class OutputRefused(SandboxFault):
     """A file in out/ that the edge will not read (a link, not a plain file, too large)."""
+
+
+class OutputTooLarge(OutputRefused):
+    """A file in out/ past its size limit."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,7 @@ class JobOutputs:
     weights: bytes | None = None
     metrics: dict[str, list[float]] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    program: bytes | None = None
 
 
 def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs:
@@ -338,7 +348,8 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
             return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
                                                  spec.code, spec.cell_first_line))
         weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
-        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)))
+        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)),
+                          program=_program(out, spec) if weights is not None else None)
     finally:
         os.close(out)
 
@@ -358,8 +369,17 @@ def _read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
             raise OutputRefused(f"out/{name} is not a plain file")
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise OutputRefused(f"out/{name} is larger than allowed")
+        raise OutputTooLarge(f"out/{name} is larger than allowed")
     return data
+
+
+def _program(dir_fd: int, spec: JobSpec) -> bytes | None:
+    """The exported program, read as hostile as the rest; one larger than its weights
+    could ever make it is not read, and the membership check then finds none."""
+    try:
+        return _read_plain(dir_fd, PROGRAM_FILE, 2 * spec.output_policy.max_weights_bytes + PROGRAM_OVERHEAD_BYTES)
+    except OutputTooLarge:  # a link or a FIFO in out/ stays an attack, refused as such
+        return None
 
 
 def _metrics(raw: bytes | None) -> dict[str, list[float]]:
