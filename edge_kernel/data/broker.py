@@ -7,6 +7,10 @@ records go into each batch. That is what makes it the meter (S3): it fixes the c
 knows), counts each record the first time it is handed over, counts it *before* the
 batch leaves, and refuses anything past the budget. Nothing the job sends can change
 the count, widen the cohort or name a record.
+
+Before the cohort is drawn, the broker holds back a part of the dataset for the
+membership-inference check (``holdback.py``), with another edge-only seed: those records
+are never in the cohort, so never served, counted, billed or put into the Merkle set.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from jupyter_rapha.protocol.errors import BudgetDenied, Fault, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 
 from ..wire.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
+from .holdback import split_cohort
 from .source import Index, RecordRef, Source
 from .transforms import receipt_entry
 
@@ -46,6 +51,13 @@ class MeterSummary:
     # the granted fields' declared transforms as applied, {"sha256", "fields"}, or None
     # for the default scaling; for the receipt, taken from the source the job ran on
     preprocessing: dict[str, Any] | None = None
+    # sorted pseudonyms of the records held back from the job for the membership check;
+    # edge-side only (provenance), never released: only their number goes into figures
+    held_back_hex: tuple[str, ...] = ()
+
+    @property
+    def holdback_size(self) -> int:
+        return len(self.held_back_hex)
 
 
 class Meter:
@@ -113,19 +125,22 @@ class _Loader:
 
 class Broker:
     def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
-                 arena: SharedArena | None = None, max_epochs: int | None = None) -> None:
+                 arena: SharedArena | None = None, max_epochs: int | None = None,
+                 holdback_size: int = 0, holdback_seed: int = 0) -> None:
         self.source = source
         self.specs = dict(source.specs)
-        self._layout = {name: (np.dtype(spec.dtype), tuple(spec.shape)) for name, spec in self.specs.items()}
+        self._layout = schema_layout(self.specs)
         self.meter = Meter(max_records)
         # The policy's epoch obligation: past it, a loader's epochs are empty.
         self.max_epochs = max_epochs
         self.epochs_started = 0
         self.skipped = dict(index.skipped)
         self.index = index
+        # Held back first, so that no budget or cohort draw can reach those records.
+        self.held_back, eligible = split_cohort(index.records, holdback_size, holdback_seed)
         # The cohort: drawn by the edge, fixed for the whole job, never larger than the budget.
-        order = np.random.default_rng(cohort_seed).permutation(len(index.records))
-        self.cohort: list[RecordRef] = [index.records[int(i)] for i in order[:max_records]]
+        order = np.random.default_rng(cohort_seed).permutation(len(eligible))
+        self.cohort: list[RecordRef] = [eligible[int(i)] for i in order[:max_records]]
         self.arena = arena
         self.loaders: list[_Loader] = []
         self.batches_served = 0
@@ -140,10 +155,12 @@ class Broker:
             pseudonyms_hex=tuple(p.hex() for p in pseudonyms), skipped=dict(self.skipped),
             cohort_size=len(self.cohort), consent_excluded=self.index.consent_excluded,
             records_known=self._records_known(set(pseudonyms)),
-            preprocessing=receipt_entry(self.specs))
+            preprocessing=receipt_entry(self.specs),
+            held_back_hex=tuple(sorted(r.pseudonym.hex() for r in self.held_back)))
 
     def _records_known(self, used: set[bytes]) -> tuple[tuple[bytes, bytes, str], ...]:
-        known = [(r.pseudonym, r.patient, "used" if r.pseudonym in used else "not used") for r in self.index.records]
+        held_back = {r.pseudonym for r in self.held_back}
+        known = [(r.pseudonym, r.patient, _status(r.pseudonym, used, held_back)) for r in self.index.records]
         known += [(r.pseudonym, r.patient, "opted out") for r in self.index.excluded]
         return tuple(known)
 
@@ -240,26 +257,46 @@ class Broker:
         return header, arrays
 
     def _granted(self, records: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
-        """S2, checked again at the boundary, before anything is counted or written:
-        exactly the granted fields, each a numpy array or scalar of its declared dtype (byte
-        order included) and shape. Returns the batch by field. One pass per field collects
-        the distinct (type, dtype, shape) of the batch, usually one, which is then checked:
-        cheaper than comparing every record."""
-        names = self._layout.keys()
-        if any(record.keys() != names for record in records):
-            raise SandboxFault("a record carried fields that were not granted")
-        columns = {}
-        for name, (dtype, shape) in self._layout.items():
-            column = [record[name] for record in records]
-            try:
-                kinds = {(type(value), value.dtype, value.shape) for value in column}
-            except AttributeError:
-                kinds = {(object, None, None)}  # not an array at all
-            for kind, found_dtype, found_shape in kinds:
-                if not issubclass(kind, (np.ndarray, np.generic)) or found_dtype != dtype or found_shape != shape:
-                    raise SandboxFault("a record did not match the declared schema")
-            columns[name] = column
-        return columns
+        return granted_columns(self._layout, records)
+
+
+Layout = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
+
+
+def schema_layout(specs: dict[str, Any]) -> Layout:
+    """Each granted field's numpy dtype and shape, as the job receives it."""
+    return {name: (np.dtype(spec.dtype), tuple(spec.shape)) for name, spec in specs.items()}
+
+
+def granted_columns(layout: Layout, records: list[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """S2, checked again at the boundary, before anything is counted or written:
+    exactly the granted fields, each a numpy array or scalar of its declared dtype (byte
+    order included) and shape. Returns the batch by field. One pass per field collects
+    the distinct (type, dtype, shape) of the batch, usually one, which is then checked:
+    cheaper than comparing every record. The records reload (``reload.py``) passes through
+    the same check, so that a check after the job sees the records as the job did."""
+    names = layout.keys()
+    if any(record.keys() != names for record in records):
+        raise SandboxFault("a record carried fields that were not granted")
+    columns = {}
+    for name, (dtype, shape) in layout.items():
+        column = [record[name] for record in records]
+        try:
+            kinds = {(type(value), value.dtype, value.shape) for value in column}
+        except AttributeError:
+            kinds = {(object, None, None)}  # not an array at all
+        for kind, found_dtype, found_shape in kinds:
+            if not issubclass(kind, (np.ndarray, np.generic)) or found_dtype != dtype or found_shape != shape:
+                raise SandboxFault("a record did not match the declared schema")
+        columns[name] = column
+    return columns
+
+
+def _status(pseudonym: bytes, used: set[bytes], held_back: set[bytes]) -> str:
+    if pseudonym in used:
+        return "used"
+    # read by the edge's own membership check after the job, never by the job
+    return "held back" if pseudonym in held_back else "not used"
 
 
 def _fill(out: np.ndarray, column: list[np.ndarray]) -> np.ndarray:

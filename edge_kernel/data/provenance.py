@@ -8,7 +8,8 @@ inclusion proof (used) or a sorted-tree non-inclusion proof (not used), each che
 against the root the edge signed and anchored before it is printed.
 
 The file holds only HMAC pseudonyms, no identifiers: finding a patient needs the
-hospital's key.
+hospital's key. It also keeps the pseudonyms of the records held back from the job for
+the membership-inference check; ``record_sets`` gives the check both sets.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,37 @@ def save_provenance(job_dir: Path, meter: Any) -> Path:
         db.execute("CREATE TABLE leaves (pseudonym BLOB PRIMARY KEY) WITHOUT ROWID")
         db.execute("CREATE TABLE records (patient BLOB, pseudonym BLOB, status TEXT)")
         db.execute("CREATE INDEX records_patient ON records (patient)")
+        db.execute("CREATE TABLE held_back (pseudonym BLOB PRIMARY KEY) WITHOUT ROWID")
         db.executemany("INSERT INTO leaves VALUES (?)", ((bytes.fromhex(p),) for p in meter.pseudonyms_hex))
+        db.executemany("INSERT INTO held_back VALUES (?)",
+                       ((bytes.fromhex(p),) for p in meter.held_back_hex))
         db.executemany("INSERT INTO records VALUES (?, ?, ?)",
                        ((patient, record, status) for record, patient, status in meter.records_known))
     db.close()
     os.chmod(tmp, 0o600)
     tmp.replace(path)
     return path
+
+
+@dataclass(frozen=True)
+class RecordSets:
+    """The pseudonyms the job was served (the Merkle leaves) and those held back from it,
+    each sorted; edge-side only."""
+
+    used: tuple[bytes, ...]
+    held_back: tuple[bytes, ...]
+
+
+def record_sets(job_dir: Path) -> RecordSets:
+    """The job's used and held-back record pseudonyms, for the disclosure checks."""
+    path = job_dir / PROVENANCE_FILE
+    if not path.is_file():
+        raise NotFound("no provenance was kept for this job")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        used = tuple(row[0] for row in db.execute("SELECT pseudonym FROM leaves ORDER BY pseudonym"))
+        held_back = tuple(row[0] for row in db.execute("SELECT pseudonym FROM held_back ORDER BY pseudonym"))
+    db.close()
+    return RecordSets(used, held_back)
 
 
 def signed_records_root(receipt: dict[str, Any], edge_key: PublicKey) -> str:

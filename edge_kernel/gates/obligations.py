@@ -13,13 +13,17 @@ from typing import Any
 from jupyter_rapha.protocol.errors import PolicyDenied
 from jupyter_rapha.protocol.jobspec import JobSpec
 
-KNOWN = ("max_epochs", "max_seconds", "dp_required")
+from ..data.holdback import Holdback, parse_holdback
+
+KNOWN = ("max_epochs", "max_seconds", "dp_required", "holdback")
 
 
 @dataclass(frozen=True)
 class Limits:
     max_epochs: int | None = None
     max_seconds: int | None = None
+    # records the broker holds back from the job for the membership-inference check
+    holdback: Holdback | None = None
 
     def apply(self, spec: JobSpec) -> JobSpec:
         if self.max_seconds is None or self.max_seconds >= spec.budget.max_seconds:
@@ -36,7 +40,9 @@ def enforceable(obligations: dict[str, Any]) -> Limits:
         raise PolicyDenied("the policy requires differential privacy for this dataset",
                            reasons=["this dataset may only be trained with differential privacy, "
                                     "which this edge does not enforce yet"])
-    return Limits(_positive(obligations, "max_epochs"), _positive(obligations, "max_seconds"))
+    holdback = obligations.get("holdback")
+    return Limits(_positive(obligations, "max_epochs"), _positive(obligations, "max_seconds"),
+                  parse_holdback(holdback) if holdback is not None else None)
 
 
 def _positive(obligations: dict[str, Any], name: str) -> int | None:

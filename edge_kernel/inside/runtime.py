@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
+import traceback
 import weakref
 from collections import deque
 from pathlib import Path
@@ -23,9 +25,15 @@ from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, is_metric_name
 
 from ..wire.channel import SHM_ALIGN, Channel, SharedArena, shm_items
 from ..wire.messages import MAX_METRIC_POINTS
+from ..wire.outputs import PROGRAM_FILE
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
+EXAMPLE_BATCH = 2  # a batch of one would let export fix the batch dimension at 1
 # Every message raised here is listed in messages.RUNTIME_MESSAGES, so that it may leave.
+
+
+class NotExportable(Exception):
+    """The model cannot be exported for the membership check (no feature field)."""
 
 
 class BrokerRefused(RuntimeError):
@@ -214,7 +222,10 @@ class Rapha:
             self._points += 1
 
     def save(self, model_or_state_dict: Any) -> None:
-        """Write the weights as safetensors; only tensors, contiguous, on the CPU."""
+        """Write the weights as safetensors; only tensors, contiguous, on the CPU. A torch
+        module is also exported (``torch.export``) on inputs shaped as ``rapha.schema``'s
+        features, for the edge's membership check; a model that cannot be exported is
+        saved all the same, and the check reports it as not checkable."""
         from safetensors.torch import save_file
 
         state = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") \
@@ -229,7 +240,51 @@ class Rapha:
             tensors[name] = value.detach().to("cpu").contiguous().clone()
         self.out_dir.mkdir(exist_ok=True)
         save_file(tensors, str(self.out_dir / "weights.safetensors"))
+        self._save_program(model_or_state_dict, tensors)
         self.saved = True
+
+    def _save_program(self, model: Any, tensors: dict[str, torch.Tensor]) -> None:
+        program = self.out_dir / PROGRAM_FILE
+        program.unlink(missing_ok=True)  # an earlier save's program must not stand for these weights
+        if not isinstance(model, torch.nn.Module):
+            return
+        try:
+            exported = export_model(model, self.schema)
+        except Exception:  # not a check: the edge reads a missing program as "not checkable"
+            traceback.print_exc(file=sys.stderr)  # for the hospital's eyes; stderr never leaves
+            return
+        if same_weights(exported.state_dict, tensors):
+            torch.export.save(exported, str(program))
+
+
+def example_inputs(schema: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """One zero tensor per feature field, in schema order, with a batch dimension in front:
+    the call ``model(batch["image"])`` that training cells make."""
+    features = [spec for spec in schema.values() if isinstance(spec, dict) and spec.get("kind") == "feature"]
+    if not features:
+        raise NotExportable()  # no input to export on; never shown to the cell
+    return tuple(torch.zeros((EXAMPLE_BATCH, *spec["shape"]), dtype=getattr(torch, spec["dtype"]))
+                 for spec in features)
+
+
+def export_model(model: torch.nn.Module, schema: dict[str, Any]) -> Any:
+    """``torch.export`` of the model in eval mode (as it is judged), batch size left free."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    inputs = tuple(tensor.to(device) for tensor in example_inputs(schema))
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.export.export(model, inputs, dynamic_shapes=dynamic)
+    finally:
+        model.train(was_training)
+
+
+def same_weights(program_state: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> bool:
+    """The program carries exactly the weights saved (the edge checks this again)."""
+    if program_state.keys() != saved.keys():
+        return False
+    return all(torch.equal(program_state[name].detach().to("cpu"), saved[name]) for name in saved)
 
 
 def _finite(value: Any) -> float:

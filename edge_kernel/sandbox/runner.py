@@ -33,6 +33,7 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.broker import Broker, MeterSummary
 from ..data.consent import OptOutList
+from ..data.holdback import Holdback
 from ..data.pseudonym import derive_seed
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
@@ -41,6 +42,7 @@ from ..data.source import Index, Source
 from ..data.sources import open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena
+from ..wire.outputs import PROGRAM_FILE
 from .launch import wrap_command
 from .lifeline import PROCESS_FILE, JobProcess, write_process_file
 
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 PROGRESS_SECONDS = 0.5
 BROKER_JOIN_SECONDS = 10.0
+PROGRAM_OVERHEAD_BYTES = 16 * 1024 * 1024  # the exported graph beside its copy of the weights
 JOB_THREADS = "2"
 ProgressCallback = Callable[[dict[str, int]], None]
 
@@ -64,13 +67,16 @@ class RunOutcome:
     finished: str
     fault: str | None = None  # generic text when the edge side broke or refused the outputs
     exit_code: int | None = field(default=None)
+    # the exported program (out/model.pt2) for the membership check; edge-side only, never
+    # released; None when the model could not be exported (the check: "not checkable")
+    program: bytes | None = None
 
 
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
             index: Index | None = None, max_epochs: int | None = None,
-            process_file: Path | None = None) -> RunOutcome:
+            process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
     """Run a job against the dataset's declared source; ``consent`` drops opted-out
     patients before anything is counted; ``index`` reuses one the edge already built;
     ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
@@ -78,7 +84,7 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
     return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
-                      max_epochs=max_epochs, process_file=process_file)
+                      max_epochs=max_epochs, process_file=process_file, holdback=holdback)
 
 
 class JobRunner:
@@ -98,6 +104,7 @@ class JobRunner:
             return run_job(spec, dataset, self.datasets.resolve(dataset), list(spec.fields), self.pseudonym_key,
                            workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
                            max_epochs=limits.max_epochs if limits is not None else None,
+                           holdback=limits.holdback if limits is not None else None,
                            process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
         finally:
             if self.settings.sandbox.unsafe_keep_job_files:
@@ -116,13 +123,16 @@ def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                *, max_records: int, cancel: threading.Event | None = None,
                on_progress: ProgressCallback | None = None, max_epochs: int | None = None,
-               process_file: Path | None = None) -> RunOutcome:
+               process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
     started = _now()
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
-    # The cohort seed is keyed: the researcher cannot pick a job id that selects records.
+    # Both seeds are keyed: the researcher cannot pick a job id that selects records, nor
+    # predict which records are held back from it.
     broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
-                    max_epochs=max_epochs)
+                    max_epochs=max_epochs,
+                    holdback_size=holdback.size(len(index.records)) if holdback is not None else 0,
+                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id))
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source)
@@ -308,11 +318,15 @@ def _outcome(spec: JobSpec, workdir: Path, status: str, exit_code: int | None, b
         outputs = JobOutputs(error=outputs.error)  # only a completed job releases results
     return RunOutcome(status=status, weights=outputs.weights, metrics=outputs.metrics, error=outputs.error,
                       meter=broker.summary(), started=started, finished=_now(), fault=fault,
-                      exit_code=exit_code)
+                      exit_code=exit_code, program=outputs.program)
 
 
 class OutputRefused(SandboxFault):
     """A file in out/ that the edge will not read (a link, not a plain file, too large)."""
+
+
+class OutputTooLarge(OutputRefused):
+    """A file in out/ past its size limit."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +334,7 @@ class JobOutputs:
     weights: bytes | None = None
     metrics: dict[str, list[float]] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    program: bytes | None = None
 
 
 def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs:
@@ -334,7 +349,8 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
             return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
                                                  spec.code, spec.cell_first_line))
         weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
-        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)))
+        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)),
+                          program=_program(out, spec) if weights is not None else None)
     finally:
         os.close(out)
 
@@ -354,8 +370,17 @@ def _read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
             raise OutputRefused(f"out/{name} is not a plain file")
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise OutputRefused(f"out/{name} is larger than allowed")
+        raise OutputTooLarge(f"out/{name} is larger than allowed")
     return data
+
+
+def _program(dir_fd: int, spec: JobSpec) -> bytes | None:
+    """The exported program, read as hostile as the rest; one larger than its weights
+    could ever make it is not read, and the membership check then finds none."""
+    try:
+        return _read_plain(dir_fd, PROGRAM_FILE, 2 * spec.output_policy.max_weights_bytes + PROGRAM_OVERHEAD_BYTES)
+    except OutputTooLarge:  # a link or a FIFO in out/ stays an attack, refused as such
+        return None
 
 
 def _metrics(raw: bytes | None) -> dict[str, list[float]]:

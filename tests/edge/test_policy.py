@@ -71,7 +71,8 @@ def test_good_job_allowed_with_obligations_and_bundle_digest(tmp_path):
     gate = PolicyGate(POLICY_DIR)
     result = run_policy(make_ctx(tmp_path), gate)
     assert result.outcome == "pass", result.reasons
-    assert result.obligations == {"max_epochs": 100, "max_seconds": 600, "dp_required": False}
+    assert result.obligations == {"max_epochs": 100, "max_seconds": 600, "dp_required": False,
+                                  "holdback": {"fraction": 0.1, "minimum": 50}}
     assert result.evidence["bundle_sha256"] == gate.bundle.digest == load_bundle(POLICY_DIR).digest
     assert result.evidence["decision"]["allow"] is True
 

@@ -1,0 +1,7 @@
+"""Names of the files a job leaves in ``out/``, shared by the job runtime and the runner."""
+
+from __future__ import annotations
+
+# The exported program (``torch.export.save``) that the membership check evaluates; never
+# released itself: it leaves only as the weights beside it.
+PROGRAM_FILE = "model.pt2"
