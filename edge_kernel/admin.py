@@ -19,6 +19,7 @@ The command-line side (``AdminClient``) speaks HTTP/1.1 over the same socket.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -32,7 +33,7 @@ import tornado.netutil
 import tornado.web
 
 from jupyter_rapha.protocol import bounded
-from jupyter_rapha.protocol.errors import BadInput, Fault, RaphaError
+from jupyter_rapha.protocol.errors import BadInput, Fault, NotFound, RaphaError, StorageFault
 from jupyter_rapha.protocol.review import MAX_STATEMENT_BYTES
 
 from .release.desk import ReleaseDesk
@@ -109,6 +110,46 @@ def make_admin_app(desk: ReleaseDesk) -> tornado.web.Application:
         (rf"/admin/v1/release/{job}", HeldJobHandler, args),
         (rf"/admin/v1/release/{job}/decision", DecisionHandler, args),
     ], compress_response=False)
+
+
+class AdminServer:
+    """The admin socket served beside the researcher listener, on the same event loop."""
+
+    def __init__(self, desk: ReleaseDesk, path: Path) -> None:
+        from tornado.httpserver import HTTPServer
+
+        self.path = path
+        self.server = HTTPServer(make_admin_app(desk), max_body_size=4 * MAX_STATEMENT_BYTES)
+        self.server.add_socket(bind_admin_socket(path))
+
+    def stop(self) -> None:
+        self.server.stop()
+        with _reachable(self.path) as name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)  # a stale socket would only answer "connection refused"
+
+
+def edge_desk(edge: Any) -> ReleaseDesk:
+    """The desk over a composed ``Edge``: its held jobs, store, registry and audit log."""
+    return ReleaseDesk(held=edge.jobs, store=edge.store, researchers=edge.researchers, audit=edge.audit,
+                       edge_key=edge.key.public, held_outputs=held_outputs_reader(edge.settings.jobs_dir))
+
+
+def held_outputs_reader(jobs_dir: Path) -> Any:
+    """The held weights' and metrics' SHA-256, from the held predicate (never the weights)."""
+    def held_outputs(job_id: str) -> tuple[str, str]:
+        from .release.held import held_dir
+
+        path = held_dir(jobs_dir, job_id) / "predicate.json"
+        try:
+            outputs = json.loads(path.read_bytes())["outputs"]
+            return outputs["weights"]["sha256"], outputs["metrics"]["sha256"]
+        except FileNotFoundError:
+            raise NotFound(f"job {job_id} has no held outputs") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageFault("a held job's files are damaged") from exc
+
+    return held_outputs
 
 
 # ---- the command-line side ---------------------------------------------------------------

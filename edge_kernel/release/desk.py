@@ -34,7 +34,7 @@ from jupyter_rapha.protocol.review import DecisionSubject, ReviewDecision, Revie
 from ..audit import AuditLog
 from ..researchers import ResearcherRegistry
 from ..store import JobRecord, JobStore
-from .review import Checker, OutputCheckerRule
+from .review import OutputCheckerRule, registered_checkers
 
 _JOB_REF = re.compile(r"^[0-9a-f]{8,32}$")
 
@@ -55,10 +55,6 @@ def outputs_digest(weights_sha256: str, metrics_sha256: str) -> str:
                                           "weights_sha256": weights_sha256})).hexdigest()
 
 
-def registered_checkers(researchers: ResearcherRegistry) -> Callable[[], list[Checker]]:
-    return lambda: [Checker(r.name, r.key_id) for r in researchers.output_checkers()]
-
-
 class ReleaseDesk:
     def __init__(self, *, held: HeldJobsView, store: JobStore, researchers: ResearcherRegistry, audit: AuditLog,
                  edge_key: PublicKey, held_outputs: Callable[[str], tuple[str, str]],
@@ -66,7 +62,7 @@ class ReleaseDesk:
         """``held_outputs(job_id)``: the SHA-256 of the held weights and metrics files."""
         self.held, self.store, self.researchers, self.audit = held, store, researchers, audit
         self.edge_key, self.held_outputs, self.clock = edge_key, held_outputs, clock
-        self.rule = OutputCheckerRule(registered_checkers(researchers))
+        self.rule = OutputCheckerRule(lambda: registered_checkers(researchers))
         self._lock = threading.Lock()  # one decision at a time: two checkers never race a count
 
     # ---- what a checker reads ---------------------------------------------------------

@@ -84,6 +84,11 @@ class ReviewOutcome:
                 "rejected_by": [c.name for c in self.rejected_by], "reasons": list(self.reasons)}
 
 
+def registered_checkers(researchers: Any) -> list[Checker]:
+    """The output checkers a ``ResearcherRegistry`` holds now."""
+    return [Checker(r.name, r.key_id) for r in researchers.output_checkers()]
+
+
 def approvals_needed(release_mode: Any) -> int:
     needed = APPROVALS_NEEDED.get(release_mode) if isinstance(release_mode, str) else None
     if needed is None:
