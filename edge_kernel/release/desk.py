@@ -33,7 +33,7 @@ from jupyter_rapha.protocol.review import DecisionSubject, ReviewDecision, Revie
 
 from ..audit import AuditLog
 from ..researchers import ResearcherRegistry
-from ..store import JobRecord, JobStore
+from ..store import JOB_ID_LENGTH, JobRecord, JobStore
 from .review import OutputCheckerRule, registered_checkers
 
 _JOB_REF = re.compile(r"^[0-9a-f]{8,32}$")
@@ -121,21 +121,22 @@ class ReleaseDesk:
         return DecisionSubject(self.edge_key.key_id, job_id, outputs_digest(*self.held_outputs(job_id)))
 
     def _held_id(self, job_ref: str) -> str:
-        """The full id of the held job ``job_ref`` names (the id or 8+ of its first characters)."""
+        """The full id of the held job ``job_ref`` names (the id or 8+ of its first
+        characters); a whole id of a job that is not held says what state it is in."""
         if not isinstance(job_ref, str) or not _JOB_REF.match(job_ref):
             raise BadInput(f"{str(job_ref)[:40]!r} is not a job id: give the id or 8 or more of its first "
                            "characters (0-9, a-f)")
-        matches = [job for job in self.store.list(limit=100_000) if job.job_id.startswith(job_ref)]
-        if not matches:
-            raise NotFound(f"no job {job_ref} at this edge", hint="see 'rapha-edge release list'")
+        matches = [job.job_id for job in self.held.held_jobs() if job.job_id.startswith(job_ref)]
+        if len(matches) == 1:
+            return matches[0]
         if len(matches) > 1:
-            raise BadInput(f"{len(matches)} jobs start with {job_ref}; give more characters of the id")
-        job = matches[0]
-        if job.state != "held":
-            raise ReviewRefused(f"job {job.job_id} is {job.state}, not held: its release was already decided"
-                                if job.state in ("completed", "refused") else
-                                f"job {job.job_id} is {job.state}, not held: there is nothing to decide yet")
-        return job.job_id
+            raise BadInput(f"{len(matches)} held jobs start with {job_ref}; give more characters of the id")
+        if len(job_ref) < JOB_ID_LENGTH:
+            raise NotFound(f"no held job starts with {job_ref}", hint="see 'rapha-edge release list'")
+        state = self.store.get(job_ref).state  # NotFound for a job this edge never had
+        raise ReviewRefused(f"job {job_ref} is {state}, not held: its release was already decided"
+                            if state in ("completed", "refused") else
+                            f"job {job_ref} is {state}, not held: there is nothing to decide")
 
     def _refused(self, job_id: str | None, checker_name: str, refused: RaphaError) -> None:
         """One row per refused decision: who tried what, and why it was refused."""

@@ -35,9 +35,6 @@ class FakeStore:
             raise NotFound(f"no job {job_id}")
         return self.jobs[job_id]
 
-    def list(self, limit: int = 200) -> list[JobRecord]:
-        return list(self.jobs.values())[:limit]
-
 
 class FakeHeld:
     """The held-job walk as f-held's HeldJobs behaves towards the desk: the rule admits,
@@ -133,7 +130,8 @@ def test_a_reject_refuses_and_carries_the_reason(desk):
 @pytest.mark.parametrize(("job", "name", "make", "error", "words"), [
     ("ef" * 16, "ada", lambda: statement("ada", job_id="ef" * 16), NotFound, "no job"),
     ("xyz", "ada", lambda: statement("ada"), BadInput, "not a job id"),
-    (DONE_ID, "ada", lambda: statement("ada", job_id=DONE_ID), ReviewRefused, "already decided"),
+    (DONE_ID, "ada", lambda: statement("ada", job_id=DONE_ID), ReviewRefused, "completed, not held: its release was"),
+    (DONE_ID[:8], "ada", lambda: statement("ada", job_id=DONE_ID), NotFound, "no held job starts with"),
     (HELD_ID, "carol", lambda: statement("ada"), UnknownKey, "no one named 'carol'"),
     (HELD_ID, "bob", lambda: statement("bob"), ReviewRefused, "without the output-checker role"),
     (HELD_ID, "alice", lambda: statement("alice"), ReviewRefused, "own researcher"),
