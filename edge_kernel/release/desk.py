@@ -97,10 +97,11 @@ class ReleaseDesk:
             try:
                 job_id = self._held_id(job_ref)
                 review = self._verified(job_id, checker_name, envelope)
-                job = self.held.decide_held(job_id, review)
+                self.held.decide_held(job_id, review)
             except (BadInput, AuthError, NotFound, ReviewRefused) as refused:
                 self._refused(job_id, checker_name, refused)
                 raise
+            job = self.store.get(job_id)  # as the decision left it (a release that broke fails the job)
         return {"job_id": job.job_id, "state": job.state, "reasons": job.reasons, "decision": review.decision,
                 "checker": checker_name, **{k: job.progress[k] for k in ("approvals", "approvals_needed")
                                             if k in job.progress}}
