@@ -549,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the researcher's name, as the policy and the audit log show it")
     p.add_argument("pubkey", help="'ed25519:BASE64', a PEM, or a file holding either")
     p.add_argument("--role", action="append",
-                   help="a role the policy grants datasets to (repeatable; default: researcher)")
+                   help="a role the policy grants datasets to (repeatable; default: researcher); "
+                        "output-checker: may approve or reject held outputs with 'rapha-edge release'")
     p.add_argument("--purpose", action="append",
                    help="a purpose this researcher may train for (repeatable; default: research)")
     p.add_argument("--replace", action="store_true",
@@ -619,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", help="the job to check")
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
+    from .release.commands import add_release_commands
+
+    add_release_commands(sub, command)
     return parser
 
 

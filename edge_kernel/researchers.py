@@ -3,10 +3,15 @@
 Stored as ``researchers.json`` in the config dir, edited with ``rapha-edge researchers``.
 A name and a key each belong to one entry: adding either again is refused unless the
 administrator says ``replace``, so no registration is dropped without being named.
+
+Roles are the policy's to interpret, with one the edge itself reads: ``output-checker``,
+held by hospital staff who approve or reject the release of held outputs (``rapha-edge
+release``). A checker's decisions are statements signed with the key registered here.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -20,6 +25,7 @@ from .parsed_file import ParsedFile
 
 REGISTRY_FILE = "researchers.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+OUTPUT_CHECKER = "output-checker"
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class Researcher:
     @property
     def key_id(self) -> str:
         return self.key.key_id
+
+    @property
+    def is_output_checker(self) -> bool:
+        return OUTPUT_CHECKER in self.roles
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,16 @@ class ResearcherRegistry:
             return found
         raise UnknownKey("request signed by a key this edge has not registered",
                          hint="ask the hospital to run 'rapha-edge researchers add'")
+
+    def by_name(self, name: str) -> Researcher:
+        for researcher in self.all():
+            if researcher.name == name:
+                return researcher
+        raise UnknownKey(f"no one named {name!r} is registered at this edge",
+                         hint="see 'rapha-edge researchers list'")
+
+    def output_checkers(self) -> list[Researcher]:
+        return [r for r in self.all() if r.is_output_checker]
 
     def _load(self) -> _Loaded:
         found = self._read()
@@ -92,6 +112,8 @@ class ResearcherRegistry:
         """Register ``researcher``; return the entries it replaced (only with ``replace``)."""
         if not _NAME.match(researcher.name):
             raise BadInput("researcher name must be letters, digits, '.', '_', '@' or '-'")
+        for role in researcher.roles:
+            check_role(role)
         key_id = researcher.key_id  # validates the key text
         current = self.all()
         clashing = [r for r in current if r.name == researcher.name or r.key_id == key_id]
@@ -113,6 +135,16 @@ class ResearcherRegistry:
 
     def _write(self, researchers: list[Researcher]) -> None:
         write_json_atomically(self.path, {"researchers": [asdict(r) for r in researchers]})
+
+
+def check_role(role: str) -> None:
+    """A role is a plain name; one a letter or two from ``output-checker`` is a typo that
+    would leave a checker unable to decide, so it is refused when it is made."""
+    if not _NAME.match(role):
+        raise BadInput(f"role {role!r} must be letters, digits, '.', '_', '@' or '-'")
+    if role != OUTPUT_CHECKER and difflib.get_close_matches(role.lower(), [OUTPUT_CHECKER], n=1, cutoff=0.8):
+        raise BadInput(f"role {role!r} is not {OUTPUT_CHECKER!r}; did you mean {OUTPUT_CHECKER}?",
+                       hint="roles other than output-checker are read by the policy (policies/data.json)")
 
 
 def _clash(researcher: Researcher, key_id: str, clashing: list[Researcher]) -> str:

@@ -309,6 +309,14 @@ def tls_context(settings: Any) -> Any:
     return context
 
 
+def _serve_admin(edge: Edge) -> Any:
+    """The admin socket (``rapha-edge release``): a Unix socket in the state directory,
+    never on the researcher listener."""
+    from .admin import AdminServer, admin_socket_path, edge_desk
+
+    return AdminServer(edge_desk(edge), admin_socket_path(edge.settings.state_dir))
+
+
 async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
     """Serve until cancelled. ``ready`` receives the bound port (useful with port 0)."""
     import asyncio
@@ -322,12 +330,14 @@ async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] |
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]
     edge.start()
+    admin = _serve_admin(edge)
     if ready:
         ready(bound)
     try:
         await asyncio.Event().wait()
     finally:
         server.stop()
+        admin.stop()
         try:
             refusals.flush()  # before edge.stop, so the log's last refusals precede it
         except RaphaError as exc:  # a full disk must not keep the edge from closing its database

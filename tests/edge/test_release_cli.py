@@ -1,0 +1,257 @@
+"""``rapha-edge release``: output checkers release held jobs, against a real edge: a
+``review`` dataset holds a job until one checker approves, ``two_person`` needs two
+distinct checkers, the job's own researcher cannot approve, a reject's reason reaches the
+researcher, a restarted edge keeps the job held and the decisions made, and every refused
+attempt changes nothing.
+
+The fast tests at the top need no running edge: registering checkers, and mistakes the
+command refuses before it asks the edge."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_kernel.cli import main as edge_cli
+from edge_kernel.settings import load_settings
+from jupyter_rapha.client import EdgeClient, make_jobspec
+from jupyter_rapha.protocol.errors import NotFound
+from jupyter_rapha.protocol.keys import PrivateKey
+from tests.harness import init_edge, start_edge
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    root = tmp_path / "edge"
+    assert edge_cli(["init", str(root)]) == 0
+    return root
+
+
+def registry(root: Path) -> dict:
+    return json.loads((root / "researchers.json").read_text())
+
+
+def test_a_checker_is_registered_with_the_output_checker_role(config, capsys):
+    key = PrivateKey.generate()
+    assert edge_cli(["researchers", "add", "ada", key.public.to_text(), "--role", "output-checker",
+                     "--config", str(config)]) == 0
+    assert registry(config)["researchers"][0]["roles"] == ["output-checker"]
+    capsys.readouterr()
+    assert edge_cli(["researchers", "list", "--config", str(config)]) == 0
+    assert "roles=output-checker" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("role", ["output_checker", "outputchecker", "Output-Checker", "output-checkers"])
+def test_a_typo_of_the_checker_role_is_refused_and_nothing_written(config, capsys, role):
+    assert edge_cli(["researchers", "add", "ada", PrivateKey.generate().public.to_text(), "--role", role,
+                     "--config", str(config)]) == 1
+    assert "did you mean output-checker" in capsys.readouterr().err
+    assert not (config / "researchers.json").exists()
+
+
+def test_other_roles_are_the_policys_and_pass(config):
+    assert edge_cli(["researchers", "add", "ada", PrivateKey.generate().public.to_text(), "--role", "clinician",
+                     "--role", "auditor", "--config", str(config)]) == 0
+
+
+@pytest.fixture
+def checker_key(tmp_path: Path) -> Path:
+    path = tmp_path / "ada.pem"
+    path.write_bytes(PrivateKey.generate().to_pem())
+    return path
+
+
+@pytest.mark.parametrize(("key", "reason", "words"), [
+    ("missing.pem", "fine", "--key missing.pem: no such file"),
+    (None, "", "a decision needs a reason"),
+    (None, "ok\x1b[2J", "control or direction character"),
+])
+def test_local_mistakes_are_refused_before_the_edge_is_asked(config, checker_key, capsys, key, reason, words):
+    assert edge_cli(["release", "approve", "ab" * 16, "--as", "ada", "--key", key or str(checker_key),
+                     "--reason", reason, "--config", str(config)]) == 1
+    assert words in capsys.readouterr().err
+
+
+def test_without_a_running_edge_the_commands_say_so(config, checker_key, capsys):
+    assert edge_cli(["release", "list", "--config", str(config)]) == 1
+    assert "no edge is running for this config directory" in capsys.readouterr().err
+    assert edge_cli(["release", "reject", "ab" * 16, "--as", "ada", "--key", str(checker_key), "--reason", "no",
+                     "--config", str(config)]) == 1
+    assert "start it with 'rapha-edge serve'" in capsys.readouterr().err
+
+
+def test_approve_needs_as_key_and_reason(config, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        edge_cli(["release", "approve", "ab" * 16, "--config", str(config)])
+    assert stopped.value.code == 2
+    assert "--as" in capsys.readouterr().err
+
+
+# -- against a real edge -------------------------------------------------------------------
+
+# An ordinary cell: it reads a few records and trains a small model.
+CELL = """
+import torch
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 2))
+optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+for batch in rapha.loader(batch_size=4, shuffle=True, seed=1):
+    loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["finding"])
+    optimiser.zero_grad(); loss.backward(); optimiser.step()
+    rapha.log(loss=float(loss))
+rapha.save(model)
+"""
+
+
+class Site:
+    """A demo edge with a researcher (alice, who also holds the checker role), two output
+    checkers (ada, ben) and a registered non-checker (bob), restartable."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.keys = {"alice": init_edge(root, records=40)}
+        self.key_files = {}
+        for name, roles in (("alice", None), ("ada", ["output-checker"]), ("ben", ["output-checker"]),
+                            ("bob", ["researcher"])):
+            key = self.keys.setdefault(name, PrivateKey.generate())
+            self.key_files[name] = root.parent / f"{name}.pem"
+            self.key_files[name].write_bytes(key.to_pem())
+            if roles:
+                assert edge_cli(["researchers", "add", name, key.public.to_text(), *[f"--role={r}" for r in roles],
+                                 "--config", str(root)]) == 0
+        assert edge_cli(["researchers", "add", "alice", self.keys["alice"].public.to_text(), "--role", "researcher",
+                         "--role", "output-checker", "--replace", "--config", str(root)]) == 0
+        self.edge = start_edge(root)
+
+    def restart(self) -> None:
+        self.edge.stop()
+        self.edge = start_edge(self.root)
+
+    def client(self) -> EdgeClient:
+        return EdgeClient(self.edge.url, self.keys["alice"])
+
+    def release_mode(self, mode: str) -> None:
+        path = self.root / "policies" / "data.json"
+        data = json.loads(path.read_text())
+        data["hospital"]["release"]["datasets"]["synthetic-cxr"] = {"mode": mode}
+        path.write_text(json.dumps(data))
+
+    def held_job(self, mode: str) -> str:
+        """Submit the cell on a dataset of release ``mode``; wait until it is held for review."""
+        self.release_mode(mode)
+        client = self.client()
+        spec = make_jobspec(CELL, "synthetic-cxr", ["image", "finding"], 8, 120, {"epochs": 1},
+                            self.keys["alice"].key_id)
+        job_id = client.submit(spec)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status = client.status(job_id)
+            if status["state"] == "held" and status["progress"].get("review_needed"):
+                return job_id
+            assert status["state"] in ("submitted", "running", "held"), (status["reasons"], status["gates"])
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} was not held for review: {client.status(job_id)}")
+
+    def release(self, capsys, *args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = edge_cli(["release", *args, "--config", str(self.root)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def decide(self, capsys, decision: str, job_id: str, name: str, reason: str = "aggregate model, checks clean",
+               key: str | None = None) -> tuple[int, str, str]:
+        return self.release(capsys, decision, job_id, "--as", name, "--key", str(self.key_files[key or name]),
+                            "--reason", reason)
+
+    def audit_events(self, job_id: str) -> list[str]:
+        db = sqlite3.connect(f"file:{load_settings(self.root).db_path}?mode=ro", uri=True)
+        try:
+            return [row[0] for row in db.execute("SELECT event FROM audit WHERE job_id=? ORDER BY seq", (job_id,))]
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    running = Site(tmp_path_factory.mktemp("release") / "edge")
+    try:
+        yield running
+    finally:
+        running.edge.stop()
+
+
+def reviews_in_receipt(site: Site, job_id: str) -> list[dict]:
+    envelope = site.client().receipt(job_id)["envelope"]
+    return json.loads(base64.b64decode(envelope["payload"]))["predicate"]["disclosure"]["reviews"]
+
+
+@pytest.mark.slow
+def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys):
+    job_id = site.held_job("review")
+    code, out, _ = site.release(capsys, "list")
+    assert code == 0 and job_id in out and "held for review (0 of 1 approvals)" in out
+    code, out, _ = site.release(capsys, "show", job_id[:10])
+    assert code == 0 and "record_copies" in out and "weights: 2 tensors, 2050 parameters" in out
+    assert "1.weight" not in out  # tensor names are the job's choice: never shown
+    with pytest.raises(NotFound):
+        site.client().weights(job_id)  # nothing leaves while held
+
+    refused = {"alice": "the job's own researcher cannot decide", "bob": "without the output-checker role",
+               "carol": "no one named 'carol'"}
+    for name, words in refused.items():
+        code, _, err = site.decide(capsys, "approve", job_id, name, key="alice" if name == "carol" else None)
+        assert code == 1 and words in err, err
+    code, _, err = site.decide(capsys, "approve", job_id, "ada", key="ben")
+    assert code == 1 and "not signed by the key registered for ada" in err
+    assert site.client().status(job_id)["state"] == "held"
+    assert "release.review" not in site.audit_events(job_id)
+
+    code, out, _ = site.decide(capsys, "approve", job_id[:12], "ada")
+    assert code == 0 and "released to the researcher" in out
+    assert site.client().status(job_id)["state"] == "completed"
+    assert [r["checker_key_id"] for r in reviews_in_receipt(site, job_id)] == [site.keys["ada"].key_id]
+    events = site.audit_events(job_id)
+    assert events.count("release.review_refused") == 4 and events.count("release.review") == 1
+    assert events.index("release.review") < events.index("receipt.sign")
+
+    code, _, err = site.decide(capsys, "approve", job_id, "ben")  # nothing left to decide
+    assert code == 1 and "completed, not held" in err
+    assert site.client().status(job_id)["state"] == "completed"
+
+
+@pytest.mark.slow
+def test_two_person_needs_two_distinct_checkers_and_a_restart_keeps_both(site, capsys):
+    job_id = site.held_job("two_person")
+    code, out, _ = site.decide(capsys, "approve", job_id, "ada")
+    assert code == 0 and "1 of 2 approvals; it stays held until 1 more" in out
+    code, _, err = site.decide(capsys, "approve", job_id, "ada", reason="really fine")
+    assert code == 1 and "one checker counts once" in err
+
+    site.restart()
+    assert site.client().status(job_id)["state"] == "held"
+    code, out, _ = site.release(capsys, "show", job_id)
+    assert "approve by ada" in out and "1 of 2 approvals" in out
+
+    code, out, _ = site.decide(capsys, "approve", job_id, "ben")
+    assert code == 0 and "released" in out
+    assert {r["checker_key_id"] for r in reviews_in_receipt(site, job_id)} == {site.keys["ada"].key_id,
+                                                                               site.keys["ben"].key_id}
+    assert edge_cli(["audit", "verify", "--config", str(site.root)]) == 0
+
+
+@pytest.mark.slow
+def test_a_reject_refuses_and_its_reason_reaches_the_researcher(site, capsys):
+    job_id = site.held_job("review")
+    code, out, _ = site.decide(capsys, "reject", job_id, "ben", reason="the weights hold rows of pixel data")
+    assert code == 0 and "the release is refused" in out
+    status = site.client().status(job_id)
+    assert status["state"] == "refused"
+    assert any("the weights hold rows of pixel data" in reason for reason in status["reasons"])
+    with pytest.raises(NotFound):
+        site.client().weights(job_id)
+    code, _, err = site.decide(capsys, "approve", job_id, "ada")
+    assert code == 1 and "refused, not held" in err
