@@ -142,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from .edge import Edge
-    from .service import serve
+    from .server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     edge = Edge.open(args.config)

@@ -307,39 +307,3 @@ def tls_context(settings: Any) -> Any:
     except (OSError, ssl.SSLError) as exc:
         raise _BadInput("server.tls_cert / server.tls_key cannot be loaded", hint=str(exc)) from exc
     return context
-
-
-def _serve_admin(edge: Edge) -> Any:
-    """The admin socket (``rapha-edge release``): a Unix socket in the state directory,
-    never on the researcher listener."""
-    from .admin import AdminServer, admin_socket_path, edge_desk
-
-    return AdminServer(edge_desk(edge), admin_socket_path(edge.settings.state_dir))
-
-
-async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until cancelled. ``ready`` receives the bound port (useful with port 0)."""
-    import asyncio
-
-    from tornado.httpserver import HTTPServer
-
-    refusals = RefusalTally(edge.audit)
-    server = HTTPServer(make_app(edge, refusals), max_body_size=DRAIN_BODY_BYTES, xheaders=False,
-                        ssl_options=tls_context(edge.settings))
-    sockets = tornado.netutil.bind_sockets(port, address=host)
-    server.add_sockets(sockets)
-    bound = sockets[0].getsockname()[1]
-    edge.start()
-    admin = _serve_admin(edge)
-    if ready:
-        ready(bound)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        server.stop()
-        admin.stop()
-        try:
-            refusals.flush()  # before edge.stop, so the log's last refusals precede it
-        except RaphaError as exc:  # a full disk must not keep the edge from closing its database
-            log.error("audit: refusal summary not written at stop: %s", exc.diagnostics())
-        edge.close()

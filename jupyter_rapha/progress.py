@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any, Callable, TextIO
 
-from ..protocol.contract import TERMINAL_STATES, JobState
+from .protocol.contract import TERMINAL_STATES, JobState
 
 TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 

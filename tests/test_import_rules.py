@@ -9,7 +9,10 @@
 - the wire (edge_kernel.wire) imports only the protocol, stdlib and numpy, and every user
   of the wire takes it from there (the broker included), so both ends read one definition;
 - the host side (all of edge_kernel but inside/) never imports torch: regopy loaded before
-  torch aborts the process (docs/internals.md), and the edge parses weights itself;
+  torch aborts the process (docs/internals.md), and the edge parses weights itself. The one
+  exception is the disclosure check process (``release/check_main``), a process of its own
+  that loads the job's exported program: the modules only it runs (CHECK_PROCESS) may
+  import torch, they never import the policy engine, and no edge-process module imports them;
 - neither package has an import circle.
 
 Which imports count: every ``import`` anywhere in a module, function-local ones included,
@@ -35,6 +38,10 @@ PROTOCOL_FORBIDDEN = ("edge_kernel", "jupyter_rapha.extension", "jupyter_rapha.m
                       "torch", "IPython", "jupyter_server", "tornado", "requests", "web3", "sqlite3")
 INSIDE = "edge_kernel.inside"
 WIRE = "edge_kernel.wire"
+CHECK_MAIN = "edge_kernel.release.check_main"
+# Run only in the disclosure check process, which never loads regopy: torch is allowed there.
+CHECK_PROCESS = ("edge_kernel.release.program", "edge_kernel.release.membership")
+POLICY_ENGINE = ("regopy", "edge_kernel.gates.policy", "edge_kernel.release.policy")
 PROTOCOL = "jupyter_rapha.protocol"
 INSIDE_LIBRARIES = ("numpy", "torch", "safetensors")
 WIRE_LIBRARIES = ("numpy",)
@@ -189,10 +196,29 @@ def wire_taken_elsewhere(root: Path) -> list[tuple[str, int, str]]:
     return found
 
 
+def module_name(path: Path, root: Path) -> str:
+    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
 def host_side_torch(root: Path) -> list[tuple[str, int, str]]:
     return [(str(path.relative_to(root)), line, name)
             for path in modules("edge_kernel", root) if "inside" not in path.relative_to(root).parts
+            and not within(module_name(path, root), *CHECK_PROCESS)
             for line, name in imports(path, root) if within(name, "torch")]
+
+
+def check_process_breaches(root: Path) -> list[tuple[str, int, str]]:
+    """The check process's own modules importing the policy engine, or an edge-process
+    module importing them (which would load torch beside regopy)."""
+    found = []
+    for path in modules("edge_kernel", root):
+        name = module_name(path, root)
+        own = within(name, *CHECK_PROCESS, CHECK_MAIN)
+        for line, imported in imports(path, root):
+            if (own and within(imported, *POLICY_ENGINE)) or (
+                    not own and within(imported, *CHECK_PROCESS)):
+                found.append((str(path.relative_to(root)), line, imported))
+    return found
 
 
 # --- the module graph and its circles ------------------------------------------------------
@@ -310,6 +336,19 @@ def test_the_sandbox_package_is_host_side_supervision_only():
     # (rule above), none of it is a module to run, and it never needs torch.
     assert [p for p in modules("edge_kernel/sandbox") if "__main__" in p.read_text("utf-8")] == []
     assert host_side_torch(ROOT) == []
+
+
+def test_torch_stays_in_the_check_process():
+    assert check_process_breaches(ROOT) == []
+
+
+def test_check_process_breaches_are_caught(tmp_path):
+    root = _tree(tmp_path, {"edge_kernel/release/membership.py": "import torch\nfrom ..gates import policy\n",
+                            "edge_kernel/jobs.py": "def f():\n    from .release import membership\n"})
+    assert host_side_torch(root) == []
+    assert sorted(check_process_breaches(root)) == [
+        ("edge_kernel/jobs.py", 2, "edge_kernel.release.membership"),
+        ("edge_kernel/release/membership.py", 2, "edge_kernel.gates.policy")]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -29,7 +29,8 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 from ..settings import Settings
 from .broker import granted_columns, schema_layout
 from .registry import Dataset, DatasetRegistry
-from .source import RecordRef, Source, SourceFault, open_source
+from .source import RecordRef, Source, SourceFault
+from .sources import open_source
 
 PSEUDONYM_KEY_FILE = "pseudonym.key"
 MIN_KEY_BYTES = 32

@@ -9,7 +9,7 @@ from edge_kernel import store
 from edge_kernel.release.metrics import check_metrics
 from edge_kernel.sandbox import runner
 from jupyter_rapha import client
-from jupyter_rapha.extension import progress
+from jupyter_rapha import progress
 from jupyter_rapha.protocol.contract import (ACTIVE_STATES, CANCELLABLE_STATES, METRIC_NAME_RULE, OUTPUT_LIMITS,
                                              TERMINAL_STATES, JobState, OutputLimits, is_metric_name,
                                              metric_name_refusal)
