@@ -7,6 +7,13 @@ in words. Two views draw it: ``ProgressWidget`` (labelled bars with numbers, a l
 with axes) in a Jupyter kernel with ipywidgets, and ``ProgressLine`` (text lines: plain
 IPython, papermill or nbclient logs, ``rapha run`` in a terminal). Events carry only
 states, counters and finite numbers, and everything shown is escaped.
+
+The loss chart is drawn from released values only. A metric value is a number that
+leaves the edge, so it leaves once the release checks have passed (S5: outputs are held at
+the edge until the disclosure checks and, where policy says, output checkers release
+them): the edge sends a ``metrics`` event only at release, and ``finish`` draws the released
+series whole. There is deliberately no live stream of values while a job runs or is held;
+the chart fills when the job completes.
 """
 
 from __future__ import annotations

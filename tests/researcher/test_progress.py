@@ -182,3 +182,15 @@ def test_clock_reads_like_tqdm():
 def test_timestamps_from_the_edge_are_utc():
     model = fed(2)
     assert model.started == datetime(2026, 12, 2, 17, 2, 35, 292635, tzinfo=timezone.utc)
+
+
+def test_the_chart_fills_from_released_values_only():
+    # Before release the events hold states and counters, never a metric value: nothing to draw.
+    running = fed(8)
+    assert running.curve() is None and running.metrics == {} and "loss" not in running.line()
+    # finished, outputs held at the edge for the release checks: still nothing, and not final
+    running.update({"seq": 9, "ts": "2026-12-02T17:02:40Z", "kind": "state", "data": {"state": "held"}})
+    assert running.curve() is None and not running.final and running.state_text().startswith("ran; outputs held")
+    # At release the released series is drawn whole, per logged step.
+    running.set_series({"loss": [0.61, 0.42, 0.28]})
+    assert running.curve() == ("loss", [(1.0, 0.61), (2.0, 0.42), (3.0, 0.28)]) and running.x_label == "step"
