@@ -15,7 +15,8 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from .client import FINAL_STATES, EdgeClient, check_job_ref, error_from_response
+from .client import EdgeClient, check_job_ref, error_from_response
+from .protocol.contract import TERMINAL_STATES as FINAL_STATES
 from .protocol.errors import BadInput, Fault, RaphaError
 from .protocol.keys import PrivateKey, load_public_key
 from .routing.proxy import EdgeProxy, Site

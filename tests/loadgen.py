@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from jupyter_rapha.protocol.contract import TERMINAL_STATES
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.request import sign_request
 
@@ -49,7 +50,7 @@ while time.time() < end:
 rapha.log(loss=float(loss), steps=steps)
 rapha.save(model)
 """
-FINAL_STATES = ("completed", "denied", "failed")
+FINAL_STATES = TERMINAL_STATES
 
 MAX_CLIENTS = 500
 MAX_SECONDS = 120.0

@@ -21,7 +21,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..client import FINAL_STATES
+from ..protocol.contract import TERMINAL_STATES as FINAL_STATES
 from ..protocol.errors import AuthError, BadInput, Fault, GateDenied, NotFound, RaphaError, VerificationError
 from ..routing.proxy import EdgeProxy
 from ..routing.submission import parse_submission

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..client import FINAL_STATES, UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
-from ..protocol.contract import JobState
+from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
+from ..protocol.contract import TERMINAL_STATES as FINAL_STATES, JobState
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
