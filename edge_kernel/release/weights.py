@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_rapha.protocol import bounded
+from jupyter_rapha.protocol.contract import OUTPUT_LIMITS
 from jupyter_rapha.protocol.errors import ReleaseDenied
 from jupyter_rapha.protocol.jobspec import OutputPolicy
 
 NUMERIC_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-MAX_HEADER_BYTES = 16 * 1024 * 1024
-MAX_TENSORS = 10_000
-MAX_DIMS = 32
+MAX_HEADER_BYTES = OUTPUT_LIMITS.weights_header_bytes
+MAX_TENSORS = OUTPUT_LIMITS.weight_tensors
+MAX_DIMS = OUTPUT_LIMITS.weight_dims
 HEADER_DEPTH = 4  # {"name": {"shape": [...]}} is three levels
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
 _ALLOWED_METADATA = ({}, {"format": "pt"})

@@ -59,6 +59,9 @@ class OutputLimits:
     error_report_bytes: int = 4096  # out/error.json: a type, a line, one fixed message
     default_weights_bytes: int = 64 * 1024 * 1024
     weights_bytes: int = 2**40  # the most a job's output policy may allow
+    weight_tensors: int = 10_000  # named tensors in weights.safetensors
+    weight_dims: int = 32  # dimensions of one tensor
+    weights_header_bytes: int = 16 * 1024 * 1024  # the safetensors JSON header
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
