@@ -199,3 +199,19 @@ def test_key_under_a_jupyter_server_is_refused_not_ignored(shell, monkeypatch):
                        silent=False).raise_error()
     text = str(caught.value)
     assert "--key is not used under a Jupyter server" in text and "c.RaphaExtension.key_path" in text
+
+
+def test_a_metric_name_the_edge_refuses_is_refused_in_the_notebook_the_same_way_remote_and_local(shell, capsys):
+    from jupyter_rapha.protocol.contract import metric_name_refusal
+
+    name = "validation_loss_of_the_held_back_fold_after_warmup_abcde"  # 56 characters
+    cell = f"import torch\nrapha.log({name}=0.5)\nrapha.save(torch.nn.Linear(1, 1))\n"
+    expected = f"line 3: {metric_name_refusal(name)}"  # the editor's line 3, under %%rapha_train
+    before = len(shell.user_ns["EDGE_OBJ"].jobs)
+    remote = train(shell, "--edge $EDGE --budget 8", cell)
+    remote_text = "".join(capsys.readouterr()) + "\n".join(remote.error_in_exec._render_traceback_())
+    local = train(shell, "--edge $EDGE --budget 8 --local", cell)
+    local_text = "\n".join(local.error_in_exec._render_traceback_())
+    assert expected in remote_text and "preflight stopped the cell" in remote_text
+    assert expected in local_text
+    assert len(shell.user_ns["EDGE_OBJ"].jobs) == before  # nothing was submitted, no budget spent
