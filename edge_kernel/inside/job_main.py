@@ -8,6 +8,10 @@ exception's type and its line in the cell (S5), and its message only when that i
 the runtime's own fixed texts (``messages.RUNTIME_MESSAGES``). Any other message is never
 written: it can carry record values (``KeyError: 'DOE^JANE'``). stderr gets the traceback for the
 hospital's own eyes; it never leaves the edge.
+
+Nothing here is relied on: the cell can write error.json itself. The edge sanitises the
+report once, as it reads it (``edge_kernel.release.error_report``); this process only
+keeps a record value off the disk in the first place.
 """
 
 from __future__ import annotations

@@ -101,10 +101,6 @@ ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
 CANCELLABLE_STATES: frozenset[JobState] = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 
 
-def is_terminal(state: object) -> bool:
-    return state in TERMINAL_STATES
-
-
 def contract_document() -> dict[str, object]:
     """The contract as plain JSON data, for the side panel's generated copy."""
     return {
