@@ -22,6 +22,7 @@ from edge_kernel.cli import main as edge_cli
 from edge_kernel.db import Database
 from edge_kernel.health import FULL, StorageHealth
 from jupyter_rapha.client import EdgeClient, make_jobspec
+from jupyter_rapha.protocol.contract import TERMINAL_STATES
 from jupyter_rapha.protocol.canonical import canonical_json
 from jupyter_rapha.protocol.errors import StorageUnavailable
 from jupyter_rapha.protocol.request import sign_request
@@ -172,7 +173,7 @@ def _wait_final(client: EdgeClient, job_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.status(job_id)
-        if status["state"] in ("completed", "denied", "failed"):
+        if status["state"] in TERMINAL_STATES:  # the contract's: held is not final
             return status
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} did not finish: {status}")

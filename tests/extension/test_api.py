@@ -7,6 +7,8 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from jupyter_rapha.protocol.contract import TERMINAL_STATES
+
 pytestmark = pytest.mark.slow
 
 GOOD_CELL = ("import torch\nfor epoch in range(rapha.epochs):\n    for b in rapha.loader(batch_size=4):\n        pass\n"
@@ -131,7 +133,7 @@ async def wait_final(jp_fetch, job_id, timeout=120):
     while time.monotonic() < deadline:
         code, status = await call(jp_fetch, "GET", f"jobs/{job_id}")
         assert code == 200, status
-        if status["state"] in ("completed", "denied", "failed"):
+        if status["state"] in TERMINAL_STATES:  # the contract's: held is not final
             return status
         await asyncio.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish")
