@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
 from jupyter_rapha.protocol.errors import NotFound
 from jupyter_rapha.protocol.receipt import envelope_digest
 
@@ -28,9 +29,9 @@ class ReceiptPublisher:
             job = self.store.get(job_id)
         except NotFound:
             return "dropped"
-        if job.state in ("denied", "failed", "cancelled"):
-            return "dropped"  # cut off before release (an edge restart mid-job): nothing to update
-        if job.state != "completed" or job.receipt is None:
+        if job.state in TERMINAL_STATES and job.state != JobState.COMPLETED:
+            return "dropped"  # ended without a release (cut off, refused): nothing to update, ever
+        if job.state != JobState.COMPLETED or job.receipt is None:
             return "later"  # the release is being written right now
         if envelope_digest(job.receipt["envelope"]) != envelope_sha256:
             return "dropped"
