@@ -23,10 +23,11 @@ from .protocol import bounded
 from .protocol.errors import RaphaError
 from .protocol.keys import PublicKey, load_public_key
 from .protocol.checks import Check, Verification
+from .protocol.contract import OUTPUT_LIMITS
 from .protocol.receipt import AnchorObservation, verify_receipt
 
 MAX_RECEIPT_BYTES = 16 * 2**20  # a receipt is a few kilobytes; a hostile file may be anything
-MAX_METRICS_BYTES = 64 * 2**20
+MAX_METRICS_BYTES = OUTPUT_LIMITS.released_metrics_bytes
 EDGE_KEY_FILE = "edge.pub"
 WEIGHTS_FILE = "weights.safetensors"
 METRICS_FILE = "metrics.json"

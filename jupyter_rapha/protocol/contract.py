@@ -56,6 +56,9 @@ class OutputLimits:
     metric_points: int = 1_000_000  # the most points any job may declare
     default_metric_points: int = 10_000  # a job's limit when its output policy names none
     metrics_bytes: int = 16 * 1024 * 1024  # out/metrics.json as the job wrote it
+    # metrics.json as released: the edge writes every point as a float again ("1" becomes
+    # "1.0", up to 25 characters a point), so a verifier reading it allows more than the above
+    released_metrics_bytes: int = 64 * 1024 * 1024
     error_report_bytes: int = 4096  # out/error.json: a type, a line, one fixed message
     default_weights_bytes: int = 64 * 1024 * 1024
     weights_bytes: int = 2**40  # the most a job's output policy may allow

@@ -98,3 +98,11 @@ def test_a_refused_release_is_a_release_refusal_for_the_researcher():
     error = client.final_error({"job_id": "j", "state": "refused", "reasons": ["copies: a record in the weights"]})
     assert isinstance(error, ReleaseDenied) and error.reasons == ["copies: a record in the weights"]
     assert client.final_error({"job_id": "j", "state": "completed"}) is None
+
+
+def test_a_released_metrics_file_of_the_most_points_fits_what_a_verifier_reads():
+    import json
+
+    longest_point = len(json.dumps([-1.2345678901234567e-308, 0.0])) - len(json.dumps([0.0]))  # one more point
+    longest_names = OUTPUT_LIMITS.metric_names * len(json.dumps({"a" * 48: []}))
+    assert longest_point * OUTPUT_LIMITS.metric_points + longest_names < OUTPUT_LIMITS.released_metrics_bytes
