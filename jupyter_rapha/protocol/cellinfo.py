@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 
-from .contract import metric_name_refusal
+from .contract import OUTPUT_LIMITS, metric_name_refusal
 from .errors import BadInput
 
 
@@ -53,4 +53,7 @@ def metric_name_problems(code: str, first_line: int = 1) -> list[str]:
             refusal = metric_name_refusal(keyword.arg) if keyword.arg is not None else None
             if refusal is not None:
                 problems.append(f"line {node.lineno + first_line - 1}: {refusal}")
+    names = {k.arg for call in calls for k in call.keywords if k.arg is not None}
+    if len(names) > OUTPUT_LIMITS.metric_names:
+        problems.append(f"the cell logs {len(names)} metric names; at most {OUTPUT_LIMITS.metric_names} may leave")
     return problems

@@ -59,6 +59,8 @@ class JobSpec:
         data = asdict(self)
         data["fields"] = list(self.fields)
         data["output_policy"]["metric_names"] = list(self.output_policy.metric_names)
+        if self.cell_first_line == 1:
+            del data["cell_first_line"]  # the default, left out: a cell file's spec reads as it always did
         return data
 
     @property

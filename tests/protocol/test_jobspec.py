@@ -45,3 +45,8 @@ def test_the_cells_first_line_is_carried_and_bounded():
     for bad in (0, -1, True, "2", 2.0, 10**7):
         with pytest.raises(BadInput, match="cell_first_line"):
             parse_jobspec(spec_dict(cell_first_line=bad))
+
+
+def test_the_default_first_line_is_left_out_of_the_spec():
+    assert "cell_first_line" not in parse_jobspec(spec_dict()).to_dict()
+    assert parse_jobspec(spec_dict(cell_first_line=2)).to_dict()["cell_first_line"] == 2

@@ -72,3 +72,14 @@ def test_lines_are_the_editors_under_the_magic_line():
     result = preflight("import torch\nimport os\nos.system('id')\n", first_line=2)
     assert result.explanations[0].startswith("line 4 (will be refused): reaches os.system")
     assert "4 | os.system('id')" in result.explanations[0]
+
+
+def test_more_metric_names_than_may_leave_are_refused_here_too():
+    from jupyter_rapha.protocol.contract import OUTPUT_LIMITS
+
+    count = OUTPUT_LIMITS.metric_names + 1
+    cell = "rapha.log(" + ", ".join(f"m{i}=1.0" for i in range(count)) + ")\n"
+    result = preflight(cell)
+    assert not result.likely_allowed
+    assert result.metric_names_refused == (f"the cell logs {count} metric names; at most {count - 1} may leave",)
+    assert preflight("rapha.log(" + ", ".join(f"m{i}=1.0" for i in range(count - 1)) + ")\n").likely_allowed
