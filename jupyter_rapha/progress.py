@@ -215,7 +215,7 @@ class JobProgress:
         done, elapsed = self.fraction(), self.elapsed(now)
         if self.final:
             return 0.0 if self.state == JobState.COMPLETED else None
-        if done is None or elapsed is None or done < 0.01 or self.unreachable:
+        if done is None or elapsed is None or done < 0.01 or self.unreachable or self.state == JobState.HELD:
             return None
         return elapsed * (1 - done) / done
 
@@ -226,7 +226,8 @@ class JobProgress:
         elapsed = self.elapsed(now)
         if elapsed is None:
             return ""
-        if self.final:
+        if self.final or self.state == JobState.HELD:
+            # held: training is over; the release checks (or an output checker) take what they take
             return f"{clock(elapsed)} elapsed"
         eta = self.eta(now)
         return f"{clock(elapsed)} elapsed, ETA {clock(eta) if eta is not None else '?'}"

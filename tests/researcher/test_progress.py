@@ -191,6 +191,7 @@ def test_the_chart_fills_from_released_values_only():
     # finished, outputs held at the edge for the release checks: still nothing, and not final
     running.update({"seq": 9, "ts": "2026-12-02T17:02:40Z", "kind": "state", "data": {"state": "held"}})
     assert running.curve() is None and not running.final and running.state_text().startswith("ran; outputs held")
+    assert running.eta() is None and "ETA" not in running.line()  # no guess at how long a decision takes
     # At release the released series is drawn whole, per logged step.
     running.set_series({"loss": [0.61, 0.42, 0.28]})
     assert running.curve() == ("loss", [(1.0, 0.61), (2.0, 0.42), (3.0, 0.28)]) and running.x_label == "step"
