@@ -292,3 +292,15 @@ def test_the_error_line_is_the_editors_when_the_spec_says_where_the_cell_starts(
     spec = dataclasses.replace(make_spec("x = 1\nraise KeyError('DOE^JANE')\n", max_records=4), cell_first_line=2)
     outcome = _run(spec, synth_entry, synth_folder, tmp_path / "job", settings)
     assert outcome.error == {"type": "KeyError", "line": 3, "message": None}  # the code's line 2, under %%rapha_train
+
+
+def test_a_metric_name_built_at_run_time_is_refused_by_the_runtime_with_the_rule(synth_folder, synth_entry,
+                                                                                  settings, tmp_path):
+    from jupyter_rapha.protocol.contract import METRIC_NAME_RULE
+
+    # a name the cell builds (it could spell a record with it): the runtime refuses it before
+    # any budget is spent on training, and its fixed text leaves, the name does not
+    code = "name = 'x' * 56\nrapha.log(**{name: 1.0})\n"
+    outcome = _run(make_spec(code, max_records=4), synth_entry, synth_folder, tmp_path / "job", settings)
+    assert outcome.error == {"type": "ValueError", "line": 2, "message": METRIC_NAME_RULE}
+    assert outcome.meter.records_used == 0
