@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 # The strictest of the rules that were in force (the release check's): a plain identifier
 # without dots or dashes, so a name reads the same in JSON, in Python keyword arguments
@@ -104,7 +105,7 @@ ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
 CANCELLABLE_STATES: frozenset[JobState] = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 
 
-def contract_document() -> dict[str, object]:
+def contract_document() -> dict[str, Any]:
     """The contract as plain JSON data, for the side panel's generated copy."""
     return {
         "job_states": [state.value for state in JobState],

@@ -22,8 +22,7 @@ def render() -> str:
     from jupyter_rapha.protocol.contract import contract_document
 
     doc = contract_document()
-    states = list(doc["job_states"])  # type: ignore[call-overload]
-    union = " | ".join(json.dumps(state).replace('"', "'") for state in states)
+    union = " | ".join(_quoted(state) for state in doc["job_states"])
     lines = [
         "// Generated from jupyter_rapha/protocol/contract.py by labextension/scripts/gen_contract.py:",
         "// do not edit; run the script again (tests/extension/test_contract_ts.py fails when this is stale).",
@@ -36,14 +35,21 @@ def render() -> str:
         f"export const CANCELLABLE_STATES: readonly string[] = {_list(doc['cancellable_states'])};",
         f"export const METRIC_NAME_PATTERN = new RegExp({json.dumps(doc['metric_name_pattern'])});",
         f"export const METRIC_NAME_RULE = {json.dumps(doc['metric_name_rule'])};",
-        f"export const METRIC_NAME_MAX_CHARS = {int(doc['metric_name_max_chars'])};",  # type: ignore[call-overload]
+        f"export const METRIC_NAME_MAX_CHARS = {int(doc['metric_name_max_chars'])};",
         "",
     ]
     return "\n".join(lines)
 
 
-def _list(values: object) -> str:
-    return "[" + ", ".join(json.dumps(v).replace('"', "'") for v in values) + "]"  # type: ignore[attr-defined]
+def _list(values: list[str]) -> str:
+    return "[" + ", ".join(_quoted(value) for value in values) + "]"
+
+
+def _quoted(word: str) -> str:
+    # the house style's single quotes; state words hold no quote or backslash to escape
+    if not word.isidentifier():
+        raise ValueError(f"a job state or name {word!r} is not a plain word")
+    return f"'{word}'"
 
 
 def main(argv: list[str]) -> int:
