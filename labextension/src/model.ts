@@ -81,6 +81,9 @@ export const VERDICT_COLOURS: Record<VerdictKind, string> = {
 const BADGES: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'WAIT', warn: 'WARN', skipped: 'SKIP' };
 const KNOWN: readonly string[] = ['pass', 'fail', 'skipped', 'pending', 'warn'];
 
+/** Where the edge's word alone would mislead: a held job has run, its outputs wait for the release checks. */
+const STATE_WORDS: Record<string, string> = { held: 'held for release checks', refused: 'release refused' };
+
 function text(value: unknown, fallback = '?'): string {
   return typeof value === 'string' && value.length > 0 ? value : fallback;
 }
@@ -131,7 +134,7 @@ export function jobRow(job: unknown): JobRow {
     id,
     short: id.slice(0, 8),
     state: edgeState,
-    stateText: edgeState,
+    stateText: STATE_WORDS[edgeState] ?? edgeState,
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
     canCancel: CANCELLABLE_STATES.includes(edgeState),

@@ -98,6 +98,7 @@ test('a held job is neither final nor cancellable; a refused one shows why its r
   assert.ok(JOB_STATES.includes('held') && !FINAL_STATES.includes('held') && !CANCELLABLE_STATES.includes('held'));
   const held = jobRow({ job_id: 'f'.repeat(32), state: 'held' });
   assert.equal(held.canCancel || held.canVerify, false);
+  assert.equal(held.stateText, 'held for release checks');
   assert.equal(unreachable(held, 'edge').stateText, 'edge unreachable (last seen: held)');
   const refused = jobRow({ job_id: 'f'.repeat(32), state: 'refused', reasons: ['copies: a record in the weights'] });
   assert.equal(refused.detail, 'copies: a record in the weights');
