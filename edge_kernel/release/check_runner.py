@@ -96,7 +96,8 @@ class CheckProcess:
             try:
                 process = subprocess.Popen(self._command(workdir, python), env=job_env(workdir, python),
                                            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=err, start_new_session=True, preexec_fn=self._limits)
+                                           stderr=err, start_new_session=True,
+                                           preexec_fn=self._limits if self.settings.sandbox.unsafe_no_airgap else None)
             except OSError as exc:
                 raise CheckFailed(f"the check process could not be started ({type(exc).__name__})") from exc
             lines = _LineReader(process.stdout, on_check)  # type: ignore[arg-type]
@@ -132,7 +133,8 @@ class CheckProcess:
                               exposed_paths=exposed_paths(hidden))
 
     def _limits(self) -> None:
-        # Also without the air-gap: a check never takes the edge's memory or CPU whole.
+        # Without the air-gap (which sets them itself) the limits still hold: a check never
+        # takes the edge's memory or CPU whole.
         resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
         cpu = int(self.timeout_s) * 4 + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
