@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_rapha.client import JobHeld, final_error, held_for_review, require_finished
-from jupyter_rapha.extension.progress import JobProgress, ProgressLine
+from jupyter_rapha.progress import JobProgress, ProgressLine
 from jupyter_rapha.magic import error_lines
 from jupyter_rapha.protocol.errors import BadInput, ReleaseDenied
 from jupyter_rapha.training import collect
