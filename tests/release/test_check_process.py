@@ -162,3 +162,13 @@ def test_check_main_reads_bf16_records_and_counts_parameters(tmp_path):
     write_records(tmp_path / "used.npz", used)
     again = read_records(tmp_path / "used.npz")
     assert len(again) == 2 and np.array_equal(again[1]["image"], used[1]["image"])
+
+
+def test_a_stop_kills_the_check_and_leaves_it_unanswered(settings):
+    from edge_kernel.release.checks import ChecksInterrupted
+
+    process = CheckProcess(settings, FakeRecords(), command=script("import time; time.sleep(60)"), timeout_s=60)
+    threading.Timer(1.0, process.stop).start()
+    with pytest.raises(ChecksInterrupted):
+        process.run(Job(), HELD, lambda name, figures: None)
+    assert not (settings.jobs_dir / Job.job_id / "checks").exists()
