@@ -29,6 +29,7 @@ from jupyter_rapha.protocol.errors import BadInput, GateDenied, NotFound
 from .audit import AuditLog
 from .release.disclosure import (CHECK_NAMES, HELD_PROGRESS, check_progress, disclosure_section,
                                  held_summary, review_progress)
+from .release.checks import ChecksInterrupted
 from .release.held import (CHECKS_FILE, DECISION_FILE, REVIEWS_FILE, Held, held_dir, read_held, read_part,
                            remove_held, write_held, write_part)
 from .store import JobRecord, JobStore
@@ -44,6 +45,8 @@ class CheckRunner(Protocol):
     check's figures as it finishes. Any failure raises ``ReleaseDenied``."""
 
     def run(self, job: JobRecord, held: Held, on_check: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
 
 
 class ReleasePolicy(Protocol):
@@ -92,6 +95,9 @@ class HeldJobs:
         if checks is None:
             try:
                 checks = self._run_checks(job_id, held)
+            except ChecksInterrupted:  # the edge stops: held, unanswered, checked again at the next start
+                log.warning("job %s: the edge stopped during its checks; they run again at the next start", job_id)
+                return
             except GateDenied as denied:  # S4: a check that crashed, hung or answered nonsense refuses
                 problem = getattr(denied, "problem", denied.message)
                 log.error("job %s: disclosure checks failed: %s", job_id, problem)
@@ -144,6 +150,9 @@ class HeldJobs:
         remove_held(self.dir(job_id))  # first: a refused job's outputs never outlive the refusal
         progress = {k: v for k, v in self.store.get(job_id).progress.items() if k not in HELD_PROGRESS}
         self.store.transition(job_id, "refused", reasons=reasons, progress=progress)
+
+    def stop(self) -> None:
+        self.checks.stop()
 
     # ---- after a restart ------------------------------------------------------------
     def resume(self) -> list[str]:

@@ -193,11 +193,13 @@ class JobManager:
             log.exception("job %s could not be marked failed", job_id)
 
     def shutdown(self) -> None:
-        """Stop: queued jobs stay queued for the next start; a running job is stopped."""
+        """Stop: queued jobs stay queued for the next start; a running job is stopped; a
+        held job stays held (checks cut off run again at the next start)."""
         self._stopping = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         for event in list(self._cancels.values()):
             event.set()
+        self.held.stop()  # a held job's checks in progress: killed, the job stays held
         self._executor.shutdown(wait=True)
 
     def _enqueue(self, job_id: str) -> None:

@@ -25,6 +25,7 @@ VERIFY_EXIT_CODES = """exit codes:
   1  a check failed, or an output was missing and not allowed to be skipped
   2  usage error (bad or conflicting options)
   3  every check that ran passed, but the anchor is still pending (fetch the receipt again later)"""
+HELD_EXIT = 4  # rapha run / fetch: the job's outputs are held for review at the edge; fetch them later
 KEY_HELP = "researcher key file (default $RAPHA_KEY or ~/.config/rapha/researcher_ed25519.pem)"
 EDGE_HELP = "edge URL, e.g. https://edge.hospital.example:8470"
 
@@ -104,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed the usage message
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     commands = {"keygen": _keygen, "run": _run, "fetch": _fetch, "verify": _verify}
+    from .client import JobHeld
+
     try:
         return commands[args.command](args)
+    except JobHeld as held:  # not a failure: the outputs wait for the hospital's output checkers
+        _print_error(args.command, held)
+        return HELD_EXIT
     except RaphaError as exc:
         _print_error(args.command, exc, _cell_source(args))
         return 1

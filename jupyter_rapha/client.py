@@ -57,6 +57,17 @@ class JobCancelled(errors.NotFound):
     """The job was cancelled (``DELETE /v1/jobs/{id}``) before it released anything."""
 
 
+class JobHeld(errors.RaphaError):
+    """The job ran and its outputs wait at the edge for the hospital's output checkers:
+    nothing has been released yet. Not an error of the job: fetch it once it is released."""
+
+
+def held_for_review(status: dict[str, Any]) -> bool:
+    """Held, its checks done, and waiting for an output checker (which may take days)."""
+    progress = status.get("progress") or {}
+    return status.get("state") == JobState.HELD and bool(progress.get("review_needed"))
+
+
 class EdgeClient:
     def __init__(self, url: str, key: PrivateKey, timeout: float = 30) -> None:
         parts = urlsplit(url)
@@ -126,7 +137,9 @@ class EdgeClient:
 
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None,
              on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until the job reaches a final state; ``on_status`` sees every change."""
+        """Poll until the job reaches a final state or waits for an output checker;
+        ``on_status`` sees every change. The time a job is held while its disclosure checks
+        run does not count against ``timeout`` (the edge bounds the checks itself)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last: dict[str, Any] | None = None
         while True:
@@ -134,9 +147,11 @@ class EdgeClient:
             if status != last and on_status is not None:
                 on_status(status)
             last = status
-            if status.get("state") in FINAL_STATES:
+            if status.get("state") in FINAL_STATES or held_for_review(status):
                 return status
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and status.get("state") == JobState.HELD:
+                deadline = max(deadline, time.monotonic() + poll)
+            elif deadline is not None and time.monotonic() >= deadline:
                 raise errors.Fault(f"job {job_id} at {self.url} still {status.get('state')!r} after {timeout:g} s")
             time.sleep(poll)
 
@@ -240,6 +255,8 @@ def _error_body(content: bytes) -> tuple[str, str, list[str]]:
 def require_finished(status: dict[str, Any], not_yet: errors.RaphaError) -> None:
     """Raise ``not_yet`` while the job runs, and the job's own refusal or failure once it
     has ended other than completed."""
+    if held_for_review(status):
+        raise final_error(status) or not_yet  # JobHeld: waiting for the hospital's output checkers
     if status.get("state") not in FINAL_STATES:
         raise not_yet
     error = final_error(status)
@@ -252,6 +269,13 @@ def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
     state = status.get("state")
     if state == JobState.COMPLETED:
         return None
+    if held_for_review(status):
+        progress = status.get("progress") or {}
+        return JobHeld(f"job {status.get('job_id')} ran; its outputs are held at the edge for review by the "
+                       f"hospital's output checkers ({int(progress.get('approvals', 0))} of "
+                       f"{int(progress.get('approvals_needed', 1))} approvals). Nothing has been released yet",
+                       hint=f"rapha fetch {str(status.get('job_id'))[:12]} once it is released; a refusal "
+                            "comes with the checker's reason")
     if state == JobState.REFUSED:
         reasons = [str(r) for r in status.get("reasons") or []] or ["the edge refused to release the outputs"]
         return errors.ReleaseDenied(f"job {status.get('job_id')} ran, but the edge refused to release its outputs",

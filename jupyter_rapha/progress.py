@@ -38,6 +38,10 @@ STATE_TEXT: dict[str, str] = {
     JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
 }
 FINAL = TERMINAL_STATES
+# A held job's counters (the edge rounds the figures to two decimals before they leave).
+HELD_COUNTERS = ("checks_done", "checks_total", "review_needed", "approvals", "approvals_needed",
+                 "copies_records_matched", "copies_max_correlation", "mia_auc", "mia_tpr_at_1pct_fpr",
+                 "mia_checkable", "parameters_per_record")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class JobProgress:
         self.x_label = "epoch"  # live points are per epoch; the released series per logged step
         self._batches_at_epoch: dict[int, int] = {}
         self._first_epoch_batches = 0
+        self.checks: dict[str, float] = {}  # a held job's check progress and figures
 
     # -- reading events ------------------------------------------------------------------
     def update(self, event: dict[str, Any]) -> None:
@@ -137,6 +142,10 @@ class JobProgress:
             self._first_epoch_batches = self.batches
         if self.epoch > self.epochs_total and self.epochs_total:
             self.epochs_total = self.epoch  # the cell looped more than it was asked: show what it did
+        for name in HELD_COUNTERS:
+            value = _number(data.get(name))
+            if value is not None:
+                self.checks[name] = value
 
     def _metrics(self, data: dict[str, Any]) -> None:
         for name, raw in data.items():
@@ -169,7 +178,32 @@ class JobProgress:
     def state_text(self) -> str:
         if self.unreachable and not self.final:
             return f"edge unreachable (last seen: {STATE_TEXT.get(self.state, self.state)})"
+        if self.state == JobState.HELD:
+            return self._held_text()
         return STATE_TEXT.get(self.state, self.state)
+
+    def _held_text(self) -> str:
+        done, total = int(self.checks.get("checks_done", 0)), int(self.checks.get("checks_total", 0))
+        if self.checks.get("review_needed"):
+            return (f"held for review ({int(self.checks.get('approvals', 0))}/"
+                    f"{int(self.checks.get('approvals_needed', 1))} approvals)")
+        if total and done < total:
+            return f"held: checks running ({done}/{total})"
+        return "held: release being decided" if total else "held: checks running"
+
+    def checks_text(self) -> str:
+        """The disclosure checks' figures so far, as the edge shows them while it holds."""
+        c, parts = self.checks, []
+        if "copies_records_matched" in c:
+            parts.append(f"record copies {int(c['copies_records_matched'])}"
+                         + (f" (max r {c['copies_max_correlation']:.2f})" if "copies_max_correlation" in c else ""))
+        if c.get("mia_checkable") == 0:
+            parts.append("MIA not checkable")
+        elif "mia_auc" in c:
+            parts.append(f"MIA AUC {c['mia_auc']:.2f}")
+        if "parameters_per_record" in c:
+            parts.append(f"{c['parameters_per_record']:.4g} params/record")
+        return ", ".join(parts)
 
     def bars(self) -> list[Bar]:
         bars = [Bar("epoch", self.epoch, self.epochs_total or None),
@@ -242,6 +276,8 @@ class JobProgress:
             parts += [bar.text() for bar in self.bars()]
         if self.metrics:
             parts.append(self.metrics_text())
+        if self.state in (JobState.HELD, JobState.REFUSED, JobState.COMPLETED) and self.checks_text():
+            parts.append(self.checks_text())
         timing = self.timing_text(now)
         if timing:
             parts.append(timing)
@@ -275,7 +311,8 @@ class ProgressLine:
 
     def show(self) -> None:
         model = self.model
-        key = (model.state, model.epoch, tuple(sorted(model.metrics.items())), model.unreachable)
+        key = (model.state, model.epoch, tuple(sorted(model.metrics.items())), model.unreachable,
+               tuple(sorted(model.checks.items())))
         if self.live and not model.final:
             self._write("\r\033[K" + self._text(), end="")
             self._open = True
@@ -354,7 +391,7 @@ class ProgressWidget:
             widget.value = bar.fraction if bar.total else 0.0
             widget.bar_style = _BAR_STYLE.get(model.state, "")
             number.value = f"{bar.value}/{bar.total}" if bar.total else str(bar.value)
-        pieces = [escape(model.metrics_text()), escape(model.timing_text())]
+        pieces = [escape(model.metrics_text()), escape(model.checks_text()), escape(model.timing_text())]
         self.footer.value = " &middot; ".join(p for p in pieces if p)
         if chart:
             self.chart.value = _chart_html(model)

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from .client import EdgeClient, final_error, make_jobspec, require_finished
 from .local import make_runtime, run_local
+from .protocol.contract import JobState
 from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
 from .result import TrainResult, load_state_dict
@@ -146,9 +147,14 @@ def collect(gateway: Any, job_id: str, on_event: Callable[[dict[str, Any]], None
             after: int = 0) -> TrainResult:
     """Follow a job's events to its end, then fetch and verify its outputs. Works for a job
     submitted by this kernel, another kernel, or before a restart (``%rapha_attach``)."""
+    state = ""
     for event in gateway.follow(job_id, after):
         if on_event is not None:
             on_event(event)
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        state = str(data.get("state", state)) if event.get("kind") == "state" else state
+        if state == JobState.HELD and data.get("review_needed"):
+            break  # an output checker decides, maybe days from now: %rapha_attach follows it again
     error = final_error(gateway.status(job_id))
     if error is not None:
         raise error

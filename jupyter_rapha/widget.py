@@ -15,6 +15,7 @@ from typing import Any
 
 from .protocol.anchor_proof import is_pending
 from .protocol.checks import Verification
+from .protocol.disclosure import disclosure_problem, disclosure_summary
 from .receipt_chart import curve_metric, sparkline, svg_curve
 from .verdict import MARKS, Verdict, verdict_of
 
@@ -59,7 +60,17 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "anchor_time": anchor.get("gen_time", ""),
         "curve": curve_metric(predicate.get("metrics")),
         "attestation": _attestation_text(predicate),
+        "disclosure": _disclosure_text(predicate),
     }
+
+
+def _disclosure_text(predicate: dict[str, Any]) -> str:
+    """The disclosure checks and release decision in one line ("" for receipts before 1.3;
+    a malformed section reads as such, and the verification's disclosure line fails)."""
+    section = predicate.get("disclosure")
+    if section is None:
+        return ""
+    return disclosure_summary(section) if not disclosure_problem(section) else "malformed (see checks)"
 
 
 def _attestation_text(predicate: dict[str, Any]) -> str:
@@ -133,6 +144,7 @@ class ReceiptWidget:
             ("code", _hash(s["code_sha256"])), ("weights", _hash(s["weights_sha256"])),
             ("records root", _hash(s["records_root"])),
             ("attestation", escape(s["attestation"] or "—")),
+            ("disclosure", escape(s["disclosure"] or "—")),
             ("anchor", self._anchor_html()),
         ]
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -207,6 +219,7 @@ class ReceiptWidget:
                  f"  records used  {s['records_used']}", f"  cost          {s['cost'] or '-'}",
                  f"  weights       {short(s['weights_sha256'])}",
                  f"  attestation   {s['attestation'] or '-'}",
+                 f"  disclosure    {s['disclosure'] or '-'}",
                  "  anchor        " + self._anchor_text()]
         if s["curve"]:
             name, values = s["curve"]

@@ -70,13 +70,13 @@ test_mia_auc_over_threshold_reviews_where_the_policy_says if {
 }
 
 test_not_checkable_goes_to_review_by_default if {
-	d := decided(with_check("membership", {"status": "not_checkable", "auc": null}))
+	d := decided(with_check("membership", {"status": "not_checkable", "auc": null})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto"}}
 	d.decision == "review"
 	d.rule == "membership_not_checkable"
 }
 
 test_not_checkable_refuses_where_the_policy_says if {
-	d := decided(with_check("membership", {"status": "not_checkable", "auc": null})) with data.hospital.release.thresholds.not_checkable as "refuse"
+	d := decided(with_check("membership", {"status": "not_checkable", "auc": null})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto", "thresholds": {"not_checkable": "refuse"}}}
 	d.decision == "refuse"
 }
 
@@ -117,5 +117,27 @@ test_capacity_over_the_ceiling_goes_to_review if {
 
 test_refusal_wins_over_review if {
 	d := decided(with_check("record_copies", {"records_matched": 3})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "two_person"}}
+	d.decision == "refuse"
+}
+
+test_the_demo_dataset_releases_an_unchecked_model_and_says_so if {
+	d := decided(with_check("membership", {"status": "not_checkable", "auc": null}))
+	d.decision == "release"
+	d.rule == "membership_not_checkable_allowed"
+	count(d.reasons) == 1
+}
+
+test_another_dataset_keeps_the_default_review if {
+	d := decided(object.union(with_check("membership", {"status": "not_checkable", "auc": null}), {"dataset": "other"})) with data.hospital.release.datasets as {"other": {"mode": "auto"}}
+	d.decision == "review"
+}
+
+test_a_dataset_threshold_replaces_the_edges if {
+	d := decided(with_check("membership", {"auc": 0.65})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto", "thresholds": {"max_mia_auc": 0.7}}}
+	d.decision == "release"
+}
+
+test_an_unknown_not_checkable_choice_refuses if {
+	d := decided(with_check("membership", {"status": "not_checkable", "auc": null})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto", "thresholds": {"not_checkable": "maybe"}}}
 	d.decision == "refuse"
 }

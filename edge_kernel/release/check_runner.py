@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, Protocol, Sequence
 
@@ -33,7 +34,7 @@ from ..sandbox.launch import MAX_PROCESSES, exposed_paths, hidden_paths
 from ..sandbox.runner import job_env
 from ..settings import Settings
 from ..store import JobRecord
-from .checks import CheckFailed, parse_check, parse_checks
+from .checks import CheckFailed, ChecksInterrupted, parse_check, parse_checks
 from .held import Held
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ CHECK_SECONDS = 900  # wall clock for all checks of one job: copy scan, MIA, cap
 CHECK_MEMORY_BYTES = 16 * 1024**3  # address space: torch reserves far more than it touches
 CHECK_FILE_BYTES = 64 * 1024**2  # what the check may write: checks.json and its stderr
 MAX_LINE_BYTES = 64 * 1024
+POLL_SECONDS = 0.2
 Records = list[dict[str, np.ndarray]]
 
 
@@ -57,6 +59,11 @@ class CheckProcess:
         self.settings, self.records = settings, records
         self.timeout_s, self.memory_bytes = timeout_s, memory_bytes
         self.command = list(command) if command is not None else None  # tests stand in a crashing one
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """The edge stops: a check running now is killed and left unanswered (the job stays held)."""
+        self._stop.set()
 
     def run(self, job: JobRecord, held: Held, on_check: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
         workdir = self.settings.jobs_dir / job.job_id / "checks"
@@ -96,14 +103,13 @@ class CheckProcess:
             try:
                 process = subprocess.Popen(self._command(workdir, python), env=job_env(workdir, python),
                                            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=err, start_new_session=True, preexec_fn=self._limits)
+                                           stderr=err, start_new_session=True,
+                                           preexec_fn=self._limits if self.settings.sandbox.unsafe_no_airgap else None)
             except OSError as exc:
                 raise CheckFailed(f"the check process could not be started ({type(exc).__name__})") from exc
             lines = _LineReader(process.stdout, on_check)  # type: ignore[arg-type]
             try:
-                process.wait(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise CheckFailed(f"the checks ran past {self.timeout_s:.0f} s") from None
+                self._wait(process)
             finally:
                 _kill(process)
                 lines.join()
@@ -116,6 +122,18 @@ class CheckProcess:
         except (OSError, ValueError) as exc:
             raise CheckFailed(f"checks.json is missing or not JSON ({type(exc).__name__})") from exc
         return parse_checks(document)
+
+    def _wait(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while process.poll() is None:
+            if self._stop.is_set():
+                raise ChecksInterrupted("the edge stopped while the disclosure checks ran")
+            if time.monotonic() >= deadline:
+                raise CheckFailed(f"the checks ran past {self.timeout_s:.0f} s")
+            try:
+                process.wait(timeout=POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass  # still checking: look at the clock and the stop flag again
 
     def _command(self, workdir: Path, python: str) -> list[str]:
         command = self.command or [python, "-P", "-s", "-B", "-m", "edge_kernel.release.check_main",
@@ -132,7 +150,8 @@ class CheckProcess:
                               exposed_paths=exposed_paths(hidden))
 
     def _limits(self) -> None:
-        # Also without the air-gap: a check never takes the edge's memory or CPU whole.
+        # Without the air-gap (which sets them itself) the limits still hold: a check never
+        # takes the edge's memory or CPU whole.
         resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
         cpu = int(self.timeout_s) * 4 + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))

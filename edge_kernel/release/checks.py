@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jupyter_rapha.protocol.errors import ReleaseDenied
+from jupyter_rapha.protocol.errors import Fault, ReleaseDenied
 
 # What the researcher reads when a check could not give its answer (no internals).
 CHECK_FAILED = "release: a disclosure check could not be completed, so the outputs were not released"
@@ -77,6 +77,11 @@ class CheckFailed(ReleaseDenied):
     def __init__(self, problem: str) -> None:
         super().__init__(CHECK_FAILED, reasons=[CHECK_FAILED])
         self.problem = problem
+
+
+class ChecksInterrupted(Fault):
+    """The edge stopped while the checks ran: no answer, so no decision; the job stays
+    held and its checks run again at the next start."""
 
 
 def _unusable(problem: str) -> CheckFailed:

@@ -32,6 +32,7 @@ from .canonical import canonical_json
 from .checks import Verification
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
+from .disclosure import DISCLOSURE_SINCE_MINOR, disclosure_problem, disclosure_summary
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
@@ -43,8 +44,10 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://jupyter-rapha.org/receipt/v1"
 PREDICATE_MAJOR = 1
 # 1.1 adds "evidence" (attestation quote, policy, air-gap, scan); 1.2 adds
-# "dataset.preprocessing" (the declared pixel transforms and their digest); "1.N" accepted
-PREDICATE_VERSION = "1.2"
+# "dataset.preprocessing" (the declared pixel transforms and their digest); 1.3 adds
+# "disclosure" (the disclosure checks and the release decision), required from 1.3 on;
+# "1.N" accepted
+PREDICATE_VERSION = "1.3"
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
@@ -99,6 +102,13 @@ def dsse_keyid(key: PublicKey) -> str:
     all-string dict is byte-identical to RFC 8785)."""
     return sha256_hex(canonical_json({"keytype": "ed25519", "scheme": "ed25519",
                                       "keyval": {"public": key.raw.hex()}}))
+
+
+def minor_version(value: Any) -> int:
+    """3 for ``"1.3"``; 0 for ``1`` or ``"1"`` (call after ``major_version`` accepted it)."""
+    if isinstance(value, str) and "." in value:
+        return int(value.split(".", 1)[1])
+    return 0
 
 
 def major_version(value: Any) -> int | None:
@@ -165,6 +175,7 @@ def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: 
         return
     result.statement = statement
     _check_preprocessing(statement["predicate"], result)
+    _check_disclosure(statement["predicate"], result)
     _check_outputs(statement, weights, metrics, result)
     result.checks.append(check_attestation(statement["predicate"], edge_key, require_tee=options.require_tee,
                                            now=options.now))
@@ -229,6 +240,21 @@ def _check_preprocessing(predicate: dict[str, Any], result: Verification) -> Non
     steps = "; ".join(f"{name}: {', '.join(_step_name(s) for s in (items if isinstance(items, list) else []))}"
                       for name, items in sorted(fields.items()))
     result.add("preprocessing", True, f"{steps} (sha256 {entry['sha256'][:16]}…)")
+
+
+def _check_disclosure(predicate: dict[str, Any], result: Verification) -> None:
+    """From receipt 1.3 on, the outputs left only after the disclosure checks and a
+    release decision, and the receipt says so; a 1.3 receipt without it fails (a receipt
+    that claims a version whose outputs are checked must show the checks). Older
+    receipts get no line."""
+    section = predicate.get("disclosure")
+    if section is None and minor_version(predicate["receipt_version"]) < DISCLOSURE_SINCE_MINOR:
+        return
+    problem = disclosure_problem(section)
+    if problem:
+        result.add("disclosure", False, problem)
+        return
+    result.add("disclosure", True, disclosure_summary(section))
 
 
 def _step_name(step: Any) -> str:

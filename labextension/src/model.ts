@@ -14,6 +14,17 @@ export interface Progress {
   batches?: number;
   epochs?: number;
   cohort_size?: number;
+  /** A held job's disclosure checks (the edge rounds the figures to two decimals). */
+  checks_done?: number;
+  checks_total?: number;
+  review_needed?: number;
+  approvals?: number;
+  approvals_needed?: number;
+  copies_records_matched?: number;
+  copies_max_correlation?: number;
+  mia_auc?: number;
+  mia_checkable?: number;
+  parameters_per_record?: number;
 }
 
 export interface JobStatus {
@@ -82,7 +93,7 @@ const BADGES: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'W
 const KNOWN: readonly string[] = ['pass', 'fail', 'skipped', 'pending', 'warn'];
 
 /** Where the edge's word alone would mislead: a held job has run, its outputs wait for the release checks. */
-const STATE_WORDS: Record<string, string> = { held: 'held for release checks', refused: 'release refused' };
+const STATE_WORDS: Record<string, string> = { refused: 'release refused' };
 
 function text(value: unknown, fallback = '?'): string {
   return typeof value === 'string' && value.length > 0 ? value : fallback;
@@ -116,6 +127,40 @@ export function progressText(progress: unknown, epochsAsked: unknown = null): st
   return parts.join(', ');
 }
 
+/** A held job's state in words: "held: checks running (1/3)", "held for review (0/2 approvals)". */
+export function heldText(progress: unknown): string {
+  const p = (typeof progress === 'object' && progress !== null ? progress : {}) as Progress;
+  if (count(p.review_needed)) {
+    return `held for review (${count(p.approvals) ?? 0}/${count(p.approvals_needed) ?? 1} approvals)`;
+  }
+  const done = count(p.checks_done);
+  const total = count(p.checks_total);
+  return total !== null && done !== null && done >= total ? 'held: release being decided'
+    : `held: checks running${total !== null ? ` (${done ?? 0}/${total})` : ''}`;
+}
+
+/** The checks' figures so far: "record copies 0 (max r 0.21), MIA AUC 0.52, 20.8 params/record". */
+export function checksText(progress: unknown): string {
+  const p = (typeof progress === 'object' && progress !== null ? progress : {}) as Progress;
+  const parts: string[] = [];
+  const matched = count(p.copies_records_matched);
+  if (matched !== null) {
+    const r = count(p.copies_max_correlation);
+    parts.push(`record copies ${matched}${r !== null ? ` (max r ${r.toFixed(2)})` : ''}`);
+  }
+  const auc = count(p.mia_auc);
+  if (p.mia_checkable === 0) {
+    parts.push('MIA not checkable');
+  } else if (auc !== null) {
+    parts.push(`MIA AUC ${auc.toFixed(2)}`);
+  }
+  const perRecord = count(p.parameters_per_record);
+  if (perRecord !== null) {
+    parts.push(`${Number(perRecord.toPrecision(4))} params/record`);
+  }
+  return parts.join(', ');
+}
+
 /** One job as the panel lists it; anything malformed in the JSON shows as "?". A job
  * whose edge stopped answering is shown as last seen, never as still "running". */
 export function jobRow(job: unknown): JobRow {
@@ -130,11 +175,14 @@ export function jobRow(job: unknown): JobRow {
     const line = count(j.error.line);
     detail = `${text(j.error.type, 'error')}${line !== null ? ` at line ${line} of the cell` : ''}`;
   }
+  if (edgeState === 'held') {
+    detail = [detail, checksText(j.progress)].filter(part => part.length > 0).join('; ');
+  }
   const row: JobRow = {
     id,
     short: id.slice(0, 8),
     state: edgeState,
-    stateText: STATE_WORDS[edgeState] ?? edgeState,
+    stateText: edgeState === 'held' ? heldText(j.progress) : STATE_WORDS[edgeState] ?? edgeState,
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
     canCancel: CANCELLABLE_STATES.includes(edgeState),

@@ -98,10 +98,11 @@ test('a held job is neither final nor cancellable; a refused one shows why its r
   assert.ok(JOB_STATES.includes('held') && !FINAL_STATES.includes('held') && !CANCELLABLE_STATES.includes('held'));
   const held = jobRow({ job_id: 'f'.repeat(32), state: 'held' });
   assert.equal(held.canCancel || held.canVerify, false);
-  assert.equal(held.stateText, 'held for release checks');
+  assert.equal(held.stateText, 'held: checks running');
   assert.equal(unreachable(held, 'edge').stateText, 'edge unreachable (last seen: held)');
   const refused = jobRow({ job_id: 'f'.repeat(32), state: 'refused', reasons: ['copies: a record in the weights'] });
   assert.equal(refused.detail, 'copies: a record in the weights');
+  assert.equal(refused.stateText, 'release refused');
   assert.equal(unreachable(refused, 'edge'), refused);
 });
 
@@ -110,4 +111,25 @@ test('a job that says how many epochs it asked for shows epoch k/N', () => {
     progress: { records_used: 12, cohort_size: 40, batches: 6, epochs: 2 } });
   assert.equal(row.detail, '12 of 40 records, 6 batches, epoch 2/3');
   assert.equal(progressText({ epochs: 2 }, 'x'), 'epoch 2');
+});
+
+test('a held job says whether its checks run or it waits for review, with the figures so far', () => {
+  const running = jobRow({
+    job_id: 'f'.repeat(32), state: 'held', progress: {
+      records_used: 48, cohort_size: 48, checks_total: 3, checks_done: 2,
+      copies_records_matched: 0, copies_max_correlation: 0.21, parameters_per_record: 20.8333
+    }
+  });
+  assert.equal(running.stateText, 'held: checks running (2/3)');
+  assert.equal(running.detail, '48 of 48 records; record copies 0 (max r 0.21), 20.83 params/record');
+  assert.equal(running.canCancel || running.canVerify, false);
+  assert.equal(FINAL_STATES.includes('held'), false);
+  const review = jobRow({
+    job_id: 'f'.repeat(32), state: 'held',
+    progress: { checks_total: 3, checks_done: 3, review_needed: 1, approvals: 1, approvals_needed: 2, mia_checkable: 0 }
+  });
+  assert.equal(review.stateText, 'held for review (1/2 approvals)');
+  assert.equal(review.detail, 'MIA not checkable');
+  const refused = jobRow({ job_id: 'f'.repeat(32), state: 'refused', reasons: ['release: 48 of the records copied'] });
+  assert.equal(refused.detail, 'release: 48 of the records copied');
 });

@@ -13,7 +13,7 @@ import pytest
 from edge_kernel.audit import AuditLog
 from edge_kernel.db import Database
 from edge_kernel.held_jobs import HeldJobs
-from edge_kernel.release.checks import CheckFailed
+from edge_kernel.release.checks import CheckFailed, ChecksInterrupted
 from edge_kernel.release.held import CHECKS_FILE, DECISION_FILE, Held, held_dir, read_part
 from edge_kernel.store import JobStore
 from jupyter_rapha.protocol.errors import BadInput
@@ -38,6 +38,9 @@ def weights() -> bytes:
 class FakeChecks:
     def __init__(self, result=None, error=None):
         self.result, self.error, self.runs = result, error, 0
+
+    def stop(self):
+        self.error = ChecksInterrupted("stopped")
 
     def run(self, job, held, on_check):
         self.runs += 1
@@ -229,3 +232,12 @@ def test_a_decision_on_an_auto_job_or_twice_by_one_checker_changes_nothing(walk)
     assert store.get(job_id).state == "held" and len(read_part(held_dir(jobs, job_id), "reviews.json")) == 1
     decision = read_part(held_dir(jobs, job_id), DECISION_FILE)
     assert decision["decision"] == "review"
+
+
+def test_checks_cut_off_by_a_stop_leave_the_job_held_and_unanswered(walk):
+    make, store, _, released, jobs = walk
+    checks = FakeChecks(error=ChecksInterrupted("the edge stopped while the disclosure checks ran"))
+    held, job_id = held_job(store, make, checks, FakePolicy(RELEASE))
+    held.check_and_decide(job_id)
+    assert store.get(job_id).state == "held" and released == []
+    assert read_part(held_dir(jobs, job_id), CHECKS_FILE) is None and held_dir(jobs, job_id).exists()

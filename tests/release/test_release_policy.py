@@ -97,3 +97,13 @@ def test_a_policy_that_runs_past_its_time_limit_refuses():
 ])
 def test_parse_refuses_anything_but_the_exact_shape(raw):
     assert parse_release_decision(raw)["decision"] == "refuse"
+
+
+def test_the_demo_dataset_releases_an_unchecked_model_naming_the_rule_but_others_wait_for_review():
+    unchecked = {**CLEAN, "checks": {**CLEAN["checks"], "membership": {
+        "status": "not_checkable", "auc": None, "tpr_at_1pct_fpr": None, "records_used": 48, "holdback_size": 0,
+        "attack": "loss_threshold"}}}
+    demo = shipped().decide("synthetic-cxr", unchecked)
+    assert demo["decision"] == "release" and demo["rule"] == "membership_not_checkable_allowed"
+    assert demo["reasons"] == ["the model could not be checked for membership inference; the policy releases it unchecked"]
+    assert shipped().decide("a-real-dataset", unchecked)["decision"] == "review"
