@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from html import escape
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
+from .protocol.contract import TERMINAL_STATES, JobState
+
 if TYPE_CHECKING:
     from .gateway import Gateway
-
-from .protocol.contract import TERMINAL_STATES, JobState
 
 TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 

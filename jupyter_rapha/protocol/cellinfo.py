@@ -47,8 +47,8 @@ def metric_name_problems(code: str, first_line: int = 1) -> list[str]:
     except SyntaxError:
         return []
     problems = []
-    for node in sorted((n for n in ast.walk(tree) if _is_rapha_log(n)), key=lambda n: n.lineno):
-        assert isinstance(node, ast.Call)
+    for node in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_rapha_log(n)),
+                       key=lambda n: n.lineno):
         for keyword in node.keywords:
             refusal = metric_name_refusal(keyword.arg) if keyword.arg is not None else None
             if refusal is not None:
