@@ -28,7 +28,7 @@ from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
 
-from . import receipts
+from .release import receipts
 from .anchor.outbox import Outbox
 from .audit import AuditLog, utc_now
 from .gates.obligations import Limits, enforceable

@@ -9,12 +9,15 @@ concerns; the edge still decides, and it re-checks everything it is sent.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .client import make_jobspec
 from .preflight import Preflight, preflight
 from .protocol.errors import GateDenied, NotFound
 from .protocol.policy import PolicyBundle
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 Say = Callable[[str], None]
 # What the dry run assumes the edge's attestation gate reports, per backend it offers.
@@ -27,7 +30,7 @@ class PreflightStopped(GateDenied):
     gate = "preflight"
 
 
-def target_edges(gateway: Any, dataset: str, wanted: str | None) -> list[dict[str, Any]]:
+def target_edges(gateway: Gateway, dataset: str, wanted: str | None) -> list[dict[str, Any]]:
     """The configured edges whose verified catalog offers ``dataset`` (``wanted``: one by name or URL)."""
     offering = [e for e in gateway.edges() if dataset in (e.get("datasets") or [])]
     if wanted:
@@ -47,7 +50,7 @@ def attestation_line(entry: dict[str, Any]) -> str:
     return f"edge {who} attests with {offer['backend']}{mark}: {offer.get('summary', '')}".rstrip(": ")
 
 
-def check_cell(gateway: Any, request: Any, site: str | None, say: Say, run_preflight: bool = True) -> None:
+def check_cell(gateway: Gateway, request: Any, site: str | None, say: Say, run_preflight: bool = True) -> None:
     """Show each target edge's attestation, then preflight the cell there. Raises
     ``PreflightStopped`` with the explanations when the scan or the dry run refuses."""
     offers = {d["name"]: d for d in gateway.datasets()}.get(request.dataset, {}).get("offers", {})
@@ -66,7 +69,7 @@ def check_cell(gateway: Any, request: Any, site: str | None, say: Say, run_prefl
             say(line)
 
 
-def preflight_at(gateway: Any, site: str, request: Any, offer: dict[str, Any], say: Say) -> Preflight:
+def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any], say: Say) -> Preflight:
     """The scanner, and a dry run of the policy ``site`` publishes (scan only if it publishes none)."""
     try:
         published = gateway.policy(site)
@@ -104,7 +107,7 @@ def _dataset_facts(name: str, offer: dict[str, Any]) -> dict[str, Any]:
     return facts
 
 
-def ship(gateway: Any, request: Any, site: str | None, all_sites: bool,
+def ship(gateway: Gateway, request: Any, site: str | None, all_sites: bool,
          collect_one: Callable[[str, str], Any]) -> list[Any]:
     """Submit through ``gateway`` and collect each job (one per site with ``all_sites``)."""
     from .training import submission_for

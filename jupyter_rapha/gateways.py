@@ -1,8 +1,9 @@
-"""The kernel's side of the proxy: find the Jupyter server this kernel runs under and talk
-to its /rapha/api, or, with no server, build the same ``EdgeProxy`` in-process.
+"""The kernel's gateways: find the Jupyter server this kernel runs under and talk to its
+/rapha/api (``ServerGateway``), or, with no server, build the same ``EdgeProxy`` in-process.
 
-Both answer the same calls (edges, datasets, policy, submit, status, jobs, cancel, job_edge,
-output, follow), so the cell magic has one code path whether a server routes its jobs or not.
+Both are a ``gateway.Gateway`` (edges, datasets, policy, submit, status, jobs, cancel,
+job_edge, output, follow), so the cell magic has one code path whether a server routes its
+jobs or not.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .client import EdgeClient, check_job_ref, error_from_response
+from .gateway import Gateway
 from .protocol.contract import TERMINAL_STATES as FINAL_STATES
 from .protocol.errors import BadInput, Fault, RaphaError
 from .protocol.keys import PrivateKey, load_public_key
@@ -55,7 +57,7 @@ def _ref(job_id: str) -> str:
     return quote(check_job_ref(job_id))
 
 
-class ServerGateway:
+class ServerGateway(Gateway):
     def __init__(self, url: str, token: str, timeout: float = 60) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -85,16 +87,16 @@ class ServerGateway:
         return list(self._json("POST", "/jobs", submission.to_dict())["jobs"])
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{_ref(job_id)}")
+        return self._object("GET", f"/jobs/{_ref(job_id)}")
 
     def jobs(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/jobs")["jobs"])
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._json("DELETE", f"/jobs/{_ref(job_id)}")
+        return self._object("DELETE", f"/jobs/{_ref(job_id)}")
 
     def job_edge(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{_ref(job_id)}/edge")
+        return self._object("GET", f"/jobs/{_ref(job_id)}/edge")
 
     def output(self, job_id: str, what: str) -> Any:
         content = self._request("GET", f"/jobs/{_ref(job_id)}/{what}")
@@ -141,6 +143,12 @@ class ServerGateway:
 
     def _json(self, method: str, route: str, body: Any = None) -> Any:
         return json.loads(self._request(method, route, body))
+
+    def _object(self, method: str, route: str) -> dict[str, Any]:
+        answer = self._json(method, route)
+        if not isinstance(answer, dict):
+            raise Fault(f"the Jupyter server at {self.base} answered {route} with something other than a JSON object")
+        return answer
 
     def _request(self, method: str, route: str, body: Any = None) -> bytes:
         try:

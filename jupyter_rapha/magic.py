@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .protocol.errors import BadInput, GateDenied, RaphaError
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 RESULT_VAR = "_rapha_result"
 CELL_FIRST_LINE = 2  # the cell body's line 1 is the editor's line 2, under the %%rapha_train line
@@ -145,7 +148,7 @@ class RaphaMagics(Magics):
                        lambda job_id, where: _collect(gateway, job_id, where, request.epochs))
         return results[0] if len(results) == 1 else results
 
-    def _gateway(self, args: Any) -> tuple[Any, str | None]:
+    def _gateway(self, args: Any) -> tuple[Gateway, str | None]:
         """The Jupyter server's extension when this kernel runs under one, else the same
         proxy in-process for the one edge named by --edge."""
         from .gateways import find_server, in_process
@@ -242,7 +245,7 @@ def _schema_arg(text: str) -> dict[str, Any]:
     return schema
 
 
-def _collect(gateway: Any, job_id: str, site: str, epochs: int) -> Any:
+def _collect(gateway: Gateway, job_id: str, site: str, epochs: int) -> Any:
     from .progress import collect_watched, progress_view
 
     result = collect_watched(gateway, job_id, progress_view(job_id, site, epochs))

@@ -24,9 +24,12 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from .protocol.contract import TERMINAL_STATES, JobState
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 
@@ -444,7 +447,7 @@ def progress_view(job_id: str, site: str = "", epochs: int = 0) -> Any:
     return ProgressWidget(job_id, site, epochs) if widgets_render() else ProgressLine(job_id, site, epochs)
 
 
-def collect_watched(gateway: Any, job_id: str, view: Any) -> Any:
+def collect_watched(gateway: Gateway, job_id: str, view: Any) -> Any:
     """``training.collect`` with ``view`` fed every event, told when the edge stops
     answering before the job ended, and given the released metrics at the end."""
     from .protocol.errors import RaphaError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .client import EdgeClient, final_error, make_jobspec, require_finished
 from .local import make_runtime, run_local
@@ -12,6 +12,10 @@ from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
 from .result import TrainResult, load_state_dict
 from .verify import verify_document
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .routing.submission import Submission
 
 WAIT_MARGIN_SECONDS = 300  # queueing, gates and the receipt on top of the job's own budget
 
@@ -132,7 +136,7 @@ def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[s
                        extra={"records_used": outcome.records_used, "cohort_size": outcome.cohort_size})
 
 
-def submission_for(request: TrainRequest, site: str | None = None, all_sites: bool = False) -> Any:
+def submission_for(request: TrainRequest, site: str | None = None, all_sites: bool = False) -> Submission:
     """The extension's submission for a cell: same fields, budget and params as ``rapha run``."""
     from .routing.submission import Submission
 
@@ -143,7 +147,7 @@ def submission_for(request: TrainRequest, site: str | None = None, all_sites: bo
                       cell_first_line=request.cell_first_line)
 
 
-def collect(gateway: Any, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,
+def collect(gateway: Gateway, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,
             after: int = 0) -> TrainResult:
     """Follow a job's events to its end, then fetch and verify its outputs. Works for a job
     submitted by this kernel, another kernel, or before a restart (``%rapha_attach``)."""

@@ -8,6 +8,9 @@
   imports it, and only the sandbox launcher names it, as the module the job process runs;
 - the wire (edge_kernel.wire) imports only the protocol, stdlib and numpy, and every user
   of the wire takes it from there (the broker included), so both ends read one definition;
+- jupyter_rapha.extension is server-process code: only the package's entry point (which
+  Jupyter calls to find the extension) imports it; the kernel, ``rapha run`` and the routing
+  proxy they share never load it;
 - the host side (all of edge_kernel but inside/) never imports torch: regopy loaded before
   torch aborts the process (docs/internals.md), and the edge parses weights itself. The one
   exception is the disclosure check process (``release/check_main``), a process of its own
@@ -48,6 +51,8 @@ WIRE_LIBRARIES = ("numpy",)
 # The one place host-side code may name the inside: the command line the job process runs.
 LAUNCHER = Path("edge_kernel/sandbox/runner.py")
 JOB_MODULE = "edge_kernel.inside.job_main"
+EXTENSION = "jupyter_rapha.extension"
+ENTRY_POINT = Path("jupyter_rapha/__init__.py")  # _jupyter_server_extension_points
 
 
 # --- reading imports ---------------------------------------------------------------------
@@ -196,10 +201,6 @@ def wire_taken_elsewhere(root: Path) -> list[tuple[str, int, str]]:
     return found
 
 
-def module_name(path: Path, root: Path) -> str:
-    return ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-
-
 def host_side_torch(root: Path) -> list[tuple[str, int, str]]:
     return [(str(path.relative_to(root)), line, name)
             for path in modules("edge_kernel", root) if "inside" not in path.relative_to(root).parts
@@ -219,6 +220,13 @@ def check_process_breaches(root: Path) -> list[tuple[str, int, str]]:
                     not own and within(imported, *CHECK_PROCESS)):
                 found.append((str(path.relative_to(root)), line, imported))
     return found
+
+
+def imports_of_the_extension(root: Path) -> list[tuple[str, int, str]]:
+    return [(str(path.relative_to(root)), line, name)
+            for path in modules("jupyter_rapha", root)
+            if path.relative_to(root).parts[:2] != ("jupyter_rapha", "extension") and path != root / ENTRY_POINT
+            for line, name in imports(path, root) if within(name, EXTENSION)]
 
 
 # --- the module graph and its circles ------------------------------------------------------
@@ -351,6 +359,11 @@ def test_check_process_breaches_are_caught(tmp_path):
         ("edge_kernel/release/membership.py", 2, "edge_kernel.gates.policy")]
 
 
+def test_only_the_entry_point_imports_the_server_extension():
+    assert imports_of_the_extension(ROOT) == []
+    assert any(within(name, EXTENSION) for _, name in imports(ROOT / ENTRY_POINT))
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_circle(package):
     graph = module_graph(ROOT, (package,))
@@ -402,6 +415,13 @@ def test_a_second_copy_or_a_re_export_of_the_wire_is_caught(tmp_path):
         "edge_kernel/data/broker.py": "from ..sandbox.channel import Channel\nfrom ..wire.channel import SHM_ALIGN\n",
     })
     assert wire_taken_elsewhere(root) == [("edge_kernel/data/broker.py", 1, "edge_kernel.sandbox.channel.Channel")]
+
+
+def test_kernel_code_importing_the_server_extension_is_caught(tmp_path):
+    root = _tree(tmp_path, {"jupyter_rapha/__init__.py": "def f():\n    from .extension import points\n",
+                            "jupyter_rapha/extension/app.py": "from .handlers import handlers\n",
+                            "jupyter_rapha/magic.py": "def f():\n    from .extension.app import RaphaExtension\n"})
+    assert imports_of_the_extension(root) == [("jupyter_rapha/magic.py", 2, "jupyter_rapha.extension.app.RaphaExtension")]
 
 
 def test_host_side_torch_is_caught(tmp_path):

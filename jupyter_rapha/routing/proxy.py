@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
 from ..protocol.contract import TERMINAL_STATES as FINAL_STATES, JobState
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
+from ..gateway import Gateway
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
 from .submission import Submission
@@ -40,7 +41,7 @@ def parse_sites(entries: list[Any]) -> list[Site]:
     return sites
 
 
-class EdgeProxy:
+class EdgeProxy(Gateway):
     def __init__(self, sites: list[Site], key: PrivateKey, client_class: type[EdgeClient] = EdgeClient,
                  timeout: float = 30, routing: str = "ask", catalog_ttl: float = 30) -> None:
         if routing not in ROUTING_CHOICES:

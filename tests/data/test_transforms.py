@@ -13,7 +13,7 @@ from edge_kernel.cli import main as edge_cli
 from edge_kernel.config_files import ConfigFault
 from edge_kernel.data.registry import DatasetRegistry, parse_dataset
 from edge_kernel.data.transforms import parse_transforms, receipt_entry
-from edge_kernel.receipts import dataset_entry
+from edge_kernel.release.receipts import dataset_entry
 from jupyter_rapha.protocol.canonical import canonical_json
 from jupyter_rapha.protocol.errors import BadInput
 from jupyter_rapha.protocol.keys import PrivateKey

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from edge_kernel.gates.pipeline import GateContext, GateResult, run_gates
-from edge_kernel.receipts import gate_entries
+from edge_kernel.release.receipts import gate_entries
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 from tests.protocol.test_jobspec import spec_dict
 

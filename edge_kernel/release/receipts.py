@@ -13,7 +13,7 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import PREDICATE_VERSION, metrics_digest, sha256_hex, sign_receipt
 
-from .gates.pipeline import GATE_ORDER, GateResult
+from ..gates.pipeline import GATE_ORDER, GateResult
 
 
 def settlement(price_per_record: str, records_used: int, currency: str) -> dict[str, Any]:
