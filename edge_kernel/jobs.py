@@ -315,7 +315,7 @@ class JobManager:
         # Held, not released (S5): the outputs wait edge-side for the disclosure checks and
         # the release decision. The job's status keeps the gates before release: even the
         # release gate's evidence digest is over tensor counts and metric names.
-        self.held.hold(job_id, Held(run.weights, metrics, predicate), receipts.gate_entries(results),
+        self.held.hold(job_id, Held(run.weights, metrics, predicate, run.program), receipts.gate_entries(results),
                        self._progress(job_id, run.meter))
         self.held.check_and_decide(job_id)
 
