@@ -34,6 +34,7 @@ from .audit import AuditLog, utc_now
 from .gates.obligations import Limits, enforceable
 from .data.cohort import CohortSizes
 from .data.provenance import save_provenance
+from .data.reload import reading_digest
 from .data.registry import Dataset, DatasetRegistry
 from .gates.pipeline import Gate, GateContext, GateResult, run_gates
 from .health import StorageHealth, os_error_problem
@@ -275,7 +276,8 @@ class JobManager:
         with self._wan_severed(job_id):
             run = self.runner.run(spec, ctx.limits, self._cancels.get(job_id), self._progress_callback(job_id))
         # per-patient provenance: the sorted pseudonyms stay edge-side, never released
-        save_provenance(self.settings.jobs_dir / job_id, run.meter)
+        save_provenance(self.settings.jobs_dir / job_id, run.meter,
+                        reading_digest(self.datasets.get(spec.dataset), spec.fields))
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
