@@ -34,6 +34,7 @@ from .audit import AuditLog, utc_now
 from .gates.obligations import Limits, enforceable
 from .data.cohort import CohortSizes
 from .data.provenance import save_provenance
+from .data.reload import reading_digest
 from .data.registry import Dataset, DatasetRegistry
 from .gates.pipeline import Gate, GateContext, GateResult, run_gates
 from .health import StorageHealth, os_error_problem
@@ -277,7 +278,8 @@ class JobManager:
         with self._wan_severed(job_id):
             run = self.runner.run(spec, ctx.limits, self._cancels.get(job_id), self._progress_callback(job_id))
         # per-patient provenance: the sorted pseudonyms stay edge-side, never released
-        save_provenance(self.settings.jobs_dir / job_id, run.meter)
+        save_provenance(self.settings.jobs_dir / job_id, run.meter,
+                        reading_digest(self.datasets.get(spec.dataset), spec.fields))
         self.audit.append("job.ran", job_id=job_id,
                           detail={"status": run.status, "records_used": run.meter.records_used,
                                   "records_root": run.meter.records_root_hex})
@@ -317,7 +319,7 @@ class JobManager:
         # Held, not released (S5): the outputs wait edge-side for the disclosure checks and
         # the release decision. The job's status keeps the gates before release: even the
         # release gate's evidence digest is over tensor counts and metric names.
-        self.held.hold(job_id, Held(run.weights, metrics, predicate), receipts.gate_entries(results),
+        self.held.hold(job_id, Held(run.weights, metrics, predicate, run.program), receipts.gate_entries(results),
                        self._progress(job_id, run.meter))
         self.held.check_and_decide(job_id)
 

@@ -32,8 +32,10 @@ from .pseudonym import patient_pseudonym
 PROVENANCE_FILE = "provenance.sqlite"
 
 
-def save_provenance(job_dir: Path, meter: Any) -> Path:
-    """Write the job's leaves and known records atomically; returns the file."""
+def save_provenance(job_dir: Path, meter: Any, reading: str = "") -> Path:
+    """Write the job's leaves and known records atomically; returns the file. ``reading``:
+    the digest of how the job's records were read (``reload.reading_digest``), so that a
+    reload for the disclosure checks can tell when the dataset's definition changed."""
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / PROVENANCE_FILE
     tmp = path.with_suffix(".tmp")
@@ -43,6 +45,8 @@ def save_provenance(job_dir: Path, meter: Any) -> Path:
         db.execute("CREATE TABLE records (patient BLOB, pseudonym BLOB, status TEXT)")
         db.execute("CREATE INDEX records_patient ON records (patient)")
         db.execute("CREATE TABLE held_back (pseudonym BLOB PRIMARY KEY) WITHOUT ROWID")
+        db.execute("CREATE TABLE reading (digest TEXT)")
+        db.execute("INSERT INTO reading VALUES (?)", (reading,))
         db.executemany("INSERT INTO leaves VALUES (?)", ((bytes.fromhex(p),) for p in meter.pseudonyms_hex))
         db.executemany("INSERT INTO held_back VALUES (?)",
                        ((bytes.fromhex(p),) for p in meter.held_back_hex))
@@ -61,6 +65,7 @@ class RecordSets:
 
     used: tuple[bytes, ...]
     held_back: tuple[bytes, ...]
+    reading: str = ""  # how the records were read for the job; "" when not kept
 
 
 def record_sets(job_dir: Path) -> RecordSets:
@@ -71,8 +76,9 @@ def record_sets(job_dir: Path) -> RecordSets:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         used = tuple(row[0] for row in db.execute("SELECT pseudonym FROM leaves ORDER BY pseudonym"))
         held_back = tuple(row[0] for row in db.execute("SELECT pseudonym FROM held_back ORDER BY pseudonym"))
+        reading = db.execute("SELECT digest FROM reading").fetchone()
     db.close()
-    return RecordSets(used, held_back)
+    return RecordSets(used, held_back, reading[0] if reading else "")
 
 
 def signed_records_root(receipt: dict[str, Any], edge_key: PublicKey) -> str:

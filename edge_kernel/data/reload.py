@@ -18,8 +18,10 @@ leave the edge.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -37,11 +39,18 @@ MIN_KEY_BYTES = 32
 
 
 def reload_records(dataset: Dataset, pseudonyms: Sequence[bytes], spec: JobSpec,
-                   settings: Settings) -> list[dict[str, np.ndarray]]:
+                   settings: Settings, *, reading: str = "") -> list[dict[str, np.ndarray]]:
     """The records named by ``pseudonyms`` (in that order), each a dict of the job's
-    granted fields as numpy arrays (labels as 0-d arrays), as the job's batches held them."""
+    granted fields as numpy arrays (labels as 0-d arrays), as the job's batches held them.
+
+    ``reading``: the job's ``reading_digest``, kept in its provenance; when given, a
+    dataset whose definition changed since (other transforms, label tags, source) is a
+    fault: its records would not be the ones the job saw."""
     if spec.dataset != dataset.name:
         raise BadInput("the job ran on another dataset than the one given to reload from")
+    if reading and reading != reading_digest(dataset, spec.fields):
+        raise SourceFault("the dataset's definition changed since the job ran",
+                          hint="its records read now are not the job's; the release cannot be checked")
     source = open_source(dataset, DatasetRegistry(settings.config_dir).resolve(dataset), list(spec.fields),
                          read_pseudonym_key(settings.keys_dir))
     return reload_from(source, pseudonyms)
@@ -54,6 +63,20 @@ def reload_from(source: Source, pseudonyms: Sequence[bytes]) -> list[dict[str, n
     records = [source.load(ref) for ref in refs]
     columns = granted_columns(layout, records)
     return [{name: np.asarray(columns[name][i]) for name in layout} for i in range(len(records))]
+
+
+def reading_digest(dataset: Dataset, fields: Sequence[str]) -> str:
+    """SHA-256 over what decides how the granted fields of a record are read: the source,
+    its location and options, each granted field's dtype, shape, kind and transforms, and
+    the label and feature mappings behind them. Not the price, budget or description."""
+    granted = sorted(fields)
+    schema = dataset.schema()
+    reading: dict[str, Any] = {
+        "source": dataset.source, "location": dataset.location, "options": dataset.options,
+        "fields": {name: schema.get(name) for name in granted},
+        "labels": {name: dataset.labels.get(name) for name in granted},
+        "features": {name: dataset.features.get(name) for name in granted}}
+    return hashlib.sha256(json.dumps(reading, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def read_pseudonym_key(keys_dir: Path) -> bytes:

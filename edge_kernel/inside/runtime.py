@@ -275,9 +275,13 @@ def export_model(model: torch.nn.Module, schema: dict[str, Any]) -> Any:
     was_training = model.training
     model.eval()
     try:
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic)
+        program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
     finally:
         model.train(was_training)
+    if device.type != "cpu":
+        # the check evaluates on the CPU: a program with CUDA weights would not run there
+        program = torch.export.passes.move_to_device_pass(program, "cpu")
+    return program
 
 
 def same_weights(program_state: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> bool:

@@ -87,9 +87,8 @@ class CheckProcess:
         (workdir / "weights.safetensors").write_bytes(held.weights)
         (workdir / "metrics.json").write_text(json.dumps(held.metrics), "utf-8")
         (workdir / "schema.json").write_text(json.dumps(schema), "utf-8")
-        program = workdir.parent / "held" / "program.pt2"
-        if program.is_file():
-            shutil.copyfile(program, workdir / "program.pt2")
+        if held.program is not None:
+            (workdir / "program.pt2").write_bytes(held.program)
         write_records(workdir / "used.npz", used)
         write_records(workdir / "held_back.npz", held_back)
         if not self.settings.sandbox.unsafe_no_airgap:

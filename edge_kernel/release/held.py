@@ -27,6 +27,7 @@ HELD_FILES = ("weights.safetensors", "metrics.json", "predicate.json")
 CHECKS_FILE = "checks.json"
 DECISION_FILE = "decision.json"
 REVIEWS_FILE = "reviews.json"
+PROGRAM_FILE = "program.pt2"  # where check_runner takes it from
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Held:
     weights: bytes
     metrics: dict[str, Any]
     predicate: dict[str, Any]
+    # the exported program (rapha.save) for the membership check, never released; None
+    # when the model could not be exported
+    program: bytes | None = None
 
 
 def held_dir(jobs_dir: Path, job_id: str) -> Path:
@@ -50,6 +54,8 @@ def write_held(target: Path, held: Held) -> None:
     write_synced(staging / "weights.safetensors", held.weights)
     write_synced(staging / "metrics.json", json.dumps(held.metrics).encode())
     write_synced(staging / "predicate.json", json.dumps(held.predicate).encode())
+    if held.program is not None:
+        write_synced(staging / PROGRAM_FILE, held.program)
     sync_dir(staging)
     if target.exists():  # written again after a crash between write and transition: replaced whole
         shutil.rmtree(target)
@@ -64,7 +70,8 @@ def read_held(target: Path) -> Held | None:
     try:
         return Held(weights=(target / "weights.safetensors").read_bytes(),
                     metrics=json.loads((target / "metrics.json").read_bytes()),
-                    predicate=json.loads((target / "predicate.json").read_bytes()))
+                    predicate=json.loads((target / "predicate.json").read_bytes()),
+                    program=(target / PROGRAM_FILE).read_bytes() if (target / PROGRAM_FILE).is_file() else None)
     except ValueError as exc:  # written whole and synced: a bad file is damage, never "no outputs"
         raise StorageFault("a held job's files are damaged") from exc
 

@@ -28,7 +28,7 @@ class DatasetRecords:
         spec = parse_jobspec(job.spec)
         dataset = self.datasets.get(spec.dataset)
         sets = record_sets(self.settings.jobs_dir / job.job_id)
-        used = reload_records(dataset, sets.used, spec, self.settings)
-        held_back = reload_records(dataset, sets.held_back, spec, self.settings)
+        used = reload_records(dataset, sets.used, spec, self.settings, reading=sets.reading)
+        held_back = reload_records(dataset, sets.held_back, spec, self.settings, reading=sets.reading)
         schema = {name: field for name, field in dataset.schema().items() if name in spec.fields}
         return used, held_back, schema

@@ -10,7 +10,8 @@ import pytest
 
 from edge_kernel.data.broker import Broker
 from edge_kernel.data.dicom_folder import DicomFolderSource
-from edge_kernel.data.reload import PSEUDONYM_KEY_FILE, reload_records
+from edge_kernel.data.provenance import record_sets, save_provenance
+from edge_kernel.data.reload import PSEUDONYM_KEY_FILE, reading_digest, reload_records
 from edge_kernel.data.source import SourceFault
 from edge_kernel.data.synth import make_synthetic_dataset, synthetic_dataset_entry
 from edge_kernel.data.transforms import parse_transforms
@@ -136,3 +137,25 @@ def test_without_the_pseudonym_key_nothing_is_read(demo_folder, tmp_path):
     (tmp_path / "keys" / PSEUDONYM_KEY_FILE).write_text("abcd")
     with pytest.raises(StorageFault):
         reload_records(entry, [], spec, Settings(config_dir=tmp_path, edge_id="test-edge"))
+
+
+def test_a_dataset_whose_definition_changed_since_the_job_is_a_fault(demo_folder, edge_settings):
+    entry = synthetic_dataset_entry("synthetic-cxr", str(demo_folder))
+    _, used, seen = _job(entry)
+    spec = dataclasses.replace(make_spec("pass"), dataset="synthetic-cxr")
+    reading = reading_digest(entry, spec.fields)
+    _assert_same(reload_records(entry, used, spec, edge_settings, reading=reading), seen)
+    steps = parse_transforms([{"op": "intensity", "clip": [0, 1500], "scale_to": [0, 1]}], "synthetic-cxr.image")
+    retransformed = synthetic_dataset_entry("synthetic-cxr", str(demo_folder), transforms=steps)
+    with pytest.raises(SourceFault, match="definition changed"):
+        reload_records(retransformed, used, spec, edge_settings, reading=reading)
+    repriced = dataclasses.replace(entry, price_per_record="9", description="new words")
+    assert reading_digest(repriced, spec.fields) == reading  # what does not change a record, does not count
+    assert reading_digest(entry, ("image",)) != reading
+
+
+def test_the_reading_is_kept_with_the_record_sets(demo_folder, tmp_path):
+    entry = synthetic_dataset_entry("synthetic-cxr", str(demo_folder))
+    broker, _, _ = _job(entry)
+    save_provenance(tmp_path, broker.summary(), reading_digest(entry, ("image", "finding")))
+    assert record_sets(tmp_path).reading == reading_digest(entry, ("finding", "image"))

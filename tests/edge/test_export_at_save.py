@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from safetensors.torch import load, load_file
 
@@ -76,6 +77,18 @@ def test_a_state_dict_or_a_schema_without_features_gives_no_program(tmp_path):
     labels_only = Rapha(None, {}, {"finding": SCHEMA["finding"]}, tmp_path / "other")  # type: ignore[arg-type]
     labels_only.save(Classifier())
     assert not (tmp_path / "other" / PROGRAM_FILE).exists()
+
+
+@pytest.mark.needs_gpu
+def test_a_model_trained_on_the_gpu_is_exported_as_a_cpu_program(tmp_path):
+    model = Classifier().cuda()
+    _rapha(tmp_path).save(model)
+    program = torch.export.load(str(tmp_path / "out" / PROGRAM_FILE))
+    assert {tensor.device.type for tensor in program.state_dict.values()} == {"cpu"}
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(images.cuda()).cpu()
+        assert torch.allclose(program.module()(images), expected, atol=1e-4)
 
 
 def test_a_later_save_never_leaves_an_earlier_program_behind(tmp_path):
