@@ -255,3 +255,23 @@ def test_a_reject_refuses_and_its_reason_reaches_the_researcher(site, capsys):
         site.client().weights(job_id)
     code, _, err = site.decide(capsys, "approve", job_id, "ada")
     assert code == 1 and "refused, not held" in err
+
+
+@pytest.mark.slow
+def test_the_admin_socket_answers_bad_requests_with_what_to_fix(site):
+    from edge_kernel.admin import AdminClient
+    from jupyter_rapha.protocol.errors import RaphaError
+
+    client = AdminClient(load_settings(site.root).state_dir, timeout=30)
+    route = f"/admin/v1/release/{'ab' * 16}/decision"
+    for body, words in ((b"not json", "decision request is not JSON"), (b"[" * 5_000 + b"]" * 5_000, "nested deeper"),
+                        (json.dumps({"checker": "ada"}).encode(), '{"checker": NAME, "statement"'),
+                        (json.dumps({"checker": "ada", "statement": []}).encode(), "no job"),
+                        (b"x" * 100_000, "larger than")):
+        with pytest.raises(RaphaError, match=words):
+            client._call("POST", route, body)
+    for path, words in (("/admin/v1/nothing", "no admin route"), ("/admin/v1/release/ZZZZZZZZ", "not a job id"),
+                        ("/v1/jobs", "no admin route")):  # researcher routes are not on the admin socket
+        with pytest.raises(RaphaError, match=words):
+            client.get(path)
+    assert client.get("/admin/v1/release")["jobs"] == []
