@@ -296,3 +296,12 @@ def test_the_admin_socket_answers_bad_requests_with_what_to_fix(site):
         with pytest.raises(RaphaError, match=words):
             client.get(path)
     assert client.get("/admin/v1/release")["jobs"] == []
+
+
+@pytest.mark.slow
+def test_a_checker_only_key_signs_no_researcher_request(site):
+    from jupyter_rapha.protocol.errors import AuthError
+
+    with pytest.raises(AuthError, match="registered as an output checker only"):
+        EdgeClient(site.edge.url, site.keys["ada"]).jobs()
+    assert EdgeClient(site.edge.url, site.keys["alice"]).jobs() is not None  # researcher and checker: both
