@@ -59,6 +59,27 @@ def test_other_roles_are_the_policys_and_pass(config):
                      "--role", "auditor", "--config", str(config)]) == 0
 
 
+def test_status_says_when_a_datasets_release_mode_lacks_checkers(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert edge_cli(["init", str(root), "--demo"]) == 0
+    data_path = root / "policies" / "data.json"
+    data = json.loads(data_path.read_text())
+    data["hospital"]["release"]["datasets"]["synthetic-cxr"] = {"mode": "two_person"}
+    data_path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--config", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "release: modes synthetic-cxr two_person" in out and "output checkers: none" in out
+    assert "synthetic-cxr: release mode two_person needs 2 output checker(s), 0 registered" in out
+    for name in ("ada", "ben"):
+        assert edge_cli(["researchers", "add", name, PrivateKey.generate().public.to_text(), "--role",
+                         "output-checker", "--config", str(root)]) == 0
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--json", "--config", str(root)]) == 0
+    release = json.loads(capsys.readouterr().out)["release"]
+    assert release == {"checkers": ["ada", "ben"], "modes": {"synthetic-cxr": "two_person"}, "problems": []}
+
+
 @pytest.fixture
 def checker_key(tmp_path: Path) -> Path:
     path = tmp_path / "ada.pem"
