@@ -162,6 +162,7 @@ class Site:
             key = self.keys.setdefault(name, PrivateKey.generate())
             self.key_files[name] = root.parent / f"{name}.pem"
             self.key_files[name].write_bytes(key.to_pem())
+            self.key_files[name].chmod(0o644 if name == "ada" else 0o600)  # ada's is readable by all: warned
             if roles:
                 assert edge_cli(["researchers", "add", name, key.public.to_text(), *[f"--role={r}" for r in roles],
                                  "--config", str(root)]) == 0
@@ -252,8 +253,14 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     assert site.client().status(job_id)["state"] == "held"
     assert "release.review" not in site.audit_events(job_id)
 
-    code, out, _ = site.decide(capsys, "approve", job_id[:12], "ada")
+    code, _, err = site.release(capsys, "approve", job_id, "--as", "ada", "--key", str(site.key_files["ada"]),
+                                "--reason", "fine", "--outputs", "0" * 12)
+    assert code == 1 and "not the 000000000000 given with --outputs; nothing was signed" in err
+    shown = json.loads(site.release(capsys, "show", job_id, "--json")[1])["subject"]["outputs_sha256"]
+    code, out, err = site.release(capsys, "approve", job_id[:12], "--as", "ada", "--key",
+                                  str(site.key_files["ada"]), "--reason", "aggregate model", "--outputs", shown[:16])
     assert code == 0 and "released to the researcher" in out
+    assert "can be read by other users (mode 644)" in err
     assert site.client().status(job_id)["state"] == "completed"
     assert [r["checker_key_id"] for r in reviews_in_receipt(site, job_id)] == [site.keys["ada"].key_id]
     events = site.audit_events(job_id)
@@ -278,8 +285,8 @@ def test_two_person_needs_two_distinct_checkers_and_a_restart_keeps_both(site, c
     code, out, _ = site.release(capsys, "show", job_id)
     assert "approve by ada" in out and "1 of 2 approvals" in out
 
-    code, out, _ = site.decide(capsys, "approve", job_id, "ben")
-    assert code == 0 and "released" in out
+    code, out, err = site.decide(capsys, "approve", job_id, "ben")
+    assert code == 0 and "released" in out and "warning" not in err
     assert {r["checker_key_id"] for r in reviews_in_receipt(site, job_id)} == {site.keys["ada"].key_id,
                                                                                site.keys["ben"].key_id}
     assert edge_cli(["audit", "verify", "--config", str(site.root)]) == 0
