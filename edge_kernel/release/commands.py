@@ -180,5 +180,6 @@ def add_release_commands(sub: Any, command: Any) -> None:
                        help="the outputs digest 'release show' printed (or its start): refuse if the job holds "
                             "other outputs")
         p.add_argument("--reason", required=True,
-                       help="why the outputs may (or may not) leave; in the audit log and the receipt"
-                            + ("; the researcher reads it" if decision == "reject" else ""))
+                       help="why the outputs may (or may not) leave; kept in the audit log and read by the "
+                            "researcher (" + ("with the refusal" if decision == "reject" else "in the receipt")
+                            + "): write no patient or record data")
