@@ -37,7 +37,7 @@ from jupyter_rapha.protocol.errors import BadInput, Fault, NotFound, RaphaError,
 from jupyter_rapha.protocol.review import MAX_STATEMENT_BYTES
 
 from .release.desk import ReleaseDesk
-from .service import BaseHandler, api
+from .service import DRAIN_BODY_BYTES, BaseHandler, api
 
 ADMIN_SOCKET = "admin.sock"
 ADMIN_TIMEOUT_SECONDS = 120.0  # a release waits for its anchor (chain.release_wait_seconds)
@@ -102,6 +102,14 @@ class DecisionHandler(AdminHandler):
         self.write_json(answer)
 
 
+class UnknownAdminRoute(AdminHandler):
+    @api
+    def unknown(self, *args: str) -> None:
+        raise NotFound(f"no admin route {self.request.method} {self.request.path[:128]}")
+
+    get = post = put = patch = delete = options = unknown
+
+
 def make_admin_app(desk: ReleaseDesk) -> tornado.web.Application:
     args = {"desk": desk}
     job = r"([0-9a-zA-Z]{1,64})"  # checked by the desk, which says what a job id looks like
@@ -109,7 +117,7 @@ def make_admin_app(desk: ReleaseDesk) -> tornado.web.Application:
         (r"/admin/v1/release", HeldListHandler, args),
         (rf"/admin/v1/release/{job}", HeldJobHandler, args),
         (rf"/admin/v1/release/{job}/decision", DecisionHandler, args),
-    ], compress_response=False)
+    ], compress_response=False, default_handler_class=UnknownAdminRoute, default_handler_args=args)
 
 
 class AdminServer:
@@ -119,7 +127,7 @@ class AdminServer:
         from tornado.httpserver import HTTPServer
 
         self.path = path
-        self.server = HTTPServer(make_admin_app(desk), max_body_size=4 * MAX_STATEMENT_BYTES)
+        self.server = HTTPServer(make_admin_app(desk), max_body_size=DRAIN_BODY_BYTES)
         self.server.add_socket(bind_admin_socket(path))
 
     def stop(self) -> None:

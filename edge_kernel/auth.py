@@ -18,11 +18,11 @@ import sqlite3
 import threading
 import time
 
-from jupyter_rapha.protocol.errors import Replayed, StorageUnavailable
+from jupyter_rapha.protocol.errors import AuthError, Replayed, StorageUnavailable
 from jupyter_rapha.protocol.request import MAX_SKEW_SECONDS, parse_authorization, verify_request
 
 from .db import Database
-from .researchers import Researcher, ResearcherRegistry
+from .researchers import OUTPUT_CHECKER, Researcher, ResearcherRegistry
 
 READ_ONLY_METHODS = ("GET", "HEAD")
 MAX_HELD_NONCES = 100_000  # reads answered from memory during an outage; then 503
@@ -42,6 +42,12 @@ class Authenticator:
         auth = parse_authorization(header)
         researcher = self.researchers.by_key_id(auth.key_id)
         verify_request(auth, researcher.key, method, path, body, now, self.max_skew)
+        if set(researcher.roles) == {OUTPUT_CHECKER}:
+            # Separation of duties: a checker's key signs release decisions on the edge
+            # machine; it neither submits jobs nor reads anyone's, also if it leaks.
+            raise AuthError("this key is registered as an output checker only: it signs release decisions "
+                            "('rapha-edge release'), not researcher requests",
+                            hint="register a separate researcher key, or add --role researcher to this entry")
         try:
             self._spend_nonce(auth.nonce, auth.key_id, now)
         except StorageUnavailable:

@@ -99,6 +99,8 @@ def next_steps(root: Path, demo: bool) -> str:
         f"rapha-edge synth {root}/data/cxr --n 200      (or use a real DICOM folder, PACS, FHIR export or CSV)",
         f"rapha-edge datasets add cxr --path data/cxr --schema examples/schema-cxr.json --price 0.05 {config}"]
     steps += [f"rapha-edge researchers add NAME 'ed25519:...' {config}   (the line from the researcher's 'rapha keygen')",
+              f"rapha-edge researchers add NAME 'ed25519:...' --role output-checker {config}   (hospital staff who "
+              "release held outputs: datasets whose release mode is review or two_person wait for them)",
               f"grant the dataset to them in {root}/policies/data.json (hospital.datasets.NAME)",
               f"rapha-edge serve {config}",
               f"rapha-edge status {config}   (the URL and public key to hand the researcher)"]

@@ -40,6 +40,7 @@ def edge_status(config_dir: str | Path, *, probe: bool = True) -> dict[str, Any]
         "unsafe": unsafe_settings(settings), "demo": settings.demo,
     }
     status["datasets"], status["policy"] = _datasets(settings)
+    status["release"] = release_readiness(settings, [d["name"] for d in status["datasets"]])
     status["running"] = probe_running(settings, public_key.to_text()) if probe else None
     return status
 
@@ -120,6 +121,32 @@ def _datasets(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return datasets, policy
 
 
+def release_readiness(settings: Settings, datasets: list[str]) -> dict[str, Any]:
+    """Each dataset's release mode and whether enough output checkers are registered for
+    it: a job held for review waits, unseen, until they are."""
+    from jupyter_rapha.protocol.policy import DATA_FILE
+
+    from .release.review import APPROVALS_NEEDED
+    from .researchers import ResearcherRegistry
+
+    checkers = [r.name for r in ResearcherRegistry(settings.config_dir).output_checkers()]
+    try:
+        release = json.loads((settings.policies_dir / DATA_FILE).read_text("utf-8"))["hospital"].get("release", {})
+        modes = {name: release.get("datasets", {}).get(name, {}).get("mode", release.get("default_mode"))
+                 for name in datasets}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"checkers": checkers, "modes": {}, "problems": []}  # the policy's own problem is reported above
+    problems = []
+    for name, mode in sorted(modes.items()):
+        if mode not in APPROVALS_NEEDED:
+            problems.append(f"{name}: release mode {mode!r} is not auto, review or two_person: every job's "
+                            "release is refused")
+        elif mode != "auto" and len(checkers) < APPROVALS_NEEDED[mode]:
+            problems.append(f"{name}: release mode {mode} needs {APPROVALS_NEEDED[mode]} output checker(s), "
+                            f"{len(checkers)} registered: its jobs stay held until they are")
+    return {"checkers": checkers, "modes": modes, "problems": problems}
+
+
 def probe_running(settings: Settings, public_key: str) -> dict[str, Any]:
     """``GET /v1/edge`` of the edge on this machine. TLS is not verified here (the
     certificate names the public host): the answer's public key is compared instead."""
@@ -151,6 +178,7 @@ def render(status: dict[str, Any]) -> str:
              f"    {status['jupyter_config']}"]
     lines += [f"  note: {note}" for note in status["notes"]]
     lines += ["datasets:"] + _render_datasets(status) + ["attestation:", _render_tee(status["tee"])]
+    lines += _render_release(status["release"])
     lines.append("unsafe settings in force: " + (", ".join(status["unsafe"]) or "none"))
     lines += _render_running(status["running"])
     return "\n".join(lines)
@@ -175,6 +203,14 @@ def _render_datasets(status: dict[str, Any]) -> list[str]:
     for name in policy["unregistered"]:
         lines.append(f"  {name}: granted in {policy['file']} but not registered (rapha-edge datasets add)")
     return lines
+
+
+def _render_release(release: dict[str, Any]) -> list[str]:
+    modes = ", ".join(f"{name} {mode}" for name, mode in sorted(release["modes"].items())) or "none"
+    checkers = ", ".join(release["checkers"]) or ("none: a job held for review waits until one is registered "
+                                                  "(rapha-edge researchers add NAME KEY --role output-checker)")
+    return ([f"release: modes {modes}", f"  output checkers: {checkers}"]
+            + [f"  PROBLEM: {problem}" for problem in release["problems"]])
 
 
 def _render_tee(tee: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def cmd_release_decide(args: argparse.Namespace) -> int:
     if subject["edge_key_id"] != edge_key_id:
         raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
                        f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
+    if args.outputs and not subject["outputs_sha256"].startswith(args.outputs.lower()):
+        raise BadInput(f"job {subject['job_id']} holds outputs {subject['outputs_sha256']}, not the {args.outputs} "
+                       "given with --outputs; nothing was signed", hint="run 'rapha-edge release show JOB' again")
     statement = sign_decision(key, DecisionSubject(edge_key_id, subject["job_id"], subject["outputs_sha256"]),
                               args.decision, reason, int(time.time()))
     answer = client.post(f"{ROUTE}/{subject['job_id']}/decision", {"checker": args.checker, "statement": statement})
@@ -63,6 +67,10 @@ def cmd_release_decide(args: argparse.Namespace) -> int:
 def read_checker_key(path: Path) -> PrivateKey:
     if not path.is_file():
         raise BadInput(f"--key {path}: no such file", hint="the checker's own private key, as 'rapha keygen' wrote it")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:  # whoever reads it can release outputs in the checker's name
+        print(f"rapha-edge: warning: --key {path} can be read by other users (mode {mode:o}); "
+              f"make it yours alone: chmod 600 {path}", file=sys.stderr)
     return PrivateKey.from_pem(path.read_bytes())
 
 
@@ -168,6 +176,10 @@ def add_release_commands(sub: Any, command: Any) -> None:
         p.add_argument("--as", dest="checker", required=True,
                        help="your name as registered with 'rapha-edge researchers add NAME KEY --role output-checker'")
         p.add_argument("--key", required=True, help="your private key (PEM), the one whose public key is registered")
+        p.add_argument("--outputs", default="",
+                       help="the outputs digest 'release show' printed (or its start): refuse if the job holds "
+                            "other outputs")
         p.add_argument("--reason", required=True,
-                       help="why the outputs may (or may not) leave; in the audit log and the receipt"
-                            + ("; the researcher reads it" if decision == "reject" else ""))
+                       help="why the outputs may (or may not) leave; kept in the audit log and read by the "
+                            "researcher (" + ("with the refusal" if decision == "reject" else "in the receipt")
+                            + "): write no patient or record data")

@@ -34,7 +34,6 @@ from jupyter_rapha.protocol.review import DecisionSubject, ReviewDecision, Revie
 from ..audit import AuditLog
 from ..researchers import ResearcherRegistry
 from ..store import JOB_ID_LENGTH, JobRecord, JobStore
-from .review import OutputCheckerRule, registered_checkers
 
 _JOB_REF = re.compile(r"^[0-9a-f]{8,32}$")
 
@@ -62,7 +61,6 @@ class ReleaseDesk:
         """``held_outputs(job_id)``: the SHA-256 of the held weights and metrics files."""
         self.held, self.store, self.researchers, self.audit = held, store, researchers, audit
         self.edge_key, self.held_outputs, self.clock = edge_key, held_outputs, clock
-        self.rule = OutputCheckerRule(lambda: registered_checkers(researchers))
         self._lock = threading.Lock()  # one decision at a time: two checkers never race a count
 
     # ---- what a checker reads ---------------------------------------------------------

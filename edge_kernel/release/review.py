@@ -15,7 +15,9 @@ The rules, each against a way of getting outputs out unreviewed:
   approval by a checker since removed no longer counts, and the job stays held.
 - One checker counts once: a second decision by the same checker is refused, whatever it
   says, and the same signed statement again is refused as a replay.
-- Any reject refuses the release, however many approvals there are.
+- Any reject refuses the release, however many approvals there are, also one whose
+  checker has been removed since. A record of decisions that holds one about another job
+  is damaged, and refuses too.
 """
 
 from __future__ import annotations
@@ -121,17 +123,19 @@ def admit(vote: Vote, job_id: str, researcher_key_id: str, checkers: Sequence[Ch
 
 def review_outcome(release_mode: Any, job_id: str, researcher_key_id: str, checkers: Sequence[Checker],
                    votes: Sequence[Vote]) -> ReviewOutcome:
-    """Release once enough distinct checkers approved; refuse on any reject; else pending."""
+    """Release once enough distinct checkers approved; refuse on any reject; else pending.
+    ``votes`` are those kept for this job: one about another job is damage (StorageFault)."""
     needed = approvals_needed(release_mode)
-    approved, rejected, reasons = [], [], []
-    for vote, checker in _counted(job_id, researcher_key_id, checkers, votes):
-        if vote.approves:
-            approved.append(checker)
-        else:
-            rejected.append(checker)
-            reasons.append(vote.reason)
-    status = REFUSE if rejected else RELEASE if len(approved) >= needed else PENDING
-    return ReviewOutcome(status, needed, tuple(approved), tuple(rejected), tuple(reasons))
+    if any(vote.job_id != job_id for vote in votes):
+        raise StorageFault(f"job {job_id}'s output-checker decisions hold one about another job (damaged)")
+    approved = [checker for vote, checker in _counted(job_id, researcher_key_id, checkers, votes) if vote.approves]
+    # Every kept reject refuses, counted or not: it was admitted, and refused at once; it is
+    # read again only after a restart, when its checker may have been removed meanwhile.
+    rejects = [vote for vote in votes if not vote.approves]
+    index = _index(checkers)
+    rejected = tuple(index.get(v.checker_key_id, Checker("(no longer registered)", v.checker_key_id)) for v in rejects)
+    status = REFUSE if rejects else RELEASE if len(approved) >= needed else PENDING
+    return ReviewOutcome(status, needed, tuple(approved), rejected, tuple(v.reason for v in rejects))
 
 
 def _counted(job_id: str, researcher_key_id: str, checkers: Sequence[Checker],
@@ -141,8 +145,7 @@ def _counted(job_id: str, researcher_key_id: str, checkers: Sequence[Checker],
     counted, seen = [], set()
     for vote in votes:
         checker = index.get(vote.checker_key_id)
-        if (checker is None or vote.job_id != job_id or checker.key_id in seen
-                or checker.key_id == researcher_key_id):
+        if checker is None or checker.key_id in seen or checker.key_id == researcher_key_id:
             continue
         seen.add(checker.key_id)
         counted.append((vote, checker))

@@ -59,6 +59,27 @@ def test_other_roles_are_the_policys_and_pass(config):
                      "--role", "auditor", "--config", str(config)]) == 0
 
 
+def test_status_says_when_a_datasets_release_mode_lacks_checkers(tmp_path, capsys):
+    root = tmp_path / "demo"
+    assert edge_cli(["init", str(root), "--demo"]) == 0
+    data_path = root / "policies" / "data.json"
+    data = json.loads(data_path.read_text())
+    data["hospital"]["release"]["datasets"]["synthetic-cxr"] = {"mode": "two_person"}
+    data_path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--config", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "release: modes synthetic-cxr two_person" in out and "output checkers: none" in out
+    assert "synthetic-cxr: release mode two_person needs 2 output checker(s), 0 registered" in out
+    for name in ("ada", "ben"):
+        assert edge_cli(["researchers", "add", name, PrivateKey.generate().public.to_text(), "--role",
+                         "output-checker", "--config", str(root)]) == 0
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--json", "--config", str(root)]) == 0
+    release = json.loads(capsys.readouterr().out)["release"]
+    assert release == {"checkers": ["ada", "ben"], "modes": {"synthetic-cxr": "two_person"}, "problems": []}
+
+
 @pytest.fixture
 def checker_key(tmp_path: Path) -> Path:
     path = tmp_path / "ada.pem"
@@ -107,6 +128,27 @@ rapha.save(model)
 """
 
 
+# The disclosure checks answer fixed figures (under every threshold) inside the edge
+# process: these tests are about who may decide a held job, the checks themselves are
+# tested with their own modules. Everything else (hold, policy, decisions, release,
+# receipt) is the edge's own code.
+FIXED_CHECKS = """
+import edge_kernel.release.check_runner as _runner
+_FIGURES = {"checks": {
+    "record_copies": {"records_scanned": 8, "numbers_scanned": 2050, "records_matched": 0,
+                      "max_correlation": 0.12, "seconds": 0.1},
+    "membership": {"status": "checked", "auc": 0.51, "tpr_at_1pct_fpr": 0.01, "records_used": 8,
+                   "holdback_size": 4, "attack": "loss_threshold"},
+    "capacity": {"parameters": 2050, "records_used": 8, "parameters_per_record": 256.25}},
+    "holdback_size": 4}
+def _run(self, job, held, on_check):
+    for name, figures in _FIGURES["checks"].items():
+        on_check(name, figures)
+    return _FIGURES
+_runner.CheckProcess.run = _run
+"""
+
+
 class Site:
     """A demo edge with a researcher (alice, who also holds the checker role), two output
     checkers (ada, ben) and a registered non-checker (bob), restartable."""
@@ -120,16 +162,17 @@ class Site:
             key = self.keys.setdefault(name, PrivateKey.generate())
             self.key_files[name] = root.parent / f"{name}.pem"
             self.key_files[name].write_bytes(key.to_pem())
+            self.key_files[name].chmod(0o644 if name == "ada" else 0o600)  # ada's is readable by all: warned
             if roles:
                 assert edge_cli(["researchers", "add", name, key.public.to_text(), *[f"--role={r}" for r in roles],
                                  "--config", str(root)]) == 0
         assert edge_cli(["researchers", "add", "alice", self.keys["alice"].public.to_text(), "--role", "researcher",
                          "--role", "output-checker", "--replace", "--config", str(root)]) == 0
-        self.edge = start_edge(root)
+        self.edge = start_edge(root, preload=FIXED_CHECKS)
 
     def restart(self) -> None:
         self.edge.stop()
-        self.edge = start_edge(self.root)
+        self.edge = start_edge(self.root, preload=FIXED_CHECKS)
 
     def client(self) -> EdgeClient:
         return EdgeClient(self.edge.url, self.keys["alice"])
@@ -210,8 +253,14 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     assert site.client().status(job_id)["state"] == "held"
     assert "release.review" not in site.audit_events(job_id)
 
-    code, out, _ = site.decide(capsys, "approve", job_id[:12], "ada")
+    code, _, err = site.release(capsys, "approve", job_id, "--as", "ada", "--key", str(site.key_files["ada"]),
+                                "--reason", "fine", "--outputs", "0" * 12)
+    assert code == 1 and "not the 000000000000 given with --outputs; nothing was signed" in err
+    shown = json.loads(site.release(capsys, "show", job_id, "--json")[1])["subject"]["outputs_sha256"]
+    code, out, err = site.release(capsys, "approve", job_id[:12], "--as", "ada", "--key",
+                                  str(site.key_files["ada"]), "--reason", "aggregate model", "--outputs", shown[:16])
     assert code == 0 and "released to the researcher" in out
+    assert "can be read by other users (mode 644)" in err
     assert site.client().status(job_id)["state"] == "completed"
     assert [r["checker_key_id"] for r in reviews_in_receipt(site, job_id)] == [site.keys["ada"].key_id]
     events = site.audit_events(job_id)
@@ -236,8 +285,8 @@ def test_two_person_needs_two_distinct_checkers_and_a_restart_keeps_both(site, c
     code, out, _ = site.release(capsys, "show", job_id)
     assert "approve by ada" in out and "1 of 2 approvals" in out
 
-    code, out, _ = site.decide(capsys, "approve", job_id, "ben")
-    assert code == 0 and "released" in out
+    code, out, err = site.decide(capsys, "approve", job_id, "ben")
+    assert code == 0 and "released" in out and "warning" not in err
     assert {r["checker_key_id"] for r in reviews_in_receipt(site, job_id)} == {site.keys["ada"].key_id,
                                                                                site.keys["ben"].key_id}
     assert edge_cli(["audit", "verify", "--config", str(site.root)]) == 0
@@ -255,3 +304,32 @@ def test_a_reject_refuses_and_its_reason_reaches_the_researcher(site, capsys):
         site.client().weights(job_id)
     code, _, err = site.decide(capsys, "approve", job_id, "ada")
     assert code == 1 and "refused, not held" in err
+
+
+@pytest.mark.slow
+def test_the_admin_socket_answers_bad_requests_with_what_to_fix(site):
+    from edge_kernel.admin import AdminClient
+    from jupyter_rapha.protocol.errors import RaphaError
+
+    client = AdminClient(load_settings(site.root).state_dir, timeout=30)
+    route = f"/admin/v1/release/{'ab' * 16}/decision"
+    for body, words in ((b"not json", "decision request is not JSON"), (b"[" * 5_000 + b"]" * 5_000, "nested deeper"),
+                        (json.dumps({"checker": "ada"}).encode(), '{"checker": NAME, "statement"'),
+                        (json.dumps({"checker": "ada", "statement": []}).encode(), "no job"),
+                        (b"x" * 100_000, "larger than")):
+        with pytest.raises(RaphaError, match=words):
+            client._call("POST", route, body)
+    for path, words in (("/admin/v1/nothing", "no admin route"), ("/admin/v1/release/ZZZZZZZZ", "not a job id"),
+                        ("/v1/jobs", "no admin route")):  # researcher routes are not on the admin socket
+        with pytest.raises(RaphaError, match=words):
+            client.get(path)
+    assert client.get("/admin/v1/release")["jobs"] == []
+
+
+@pytest.mark.slow
+def test_a_checker_only_key_signs_no_researcher_request(site):
+    from jupyter_rapha.protocol.errors import AuthError
+
+    with pytest.raises(AuthError, match="registered as an output checker only"):
+        EdgeClient(site.edge.url, site.keys["ada"]).jobs()
+    assert EdgeClient(site.edge.url, site.keys["alice"]).jobs() is not None  # researcher and checker: both

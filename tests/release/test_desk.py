@@ -12,7 +12,7 @@ import pytest
 from edge_kernel.audit import AuditLog
 from edge_kernel.db import Database
 from edge_kernel.release.desk import ReleaseDesk, outputs_digest, outputs_summary
-from edge_kernel.release.review import OutputCheckerRule
+from edge_kernel.release.review import OutputCheckerRule, registered_checkers
 from edge_kernel.researchers import Researcher, ResearcherRegistry
 from edge_kernel.store import JobRecord
 from jupyter_rapha.protocol.errors import BadInput, BadSignature, Expired, NotFound, Replayed, UnknownKey
@@ -87,7 +87,7 @@ def desk(tmp_path: Path):
     store = FakeStore([record(HELD_ID, "held"), record(DONE_ID, "completed")])
     desk = ReleaseDesk(held=None, store=store, researchers=registry, audit=audit, edge_key=EDGE.public,
                        held_outputs=lambda job_id: OUTPUTS, clock=lambda: NOW)
-    desk.held = FakeHeld(store, audit, desk.rule, "two_person")
+    desk.held = FakeHeld(store, audit, OutputCheckerRule(lambda: registered_checkers(registry)), "two_person")
     yield desk
     db.close()
 

@@ -110,11 +110,19 @@ def test_a_removed_checkers_approval_no_longer_counts():
     assert review_outcome("review", JOB, ALICE, CHECKERS[1:], [approval]).status == PENDING
 
 
-def test_a_vote_about_another_job_is_refused_and_not_counted():
+def test_a_vote_about_another_job_is_refused_and_in_the_record_is_damage():
     other = vote("ada", subject=DecisionSubject("e" * 32, "d4" * 16, "5" * 64))
     with pytest.raises(ReviewRefused, match="is about job"):
         admit(other, JOB, ALICE, CHECKERS, [])
-    assert review_outcome("review", JOB, ALICE, CHECKERS, [other]).status == PENDING
+    with pytest.raises(StorageFault, match="about another job"):
+        review_outcome("review", JOB, ALICE, CHECKERS, [other, vote("ben")])
+
+
+def test_a_kept_reject_refuses_even_once_its_checker_is_removed():
+    # a crash between keeping a reject and acting on it; the checker removed before the restart
+    outcome = review_outcome("review", JOB, ALICE, CHECKERS[1:], [vote("ada", "reject", "copies"), vote("ben")])
+    assert outcome.status == REFUSE and outcome.reasons == ("copies",)
+    assert outcome.summary()["rejected_by"] == ["(no longer registered)"]
 
 
 @pytest.mark.parametrize("mode", ["", "Review", "two-person", "none", None, 2])
