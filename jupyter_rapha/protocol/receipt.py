@@ -251,8 +251,8 @@ def _check_disclosure(predicate: dict[str, Any], result: Verification) -> None:
     if section is None and minor_version(predicate["receipt_version"]) < DISCLOSURE_SINCE_MINOR:
         return
     problem = disclosure_problem(section)
-    if problem:
-        result.add("disclosure", False, problem)
+    if problem or not isinstance(section, dict):
+        result.add("disclosure", False, problem or "the receipt has no disclosure section")
         return
     result.add("disclosure", True, disclosure_summary(section))
 
