@@ -304,6 +304,8 @@ def test_a_reject_refuses_and_its_reason_reaches_the_researcher(site, capsys):
         site.client().weights(job_id)
     code, _, err = site.decide(capsys, "approve", job_id, "ada")
     assert code == 1 and "refused, not held" in err
+    code, out, _ = site.release(capsys, "show", job_id)
+    assert code == 0 and "(refused, not held)" in out and "reject by ben" in out
 
 
 @pytest.mark.slow
