@@ -242,7 +242,10 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     assert code == 0 and "released to the researcher" in out
     assert "can be read by other users (mode 644)" in err
     assert site.client().status(job_id)["state"] == "completed"
-    assert [r["checker_key_id"] for r in reviews_in_receipt(site, job_id)] == [site.keys["ada"].key_id]
+    (review,) = reviews_in_receipt(site, job_id)
+    assert review["checker_key_id"] == site.keys["ada"].key_id and review["decision"] == "approve"
+    assert review["reason"] == "aggregate model" and len(review["reason_sha256"]) == 64
+    assert abs(review["signed_at"] - time.time()) < 600 and len(review["statement_sha256"]) == 64
     events = site.audit_events(job_id)
     assert events.count("release.review_refused") == 4 and events.count("release.review") == 1
     assert events.index("release.review") < events.index("receipt.sign")
