@@ -80,6 +80,41 @@ def test_status_says_when_a_datasets_release_mode_lacks_checkers(tmp_path, capsy
     assert release == {"checkers": ["ada", "ben"], "modes": {"synthetic-cxr": "two_person"}, "problems": []}
 
 
+@pytest.mark.parametrize("depth", [1, 12])
+def test_the_admin_socket_binds_and_answers_also_under_a_long_config_path(tmp_path, depth):
+    # sockaddr_un holds 108 bytes: a deep config directory is reached through /proc/self/fd
+    import os
+    import socket
+    import stat
+    import threading
+
+    from edge_kernel.admin import _reachable, admin_socket_path, bind_admin_socket
+
+    state = tmp_path.joinpath(*(["a-rather-long-directory-name"] * depth))
+    state.mkdir(parents=True)
+    path = admin_socket_path(state)
+    assert (len(os.fsencode(path)) > 108) == (depth > 1)
+    server = bind_admin_socket(path)
+    server.setblocking(True)
+    try:
+        assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(16).upper())
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client, _reachable(path) as name:
+            client.connect(name)
+            client.sendall(b"ping")
+            assert client.recv(16) == b"PING"
+        thread.join(10)
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def checker_key(tmp_path: Path) -> Path:
     path = tmp_path / "ada.pem"
