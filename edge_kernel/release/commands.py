@@ -27,10 +27,11 @@ def cmd_release_list(args: argparse.Namespace) -> int:
     jobs = _client(args).get(ROUTE)["jobs"]
     if args.json:
         print(json.dumps(jobs, indent=2))
-    elif not jobs:
-        print("no job is held")
-    for job in [] if args.json else jobs:
+        return 0
+    for job in jobs:
         print(f"{job['job_id']}\t{job['dataset']}\t{_who(job)}\t{job['submitted']}\t{_waits_for(job)}")
+    if not jobs:
+        print("no job is held")
     return 0
 
 

@@ -251,6 +251,8 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     job_id = site.held_job("review")
     code, out, _ = site.release(capsys, "list")
     assert code == 0 and job_id in out and "held for review (0 of 1 approvals)" in out
+    listed = json.loads(site.release(capsys, "list", "--json")[1])
+    assert [(j["job_id"], j["researcher"], j["approvals_needed"]) for j in listed] == [(job_id, "alice", 1)]
     code, out, _ = site.release(capsys, "show", job_id[:10])
     assert code == 0 and "weights: 2 tensors, 2050 parameters" in out
     assert "record_copies: " in out and "records_matched=0" in out and "membership: " in out  # the real checks
