@@ -27,10 +27,11 @@ def cmd_release_list(args: argparse.Namespace) -> int:
     jobs = _client(args).get(ROUTE)["jobs"]
     if args.json:
         print(json.dumps(jobs, indent=2))
-    elif not jobs:
-        print("no job is held")
-    for job in [] if args.json else jobs:
+        return 0
+    for job in jobs:
         print(f"{job['job_id']}\t{job['dataset']}\t{_who(job)}\t{job['submitted']}\t{_waits_for(job)}")
+    if not jobs:
+        print("no job is held")
     return 0
 
 
@@ -50,7 +51,12 @@ def cmd_release_decide(args: argparse.Namespace) -> int:
     reason = check_reason(args.reason)
     edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
     client = _client(args)
-    subject = client.get(f"{ROUTE}/{args.job}")["subject"]
+    shown = client.get(f"{ROUTE}/{args.job}")
+    if shown["state"] != "held":
+        raise BadInput(f"job {shown['job_id']} is {shown['state']}, not held: its release was already decided"
+                       if shown["state"] in ("completed", "refused") else
+                       f"job {shown['job_id']} is {shown['state']}, not held: there is nothing to decide")
+    subject = shown["subject"]
     if subject["edge_key_id"] != edge_key_id:
         raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
                        f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
@@ -109,6 +115,8 @@ def _waits_for(job: dict[str, Any]) -> str:
 
 
 def render_detail(detail: dict[str, Any]) -> str:
+    if detail["state"] != "held":
+        return render_history(detail)
     lines = [f"job {detail['job_id']} ({detail['state']}): dataset {detail['dataset']}, researcher {_who(detail)}, "
              f"submitted {detail['submitted']}", f"  waits for: {_waits_for(detail)}"]
     lines += _render_policy(detail.get("policy"))
@@ -116,6 +124,17 @@ def render_detail(detail: dict[str, Any]) -> str:
     lines += _render_outputs(detail["outputs"])
     lines.append(f"  outputs digest (what a decision names): {detail['subject']['outputs_sha256']}")
     lines += _render_decisions(detail.get("decisions") or [])
+    return "\n".join(lines)
+
+
+def render_history(detail: dict[str, Any]) -> str:
+    """A job no longer held: how its release ended, and who decided."""
+    lines = [f"job {detail['job_id']} ({detail['state']}, not held): dataset {detail['dataset']}, "
+             f"researcher {_who(detail)}, submitted {detail['submitted']}"]
+    lines += [f"  reason: {reason}" for reason in detail.get("reasons") or []]
+    lines += _render_decisions(detail.get("decisions") or [])
+    if detail.get("refused_attempts"):
+        lines.append(f"  refused decision attempts: {detail['refused_attempts']} (see the audit log)")
     return "\n".join(lines)
 
 
@@ -165,8 +184,9 @@ def add_release_commands(sub: Any, command: Any) -> None:
     p = command("list", cmd_release_list, "list the jobs whose outputs are held", release)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p = command("show", cmd_release_show, "a held job's checks, figures, decisions and outputs summary "
-                "(never record data)", release)
-    p.add_argument("job", help="the job id, or 8 or more of its first characters")
+                "(never record data); for a job no longer held, how its release ended", release)
+    p.add_argument("job", help="the job id, or 8 or more of its first characters (the whole id for a job no "
+                               "longer held)")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     for decision, verb in (("approve", "approve the release of"), ("reject", "refuse the release of")):
         p = command(decision, cmd_release_decide, f"{verb} a held job's outputs, signed with your checker key",

@@ -68,7 +68,12 @@ class ReleaseDesk:
         return [self._line(job) for job in self.held.held_jobs()]
 
     def show(self, job_ref: str) -> dict[str, Any]:
-        job_id = self._held_id(job_ref)
+        """A held job's detail; for a job no longer held (a whole id), its state, reasons
+        and the decisions taken on it, from the audit log."""
+        job = self.store.get(self._job_id(job_ref))
+        if job.state != "held":
+            return self._history(job)
+        job_id = job.job_id
         detail = self.held.held_detail(job_id)
         return {**self._line(self.store.get(job_id)), "checks": detail.get("checks"),
                 "policy": detail.get("decision"), "decisions": [_kept(r) for r in detail.get("reviews") or []],
@@ -82,6 +87,12 @@ class ReleaseDesk:
                 **{k: progress[k] for k in ("checks_done", "checks_total", "review_needed", "approvals",
                                              "approvals_needed") if k in progress}}
 
+    def _history(self, job: JobRecord) -> dict[str, Any]:
+        entries = self.audit.entries(job.job_id)
+        return {**self._line(job), "reasons": job.reasons,
+                "decisions": [_kept(e["detail"]) for e in entries if e["event"] == "release.review"],
+                "refused_attempts": sum(e["event"] == "release.review_refused" for e in entries)}
+
     def _name(self, key_id: str) -> str | None:
         try:
             return self.researchers.by_key_id(key_id).name
@@ -93,7 +104,8 @@ class ReleaseDesk:
         with self._lock:
             job_id: str | None = None
             try:
-                job_id = self._held_id(job_ref)
+                job_id = self._job_id(job_ref)
+                self._require_held(job_id)
                 review = self._verified(job_id, checker_name, envelope)
                 self.held.decide_held(job_id, review)
             except (BadInput, AuthError, NotFound, ReviewRefused) as refused:
@@ -119,9 +131,15 @@ class ReleaseDesk:
     def _subject(self, job_id: str) -> DecisionSubject:
         return DecisionSubject(self.edge_key.key_id, job_id, outputs_digest(*self.held_outputs(job_id)))
 
-    def _held_id(self, job_ref: str) -> str:
-        """The full id of the held job ``job_ref`` names (the id or 8+ of its first
-        characters); a whole id of a job that is not held says what state it is in."""
+    def _require_held(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job.state != "held":
+            raise ReviewRefused(f"job {job.job_id} is {job.state}, not held: its release was already decided"
+                                if job.state in ("completed", "refused") else
+                                f"job {job.job_id} is {job.state}, not held: there is nothing to decide")
+
+    def _job_id(self, job_ref: str) -> str:
+        """A held job by its id or 8+ of its first characters; any other job by its whole id."""
         if not isinstance(job_ref, str) or not _JOB_REF.match(job_ref):
             raise BadInput(f"{str(job_ref)[:40]!r} is not a job id: give the id or 8 or more of its first "
                            "characters (0-9, a-f)")
@@ -131,11 +149,10 @@ class ReleaseDesk:
         if len(matches) > 1:
             raise BadInput(f"{len(matches)} held jobs start with {job_ref}; give more characters of the id")
         if len(job_ref) < JOB_ID_LENGTH:
-            raise NotFound(f"no held job starts with {job_ref}", hint="see 'rapha-edge release list'")
-        state = self.store.get(job_ref).state  # NotFound for a job this edge never had
-        raise ReviewRefused(f"job {job_ref} is {state}, not held: its release was already decided"
-                            if state in ("completed", "refused") else
-                            f"job {job_ref} is {state}, not held: there is nothing to decide")
+            raise NotFound(f"no held job starts with {job_ref}",
+                           hint="see 'rapha-edge release list'; a job no longer held takes its whole id")
+        self.store.get(job_ref)  # NotFound for a job this edge never had
+        return job_ref
 
     def _refused(self, job_id: str | None, checker_name: str, refused: RaphaError) -> None:
         """One row per refused decision: who tried what, and why it was refused."""

@@ -65,7 +65,9 @@ def disclosure_section(checks: dict[str, Any], decision: dict[str, Any], reviews
         "reasons": list(decision.get("reasons", [])),
         "decision": final,
         "reviews": [{"checker_key_id": r.get("checker_key_id"), "decision": r.get("decision"),
-                     "reason": r.get("reason", ""), "statement_sha256": r.get("statement_sha256")}
+                     "reason": r.get("reason", ""), "statement_sha256": r.get("statement_sha256"),
+                     # when the checker signed, and the reason's digest (release/review.py keeps both)
+                     **{k: r[k] for k in ("reason_sha256", "signed_at") if k in r}}
                     for r in reviews],
     }
 

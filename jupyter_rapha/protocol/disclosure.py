@@ -11,7 +11,7 @@ look like outputs that were checked.
                 "membership": {status, auc, tpr_at_1pct_fpr, records_used, holdback_size, attack},
                 "capacity": {parameters, records_used, parameters_per_record}},
      "holdback_size", "mode", "policy_decision", "rule", "reasons", "decision",
-     "reviews": [{"checker_key_id", "decision", "reason", "statement_sha256"}]}
+     "reviews": [{"checker_key_id", "decision", "reason", "reason_sha256", "signed_at", "statement_sha256"}]}
 """
 
 from __future__ import annotations

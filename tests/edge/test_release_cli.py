@@ -80,6 +80,41 @@ def test_status_says_when_a_datasets_release_mode_lacks_checkers(tmp_path, capsy
     assert release == {"checkers": ["ada", "ben"], "modes": {"synthetic-cxr": "two_person"}, "problems": []}
 
 
+@pytest.mark.parametrize("depth", [1, 12])
+def test_the_admin_socket_binds_and_answers_also_under_a_long_config_path(tmp_path, depth):
+    # sockaddr_un holds 108 bytes: a deep config directory is reached through /proc/self/fd
+    import os
+    import socket
+    import stat
+    import threading
+
+    from edge_kernel.admin import _reachable, admin_socket_path, bind_admin_socket
+
+    state = tmp_path.joinpath(*(["a-rather-long-directory-name"] * depth))
+    state.mkdir(parents=True)
+    path = admin_socket_path(state)
+    assert (len(os.fsencode(path)) > 108) == (depth > 1)
+    server = bind_admin_socket(path)
+    server.setblocking(True)
+    try:
+        assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(16).upper())
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client, _reachable(path) as name:
+            client.connect(name)
+            client.sendall(b"ping")
+            assert client.recv(16) == b"PING"
+        thread.join(10)
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def checker_key(tmp_path: Path) -> Path:
     path = tmp_path / "ada.pem"
@@ -128,27 +163,6 @@ rapha.save(model)
 """
 
 
-# The disclosure checks answer fixed figures (under every threshold) inside the edge
-# process: these tests are about who may decide a held job, the checks themselves are
-# tested with their own modules. Everything else (hold, policy, decisions, release,
-# receipt) is the edge's own code.
-FIXED_CHECKS = """
-import edge_kernel.release.check_runner as _runner
-_FIGURES = {"checks": {
-    "record_copies": {"records_scanned": 8, "numbers_scanned": 2050, "records_matched": 0,
-                      "max_correlation": 0.12, "seconds": 0.1},
-    "membership": {"status": "checked", "auc": 0.51, "tpr_at_1pct_fpr": 0.01, "records_used": 8,
-                   "holdback_size": 4, "attack": "loss_threshold"},
-    "capacity": {"parameters": 2050, "records_used": 8, "parameters_per_record": 256.25}},
-    "holdback_size": 4}
-def _run(self, job, held, on_check):
-    for name, figures in _FIGURES["checks"].items():
-        on_check(name, figures)
-    return _FIGURES
-_runner.CheckProcess.run = _run
-"""
-
-
 class Site:
     """A demo edge with a researcher (alice, who also holds the checker role), two output
     checkers (ada, ben) and a registered non-checker (bob), restartable."""
@@ -168,11 +182,11 @@ class Site:
                                  "--config", str(root)]) == 0
         assert edge_cli(["researchers", "add", "alice", self.keys["alice"].public.to_text(), "--role", "researcher",
                          "--role", "output-checker", "--replace", "--config", str(root)]) == 0
-        self.edge = start_edge(root, preload=FIXED_CHECKS)
+        self.edge = start_edge(root)
 
     def restart(self) -> None:
         self.edge.stop()
-        self.edge = start_edge(self.root, preload=FIXED_CHECKS)
+        self.edge = start_edge(self.root)
 
     def client(self) -> EdgeClient:
         return EdgeClient(self.edge.url, self.keys["alice"])
@@ -237,8 +251,11 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     job_id = site.held_job("review")
     code, out, _ = site.release(capsys, "list")
     assert code == 0 and job_id in out and "held for review (0 of 1 approvals)" in out
+    listed = json.loads(site.release(capsys, "list", "--json")[1])
+    assert [(j["job_id"], j["researcher"], j["approvals_needed"]) for j in listed] == [(job_id, "alice", 1)]
     code, out, _ = site.release(capsys, "show", job_id[:10])
-    assert code == 0 and "record_copies" in out and "weights: 2 tensors, 2050 parameters" in out
+    assert code == 0 and "weights: 2 tensors, 2050 parameters" in out
+    assert "record_copies: " in out and "records_matched=0" in out and "membership: " in out  # the real checks
     assert "1.weight" not in out  # tensor names are the job's choice: never shown
     with pytest.raises(NotFound):
         site.client().weights(job_id)  # nothing leaves while held
@@ -262,7 +279,10 @@ def test_a_review_dataset_holds_the_job_until_one_checker_approves(site, capsys)
     assert code == 0 and "released to the researcher" in out
     assert "can be read by other users (mode 644)" in err
     assert site.client().status(job_id)["state"] == "completed"
-    assert [r["checker_key_id"] for r in reviews_in_receipt(site, job_id)] == [site.keys["ada"].key_id]
+    (review,) = reviews_in_receipt(site, job_id)
+    assert review["checker_key_id"] == site.keys["ada"].key_id and review["decision"] == "approve"
+    assert review["reason"] == "aggregate model" and len(review["reason_sha256"]) == 64
+    assert abs(review["signed_at"] - time.time()) < 600 and len(review["statement_sha256"]) == 64
     events = site.audit_events(job_id)
     assert events.count("release.review_refused") == 4 and events.count("release.review") == 1
     assert events.index("release.review") < events.index("receipt.sign")
@@ -304,6 +324,8 @@ def test_a_reject_refuses_and_its_reason_reaches_the_researcher(site, capsys):
         site.client().weights(job_id)
     code, _, err = site.decide(capsys, "approve", job_id, "ada")
     assert code == 1 and "refused, not held" in err
+    code, out, _ = site.release(capsys, "show", job_id)
+    assert code == 0 and "(refused, not held)" in out and "reject by ben" in out
 
 
 @pytest.mark.slow

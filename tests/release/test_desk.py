@@ -167,3 +167,16 @@ def test_twice_by_one_checker_and_a_replay_are_refused_and_change_nothing(desk):
 def test_outputs_summary_counts_scalars_and_ignores_malformed_entries():
     summary = outputs_summary({"tensors": [{"dtype": "F16", "shape": []}, "junk"], "metrics": {"a": 1}})
     assert summary["tensors"] == 1 and summary["parameters"] == 1 and summary["metrics"] == {}
+
+
+def test_show_of_a_decided_job_gives_its_history_from_the_audit_log(desk):
+    desk.decide(HELD_ID, "ada", statement("ada", "reject", "weights copy record pixels"))
+    with pytest.raises(ReviewRefused):
+        desk.decide(HELD_ID, "ben", statement("ben"))
+    shown = desk.show(HELD_ID)
+    assert shown["state"] == "refused" and shown["reasons"] == ["weights copy record pixels"]
+    assert [(d["checker"], d["decision"]) for d in shown["decisions"]] == [("ada", "reject")]
+    assert shown["refused_attempts"] == 1 and "outputs" not in shown
+    with pytest.raises(NotFound) as unknown:
+        desk.show(HELD_ID[:8])
+    assert "a job no longer held takes its whole id" in unknown.value.diagnostics()
