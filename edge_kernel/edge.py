@@ -25,7 +25,8 @@ from .db import Database
 from .health import StorageHealth
 from .gates.pipeline import Gate
 from .gates.spec import SpecGate
-from .jobs import JobManager, Runner, job_release_dir
+from .jobs import JobManager, Runner
+from .release.releaser import Releaser, job_release_dir
 from .researchers import ResearcherRegistry
 from .settings import Settings, load_settings
 from .store import JobStore
@@ -61,7 +62,9 @@ class Edge:
             settings=settings, store=self.store, audit=self.audit, health=self.health,
             researchers=self.researchers, datasets=self.datasets, cohort_sizes=self.cohort_sizes,
             gates=self.gates, runner=_job_runner(self.datasets, self.pseudonym_key, settings),
-            outbox=self.outbox, key=self.key, identity=self.identity, wan=self.wan,
+            releaser=Releaser(jobs_dir=settings.jobs_dir, datasets=self.datasets, key=self.key, identity=self.identity,
+                              unsafe=settings.unsafe, currency=settings.currency),
+            outbox=self.outbox, key=self.key, wan=self.wan,
             checks=_check_process(settings, self.datasets), release_policy=_release_policy(self.gates),
             reviews=_review_rule(self.researchers))
 

@@ -14,19 +14,18 @@ it had read stay counted against it (its progress keeps ``records_used``).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
 from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
-from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
+from jupyter_rapha.protocol.receipt import envelope_digest
 
 from .release import receipts
 from .anchor.outbox import Outbox
@@ -40,10 +39,9 @@ from .gates.pipeline import Gate, GateContext, GateResult, run_gates
 from .health import StorageHealth, os_error_problem
 from .held_jobs import CheckRunner, HeldJobs, ReleasePolicy, ReviewRule
 from .release.disclosure import HELD_PROGRESS
-from .release.files import RECEIPT_FILE, Release, read_release, write_atomically, write_release
+from .release.files import Release
 from .release.held import Held, held_dir, read_held, remove_held
-from .release.metrics import check_metrics
-from .release.weights import check_weights
+from .release.releaser import Releaser
 from .researchers import Researcher, ResearcherRegistry
 from .sandbox.wan import WanGate
 from .settings import Settings
@@ -66,23 +64,18 @@ class Runner(Protocol):
             on_progress: ProgressCallback | None) -> RunOutcome: ...
 
 
-def job_release_dir(jobs_dir: Path, job_id: str) -> Path:
-    """Where a job's release (weights, metrics, signed receipt) is written before it leaves."""
-    return jobs_dir / job_id / "release"
-
-
 class JobManager:
     """The edge's collaborators a job passes through, each named: ``Edge`` composes them."""
 
     def __init__(self, *, settings: Settings, store: JobStore, audit: AuditLog, health: StorageHealth,
                  researchers: ResearcherRegistry, datasets: DatasetRegistry, cohort_sizes: CohortSizes,
-                 gates: list[Gate], runner: Runner, outbox: Outbox, key: PrivateKey,
-                 identity: Callable[[], dict[str, Any]], wan: WanGate | None, checks: CheckRunner,
-                 release_policy: ReleasePolicy, reviews: ReviewRule | None = None) -> None:
+                 gates: list[Gate], runner: Runner, releaser: Releaser, outbox: Outbox, key: PrivateKey,
+                 wan: WanGate | None, checks: CheckRunner, release_policy: ReleasePolicy,
+                 reviews: ReviewRule | None = None) -> None:
         self.settings, self.store, self.audit, self.health = settings, store, audit, health
         self.researchers, self.datasets, self.cohort_sizes = researchers, datasets, cohort_sizes
         self.gates, self.runner, self.outbox, self.wan = gates, runner, outbox, wan
-        self.key, self.identity = key, identity
+        self.releaser, self.key = releaser, key
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rapha-job")
         self._cancels: dict[str, threading.Event] = {}
         self._claim = threading.Lock()
@@ -132,7 +125,7 @@ class JobManager:
         for job in self.store.in_state("running"):
             self._recover_running(job)
         for job in self.store.in_state("held"):
-            release = read_release(self.release_dir(job.job_id))
+            release = self.releaser.written(job.job_id)
             if release is not None:  # released and signed before the stop: finish it
                 if not self._resume_release(job, release):
                     self._fail_held(job.job_id)
@@ -146,7 +139,7 @@ class JobManager:
     def _recover_running(self, job: JobRecord) -> None:
         """A job left ``running``: released, held (its outputs written but the state not
         yet), or cut off."""
-        release = read_release(self.release_dir(job.job_id))
+        release = self.releaser.written(job.job_id)
         if release is not None:
             if not self._resume_release(job, release):
                 self._fail_cut_off(job)
@@ -300,8 +293,7 @@ class JobManager:
     def _release(self, job: JobRecord, spec: JobSpec, results: list[GateResult], run: RunOutcome, started: str) -> None:
         job_id = job.job_id
         try:
-            weights = check_weights(run.weights, spec.output_policy)
-            metrics = check_metrics(run.metrics, spec.output_policy)
+            checked = self.releaser.check(spec, run)
         except GateDenied as denied:
             release = GateResult("release", "deny", {"reason": denied.message}, tuple(denied.reasons))
             self.audit.append("release.deny", job_id=job_id, detail={"reason": denied.message})
@@ -309,17 +301,13 @@ class JobManager:
                                   reasons=[f"release: {r}" for r in denied.reasons],
                                   progress=self._progress(job_id, run.meter))
             return
-        release = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
-                                                 "metric_names": sorted(metrics)})
         times = {"submitted": job.submitted, "started": started, "finished": utc_now()}
-        predicate = receipts.build_predicate(
-            spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
-            meter=run.meter, weights=run.weights, weights_tensors=weights.tensors, metrics=metrics,
-            gates=[*results, release], unsafe=self.settings.unsafe, times=times, currency=self.settings.currency)
+        predicate = self.releaser.predicate(job, spec, [*results, checked.gate], run, checked, times)
         # Held, not released (S5): the outputs wait edge-side for the disclosure checks and
         # the release decision. The job's status keeps the gates before release: even the
         # release gate's evidence digest is over tensor counts and metric names.
-        self.held.hold(job_id, Held(run.weights, metrics, predicate, run.program), receipts.gate_entries(results),
+        self.held.hold(job_id, Held(checked.weights_bytes, checked.metrics, predicate, run.program),
+                       receipts.gate_entries(results),
                        self._progress(job_id, run.meter))
         self.held.check_and_decide(job_id)
 
@@ -328,18 +316,12 @@ class JobManager:
         checkers let go: the receipt signed with its ``disclosure`` section, then
         ``release/`` written, the held copy removed, the anchor queued."""
         predicate = dict(held.predicate, disclosure=disclosure)
-        document = receipts.sign(predicate, held.weights, self.key)
+        document = self.releaser.sign(predicate, held.weights)
         digest = envelope_digest(document["envelope"])
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
-        # The durable point: from here a crash no longer loses the job, a restart finishes
-        # it from these files. Anchored only after: the outbox must never anchor a receipt
-        # the researcher cannot fetch.
-        document["anchor"] = pending_anchor(digest)
-        write_release(self.release_dir(job_id), held.weights, held.metrics, document)
-        remove_held(held_dir(self.settings.jobs_dir, job_id))
+        release = self.releaser.write(job_id, held, document)  # the durable point; anchored only after
         progress = {k: v for k, v in self.store.get(job_id).progress.items() if k not in HELD_PROGRESS}
-        self._complete(job_id, Release(held.weights, held.metrics, document), predicate["gates"],
-                       progress, self.settings.chain.release_wait_seconds)
+        self._complete(job_id, release, predicate["gates"], progress, self.settings.chain.release_wait_seconds)
 
     def _complete(self, job_id: str, release: Release, gates: list[dict[str, Any]], progress: dict[str, Any],
                   wait_seconds: float) -> None:
@@ -348,7 +330,7 @@ class JobManager:
         anchor = self._anchor(job_id, digest, wait_seconds)
         if not is_pending(anchor):
             document = dict(document, anchor=anchor)
-            write_atomically(self.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
+            self.releaser.write_anchored(job_id, document)
         self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
         # Released metrics only (checked before release): the latest value under each declared name.
         self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in release.metrics.items() if v})
@@ -372,12 +354,10 @@ class JobManager:
     def _resume_release(self, job: JobRecord, release: Release) -> bool:
         """Finish a release the edge wrote before it stopped, if its files are what the
         receipt signs; the outbox is not running yet, so no wait for the anchor."""
-        check = verify_receipt(release.receipt, self.key.public, weights=release.weights,
-                               metrics=release.metrics)
-        if not check.statement or any(c.status == "fail" for c in check.checks):
+        predicate = self.releaser.matching_receipt(release)
+        if predicate is None:
             log.error("job %s: the written release does not match its receipt; failing it", job.job_id)
             return False
-        predicate = check.predicate
         self.audit.append("release.resume", job_id=job.job_id,
                           detail={"envelope_sha256": envelope_digest(release.receipt["envelope"])})
         progress = {**job.progress, **{k: predicate["dataset"][k] for k in ("records_used", "cohort_size")}}
@@ -404,7 +384,7 @@ class JobManager:
 
     # ---- what the walk asks of the edge -------------------------------------------
     def release_dir(self, job_id: str) -> Path:
-        return job_release_dir(self.settings.jobs_dir, job_id)
+        return self.releaser.release_dir(job_id)
 
     def _check_accepting_jobs(self) -> None:
         problems = self.health.problems()
