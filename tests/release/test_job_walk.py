@@ -27,7 +27,7 @@ from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import verify_receipt
 from tests.protocol.test_jobspec import spec_dict
 from tests.release.test_held_walk import FIGURES, RELEASE, FakeChecks, FakePolicy
-from tests.release.test_releaser import METER, FakeDatasets, weights
+from tests.release.test_releaser import DISCLOSURE, METER, FakeDatasets, weights
 
 KEY = PrivateKey.generate()
 
@@ -127,8 +127,8 @@ def _written_but_not_completed(edge, weights_bytes=None):
     edge.store.transition(job_id, "running")
     checked = edge.releaser.check(parse_jobspec(spec_dict()), FakeRunner().run(None, None, None, lambda _: None))
     job = edge.store.get(job_id)
-    predicate = edge.releaser.predicate(job, parse_jobspec(spec_dict()), [checked.gate],
-                                        SimpleNamespace(meter=METER), checked, {})
+    predicate = dict(edge.releaser.predicate(job, parse_jobspec(spec_dict()), [checked.gate],
+                                             SimpleNamespace(meter=METER), checked, {}), disclosure=DISCLOSURE)
     document = edge.releaser.sign(predicate, checked.weights_bytes)
     edge.releaser.write(job_id, Held(weights_bytes or checked.weights_bytes, checked.metrics, predicate), document)
     return job_id

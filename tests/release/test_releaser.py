@@ -22,12 +22,16 @@ from jupyter_rapha.protocol.jobspec import parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import sha256_hex, verify_receipt
 from tests.protocol.test_jobspec import spec_dict
+from tests.release.test_held_walk import FIGURES
 
 KEY = PrivateKey.generate()
 SPEC = parse_jobspec(spec_dict())
 JOB = SimpleNamespace(job_id=SPEC.job_id, request_sha256="d" * 64, submitted="2026-12-03T06:00:00Z")
 METER = MeterSummary(records_used=7, records_root_hex="ab" * 32, pseudonyms_hex=(), skipped={"unreadable": 1},
                      cohort_size=40)
+# What the walk adds once the checks and the decision let the outputs go (receipt 1.3).
+DISCLOSURE = {"checks": FIGURES, "holdback_size": 50, "decision": "release", "rule": "checks_under_thresholds",
+              "mode": "auto", "reviews": []}
 TIMES = {"submitted": JOB.submitted, "started": "2026-12-03T06:00:01Z", "finished": "2026-12-03T06:00:09Z"}
 
 
@@ -38,7 +42,8 @@ def weights() -> bytes:
 
 class FakeDatasets:
     def get(self, name):
-        return SimpleNamespace(name=name, version="3", price_per_record="0.5")
+        return SimpleNamespace(name=name, version="3", price_per_record="0.5", source="dicom-folder",
+                               location="unused", options={}, labels={}, features={}, schema=lambda: {})
 
 
 def releaser(tmp_path) -> Releaser:
@@ -77,7 +82,7 @@ def test_a_written_release_is_pending_its_anchor_and_the_held_copy_is_gone(tmp_p
     checked = edge.check(SPEC, run())
     held = Held(checked.weights_bytes, checked.metrics, edge.predicate(JOB, SPEC, [checked.gate], run(), checked, TIMES))
     write_held(held_dir(tmp_path, JOB.job_id), held)
-    document = edge.sign(held.predicate, held.weights)
+    document = edge.sign(dict(held.predicate, disclosure=DISCLOSURE), held.weights)
     release = edge.write(JOB.job_id, held, document)
     assert is_pending(release.receipt["anchor"]) and document.get("anchor") is None  # signed, not yet anchored
     assert not held_dir(tmp_path, JOB.job_id).exists()
@@ -93,7 +98,7 @@ def test_after_a_crash_only_a_release_that_matches_its_receipt_is_taken_up(tmp_p
     edge = releaser(tmp_path)
     assert edge.written("f" * 32) is None
     checked = edge.check(SPEC, run())
-    predicate = edge.predicate(JOB, SPEC, [checked.gate], run(), checked, TIMES)
+    predicate = dict(edge.predicate(JOB, SPEC, [checked.gate], run(), checked, TIMES), disclosure=DISCLOSURE)
     release = edge.write(JOB.job_id, Held(checked.weights_bytes, checked.metrics, predicate),
                          edge.sign(predicate, checked.weights_bytes))
     assert edge.matching_receipt(release) == predicate
