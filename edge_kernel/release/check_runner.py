@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
@@ -44,6 +45,7 @@ CHECK_MEMORY_BYTES = 16 * 1024**3  # address space: torch reserves far more than
 CHECK_FILE_BYTES = 64 * 1024**2  # what the check may write: checks.json and its stderr
 MAX_LINE_BYTES = 64 * 1024
 POLL_SECONDS = 0.2
+_EXCEPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,79}")
 Records = list[dict[str, np.ndarray]]
 
 
@@ -199,9 +201,14 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def _tail(path: Path) -> str:
-    # For the edge's log and audit only (the researcher reads CHECK_FAILED): the last line.
+    """The exception type the check died of, for the edge's log and the audit (the
+    researcher reads CHECK_FAILED). Its message stays in the check's stderr, which is
+    removed with the directory: an error from numpy or torch may quote the arrays, and
+    the arrays are records; the audit log is kept for ever."""
     try:
         lines = path.read_bytes()[-2048:].decode("utf-8", "replace").strip().splitlines()
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    last = lines[-1] if lines else ""
+    kind = last.split(":", 1)[0].strip()
+    return kind[:80] if _EXCEPTION_NAME.fullmatch(kind) else "no exception named"

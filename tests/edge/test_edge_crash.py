@@ -153,15 +153,15 @@ def test_kill_9_after_signing_finishes_the_release_on_restart(tmp_path, crash_at
         edge.stop()
 
 
-def test_kill_9_before_the_release_is_written_fails_the_job_and_anchors_nothing(tmp_path):
+def test_kill_9_before_the_outputs_are_held_fails_the_job_and_anchors_nothing(tmp_path):
     root, key = edge_at(tmp_path)
-    edge = start_edge(root, preload=f"{CRASH}import edge_kernel.jobs\nedge_kernel.jobs.write_release = crash\n")
+    edge = start_edge(root, preload=f"{CRASH}import edge_kernel.held_jobs\nedge_kernel.held_jobs.write_held = crash\n")
     try:
         job_id = submit(EdgeClient(edge.url, key), key, CELL, budget=4)
         assert edge.process.wait(timeout=180) == -signal.SIGKILL
     finally:
         stop_process(edge.process, signal.SIGKILL)
-    assert "receipt.sign" in audit_kinds(root, job_id)
+    assert "job.hold" not in audit_kinds(root, job_id)
 
     edge = start_edge(root)
     try:
@@ -170,6 +170,31 @@ def test_kill_9_before_the_release_is_written_fails_the_job_and_anchors_nothing(
         assert status["state"] == "failed" and status["reasons"] == [CUT_OFF]
         assert outbox_rows(root, job_id) == 0  # no receipt is anchored that nobody can fetch
         assert not (root / "state" / "jobs" / job_id).exists()
+    finally:
+        edge.stop()
+
+
+def test_kill_9_after_holding_but_before_the_release_is_written_releases_it_on_restart(tmp_path):
+    """Once held, a crash loses nothing: the held outputs and the decision kept beside them
+    are released after the restart, signed and anchored once."""
+    root, key = edge_at(tmp_path)
+    edge = start_edge(root, preload=f"{CRASH}import edge_kernel.jobs\nedge_kernel.jobs.write_release = crash\n")
+    try:
+        job_id = submit(EdgeClient(edge.url, key), key, CELL, budget=4)
+        assert edge.process.wait(timeout=180) == -signal.SIGKILL
+    finally:
+        stop_process(edge.process, signal.SIGKILL)
+    assert "receipt.sign" in audit_kinds(root, job_id) and "release.decide" in audit_kinds(root, job_id)
+
+    edge = start_edge(root)
+    try:
+        client = EdgeClient(edge.url, key)
+        status = client.wait(job_id, timeout=120)
+        assert status["state"] == "completed", status
+        assert client.metrics(job_id) == {"loss": [0.5]}
+        assert audit_kinds(root, job_id).count("release.checks_start") == 1  # its checks.json was kept
+        wait_for(lambda: outbox_rows(root, job_id) == 1, "the anchor queued once", 60)
+        assert not (root / "state" / "jobs" / job_id / "held").exists()
     finally:
         edge.stop()
 

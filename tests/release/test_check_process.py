@@ -172,3 +172,9 @@ def test_a_stop_kills_the_check_and_leaves_it_unanswered(settings):
     with pytest.raises(ChecksInterrupted):
         process.run(Job(), HELD, lambda name, figures: None)
     assert not (settings.jobs_dir / Job.job_id / "checks").exists()
+
+
+def test_a_crash_names_only_its_exception_type_never_its_message(settings):
+    leaky = script("raise ValueError('pixel values 0.1234 0.5678 of record 7')")
+    problem = refused(settings, leaky)
+    assert problem.endswith("exited with 1: ValueError") and "0.1234" not in problem

@@ -229,3 +229,27 @@ def test_a_cell_that_copies_records_out_is_refused_and_nothing_leaves(edge_root,
         nothing_reaches_the_researcher(client, job_id, secrets=())
     finally:
         edge.stop()
+
+
+def test_rapha_run_says_held_for_review_writes_nothing_and_exits_4(tmp_path, capsys):
+    from jupyter_rapha.cli import HELD_EXIT, main
+    from jupyter_rapha.keystore import create_key
+
+    key_path, root, out = tmp_path / "me.pem", tmp_path / "edge", tmp_path / "out"
+    init_edge(root, records=RECORDS, researcher=create_key(key_path))
+    data_path = root / "policies" / "data.json"
+    data = json.loads(data_path.read_text())
+    data["hospital"]["release"]["datasets"]["synthetic-cxr"]["mode"] = "review"
+    data_path.write_text(json.dumps(data))
+    (tmp_path / "cell.py").write_text(QUICK)
+    edge = start_edge(root, preload=fake_checks(ANSWER))
+    try:
+        code = main(["run", str(tmp_path / "cell.py"), "--edge", edge.url, "--dataset", "synthetic-cxr",
+                     "--budget", str(BUDGET), "--key", str(key_path), "--out", str(out)])
+    finally:
+        edge.stop()
+    said = capsys.readouterr()
+    assert code == HELD_EXIT == 4, said.err
+    assert "held at the edge for review by the hospital's output checkers (0 of 1 approvals)" in said.err
+    assert "held for review (0/1 approvals)" in said.err  # the progress line as it came
+    assert not (out / "weights.safetensors").exists()
