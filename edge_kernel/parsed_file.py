@@ -19,7 +19,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Callable
 
 T = TypeVar("T")
 STABLE_SECONDS = 2.0

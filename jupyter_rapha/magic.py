@@ -239,7 +239,7 @@ def _schema_arg(text: str) -> dict[str, Any]:
     try:
         schema = json.loads(text)
     except ValueError as exc:
-        raise BadInput("--schema must be JSON like {\"image\": {\"dtype\": \"float32\", \"shape\": [1,32,32]}}") from exc
+        raise BadInput('--schema must be JSON like {"image": {"dtype": "float32", "shape": [1,32,32]}}') from exc
     if not isinstance(schema, dict):
         raise BadInput("--schema must be a JSON object of fields")
     return schema

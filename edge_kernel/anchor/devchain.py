@@ -29,7 +29,8 @@ with recursion_limit_kept():  # py-evm raises it to 12288 on import (see anchor/
     from eth_tester.backends.pyevm.main import get_default_genesis_params
     from eth_tester.exceptions import TransactionNotFound
 
-from .base import DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+from .base import (DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction,
+                   dynamic_fees, require_digest)
 from .rpcserver import dispatch, rpc_methods
 
 JOURNAL_NAME = "journal.jsonl"

@@ -74,7 +74,8 @@ class RpcAnchor:
         with self._lock:
             self._check_chain()
             with anchor_faults("prepare the replacement anchor transaction"):
-                tx = self._transaction(digest, nonce=stuck.nonce, fees=bumped_fees(signed_fees(stuck.raw), self._fees()))
+                fees = bumped_fees(signed_fees(stuck.raw), self._fees())
+                tx = self._transaction(digest, nonce=stuck.nonce, fees=fees)
                 signed = self._account.sign_transaction(tx)
         return SignedAnchor(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), int(tx["nonce"]))
 

@@ -42,7 +42,7 @@ class TsaAnchor:
         self._last: tuple[bytes, TimestampInfo] | None = None
 
     @classmethod
-    def from_files(cls, url: str, certificate: Path | None, timeout: float) -> "TsaAnchor":
+    def from_files(cls, url: str, certificate: Path | None, timeout: float) -> TsaAnchor:
         if certificate is None or not certificate.is_file():
             raise BadInput("chain.backend 'rfc3161' needs chain.tsa_certificate: the TSA's PEM certificate or chain")
         return cls(url, certificate.read_bytes(), timeout=timeout)

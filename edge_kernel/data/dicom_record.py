@@ -85,7 +85,8 @@ ReferencedSOPInstanceUID ReferencedStudySequence ReferringPhysicianAddress Refer
 ReferringPhysicianName ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID
 RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription
 RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService ResponsibleOrganization
-ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName ScheduledHumanPerformersSequence
+ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName
+ScheduledHumanPerformersSequence
 ScheduledPatientInstitutionResidence ScheduledPerformingPhysicianIdentificationSequence
 ScheduledPerformingPhysicianName ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
 ScheduledProcedureStepLocation ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime
@@ -213,7 +214,8 @@ def reload(data: bytes | str, *, max_bytes: int, key: bytes, specs: dict[str, Fi
     return arrays
 
 
-def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec],
+            labels: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for name, spec in specs.items():
         arrays[name] = _label(ds, labels[name], spec) if spec.kind == "label" else _pixels(ds, spec)
@@ -238,12 +240,13 @@ def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: b
 def _check_pixel_bytes(ds: pydicom.Dataset) -> None:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax in _NATIVE_SYNTAXES:
-        expected = preprocess.frames_of(ds) * int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16) or 16) // 8
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = preprocess.frames_of(ds) * int(ds.Rows) * int(ds.Columns) * bits // 8
         if len(ds.PixelData) < expected:
             raise Skip("unreadable pixel data")
         return
     try:  # compressed: the only way to know it decodes is to decode it, once, here
-        ds.pixel_array
+        _ = ds.pixel_array
     except Exception as exc:
         raise Skip("unreadable pixel data") from exc
 

@@ -57,7 +57,7 @@ def apply(ds: pydicom.Dataset, raw: np.ndarray, spec: FieldSpec) -> np.ndarray:
     ranges = _walk_ranges(ds, spec.transforms)
     if spec.transforms[0].op != "modality_lut":
         values = values.astype(np.float64)
-    for step, before in zip(spec.transforms, ranges):
+    for step, before in zip(spec.transforms, ranges, strict=True):
         values = _STEPS[step.op](ds, values, step, before, spec)
     return np.ascontiguousarray(values.reshape(spec.shape), dtype=spec.dtype)
 

@@ -56,7 +56,8 @@ class SynthOptions:
         if any(rows < 8 or columns < 8 or rows * columns > 4096 * 4096 for rows, columns in self.sizes):
             raise ValueError("every size needs at least 8x8 and at most 4096x4096 pixels")
         if self.modality not in MODALITIES or self.photometric not in PHOTOMETRICS:
-            raise ValueError(f"modality is one of {', '.join(MODALITIES)}, photometric one of {', '.join(PHOTOMETRICS)}")
+            raise ValueError(f"modality is one of {', '.join(MODALITIES)}, "
+                             f"photometric one of {', '.join(PHOTOMETRICS)}")
         if not 1 <= self.frames <= MAX_FRAMES or self.transfer_syntax not in TRANSFER_SYNTAXES:
             raise ValueError(f"frames must be 1 to {MAX_FRAMES}, transfer syntax one of {', '.join(TRANSFER_SYNTAXES)}")
         if self.modality == "CT" and (self.frames > 1 or self.photometric != "MONOCHROME2"):
@@ -156,7 +157,8 @@ def _frames(rng: np.random.Generator, shape: tuple[int, int], label: int, option
 def _pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
     yy, xx = np.mgrid[0:rows, 0:columns]
     half = columns // 2
-    cx = rng.uniform(half + columns / 8, columns - columns / 8) if label else rng.uniform(columns / 8, half - columns / 8)
+    margin = columns / 8
+    cx = rng.uniform(half + margin, columns - margin) if label else rng.uniform(margin, half - margin)
     cy = rng.uniform(rows / 8, rows - rows / 8)
     radius = min(rows, columns) / 10
     blob = 2000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
