@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from eth_bloom import BloomFilter
-from eth_utils import is_address, is_hexstr
+from eth_bloom.bloom import BloomFilter
+from eth_utils.address import is_address
+from eth_utils.hexadecimal import is_hexstr
 
 from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.bounded import recursion_limit_kept

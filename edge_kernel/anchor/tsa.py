@@ -20,8 +20,9 @@ from typing import Any
 
 from jupyter_rapha.protocol.errors import AnchorFault, BadInput, VerificationError
 from jupyter_rapha.protocol.merkle import MerkleTree
-from jupyter_rapha.protocol.timestamp import (REQUEST_TYPE, RESPONSE_TYPE, TimestampInfo, check_response_token,
-                                              check_token, timestamp_anchor, timestamp_request, token_from_response)
+from jupyter_rapha.protocol.timestamp import (REQUEST_TYPE, RESPONSE_TYPE, check_response_token, timestamp_anchor,
+                                              timestamp_request, token_from_response)
+from jupyter_rapha.protocol.timestamp_token import TimestampInfo, check_token
 
 from .base import SignedAnchor, anchor_faults, require_digest
 
