@@ -85,7 +85,7 @@ class DicomFolderSource:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise Skip("file too large")
         ds = dicom_record.parse(str(path), max_bytes=MAX_FILE_BYTES)
-        identity = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
+        identity: tuple[bytes, bytes, str] = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
         dicom_record.guarded(dicom_record.check, ds, self.specs, self.labels)
         return identity
 

@@ -134,9 +134,10 @@ def label_mapping(dataset: Dataset, name: str) -> dict[str, Any]:
 
 def _public_label(name: str, mapping: dict[str, Any]) -> dict[str, Any]:
     keyword = mapping.get("keyword")
-    if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
+    tag = tag_for_keyword(keyword) if isinstance(keyword, str) else None
+    if not isinstance(keyword, str) or tag is None:
         raise BadInput(f"label {name}: 'keyword' must be a DICOM attribute keyword")
-    if keyword in BASIC_PROFILE_KEYWORDS or dictionary_VR(tag_for_keyword(keyword)) in REFUSED_LABEL_VRS:
+    if keyword in BASIC_PROFILE_KEYWORDS or dictionary_VR(tag) in REFUSED_LABEL_VRS:
         raise BadInput(f"label {name}: {keyword} is identifying or free text (PS3.15 basic profile)")
     return mapping
 
@@ -272,7 +273,7 @@ def _scaled(ds: pydicom.Dataset, raw: np.ndarray) -> np.ndarray:
     scaled = np.clip((raw.astype(np.float32) + offset) / np.float32(top), 0.0, 1.0)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         scaled = 1.0 - scaled  # MONOCHROME1 shows low values as white
-    return scaled
+    return np.asarray(scaled, dtype=np.float32)
 
 
 def _label(ds: pydicom.Dataset, mapping: dict[str, Any], spec: FieldSpec) -> np.ndarray:

@@ -181,7 +181,8 @@ class DicomWebSource:
 
 
 class _Empty:
-    status_code, content, headers = 204, b"", {}
+    status_code, content = 204, b""
+    headers: dict[str, str] = {}
 
 
 def _check_header(ds: pydicom.Dataset, specs: Any, labels: Any) -> None:

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-                         RLELossless, SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import (UID, CTImageStorage, ExplicitVRLittleEndian,
+                         MultiFrameGrayscaleWordSecondaryCaptureImageStorage, RLELossless, SecondaryCaptureImageStorage,
+                         generate_uid)
 
 from .registry import Dataset, FieldSpec
 from .transforms import Transform
@@ -140,9 +141,9 @@ def _patient(rng: np.random.Generator, index: int) -> dict[str, str]:
     }
 
 
-def _uid(rng: np.random.Generator) -> str:
+def _uid(rng: np.random.Generator) -> UID:
     # Seeded entropy keeps a dataset reproducible for a given seed.
-    return str(generate_uid(entropy_srcs=[str(int(rng.integers(2**62)))]))
+    return generate_uid(entropy_srcs=[str(int(rng.integers(2**62)))])
 
 
 def _frames(rng: np.random.Generator, shape: tuple[int, int], label: int, options: SynthOptions) -> np.ndarray:
@@ -163,7 +164,8 @@ def _pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np
     radius = min(rows, columns) / 10
     blob = 2000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
     noise = rng.normal(400.0, 120.0, (rows, columns))
-    return np.clip(blob + noise, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    pixels: np.ndarray = np.clip(blob + noise, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    return pixels
 
 
 def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
@@ -181,10 +183,11 @@ def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) ->
     radius = min(rows, columns) / 12
     hu += 80.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
     hu += rng.normal(0.0, 10.0, (rows, columns))
-    return np.clip(np.rint(hu) - CT_INTERCEPT, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    pixels: np.ndarray = np.clip(np.rint(hu) - CT_INTERCEPT, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    return pixels
 
 
-def _sop_class(options: SynthOptions) -> str:
+def _sop_class(options: SynthOptions) -> UID:
     if options.modality == "CT":
         return CTImageStorage
     return MultiFrameGrayscaleWordSecondaryCaptureImageStorage if options.frames > 1 else SecondaryCaptureImageStorage
