@@ -65,7 +65,7 @@ class RaphaHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def proxy(self) -> EdgeProxy:
-        proxy = self.settings["rapha_proxy"]
+        proxy: EdgeProxy | RaphaError = self.settings["rapha_proxy"]
         if isinstance(proxy, RaphaError):  # the extension could not start its proxy: say why, per request
             raise proxy
         return proxy
