@@ -126,7 +126,7 @@ def torch_child(runs: int) -> None:
     for _ in range(runs + 1):
         start = time.perf_counter()
         for _ in range(4):
-            for image, label in loader:
+            for _image, _label in loader:
                 pass
         times.append(time.perf_counter() - start)
     print(json.dumps(times[1:]))  # the first is the warm-up
@@ -147,7 +147,8 @@ def bench_loader(tmp: Path, runs: int, rounds: int = 5) -> None:
         plain += theirs
         ratios.append(statistics.median(theirs) / statistics.median(ours))
     ratio = statistics.median(plain) / statistics.median(rapha)
-    print(f"loader  512 x 1x128x128 float32, batch 32, 4 epochs: torch DataLoader {statistics.median(plain) * 1e3:.1f} ms, "
+    print(f"loader  512 x 1x128x128 float32, batch 32, 4 epochs: "
+          f"torch DataLoader {statistics.median(plain) * 1e3:.1f} ms, "
           f"RaphaDataLoader {statistics.median(rapha) * 1e3:.1f} ms (medians of {len(rapha)} runs each, "
           f"{rounds} alternating rounds); throughput ratio {ratio:.2f} (rounds {min(ratios):.2f} to {max(ratios):.2f}; "
           f"goal >= {LOADER_GOAL}) {'OK' if ratio >= LOADER_GOAL else 'MISSED'}")
@@ -162,7 +163,7 @@ def bench_bytes(tmp: Path, runs: int) -> None:
     for name, params in (("shared memory, leased", {}), ("shared memory, copied out", {"copy": True}),
                          ("socket only", {"socket_only": True})):
         metrics = job(source, tmp / name.replace(" ", "_").replace(",", ""), batch=16, epochs=2, runs=runs, **params)
-        rates[name] = statistics.median(b / s for b, s in zip(metrics["bytes"], metrics["seconds"]))
+        rates[name] = statistics.median(b / s for b, s in zip(metrics["bytes"], metrics["seconds"], strict=True))
     for name, rate in rates.items():
         print(f"boundary 512x512 float32, batch 16, {name}: {rate / 1e9:.2f} GB/s")
     best = rates["shared memory, leased"]

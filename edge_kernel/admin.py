@@ -26,7 +26,8 @@ import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import tornado.ioloop
 import tornado.netutil

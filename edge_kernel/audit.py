@@ -20,8 +20,8 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from jupyter_rapha.protocol.canonical import canonical_json
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def entry_hash(seq: int, ts: str, event: str, job_id: str | None, actor: str | None,
@@ -102,7 +102,8 @@ class AuditLog:
         return rows[0]["hash"] if rows else None
 
     def entries(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM audit ORDER BY seq", ()
+        sql = "SELECT * FROM audit ORDER BY seq"
+        params: tuple[str, ...] = ()
         if job_id:
             sql, params = "SELECT * FROM audit WHERE job_id=? ORDER BY seq", (job_id,)
         return [dict(row) | {"detail": json.loads(row["detail"])} for row in self.db.query(sql, params)]

@@ -119,7 +119,7 @@ def missing_database(db_path: Path, head_file: Path) -> AuditStatus:
                                           f"but this edge has {held}", _ACCEPT_HINT)
 
 
-def check_audit(audit: "AuditLog", head_file: HeadFile, anchored: AuditHead | None) -> AuditStatus:
+def check_audit(audit: AuditLog, head_file: HeadFile, anchored: AuditHead | None) -> AuditStatus:
     """Verify every hash, then hold the log against the head file and the last anchored head."""
     where = audit.db.path
     check = audit.verify()
@@ -150,7 +150,7 @@ def check_audit(audit: "AuditLog", head_file: HeadFile, anchored: AuditHead | No
                        f"audit log intact: {check.entries} entries, head {check.head[:16]}…{reached}")
 
 
-def _short_of(audit: "AuditLog", entries: int, head: AuditHead) -> str:
+def _short_of(audit: AuditLog, entries: int, head: AuditHead) -> str:
     if entries < head.entries:
         return f"holds {entries} entries"
     if audit.hash_at(head.entries) != head.head:
@@ -158,13 +158,13 @@ def _short_of(audit: "AuditLog", entries: int, head: AuditHead) -> str:
     return ""
 
 
-def _accepted(audit: "AuditLog") -> list[dict[str, Any]]:
+def _accepted(audit: AuditLog) -> list[dict[str, Any]]:
     """The heads an operator declared lost with 'rapha-edge audit accept'."""
     rows = audit.db.query("SELECT detail FROM audit WHERE event=?", (ACCEPT_EVENT,))
     return [head for row in rows for head in json.loads(row["detail"]).get("lost", [])]
 
 
-def accept_loss(audit: "AuditLog", status: AuditStatus, reason: str) -> str:
+def accept_loss(audit: AuditLog, status: AuditStatus, reason: str) -> str:
     """Record in the log that the heads it does not reach are lost, then move the head on."""
     if status.state == "broken" and not status.unmet:
         raise AuditDamaged("a log with a broken hash chain cannot be accepted", hint=status.hint)

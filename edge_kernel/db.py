@@ -16,7 +16,8 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from jupyter_rapha.protocol.errors import StorageFault, StorageUnavailable
 
@@ -87,7 +88,7 @@ class Database:
                     raise
                 raise fault from exc
 
-    def query(self, sql: str, params: tuple = (), *, plain: bool = False) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: tuple[Any, ...] = (), *, plain: bool = False) -> list[sqlite3.Row]:
         """Rows by name, or plain tuples (``plain``: faster for a long scan)."""
         with self._lock:
             try:

@@ -69,7 +69,7 @@ class Edge:
             reviews=_review_rule(self.researchers))
 
     @classmethod
-    def open(cls, config_dir: str | Path) -> "Edge":
+    def open(cls, config_dir: str | Path) -> Edge:
         return cls(load_settings(config_dir))
 
     def start(self) -> None:
@@ -205,7 +205,7 @@ def _open_chain(settings: Settings) -> tuple[Any, Any]:
                            timeout=settings.chain.rpc_timeout_seconds)
 
 
-def _open_outbox(edge: "Edge") -> Any:
+def _open_outbox(edge: Edge) -> Any:
     from .anchor.outbox import Outbox, OutboxConfig
     from .anchor.publish import ReceiptPublisher
 

@@ -33,7 +33,7 @@ _ERRNO_PROBLEMS = {errno.ENOSPC: FULL, errno.EDQUOT: FULL, errno.EIO: IO_ERROR, 
 
 def os_error_problem(exc: BaseException) -> str | None:
     """The storage problem an OSError stands for; None for any other error."""
-    return _ERRNO_PROBLEMS.get(exc.errno) if isinstance(exc, OSError) else None
+    return _ERRNO_PROBLEMS.get(exc.errno) if isinstance(exc, OSError) and exc.errno is not None else None
 
 
 class StorageHealth:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.errors import BadInput, GateDenied, NotFound
 

@@ -285,7 +285,8 @@ class JobManager:
         if run.status != "completed":
             reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget"}.get(
                 run.status, "the job's code raised an error")
-            self.store.transition(job_id, "failed", reasons=[reason], error=run.error,  # sanitised once, as it was read (release.error_report)
+            # the error was sanitised once, as it was read (release.error_report)
+            self.store.transition(job_id, "failed", reasons=[reason], error=run.error,
                                   progress=self._progress(job_id, run.meter))
             return
         self._release(job, spec, results, run, started)
@@ -427,4 +428,5 @@ def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
 
 def _plain(update: dict[str, Any]) -> dict[str, Any]:
     # Progress leaves the edge: keep only counters and finite numbers.
-    return {k: v for k, v in update.items() if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in update.items()
+            if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}

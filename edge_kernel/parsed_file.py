@@ -19,7 +19,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Callable
 
 T = TypeVar("T")
 STABLE_SECONDS = 2.0
@@ -33,8 +34,7 @@ class ParsedFile(Generic[T]):
         self.path = path
         self._load = load
         self._lock = threading.Lock()
-        self._seen: tuple[int, ...] | None = None
-        self._value: T | None = None
+        self._cached: tuple[tuple[int, ...], T] | None = None  # (what the stat saw, the value)
 
     def get(self) -> T:
         """The loaded file. Errors propagate and are never cached; a missing file is
@@ -45,12 +45,12 @@ class ParsedFile(Generic[T]):
             return self._load()
         seen = (info.st_ino, info.st_dev, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         with self._lock:
-            if seen == self._seen:
-                return self._value
+            if self._cached is not None and self._cached[0] == seen:
+                return self._cached[1]
         value = self._load()
         if time.time_ns() - info.st_ctime_ns > STABLE_SECONDS * 1e9:
             with self._lock:
                 # Loaded after the stat: the text is at least as new as ``seen``; if it
                 # is newer, the next stat differs and the file is loaded again.
-                self._seen, self._value = seen, value
+                self._cached = seen, value
         return value

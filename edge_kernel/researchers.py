@@ -102,7 +102,7 @@ class ResearcherRegistry:
                                hint="fix it or re-register with 'rapha-edge researchers add'") from exc
         for researcher in found:
             try:
-                researcher.key
+                _ = researcher.key  # parses the key: a bad one is the file's fault, found at load
             except BadInput as exc:
                 raise config_fault(self.path, f"the public key of {researcher.name!r} is not valid",
                                    hint="re-register it with 'rapha-edge researchers add --replace'") from exc

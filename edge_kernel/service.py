@@ -16,7 +16,8 @@ import hashlib
 import http.client
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 import tornado.netutil
 import tornado.web
@@ -66,7 +67,7 @@ def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 def api(method: Callable[..., Awaitable[None] | None]) -> Callable[..., Any]:
     @functools.wraps(method)
-    async def wrapper(self: "BaseHandler", *args: Any) -> None:
+    async def wrapper(self: BaseHandler, *args: Any) -> None:
         try:
             self.take_body()
             result = method(self, *args)

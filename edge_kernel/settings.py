@@ -229,15 +229,17 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     )
     _refuse_renamed(sandbox, "sandbox", "keep_job_files", "unsafe_keep_job_files")
     attestation_settings = AttestationSettings(
-        backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"), "auto"),
+        backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"),
+                        "auto"),
         collateral=_typed(attestation, "attestation.collateral", "collateral", str, ""),
         policy=_typed(attestation, "attestation.policy", "policy", str, ""),
     )
     demo = _typed(edge, "edge.demo", "demo", bool, False)
     if attestation_settings.backend == "unsafe_software" and not demo:
         raise BadInput("attestation.backend 'unsafe_software' is allowed only with edge.demo = true")
+    software_attestation = attestation_settings.backend == "unsafe_software"
     unsafe = tuple(name for name, on in (("unsafe_no_airgap", sandbox_settings.unsafe_no_airgap),
-                                         ("unsafe_software_attestation", attestation_settings.backend == "unsafe_software"),
+                                         ("unsafe_software_attestation", software_attestation),
                                          ("unsafe_keep_job_files", sandbox_settings.unsafe_keep_job_files))
                    if on)
     port = _typed(server, "server.port", "port", int, 8470)
@@ -280,7 +282,8 @@ def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
 def _typed(table: dict[str, Any], label: str, key: str, kind: type, default: Any) -> Any:
     value = table.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadInput(f"{label} in {CONFIG_FILE} must be {_KINDS[kind]}, not {_KINDS.get(type(value), 'a ' + type(value).__name__)}"
+        given = _KINDS.get(type(value), "a " + type(value).__name__)
+        raise BadInput(f"{label} in {CONFIG_FILE} must be {_KINDS[kind]}, not {given}"
                        f" ({json.dumps(value, default=str)})")
     return value
 

@@ -18,7 +18,6 @@ This notebook: create a researcher key, dry-run the cell here on synthetic data
 (`--local`), run it at the edge, and check the receipt."""
 
 SETUP = """import os
-from pathlib import Path
 
 from jupyter_rapha.keystore import default_key_path, load_or_create_key, public_key_line
 

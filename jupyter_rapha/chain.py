@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import requests
+from eth_typing import HexStr
 
 from jupyter_rapha.protocol.bounded import recursion_limit_kept
 from jupyter_rapha.protocol.errors import AnchorFault
@@ -37,7 +38,7 @@ def observe_anchor(rpc_url: str, tx_hash: str, timeout: float = 10) -> AnchorObs
                            exception_retry_configuration=None))
     try:
         chain_id = int(w3.eth.chain_id)
-        tx = w3.eth.get_transaction(tx_hash)
+        tx = w3.eth.get_transaction(HexStr(tx_hash))
         head = int(w3.eth.block_number)
         return _observation(chain_id, tx, head)
     except TransactionNotFound:

@@ -82,7 +82,8 @@ def _verify_parser(sub: Any) -> None:
     verify = sub.add_parser("verify", help="verify receipts", epilog=VERIFY_EXIT_CODES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.add_argument("receipts", nargs="+", metavar="RECEIPT", help="receipt.json file(s)")
-    verify.add_argument("--edge-key", default="", help="edge public key (ed25519:... or a file); default edge.pub beside")
+    verify.add_argument("--edge-key", default="",
+                        help="edge public key (ed25519:... or a file); default edge.pub beside")
     verify.add_argument("--rpc", default="", help="JSON-RPC URL of the chain holding the anchor")
     verify.add_argument("--offline", action="store_true",
                         help="do not consult a chain: signature, outputs and batch inclusion proof only")
@@ -92,7 +93,8 @@ def _verify_parser(sub: Any) -> None:
     verify.add_argument("--tsa-cert", default="", metavar="PEM",
                         help="trust anchor (PEM certificate or chain) for RFC 3161 timestamp anchors")
     verify.add_argument("--require-tee", action="store_true",
-                        help="fail a receipt whose job was attested only by the unsafe software stand-in, or not at all")
+                        help="fail a receipt whose job was attested only by the unsafe software stand-in, "
+                             "or not at all")
     verify.add_argument("--skip-weights", action="store_true",
                         help="accept a receipt with no weights.safetensors beside it (its line says SKIP)")
     verify.add_argument("--skip-metrics", action="store_true",
@@ -206,7 +208,8 @@ def _save_result(command: str, result: Any, out: Path, edge: str) -> int:
               f"`rapha fetch {result.job_id} --edge {edge} --out {out}`")
         return VERIFY_EXIT["pending"]
     headline = result.receipt_widget.verdict.label  # "verified" or "verified, with warnings: attestation (UNSAFE)"
-    print(f"rapha {command}: job {result.job_id} completed, receipt {headline}; wrote {', '.join(OUTPUT_FILES)} to {out}")
+    print(f"rapha {command}: job {result.job_id} completed, receipt {headline}; "
+          f"wrote {', '.join(OUTPUT_FILES)} to {out}")
     return 0
 
 

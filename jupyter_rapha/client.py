@@ -14,8 +14,9 @@ import re
 import secrets
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -302,7 +303,7 @@ def _reasons_text(status: dict[str, Any]) -> str:
 
 
 def utc_now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], max_records: int,

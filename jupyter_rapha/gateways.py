@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -28,7 +29,7 @@ URL_ENV, TOKEN_ENV = "RAPHA_JUPYTER_URL", "RAPHA_JUPYTER_TOKEN"
 RECONNECTS = 5
 
 
-def find_server() -> "ServerGateway | None":
+def find_server() -> ServerGateway | None:
     """$RAPHA_JUPYTER_URL (+ $RAPHA_JUPYTER_TOKEN), else the running Jupyter server that
     started this kernel: kernels are its child processes, so its pid is our parent's."""
     if os.environ.get(URL_ENV):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from .client import JobFailed
 from .protocol.cellinfo import metric_name_problems
@@ -56,7 +57,7 @@ def _field_values(torch: Any, spec: dict[str, Any], count: int, generator: Any) 
 class LocalLoader:
     """Batches of the cohort as dicts of tensors; ``len()`` is the number of batches."""
 
-    def __init__(self, runtime: "LocalRuntime", batch_size: int, shuffle: bool, seed: int | None) -> None:
+    def __init__(self, runtime: LocalRuntime, batch_size: int, shuffle: bool, seed: int | None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise BadInput("batch_size must be a positive whole number")
         self.runtime, self.batch_size, self.shuffle = runtime, batch_size, shuffle

@@ -100,13 +100,21 @@ class RaphaMagics(Magics):
     @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
     @argument("--no-preflight", action="store_true",
               help="send the cell without the local scan and policy dry run (the edge still decides)")
+    def _user_namespace(self) -> dict[str, Any]:
+        if self.shell is None:  # only a RaphaMagics built by hand, outside IPython, has no shell
+            raise BadInput("the rapha magics run inside IPython: %load_ext jupyter_rapha")
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     @cell_magic
     def rapha_train(self, line: str, cell: str) -> Any:
         """Train the cell's code at an edge (or locally with --local)."""
-        namespace = self.shell.user_ns
+        namespace = self._user_namespace()
         namespace[RESULT_VAR] = None
         try:
-            args = parse_argstring(self.rapha_train, line)
+            # IPython types cell_magic as returning "the function or a decorator" (it also takes a
+            # name), so mypy cannot tell that this attribute is the method itself.
+            args = parse_argstring(self.rapha_train, line)  # type: ignore[misc]
             result = self._train(args, cell, namespace)
             first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
             return _finish(namespace, args.returns, result, first.state_dict)
@@ -205,7 +213,7 @@ class RaphaMagics(Magics):
     def rapha_attach(self, line: str) -> Any:
         """Reattach to a job (after closing the notebook or restarting the kernel): live
         progress, then weights, metrics and the verified receipt, as if never detached."""
-        namespace = self.shell.user_ns
+        namespace = self._user_namespace()
         try:
             args = parse_argstring(self.rapha_attach, line)
             gateway, _ = self._gateway(args)
@@ -239,7 +247,7 @@ def _schema_arg(text: str) -> dict[str, Any]:
     try:
         schema = json.loads(text)
     except ValueError as exc:
-        raise BadInput("--schema must be JSON like {\"image\": {\"dtype\": \"float32\", \"shape\": [1,32,32]}}") from exc
+        raise BadInput('--schema must be JSON like {"image": {"dtype": "float32", "shape": [1,32,32]}}') from exc
     if not isinstance(schema, dict):
         raise BadInput("--schema must be a JSON object of fields")
     return schema
@@ -255,7 +263,8 @@ def _collect(gateway: Gateway, job_id: str, site: str, epochs: int) -> Any:
 
 def _verdict(result: Any) -> str:
     if result.verified:  # "receipt verified", or "receipt verified, with warnings: attestation (UNSAFE)"
-        return "receipt " + result.receipt_widget.verdict.label
+        label: str = result.receipt_widget.verdict.label
+        return "receipt " + label
     if result.receipt_widget.pending:  # signed and checked; only the chain transaction is still to come
         return (f"signature verified; anchor pending: fetch the receipt again later with "
                 f"%rapha_attach {result.job_id} (or `rapha fetch {result.job_id} --edge {result.edge_url} --out DIR`)")

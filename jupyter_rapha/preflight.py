@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 from jupyter_rapha.protocol.cellinfo import metric_name_problems
 from jupyter_rapha.protocol.policy import Decision, PolicyBundle, evaluate, load_engine

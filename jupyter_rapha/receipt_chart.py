@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 _SPARK = "▁▂▃▄▅▆▇█"
 WIDTH, HEIGHT = 320, 170
@@ -88,7 +89,7 @@ def svg_curve(name: str, values: Sequence[float], xs: Sequence[float] | None = N
     def py(y: float) -> float:
         return TOP + (y_high - y) / ((y_high - y_low) or 1.0) * plot_h
 
-    scaled = [(px(x), py(y)) for x, y in zip(points_x, ys)]
+    scaled = [(px(x), py(y)) for x, y in zip(points_x, ys, strict=True)]
     label = escape(f"{name}: {ys[0]:.4g} → {ys[-1]:.4g} over {len(ys)} {x_label}s")
     parts = [f"<svg class='rapha-loss' xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' "
              f"viewBox='0 0 {WIDTH} {HEIGHT}' role='img' aria-label='{label}' font-family='sans-serif' font-size='10'>",

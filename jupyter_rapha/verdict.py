@@ -17,7 +17,8 @@ a failure. A status this rule does not know is a failure (fail closed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 COLOURS = {"pass": "#1a7f37", "warn": "#bc4c00", "pending": "#9a6700", "fail": "#cf222e"}
 MARKS = {"pass": "PASS", "fail": "FAIL", "pending": "WAIT", "warn": "WARN", "skipped": "SKIP"}

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .protocol import bounded
 from .protocol.errors import RaphaError
@@ -188,7 +189,9 @@ def _observe(document: Any, rpc_url: str | None, observe: Observer | None,
     if offline or not rpc_url or not isinstance(anchor, dict) or not isinstance(anchor.get("tx_hash"), str):
         return None, ""
     if observe is None:
-        from .chain import observe_anchor as observe
+        from .chain import observe_anchor
+
+        observe = observe_anchor
     try:
         return observe(rpc_url, anchor["tx_hash"]), ""
     except RaphaError as exc:  # an unreachable chain is a failed check, never a pass

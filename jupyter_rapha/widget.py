@@ -138,7 +138,8 @@ class ReceiptWidget:
         mark, colour, _ = self._verdict()
         rows = [
             ("job", f"<code>{escape(str(s['job']))}</code>"),
-            ("dataset", escape(f"{s['dataset']} v{s['dataset_version']}" if s["dataset_version"] else str(s["dataset"]))),
+            ("dataset", escape(f"{s['dataset']} v{s['dataset_version']}" if s["dataset_version"]
+                               else str(s["dataset"]))),
             ("records used", escape(str(s["records_used"]))),
             ("cost", escape(s["cost"] or "—")),
             ("code", _hash(s["code_sha256"])), ("weights", _hash(s["weights_sha256"])),
@@ -224,8 +225,8 @@ class ReceiptWidget:
         if s["curve"]:
             name, values = s["curve"]
             lines.append(f"  {name:<13} {sparkline(values)}  {values[0]:.4g} -> {values[-1]:.4g}")
-        lines += [f"  gate {g.get('name', '')}: {g.get('outcome', '')}" + ("  <-- UNSAFE" if g.get("outcome") == "unsafe" else "")
-                  for g in s["gates"]]
+        lines += [f"  gate {g.get('name', '')}: {g.get('outcome', '')}"
+                  + ("  <-- UNSAFE" if g.get("outcome") == "unsafe" else "") for g in s["gates"]]
         if s["unsafe"]:
             lines.append(f"  UNSAFE options: {', '.join(map(str, s['unsafe']))}")
         for check in (self.verification.checks if self.verification else []):
@@ -241,7 +242,8 @@ class ReceiptWidget:
         if not s["anchor_tx"]:
             return "not anchored"
         link = explorer_url(s["chain_id"], s["anchor_tx"])
-        return f"tx {short(s['anchor_tx'])} block {s['anchor_block']} chain {s['chain_id']}" + (f"  {link}" if link else "")
+        return (f"tx {short(s['anchor_tx'])} block {s['anchor_block']} chain {s['chain_id']}"
+                + (f"  {link}" if link else ""))
 
     def __repr__(self) -> str:
         return self.text()

@@ -13,8 +13,9 @@ except ImportError:  # pragma: no cover - torch is a test dependency
     pass
 
 
-# Jupyter server fixtures (jp_fetch, jp_serve, jp_server_config) for tests/extension.
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+# Jupyter server fixtures (jp_fetch, jp_serve, jp_server_config) for tests/extension; the
+# synthetic DICOM folder and edge settings fixtures the data and edge tests share.
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.edge.conftest_data"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,7 +32,8 @@ class RunningEdge:
         return self.log_path.read_text(errors="replace")
 
 
-def init_edge(root: Path, *, records: int = 64, researcher: PrivateKey | None = None, name: str = "alice") -> PrivateKey:
+def init_edge(root: Path, *, records: int = 64, researcher: PrivateKey | None = None,
+              name: str = "alice") -> PrivateKey:
     assert edge_cli(["init", str(root), "--demo", "--records", str(records)]) == 0
     researcher = researcher or PrivateKey.generate()
     assert edge_cli(["researchers", "add", name, researcher.public.to_text(), "--config", str(root)]) == 0

@@ -161,14 +161,14 @@ async def _client(target: tuple[str, int], key: PrivateKey, routes: dict[str, st
             if connection is None:
                 try:
                     connection = await asyncio.wait_for(asyncio.open_connection(*target), CONNECT_TIMEOUT)
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     result.failures["connect"] += 1
                     await asyncio.sleep(0.05)
                     continue
             start = time.perf_counter()
             try:
                 status = await asyncio.wait_for(_get(connection, key, routes[name]), REQUEST_TIMEOUT)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 result.failures[type(exc).__name__] += 1
                 connection[1].close()
                 connection = None

@@ -104,7 +104,8 @@ def test_training_metering_receipt_and_no_leak(demo_edge, tmp_path):
 
 def test_fields_not_granted_never_cross(demo_edge):
     edge, key = demo_edge
-    cell = "b = next(iter(rapha.loader(batch_size=4)))\nassert sorted(b) == ['image'], sorted(b)\nimport torch\nrapha.save({'w': torch.zeros(1)})\n"
+    cell = ("b = next(iter(rapha.loader(batch_size=4)))\nassert sorted(b) == ['image'], sorted(b)\n"
+            "import torch\nrapha.save({'w': torch.zeros(1)})\n")
     _, _, status = run_job(edge, key, code=cell, budget=4, epochs=1, fields=("image",))
     assert status["state"] == "completed", status
     _, _, status = run_job(edge, key, code=cell, budget=4, epochs=1, fields=("image", "PatientName"))

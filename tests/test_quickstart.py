@@ -4,7 +4,6 @@ run, the same cell at a real edge, the weights back in `model`, the receipt veri
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nbformat

@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from jupyter_rapha.protocol.bounded import recursion_limit_kept
 from jupyter_rapha.protocol.errors import AnchorFault
 
 with recursion_limit_kept():  # py-evm raises it to 12288 on import (see anchor/__init__)
-    from eth.vm.forks import PragueVM
+    from eth.vm.forks.prague import PragueVM
     from eth_tester import EthereumTester, PyEVMBackend
     from eth_tester.backends.pyevm.main import get_default_genesis_params
     from eth_tester.exceptions import TransactionNotFound
 
-from .base import DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction, dynamic_fees, require_digest
+from .base import (DEFAULT_TIP_WEI, SignedAnchor, anchor_faults, anchor_gas, anchor_result, anchor_transaction,
+                   dynamic_fees, require_digest)
 from .rpcserver import dispatch, rpc_methods
 
 JOURNAL_NAME = "journal.jsonl"

@@ -12,9 +12,11 @@ import threading
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.crypto import keccak
 from web3 import HTTPProvider, Web3
-from eth_utils import keccak
 from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.types import Wei
 
 from jupyter_rapha.protocol.errors import AnchorFault
 
@@ -30,7 +32,7 @@ class RpcAnchor:
         if not rpc_url.startswith(("http://", "https://")):
             raise AnchorFault("chain RPC URL must be http:// or https://")
         self._account = account
-        self.address = str(account.address)
+        self.address: ChecksumAddress = account.address
         self._timeout = float(timeout)
         self._lock = threading.Lock()  # one nonce in flight at a time
         # No retries: a retry ladder would stretch the caller's timeout several-fold.
@@ -74,7 +76,8 @@ class RpcAnchor:
         with self._lock:
             self._check_chain()
             with anchor_faults("prepare the replacement anchor transaction"):
-                tx = self._transaction(digest, nonce=stuck.nonce, fees=bumped_fees(signed_fees(stuck.raw), self._fees()))
+                fees = bumped_fees(signed_fees(stuck.raw), self._fees())
+                tx = self._transaction(digest, nonce=stuck.nonce, fees=fees)
                 signed = self._account.sign_transaction(tx)
         return SignedAnchor(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex(), int(tx["nonce"]))
 
@@ -92,7 +95,7 @@ class RpcAnchor:
     def _known(self, tx_hash: str) -> bool:
         try:
             with anchor_faults("look up the anchor transaction"):
-                self._w3.eth.get_transaction(tx_hash)
+                self._w3.eth.get_transaction(HexStr(tx_hash))
             return True
         except AnchorFault as exc:
             if isinstance(exc.__cause__, TransactionNotFound):
@@ -102,7 +105,7 @@ class RpcAnchor:
     def mined_block(self, tx_hash: str) -> int | None:
         try:
             with anchor_faults("look up the anchor transaction"):
-                receipt = self._w3.eth.get_transaction_receipt(tx_hash)
+                receipt = self._w3.eth.get_transaction_receipt(HexStr(tx_hash))
         except AnchorFault as exc:
             if isinstance(exc.__cause__, TransactionNotFound):
                 return None
@@ -132,8 +135,8 @@ class RpcAnchor:
         eth = self._w3.eth
         if nonce is None:
             nonce = eth.get_transaction_count(self.address, "pending")
-        estimate = eth.estimate_gas({"from": self.address, "to": self.address, "value": 0,
-                                     "data": "0x" + digest.hex()})
+        estimate = eth.estimate_gas({"from": self.address, "to": self.address, "value": Wei(0),
+                                     "data": HexStr("0x" + digest.hex())})
         tx = anchor_transaction(self.address, digest, nonce=nonce, chain_id=self.chain_id,
                                 gas=anchor_gas(estimate, digest), fees=fees if fees is not None else self._fees())
         tx.pop("from")

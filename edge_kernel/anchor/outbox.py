@@ -29,7 +29,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree, with_audit_head
 from jupyter_rapha.protocol.errors import AnchorFault
@@ -178,7 +179,8 @@ class Outbox:
         return moved
 
     def _due(self) -> bool:
-        row = self.db.query("SELECT COUNT(*) AS n, MIN(enqueued) AS oldest FROM anchor_outbox WHERE batch_id IS NULL")[0]
+        row = self.db.query("SELECT COUNT(*) AS n, MIN(enqueued) AS oldest FROM anchor_outbox"
+                            " WHERE batch_id IS NULL")[0]
         if not row["n"]:
             self._flush = False
             return False
@@ -190,8 +192,8 @@ class Outbox:
         return dict(rows[0]) if rows else None
 
     def _form_batch(self) -> dict[str, Any]:
-        rows = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id IS NULL ORDER BY seq LIMIT ?",
-                             (self.config.batch_size,))
+        rows = self.db.query("SELECT seq, envelope_sha256 FROM anchor_outbox WHERE batch_id IS NULL"
+                             " ORDER BY seq LIMIT ?", (self.config.batch_size,))
         head = self.audit_head() if self.audit_head is not None else None
         tree = batch_tree([r["envelope_sha256"] for r in rows], head)
         signed = self.anchor.sign_anchor(tree.root)  # needs the chain (nonce, fees): may fail, nothing stored
@@ -221,7 +223,8 @@ class Outbox:
             if batch.get("sent") is None:
                 batch["sent"] = time.time()
                 with self.db.transaction() as conn:
-                    conn.execute("UPDATE anchor_batches SET sent=? WHERE batch_id=?", (batch["sent"], batch["batch_id"]))
+                    conn.execute("UPDATE anchor_batches SET sent=? WHERE batch_id=?",
+                                 (batch["sent"], batch["batch_id"]))
             block, batch = self._wait_mined(batch)
         self._wait_confirmed(block)
         self._close(batch, block)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
 from jupyter_rapha.protocol.errors import NotFound

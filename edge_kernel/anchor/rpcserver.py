@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from eth_bloom import BloomFilter
-from eth_utils import is_address, is_hexstr
+from eth_bloom.bloom import BloomFilter
+from eth_utils.address import is_address
+from eth_utils.hexadecimal import is_hexstr
 
 from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.bounded import recursion_limit_kept
@@ -176,7 +177,8 @@ def rpc_methods(chain: ChainState, *, allow_writes: bool = False) -> dict[str, M
         "eth_blockNumber": lambda p: quantity(tester.get_block_by_number("latest")["number"]),
         "eth_getBalance": lambda p: quantity(tester.get_balance(_address(p, 0), _block_id(p, 1))),
         "eth_getTransactionByHash": lambda p: _found(lambda: _tx_json(tester.get_transaction_by_hash(_hash32(p, 0)))),
-        "eth_getTransactionReceipt": lambda p: _found(lambda: _receipt_json(tester.get_transaction_receipt(_hash32(p, 0)))),
+        "eth_getTransactionReceipt":
+            lambda p: _found(lambda: _receipt_json(tester.get_transaction_receipt(_hash32(p, 0)))),
         "eth_getBlockByNumber": lambda p: _found(lambda: _block_json(
             tester.get_block_by_number(_block_id(p, 0), _flag(p, 1)))),
     }
@@ -231,7 +233,7 @@ def _receipt_json(receipt: Mapping[str, Any]) -> dict[str, Any]:
 def _block_json(block: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = encode(block)
     out["transactions"] = [item if isinstance(item, str) else _tx_json(tx)
-                           for item, tx in zip(out["transactions"], block["transactions"])]
+                           for item, tx in zip(out["transactions"], block["transactions"], strict=True)]
     return out
 
 

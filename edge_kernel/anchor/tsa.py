@@ -20,8 +20,9 @@ from typing import Any
 
 from jupyter_rapha.protocol.errors import AnchorFault, BadInput, VerificationError
 from jupyter_rapha.protocol.merkle import MerkleTree
-from jupyter_rapha.protocol.timestamp import (REQUEST_TYPE, RESPONSE_TYPE, TimestampInfo, check_response_token,
-                                              check_token, timestamp_anchor, timestamp_request, token_from_response)
+from jupyter_rapha.protocol.timestamp import (REQUEST_TYPE, RESPONSE_TYPE, check_response_token, timestamp_anchor,
+                                              timestamp_request, token_from_response)
+from jupyter_rapha.protocol.timestamp_token import TimestampInfo, check_token
 
 from .base import SignedAnchor, anchor_faults, require_digest
 
@@ -42,7 +43,7 @@ class TsaAnchor:
         self._last: tuple[bytes, TimestampInfo] | None = None
 
     @classmethod
-    def from_files(cls, url: str, certificate: Path | None, timeout: float) -> "TsaAnchor":
+    def from_files(cls, url: str, certificate: Path | None, timeout: float) -> TsaAnchor:
         if certificate is None or not certificate.is_file():
             raise BadInput("chain.backend 'rfc3161' needs chain.tsa_certificate: the TSA's PEM certificate or chain")
         return cls(url, certificate.read_bytes(), timeout=timeout)

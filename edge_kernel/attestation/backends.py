@@ -13,7 +13,8 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.attestation import UNSAFE_LABEL, make_software_quote
 from jupyter_rapha.protocol.errors import AttestationDenied, Fault

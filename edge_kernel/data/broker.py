@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -120,7 +120,8 @@ class _Loader:
             return None
         chunk = self.order[self.position:self.position + self.batch_size]
         self.position += len(chunk)
-        return chunk.tolist()  # Python ints, in one call
+        indices: list[int] = chunk.tolist()  # Python ints, in one call
+        return indices
 
 
 class Broker:
@@ -282,7 +283,7 @@ def granted_columns(layout: Layout, records: list[dict[str, np.ndarray]]) -> dic
     for name, (dtype, shape) in layout.items():
         column = [record[name] for record in records]
         try:
-            kinds = {(type(value), value.dtype, value.shape) for value in column}
+            kinds: set[tuple[type, Any, Any]] = {(type(value), value.dtype, value.shape) for value in column}
         except AttributeError:
             kinds = {(object, None, None)}  # not an array at all
         for kind, found_dtype, found_shape in kinds:
@@ -308,5 +309,5 @@ def _fill(out: np.ndarray, column: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _plain_int(value: Any, low: int, high: int) -> bool:
+def _plain_int(value: Any, low: int, high: int) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -23,11 +23,11 @@ class OptOutList:
         self._ids = patient_ids
 
     @classmethod
-    def none(cls) -> "OptOutList":
+    def none(cls) -> OptOutList:
         return cls()
 
     @classmethod
-    def from_file(cls, path: Path | None) -> "OptOutList":
+    def from_file(cls, path: Path | None) -> OptOutList:
         if path is None:
             return cls()
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class CsvSource(TabularSource):
         try:
             with open(self.path, newline="", encoding="utf-8-sig") as handle:
                 reader = csv.DictReader(handle)
-                self._check_header(reader.fieldnames or [])
+                self._check_header(list(reader.fieldnames or []))
                 for seen, row in enumerate(reader):
                     if limit is not None and seen >= limit:
                         break

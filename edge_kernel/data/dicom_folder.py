@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class DicomFolderSource:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise Skip("file too large")
         ds = dicom_record.parse(str(path), max_bytes=MAX_FILE_BYTES)
-        identity = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
+        identity: tuple[bytes, bytes, str] = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
         dicom_record.guarded(dicom_record.check, ds, self.specs, self.labels)
         return identity
 

@@ -85,7 +85,8 @@ ReferencedSOPInstanceUID ReferencedStudySequence ReferringPhysicianAddress Refer
 ReferringPhysicianName ReferringPhysicianTelephoneNumbers RegionOfResidence RelatedFrameOfReferenceUID
 RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription
 RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService ResponsibleOrganization
-ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName ScheduledHumanPerformersSequence
+ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer ReviewerName
+ScheduledHumanPerformersSequence
 ScheduledPatientInstitutionResidence ScheduledPerformingPhysicianIdentificationSequence
 ScheduledPerformingPhysicianName ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
 ScheduledProcedureStepLocation ScheduledProcedureStepStartDate ScheduledProcedureStepStartTime
@@ -133,9 +134,10 @@ def label_mapping(dataset: Dataset, name: str) -> dict[str, Any]:
 
 def _public_label(name: str, mapping: dict[str, Any]) -> dict[str, Any]:
     keyword = mapping.get("keyword")
-    if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
+    tag = tag_for_keyword(keyword) if isinstance(keyword, str) else None
+    if not isinstance(keyword, str) or tag is None:
         raise BadInput(f"label {name}: 'keyword' must be a DICOM attribute keyword")
-    if keyword in BASIC_PROFILE_KEYWORDS or dictionary_VR(tag_for_keyword(keyword)) in REFUSED_LABEL_VRS:
+    if keyword in BASIC_PROFILE_KEYWORDS or dictionary_VR(tag) in REFUSED_LABEL_VRS:
         raise BadInput(f"label {name}: {keyword} is identifying or free text (PS3.15 basic profile)")
     return mapping
 
@@ -213,7 +215,8 @@ def reload(data: bytes | str, *, max_bytes: int, key: bytes, specs: dict[str, Fi
     return arrays
 
 
-def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec],
+            labels: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for name, spec in specs.items():
         arrays[name] = _label(ds, labels[name], spec) if spec.kind == "label" else _pixels(ds, spec)
@@ -238,12 +241,13 @@ def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: b
 def _check_pixel_bytes(ds: pydicom.Dataset) -> None:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax in _NATIVE_SYNTAXES:
-        expected = preprocess.frames_of(ds) * int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16) or 16) // 8
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = preprocess.frames_of(ds) * int(ds.Rows) * int(ds.Columns) * bits // 8
         if len(ds.PixelData) < expected:
             raise Skip("unreadable pixel data")
         return
     try:  # compressed: the only way to know it decodes is to decode it, once, here
-        ds.pixel_array
+        _ = ds.pixel_array
     except Exception as exc:
         raise Skip("unreadable pixel data") from exc
 
@@ -269,7 +273,7 @@ def _scaled(ds: pydicom.Dataset, raw: np.ndarray) -> np.ndarray:
     scaled = np.clip((raw.astype(np.float32) + offset) / np.float32(top), 0.0, 1.0)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         scaled = 1.0 - scaled  # MONOCHROME1 shows low values as white
-    return scaled
+    return np.asarray(scaled, dtype=np.float32)
 
 
 def _label(ds: pydicom.Dataset, mapping: dict[str, Any], spec: FieldSpec) -> np.ndarray:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import pydicom
@@ -180,7 +181,8 @@ class DicomWebSource:
 
 
 class _Empty:
-    status_code, content, headers = 204, b"", {}
+    status_code, content = 204, b""
+    headers: dict[str, str] = {}
 
 
 def _check_header(ds: pydicom.Dataset, specs: Any, labels: Any) -> None:

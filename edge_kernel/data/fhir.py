@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -136,7 +137,8 @@ def _codes(resource: dict[str, Any]) -> list[str]:
 def _entry(kind: str, resource: dict[str, Any]) -> tuple[str, Any]:
     if kind == "Condition":
         status = resource.get("verificationStatus", {})
-        codes = [c.get("code") for c in status.get("coding", []) if isinstance(c, dict)] if isinstance(status, dict) else []
+        codings = status.get("coding", []) if isinstance(status, dict) else []
+        codes = [c.get("code") for c in codings if isinstance(c, dict)]
         return "", codes[0] if codes else "confirmed"
     when = str(resource.get("effectiveDateTime") or resource.get("issued") or "")
     if resource.get("status") == "entered-in-error":

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from .registry import FieldSpec
 from .source import Skip
@@ -57,7 +57,7 @@ def apply(ds: pydicom.Dataset, raw: np.ndarray, spec: FieldSpec) -> np.ndarray:
     ranges = _walk_ranges(ds, spec.transforms)
     if spec.transforms[0].op != "modality_lut":
         values = values.astype(np.float64)
-    for step, before in zip(spec.transforms, ranges):
+    for step, before in zip(spec.transforms, ranges, strict=True):
         values = _STEPS[step.op](ds, values, step, before, spec)
     return np.ascontiguousarray(values.reshape(spec.shape), dtype=spec.dtype)
 
@@ -112,8 +112,8 @@ def _window_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range
 
 def _intensity_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
     if "scale_to" in step.params:
-        return tuple(step.params["scale_to"])  # type: ignore[return-value]
-    return tuple(step.params["clip"])  # type: ignore[return-value]
+        return tuple(step.params["scale_to"])
+    return tuple(step.params["clip"])
 
 
 def _same_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
@@ -183,7 +183,8 @@ def _intensity(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before:
     if "scale_to" not in step.params:
         return values
     out_low, out_high = step.params["scale_to"]
-    return out_low + (values - low) * ((out_high - out_low) / (high - low))
+    scaled: np.ndarray = out_low + (values - low) * ((out_high - out_low) / (high - low))
+    return scaled
 
 
 def _invert(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before: Range, spec: FieldSpec) -> np.ndarray:
@@ -195,7 +196,8 @@ def _invert(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before: Ra
 def _resize(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before: Range, spec: FieldSpec) -> np.ndarray:
     from .resize import resize
 
-    return resize(values, tuple(spec.shape[-2:]), step.params["interpolation"])
+    rows, columns = spec.shape[-2:]
+    return resize(values, (rows, columns), step.params["interpolation"])
 
 
 _STEPS = {"modality_lut": _modality, "window": _window, "intensity": _intensity, "resize": _resize,

@@ -51,7 +51,8 @@ def _bilinear(values: np.ndarray, length: int, size: int, axis: int) -> np.ndarr
     low = np.minimum(np.floor(source).astype(np.int64), length - 1)
     high = np.minimum(low + 1, length - 1)
     weight = _along(source - low, values.ndim, axis)
-    return np.take(values, low, axis=axis) * (1.0 - weight) + np.take(values, high, axis=axis) * weight
+    blended: np.ndarray = np.take(values, low, axis=axis) * (1.0 - weight) + np.take(values, high, axis=axis) * weight
+    return blended
 
 
 def _area(values: np.ndarray, length: int, size: int, axis: int) -> np.ndarray:
@@ -68,7 +69,8 @@ def _area(values: np.ndarray, length: int, size: int, axis: int) -> np.ndarray:
     edge_pixels = np.take(values, np.minimum(whole, length - 1), axis=axis) * fraction
     total = spans + np.take(edge_pixels, np.arange(1, size + 1), axis=axis) \
         - np.take(edge_pixels, np.arange(size), axis=axis)
-    return total / (length / size)
+    mean: np.ndarray = total / (length / size)
+    return mean
 
 
 def _along(weights: np.ndarray, ndim: int, axis: int) -> np.ndarray:

@@ -7,7 +7,7 @@ interface does not import its implementations back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from jupyter_rapha.protocol.errors import BadInput
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-                         RLELossless, SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import (UID, CTImageStorage, ExplicitVRLittleEndian,
+                         MultiFrameGrayscaleWordSecondaryCaptureImageStorage, RLELossless, SecondaryCaptureImageStorage,
+                         generate_uid)
 
 from .registry import Dataset, FieldSpec
 from .transforms import Transform
@@ -56,7 +57,8 @@ class SynthOptions:
         if any(rows < 8 or columns < 8 or rows * columns > 4096 * 4096 for rows, columns in self.sizes):
             raise ValueError("every size needs at least 8x8 and at most 4096x4096 pixels")
         if self.modality not in MODALITIES or self.photometric not in PHOTOMETRICS:
-            raise ValueError(f"modality is one of {', '.join(MODALITIES)}, photometric one of {', '.join(PHOTOMETRICS)}")
+            raise ValueError(f"modality is one of {', '.join(MODALITIES)}, "
+                             f"photometric one of {', '.join(PHOTOMETRICS)}")
         if not 1 <= self.frames <= MAX_FRAMES or self.transfer_syntax not in TRANSFER_SYNTAXES:
             raise ValueError(f"frames must be 1 to {MAX_FRAMES}, transfer syntax one of {', '.join(TRANSFER_SYNTAXES)}")
         if self.modality == "CT" and (self.frames > 1 or self.photometric != "MONOCHROME2"):
@@ -139,9 +141,9 @@ def _patient(rng: np.random.Generator, index: int) -> dict[str, str]:
     }
 
 
-def _uid(rng: np.random.Generator) -> str:
+def _uid(rng: np.random.Generator) -> UID:
     # Seeded entropy keeps a dataset reproducible for a given seed.
-    return str(generate_uid(entropy_srcs=[str(int(rng.integers(2**62)))]))
+    return generate_uid(entropy_srcs=[str(int(rng.integers(2**62)))])
 
 
 def _frames(rng: np.random.Generator, shape: tuple[int, int], label: int, options: SynthOptions) -> np.ndarray:
@@ -156,12 +158,14 @@ def _frames(rng: np.random.Generator, shape: tuple[int, int], label: int, option
 def _pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
     yy, xx = np.mgrid[0:rows, 0:columns]
     half = columns // 2
-    cx = rng.uniform(half + columns / 8, columns - columns / 8) if label else rng.uniform(columns / 8, half - columns / 8)
+    margin = columns / 8
+    cx = rng.uniform(half + margin, columns - margin) if label else rng.uniform(margin, half - margin)
     cy = rng.uniform(rows / 8, rows - rows / 8)
     radius = min(rows, columns) / 10
     blob = 2000.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
     noise = rng.normal(400.0, 120.0, (rows, columns))
-    return np.clip(blob + noise, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    pixels: np.ndarray = np.clip(blob + noise, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    return pixels
 
 
 def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) -> np.ndarray:
@@ -179,10 +183,11 @@ def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) ->
     radius = min(rows, columns) / 12
     hu += 80.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
     hu += rng.normal(0.0, 10.0, (rows, columns))
-    return np.clip(np.rint(hu) - CT_INTERCEPT, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    pixels: np.ndarray = np.clip(np.rint(hu) - CT_INTERCEPT, 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    return pixels
 
 
-def _sop_class(options: SynthOptions) -> str:
+def _sop_class(options: SynthOptions) -> UID:
     if options.modality == "CT":
         return CTImageStorage
     return MultiFrameGrayscaleWordSecondaryCaptureImageStorage if options.frames > 1 else SecondaryCaptureImageStorage

@@ -10,7 +10,8 @@ identifiers can never become a field (S2). A record missing a value is skipped.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from .registry import Dataset, FieldSpec
 from .source import Index, RecordRef, Skip, granted_specs, sorted_index
 
 
-def field_mappings(dataset: Dataset, specs: dict[str, FieldSpec], sources: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def field_mappings(dataset: Dataset, specs: dict[str, FieldSpec],
+                   sources: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     mappings = {}
     for name, spec in specs.items():
         mapping = (dataset.labels if spec.kind == "label" else dataset.features).get(name)
@@ -90,7 +92,7 @@ class TabularIndexBuilder:
 
     def build(self) -> tuple[Index, dict[str, np.ndarray]]:
         columns = {name: (np.stack(values) if values else np.empty((0, *spec.shape), spec.dtype))
-                   for (name, values), spec in zip(self.columns.items(), self.specs.values())}
+                   for (name, values), spec in zip(self.columns.items(), self.specs.values(), strict=True)}
         return sorted_index(self.by_pseudonym, dict(self.skipped), self.excluded), columns
 
 

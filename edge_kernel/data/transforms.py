@@ -37,7 +37,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.errors import BadInput
 from jupyter_rapha.protocol.receipt import preprocessing_digest

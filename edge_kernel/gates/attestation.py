@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.attestation import (
     DEFAULT_POLICY, UNSAFE_LABEL, CollateralProvider, QuoteVerification, binding_commitment, report_data_for,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class AttestationGate:

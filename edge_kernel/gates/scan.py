@@ -9,7 +9,7 @@ The scan is defence in depth; the sandbox (S1) is the guarantee.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, scan_source
 

@@ -16,7 +16,8 @@ import traceback
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class RaphaDataLoader:
     """
 
     def __init__(self, channel: Channel, batch_size: int, shuffle: bool, seed: int, *,
-                 prefetch: int = 2, copy: bool = False, arena: "_Arena | None" = None) -> None:
+                 prefetch: int = 2, copy: bool = False, arena: _Arena | None = None) -> None:
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or not 0 <= prefetch <= 8:
             raise ValueError("prefetch is a number of batches, 0 to 8")
         self._channel = channel

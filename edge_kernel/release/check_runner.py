@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Protocol, Sequence
+from typing import IO, Any, Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

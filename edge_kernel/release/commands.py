@@ -151,7 +151,8 @@ def _render_checks(checks: Any) -> list[str]:
         return ["  checks: none finished yet"]
     lines = [f"  checks (held-back records: {checks.get('holdback_size', 0)}):"]
     for name, figures in sorted((checks.get("checks") or {}).items()):
-        shown = " ".join(f"{k}={_figure(v)}" for k, v in sorted(figures.items())) if isinstance(figures, dict) else figures
+        shown = (" ".join(f"{k}={_figure(v)}" for k, v in sorted(figures.items())) if isinstance(figures, dict)
+                 else figures)
         lines.append(f"    {name}: {shown}")
     return lines
 
@@ -172,7 +173,7 @@ def _render_decisions(decisions: list[dict[str, Any]]) -> list[str]:
         return ["  decisions: none yet"]
     lines = ["  decisions:"]
     for d in decisions:
-        when = datetime.datetime.fromtimestamp(d["signed_at"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        when = datetime.datetime.fromtimestamp(d["signed_at"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         lines.append(f"    {d['decision']} by {d['checker']} (key {d['checker_key_id'][:12]}) at {when}: {d['reason']}")
     return lines
 

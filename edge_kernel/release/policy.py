@@ -9,7 +9,8 @@ not exactly one of release / review / refuse with a rule and reasons refuses (S4
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.policy import DEFAULT_TIMEOUT_S, EngineLoader, PolicyBundle, evaluate_query, load_engine
 

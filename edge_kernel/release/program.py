@@ -25,7 +25,8 @@ import re
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from jupyter_rapha.protocol.errors import RaphaError
 

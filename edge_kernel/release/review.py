@@ -54,12 +54,12 @@ class Vote:
         return self.decision == "approve"
 
     @classmethod
-    def of(cls, decision: ReviewDecision) -> "Vote":
+    def of(cls, decision: ReviewDecision) -> Vote:
         return cls(decision.job_id, decision.checker_key_id, decision.decision, decision.reason,
                    decision.statement_sha256)
 
     @classmethod
-    def from_entry(cls, entry: Any) -> "Vote":
+    def from_entry(cls, entry: Any) -> Vote:
         """A kept entry; one of the wrong shape is damage, never a vote to skip (a skipped
         reject would release)."""
         try:

@@ -23,7 +23,7 @@ MAX_TENSORS = OUTPUT_LIMITS.weight_tensors
 MAX_DIMS = OUTPUT_LIMITS.weight_dims
 HEADER_DEPTH = 4  # {"name": {"shape": [...]}} is three levels
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
-_ALLOWED_METADATA = ({}, {"format": "pt"})
+_ALLOWED_METADATA: tuple[dict[str, str], ...] = ({}, {"format": "pt"})
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class JobProcess:
     boot_id: str
 
     @classmethod
-    def of(cls, pid: int) -> "JobProcess":
+    def of(cls, pid: int) -> JobProcess:
         stat = _stat(pid)
         if stat is None:
             raise SandboxFault("the job process ended before it could be recorded")

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from jupyter_rapha.protocol.errors import GateDenied, SandboxFault
 

@@ -64,7 +64,7 @@ class Channel:
         head = json.dumps({"msg": header, "arrays": layout}, separators=(",", ":")).encode("utf-8")
         sizes = [a.nbytes for a in contiguous.values()]
         self.sock.sendall(PREFIX.pack(MAGIC, len(head), _payload_size(sizes)) + head)
-        for array, size in zip(contiguous.values(), sizes):
+        for array, size in zip(contiguous.values(), sizes, strict=True):
             if size:
                 self.sock.sendall(memoryview(array.reshape(-1)).cast("B"))  # no copy
             if _pad(size):
@@ -143,7 +143,8 @@ def _payload_size(sizes: list[int]) -> int:
     return sum(size + _pad(size) for size in sizes)
 
 
-def _parse_header(raw: bytes | bytearray | memoryview) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
+def _parse_header(raw: bytes | bytearray | memoryview
+                  ) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]]]:
     # the peer may be the job: bounded, so nesting cannot overflow the stack
     doc = bounded.loads(bytes(raw), what="the peer's message header", error=ChannelError)
     if not isinstance(doc, dict) or not isinstance(doc.get("msg"), dict):
@@ -204,7 +205,7 @@ class SharedArena:
         self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     @classmethod
-    def create(cls, size: int = SHM_BYTES) -> "SharedArena | None":
+    def create(cls, size: int = SHM_BYTES) -> SharedArena | None:
         """A sealed arena, or None where memfd or seals are missing (the socket carries all)."""
         import fcntl
         import os
@@ -222,7 +223,7 @@ class SharedArena:
             return None
 
     @classmethod
-    def attach(cls, fd: int) -> "SharedArena":
+    def attach(cls, fd: int) -> SharedArena:
         import os
 
         return cls(fd, os.fstat(fd).st_size)
@@ -243,14 +244,16 @@ class SharedArena:
         os.close(self.fd)
 
 
-def shm_layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
+def shm_layout(specs: dict[str, tuple[np.dtype, tuple[int, ...]]], count: int,
+               base: int) -> tuple[list[dict[str, Any]], int]:
     """Where each array of a batch of ``count`` records lies from ``base``; total bytes.
     The answer is shared between calls: read it, never change it."""
     return _layout(tuple((name, dtype.str, shape) for name, (dtype, shape) in specs.items()), count, base)
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(specs: tuple[tuple[str, str, tuple[int, ...]], ...], count: int, base: int) -> tuple[list[dict[str, Any]], int]:
+def _layout(specs: tuple[tuple[str, str, tuple[int, ...]], ...], count: int,
+            base: int) -> tuple[list[dict[str, Any]], int]:
     # Cached: a loader asks for the same batch shape at the same few regions every time,
     # and formatting dtypes per batch showed up in the broker's profile.
     layout, offset = [], base

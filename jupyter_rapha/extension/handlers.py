@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -45,7 +46,7 @@ def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 def api(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     @functools.wraps(method)
-    async def wrapper(self: "RaphaHandler", *args: Any, **kwargs: Any) -> None:
+    async def wrapper(self: RaphaHandler, *args: Any, **kwargs: Any) -> None:
         try:
             await method(self, *args, **kwargs)
         except web.HTTPError:
@@ -64,7 +65,7 @@ class RaphaHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def proxy(self) -> EdgeProxy:
-        proxy = self.settings["rapha_proxy"]
+        proxy: EdgeProxy | RaphaError = self.settings["rapha_proxy"]
         if isinstance(proxy, RaphaError):  # the extension could not start its proxy: say why, per request
             raise proxy
         return proxy

@@ -140,7 +140,8 @@ def _batch_proof(batch: Any) -> tuple[bytes, InclusionProof]:
     root, index, size, path = batch.get("root"), batch.get("index"), batch.get("size"), batch.get("proof")
     if not (isinstance(root, str) and _HEX32.match(root)):
         raise VerificationError("batch root is not 32 bytes of lowercase hex")
-    if not (isinstance(index, int) and isinstance(size, int) and _is_count(index) and _is_count(size) and 0 < size <= MAX_BATCH_SIZE):
+    if not (isinstance(index, int) and isinstance(size, int) and _is_count(index) and _is_count(size)
+            and 0 < size <= MAX_BATCH_SIZE):
         raise VerificationError("batch index and size must be non-negative integers within bounds")
     if not (isinstance(path, list) and len(path) <= 64 and all(isinstance(p, str) and _HEX32.match(p) for p in path)):
         raise VerificationError("batch proof must be a list of 32-byte lowercase hex hashes")

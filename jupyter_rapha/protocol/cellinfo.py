@@ -9,6 +9,7 @@ calls. A call with ``**kwargs`` cannot be read and makes the declaration explici
 from __future__ import annotations
 
 import ast
+from typing import TypeGuard
 
 from .contract import OUTPUT_LIMITS, metric_name_refusal
 from .errors import BadInput
@@ -31,7 +32,7 @@ def logged_metric_names(code: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _is_rapha_log(node: ast.AST) -> bool:
+def _is_rapha_log(node: ast.AST) -> TypeGuard[ast.Call]:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "log"
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "rapha")
 

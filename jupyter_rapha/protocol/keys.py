@@ -57,11 +57,11 @@ class PrivateKey:
         self.public = PublicKey(raw)
 
     @classmethod
-    def generate(cls) -> "PrivateKey":
+    def generate(cls) -> PrivateKey:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_pem(cls, data: bytes) -> "PrivateKey":
+    def from_pem(cls, data: bytes) -> PrivateKey:
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:

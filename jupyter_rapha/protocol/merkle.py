@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass
+from itertools import pairwise
 
 from .errors import VerificationError
 
@@ -61,7 +62,7 @@ class MerkleTree:
         self.root = _root(self._hashes)
 
     @classmethod
-    def sorted_unique(cls, leaves: list[bytes]) -> "MerkleTree":
+    def sorted_unique(cls, leaves: list[bytes]) -> MerkleTree:
         return cls(sorted(set(leaves)))
 
     def __len__(self) -> int:
@@ -122,7 +123,7 @@ class NonInclusionProof:
 def prove_non_inclusion(sorted_leaves: list[bytes], target: bytes) -> NonInclusionProof:
     """Build the proof over ``sorted_leaves`` (strictly increasing); raise ValueError if
     ``target`` is in the tree."""
-    if any(a >= b for a, b in zip(sorted_leaves, sorted_leaves[1:])):
+    if any(a >= b for a, b in pairwise(sorted_leaves)):
         raise ValueError("non-inclusion needs strictly increasing leaves")
     tree = MerkleTree(sorted_leaves)
     position = bisect.bisect_left(sorted_leaves, target)

@@ -35,7 +35,8 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from .canonical import canonical_json
 
@@ -57,7 +58,7 @@ class PolicyBundle:
     data_json: str = "{}"
 
     @classmethod
-    def from_texts(cls, modules: Mapping[str, str], data_json: str | None = None) -> "PolicyBundle":
+    def from_texts(cls, modules: Mapping[str, str], data_json: str | None = None) -> PolicyBundle:
         return cls(tuple(sorted(modules.items())), data_json if data_json is not None else "{}")
 
     def file_digests(self) -> list[tuple[str, str]]:
@@ -87,7 +88,7 @@ class Decision:
         return self.allow is True and not self.deny and self.fault is None
 
     @classmethod
-    def refused(cls, reason: str) -> "Decision":
+    def refused(cls, reason: str) -> Decision:
         return cls(False, (reason,), {}, fault=reason)
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import bounded
@@ -142,7 +142,7 @@ def verify_receipt(
     judged at (the current time by default).
     Any document at all gets an answer: a malformed one fails a check, it never raises."""
     result = Verification()
-    options = _Options(min_confirmations, tsa_trust, require_tee, now or datetime.now(timezone.utc))
+    options = _Options(min_confirmations, tsa_trust, require_tee, now or datetime.now(UTC))
     try:
         _verify(document, edge_key, weights, metrics, anchor, options, result)
     except (RaphaError, *_MALFORMED) as exc:
@@ -211,7 +211,8 @@ def _parse_statement(payload: bytes, result: Verification) -> dict[str, Any] | N
         result.add("statement", False, "receipt predicate is incomplete")
         return None
     if major_version(predicate.get("receipt_version")) != PREDICATE_MAJOR:
-        result.add("statement", False, f"receipt version {str(predicate.get('receipt_version'))[:16]!r} is not supported")
+        version = str(predicate.get("receipt_version"))[:16]
+        result.add("statement", False, f"receipt version {version!r} is not supported")
         return None
     problem = _shape_problem(predicate)
     if problem:
@@ -332,7 +333,8 @@ def _check_anchor(document: dict[str, Any], predicate: dict[str, Any], observati
         return
     if anchor.get("method") == "evm-batch":
         batch = anchor["batch"]
-        result.add("inclusion", True, f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
+        result.add("inclusion", True,
+                   f"leaf {batch['index']} of {batch['size']} under batch root {batch['root'][:12]}…")
         _check_audit_head(anchor, result)
     if observation is None:
         result.skip("anchor", "chain not consulted (pass an RPC endpoint to check the anchor)")

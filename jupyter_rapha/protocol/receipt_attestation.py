@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .attestation import report_data_for, verify_quote
@@ -37,9 +37,10 @@ def check_attestation(predicate: dict[str, Any], edge_key: PublicKey, *, require
     if not isinstance(attestation, dict) or not attestation.get("quote"):
         why = ("the edge recorded no attestation quote for this job" if isinstance(evidence, dict)
                else "the receipt predates attestation evidence (receipt 1.0): no quote to re-check")
-        return Check(NAME, "fail" if require_tee else "warn", why + ("; --require-tee needs one" if require_tee else ""))
+        return Check(NAME, "fail" if require_tee else "warn",
+                     why + ("; --require-tee needs one" if require_tee else ""))
     try:
-        return _check_quote(attestation, predicate, edge_key, require_tee, now or datetime.now(timezone.utc))
+        return _check_quote(attestation, predicate, edge_key, require_tee, now or datetime.now(UTC))
     except _Refused as exc:
         return Check(NAME, "fail", str(exc))
 
@@ -67,7 +68,8 @@ def _check_quote(attestation: dict[str, Any], predicate: dict[str, Any], edge_ke
         raise _Refused(f"the receipt names backend {attestation.get('backend')!r} but the quote is {verification.kind}")
     if verification.unsafe:
         detail = f"{UNSAFE_TEXT}: bound to this job, signed by edge key {edge_key.key_id}; no hardware evidence"
-        return Check(NAME, "fail" if require_tee else "warn", detail + ("; --require-tee refuses it" if require_tee else ""))
+        return Check(NAME, "fail" if require_tee else "warn",
+                     detail + ("; --require-tee refuses it" if require_tee else ""))
     return Check(NAME, "pass", f"{verification.kind.upper()} quote v{verification.version} bound to this job; "
                                f"TCB {attestation.get('tcb_status', 'unknown')} as the edge reported "
                                "(collateral and measurements not re-checked here)")

@@ -16,7 +16,8 @@ from __future__ import annotations
 import ast
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .canonical import canonical_json
 from .scan_rules import ADVICE, DEFAULT_ALLOWED_MODULES, HIGH, LOW, MEDIUM

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import builtins
-from typing import Callable
+from collections.abc import Callable
+from itertools import pairwise
 
 from . import scan_rules as R
 from .scan_paths import PathJudge, const_str
@@ -140,7 +141,7 @@ class CellAnalysis:
         root = parts[0]
         if root == "builtins" or root in R.NETWORK_MODULES or root in R.ESCAPE_MODULES:
             return  # flagged at the import or by the dynamic-code rules
-        pairs = set(zip(parts, parts[1:]))
+        pairs = set(pairwise(parts))
         if set(parts[1:]) & R.REACH_ATTRS or pairs & R.REACH_PAIRS:
             self._add("reach-through", node, R.HIGH, f"reaches {path} through another module")
 

@@ -236,7 +236,8 @@ def _check_eku(cert: x509.Certificate) -> None:
         raise VerificationError("TSA certificate's extended key usage is not timeStamping alone, critical")
 
 
-def _chain(cert: x509.Certificate, pool: list[x509.Certificate], anchors: list[x509.Certificate]) -> list[x509.Certificate]:
+def _chain(cert: x509.Certificate, pool: list[x509.Certificate],
+           anchors: list[x509.Certificate]) -> list[x509.Certificate]:
     """Walk issuers from the signer to a byte-identical trust anchor, checking each link."""
     anchor_der = {a.public_bytes(serialization.Encoding.DER) for a in anchors}
     chain = [cert]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
 from ..protocol.contract import TERMINAL_STATES as FINAL_STATES, JobState

@@ -125,8 +125,9 @@ def test_training_through_orthanc_with_consent_applied(pacs, tmp_path):
     for ref in local.index().records:
         digest[ref.pseudonym] = hashlib.sha256(local.load(ref)["image"].tobytes()).hexdigest()
     seen = set((workdir / "seen.txt").read_text().split())
+    used = {bytes.fromhex(p) for p in outcome.meter.pseudonyms_hex}
     excluded = {hashlib.sha256(local.load(r)["image"].tobytes()).hexdigest()
-                for r in local.index().records if r.pseudonym not in {bytes.fromhex(p) for p in outcome.meter.pseudonyms_hex}}
+                for r in local.index().records if r.pseudonym not in used}
     assert len(excluded) == RECORDS - len(kept) and not (seen & excluded)
     assert leaked((workdir / "received.bin").read_bytes(), header_values(folder)) == []
 

@@ -13,7 +13,7 @@ from edge_kernel.data.pseudonym import derive_seed
 from edge_kernel.gates.obligations import enforceable
 from jupyter_rapha.protocol.errors import PolicyDenied
 from jupyter_rapha.protocol.merkle import MerkleTree
-from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS
 from tests.edge.test_broker import epoch, open_loader, served
 
 HELD_BACK = 16  # of SYNTH_RECORDS (64): a quarter, so the job keeps more than half

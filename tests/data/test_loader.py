@@ -23,7 +23,7 @@ from edge_kernel.data.registry import parse_dataset
 from edge_kernel.wire.channel import Channel, SharedArena
 from edge_kernel.inside.runtime import BrokerRefused, Rapha
 from jupyter_rapha.protocol.errors import BadInput, SandboxFault
-from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, leaked, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, leaked
 from tests.edge.test_broker import RecordingSocket, _broken_folder
 
 
@@ -58,7 +58,7 @@ def test_the_budget_holds_exactly_under_shuffle_prefetch_breaks_and_several_epoc
     epochs = []
     for _ in range(4):
         epochs.append([k for batch in loader for k in _keys(batch)])
-    for batch in loader:  # stop early: prefetched answers are drained, the channel stays in step
+    for _batch in loader:  # stop early: prefetched answers are drained, the channel stays in step
         break
     other = rapha.loader(batch_size=20, shuffle=False, prefetch=0)
     again = [k for batch in other for k in _keys(batch)]
@@ -102,7 +102,7 @@ def test_a_leased_region_is_reused_only_once_every_tensor_of_its_batch_is_gone(s
     del first
     assert rapha._arena.in_use() == 1  # held by the label tensor and the numpy view
     for _ in range(3):
-        for batch in loader:
+        for batch in loader:  # noqa: B007 - the last batch stays bound, counted below
             pass
     assert np.array_equal(view, expected)  # later epochs did not write over it
     assert rapha._arena.in_use() == 2  # that batch, and the last one still bound to ``batch``
@@ -170,7 +170,8 @@ def test_pydicom_warnings_never_surface(synth_folder, synth_entry, tmp_path):
 
 def test_labels_naming_identifying_or_free_text_attributes_are_refused(synth_folder, synth_entry):
     for keyword in ("PatientAge", "ImageComments", "StudyDate", "PatientWeight", "SOPInstanceUID"):
-        entry = parse_dataset({**synth_entry.to_dict(), "labels": {"finding": {"source": "dicom-tag", "keyword": keyword}}})
+        label = {"source": "dicom-tag", "keyword": keyword}
+        entry = parse_dataset({**synth_entry.to_dict(), "labels": {"finding": label}})
         with pytest.raises(BadInput):
             DicomFolderSource(synth_folder, entry, ["finding"], HMAC_KEY)
     entry = parse_dataset({**synth_entry.to_dict(), "labels": {"finding": {"source": "dicom-tag", "keyword": "Rows"}}})

@@ -195,7 +195,7 @@ def test_monochrome1_is_inverted_to_the_same_image_as_monochrome2(tmp_path):
     mono1 = write(tmp_path, "m1", n=4, seed=9, photometric="MONOCHROME1")
     steps = [{"op": "intensity", "scale_to": [0, 1]}, "invert_monochrome1"]
     plain, flipped = records(source(mono2, [1, 32, 32], steps)), records(source(mono1, [1, 32, 32], steps))
-    for (ds2, image2), (ds1, image1) in zip(plain, flipped):
+    for (ds2, image2), (ds1, image1) in zip(plain, flipped, strict=True):
         assert ds1.PhotometricInterpretation == "MONOCHROME1" and ds2.PhotometricInterpretation == "MONOCHROME2"
         assert not np.array_equal(ds1.pixel_array, ds2.pixel_array)
         assert np.array_equal(image1, image2)
@@ -210,7 +210,7 @@ def test_the_documented_default_equals_scaling_then_inversion(tmp_path):
         folder = write(tmp_path, photometric, n=3, photometric=photometric)
         default = records(source(folder, [1, 32, 32], None))
         declared = records(source(folder, [1, 32, 32], steps))
-        for (_, a), (_, b) in zip(default, declared):
+        for (_, a), (_, b) in zip(default, declared, strict=True):
             assert np.allclose(a, b, atol=1e-6)
 
 
@@ -238,7 +238,7 @@ def test_rle_records_decode_to_the_same_images(tmp_path):
     native = records(source(write(tmp_path, "a", sizes=((48, 40),)), [1, 24, 24], steps))
     rle = records(source(write(tmp_path, "b", sizes=((48, 40),), transfer_syntax="rle"), [1, 24, 24], steps))
     assert str(rle[0][0].file_meta.TransferSyntaxUID) == pydicom.uid.RLELossless
-    for (_, a), (_, b) in zip(native, rle):
+    for (_, a), (_, b) in zip(native, rle, strict=True):
         assert np.array_equal(a, b)
 
 

@@ -16,7 +16,7 @@ from edge_kernel.data.provenance import PROVENANCE_FILE, prove_patient, save_pro
 from jupyter_rapha.protocol.errors import NotFound, VerificationError
 from jupyter_rapha.protocol.merkle import (inclusion_proof_from_dict, non_inclusion_proof_from_dict,
                                            verify_inclusion, verify_non_inclusion)
-from tests.edge.conftest_data import HMAC_KEY, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY
 from tests.edge.test_broker import epoch, open_loader, served
 
 
@@ -91,7 +91,8 @@ def test_provenance_command_against_a_real_edge(demo_edge, capsys):
 
     edge, key = demo_edge
     client = EdgeClient(edge.url, key)
-    cell = "import torch\nfor b in rapha.loader(batch_size=8):\n    rapha.log(n=len(b['image']))\nrapha.save({'w': torch.zeros(1)})\n"
+    cell = ("import torch\nfor b in rapha.loader(batch_size=8):\n    rapha.log(n=len(b['image']))\n"
+            "rapha.save({'w': torch.zeros(1)})\n")
     job_id = client.submit(make_jobspec(cell, "synthetic-cxr", ["image"], 10, 120, {}, key.key_id))
     status = client.wait(job_id, timeout=180)
     assert status["state"] == "completed", (status.get("reasons"), status.get("gates"))
@@ -101,7 +102,8 @@ def test_provenance_command_against_a_real_edge(demo_edge, capsys):
         capsys.readouterr()
         assert edge_cli(["provenance", pid, job_id, "--config", str(edge.config)]) == 0
         document = json.loads(capsys.readouterr().out)
-        predicate = json.loads(__import__("base64").b64decode(client.receipt(job_id)["envelope"]["payload"]))["predicate"]
+        payload = client.receipt(job_id)["envelope"]["payload"]
+        predicate = json.loads(__import__("base64").b64decode(payload))["predicate"]
         assert document["records_root"] == predicate["dataset"]["records_root"]
         _check(document, document["records_root"])
         answers[pid] = document["answer"]

@@ -53,7 +53,7 @@ def _job(entry, fields=("image", "finding")):
 
 def _assert_same(reloaded, seen):
     assert len(reloaded) == len(seen)
-    for again, original in zip(reloaded, seen):
+    for again, original in zip(reloaded, seen, strict=True):
         assert again.keys() == original.keys()
         for name in original:
             assert again[name].dtype == original[name].dtype and again[name].shape == original[name].shape

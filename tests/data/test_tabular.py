@@ -45,7 +45,8 @@ def _write_export(folder: Path, patients: int = 12) -> dict:
         lines["Patient"].append({"resourceType": "Patient", "id": f"p{i}", "gender": "female" if i % 2 else "male",
                                  "birthDate": f"19{50 + i}-03-0{1 + i % 9}",
                                  "name": [{"family": f"SMITHFIELD{i}", "given": ["JANE"]}],
-                                 "identifier": [{"system": NHS, "value": nhs}, {"system": "urn:mrn", "value": f"MRN{i}"}]})
+                                 "identifier": [{"system": NHS, "value": nhs},
+                                                {"system": "urn:mrn", "value": f"MRN{i}"}]})
         if i != 3:  # patient 3 has no HbA1c: skipped
             for t, value in (("2023-01-01", 40.0 + i), ("2024-01-01", 50.0 + i)):
                 lines["Observation"].append({"resourceType": "Observation", "status": "final",

@@ -87,7 +87,8 @@ def test_steps_are_stored_canonically_and_read_back(tmp_path):
     registry = DatasetRegistry(tmp_path)
     registry.add(dataset)
     assert registry.get("ct") == dataset
-    default = parse_dataset({"name": "xr", "location": "x", "fields": {"image": {"dtype": "float32", "shape": [1, 8, 8]}}})
+    default = parse_dataset({"name": "xr", "location": "x",
+                             "fields": {"image": {"dtype": "float32", "shape": [1, 8, 8]}}})
     assert "transforms" not in default.schema()["image"]  # a default field reads as before
 
 
@@ -140,7 +141,8 @@ def test_the_receipt_names_the_steps_and_their_canonical_digest():
     spec = SimpleNamespace(fields=["image"])
     section = dataset_entry(spec, dataset, meter(found))
     assert section["preprocessing"] == found
-    default = parse_dataset({"name": "xr", "location": "x", "fields": {"image": {"dtype": "float32", "shape": [1, 8, 8]}}})
+    default = parse_dataset({"name": "xr", "location": "x",
+                             "fields": {"image": {"dtype": "float32", "shape": [1, 8, 8]}}})
     assert receipt_entry(default.fields) is None
     assert "preprocessing" not in dataset_entry(spec, default, meter(None))
 

@@ -258,7 +258,8 @@ def test_commands_refuse_a_directory_that_is_not_an_edge(tmp_path, capsys):
     (("[attestation]", "[attestaton]"), "unknown table [attestaton] in edge.toml; did you mean [attestation]?"),
     (("min_confirmations = 1", 'min_confirmations = "12"'),
      "chain.min_confirmations in edge.toml must be a whole number, not a string"),
-    (("[edge]", "demo = true\n[edge]"), "unknown key demo outside any table in edge.toml; did you mean demo under [edge]?"),
+    (("[edge]", "demo = true\n[edge]"),
+     "unknown key demo outside any table in edge.toml; did you mean demo under [edge]?"),
     (('rpc_url = ""', 'rpc_ulr = "http://x"'), "unknown key chain.rpc_ulr in edge.toml; did you mean rpc_url?"),
 ])
 def test_a_settings_typo_stops_every_command_that_loads_settings(edge_dir, capsys, edit, words):

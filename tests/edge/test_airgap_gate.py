@@ -77,8 +77,9 @@ def test_job_command_runs_as_nobody_in_the_sandbox(settings, tmp_path):
     import sys
     workdir = settings.jobs_dir / ("a" * 32) / "work"
     workdir.mkdir(parents=True)
+    keys = repr(str(settings.keys_dir))
     probe = ("import os, pathlib; print(os.getuid()); "
-             f"print(pathlib.Path({str(settings.keys_dir)!r}).exists() and any(pathlib.Path({str(settings.keys_dir)!r}).iterdir()))")
+             f"print(pathlib.Path({keys}).exists() and any(pathlib.Path({keys}).iterdir()))")
     cmd = wrap_command([sys.executable, "-c", probe], workdir, parse_jobspec(spec_dict()), (), settings)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=workdir)
     assert done.returncode == 0, done.stderr

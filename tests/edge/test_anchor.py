@@ -100,7 +100,7 @@ def test_chain_survives_restart_with_same_hashes_blocks_and_data(tmp_path, accou
     del first
 
     second = EmbeddedChain(tmp_path / "chain", account)
-    for n, (result, block) in enumerate(zip(results, blocks)):
+    for n, (result, block) in enumerate(zip(results, blocks, strict=True)):
         tx = call(second, "eth_getTransactionByHash", result["tx_hash"])["result"]
         assert int(tx["blockNumber"], 16) == result["block_number"]
         assert tx["input"] == "0x" + digest(n).hex() and tx["from"] == account.address

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from jupyter_rapha.protocol.jobspec import Budget, JobSpec, code_digest
 from jupyter_rapha.protocol.keys import PrivateKey
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "attestation"
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 GCP_TDX = DATA / "tdx_v4_go-tdx-guest_gcp_cos113_padded.dat"
 TRUSTEE_TDX = DATA / "tdx_v4_trustee_debug_td.dat"
 PHALA_SGX = DATA / "sgx_v3_phala_dcap-qvl.dat"

@@ -25,8 +25,7 @@ from edge_kernel.data.synth import synthetic_dataset_entry
 from edge_kernel.wire.channel import MAGIC, PREFIX, Channel, ChannelError
 from jupyter_rapha.protocol.errors import BadInput, BudgetDenied, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
-from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, header_values, leaked, synth_entry,  # noqa: F401
-                                      synth_folder)
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, leaked
 
 
 class RecordingSocket:

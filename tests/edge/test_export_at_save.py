@@ -14,8 +14,7 @@ from edge_kernel.data.holdback import Holdback
 from edge_kernel.inside.runtime import Rapha
 from edge_kernel.sandbox.runner import run_job
 from edge_kernel.wire.outputs import PROGRAM_FILE
-from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, make_spec, settings, synth_entry,  # noqa: F401
-                                      synth_folder)
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec
 
 SCHEMA = {"image": {"dtype": "float32", "shape": [1, 32, 32], "kind": "feature"},
           "finding": {"dtype": "int64", "shape": [], "kind": "label"}}

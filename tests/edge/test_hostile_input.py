@@ -15,7 +15,6 @@ import time
 import pytest
 import requests
 
-from jupyter_rapha.protocol.canonical import canonical_json
 from jupyter_rapha.protocol.jobspec import code_digest
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.request import sign_request
@@ -55,7 +54,8 @@ def job_body(key: PrivateKey, code: str = "rapha.log(loss=1.0)\n") -> bytes:
 def audit_rows(edge) -> list[tuple[str, dict]]:
     db = sqlite3.connect(edge.config / "state" / "edge.sqlite")
     try:
-        return [(event, json.loads(detail)) for event, detail in db.execute("SELECT event, detail FROM audit ORDER BY seq")]
+        rows = db.execute("SELECT event, detail FROM audit ORDER BY seq")
+        return [(event, json.loads(detail)) for event, detail in rows]
     finally:
         db.close()
 
@@ -75,7 +75,8 @@ def test_nested_brackets_in_a_signed_job_submission_are_a_400_and_the_edge_lives
     assert "nested deeper" in assert_json_4xx(response, 400)["error"]["message"] or \
         "not JSON" in response.json()["error"]["message"]
     deep = b'{"spec": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    response = requests.post(edge.url + "/v1/jobs", data=deep, headers=signed(key, "POST", "/v1/jobs", deep), timeout=30)
+    response = requests.post(edge.url + "/v1/jobs", data=deep, headers=signed(key, "POST", "/v1/jobs", deep),
+                             timeout=30)
     assert "nested deeper" in assert_json_4xx(response, 400)["error"]["message"]
     assert_alive(edge)
 
@@ -124,7 +125,8 @@ def test_a_lone_surrogate_in_the_code_is_a_400(demo_edge):
     edge, key = demo_edge
     body = job_body(key, code="x = '\ud800'\n")
     assert b"\\ud800" in body
-    response = requests.post(edge.url + "/v1/jobs", data=body, headers=signed(key, "POST", "/v1/jobs", body), timeout=10)
+    response = requests.post(edge.url + "/v1/jobs", data=body, headers=signed(key, "POST", "/v1/jobs", body),
+                             timeout=10)
     assert "surrogate" in assert_json_4xx(response, 400)["error"]["message"]
     assert_alive(edge)
 

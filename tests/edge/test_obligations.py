@@ -7,7 +7,7 @@ import pytest
 from edge_kernel.gates.obligations import enforceable
 from jupyter_rapha.protocol.errors import PolicyDenied
 from jupyter_rapha.protocol.jobspec import parse_jobspec
-from tests.edge.conftest_data import HMAC_KEY, make_spec, settings, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY, make_spec
 from tests.protocol.test_jobspec import spec_dict
 
 

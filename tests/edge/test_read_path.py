@@ -39,7 +39,7 @@ def test_a_cached_registry_follows_an_in_place_edit(tmp_path, monkeypatch):
     time.sleep(0.1)
     registry = ResearcherRegistry(tmp_path)
     assert registry.by_key_id(bob.key_id).name == "bob"
-    assert registry._file._seen is not None  # cached from here on
+    assert registry._file._cached is not None  # cached from here on
     assert registry.by_key_id(bob.key_id).name == "bob"
     time.sleep(0.02)
     rewrite_in_place(tmp_path / "researchers.json", bob.public.to_text(), carol.public.to_text())
@@ -53,7 +53,7 @@ def test_a_file_changed_moments_ago_is_not_cached(tmp_path):
     write_researchers(tmp_path / "researchers.json", [("alice", alice), ("bob", bob)])
     registry = ResearcherRegistry(tmp_path)
     assert registry.by_key_id(bob.key_id).name == "bob"
-    assert registry._file._seen is None  # too fresh to trust its times
+    assert registry._file._cached is None  # too fresh to trust its times
     rewrite_in_place(tmp_path / "researchers.json", bob.public.to_text(), carol.public.to_text())
     with pytest.raises(UnknownKey):
         registry.by_key_id(bob.key_id)

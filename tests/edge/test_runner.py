@@ -18,8 +18,7 @@ from safetensors.torch import load
 from edge_kernel.sandbox.launch import wrap_command
 from edge_kernel.sandbox.runner import job_command, job_env, run_job
 from jupyter_rapha.protocol.errors import SandboxFault
-from tests.edge.conftest_data import (HMAC_KEY, SYNTH_RECORDS, header_values, leaked, make_spec,  # noqa: F401
-                                      settings, synth_entry, synth_folder)
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, leaked, make_spec
 
 TRAIN_CELL = '''
 import hashlib, json
@@ -131,7 +130,8 @@ def test_a_budget_below_the_dataset_stops_at_the_budget_and_ungranted_fields_sta
 
 
 @pytest.mark.parametrize("code,expected", [
-    ("x = 1\nrapha.log(a=x)\nraise KeyError('DOE^JANE MRN1234567')\n", {"type": "KeyError", "line": 3, "message": None}),
+    ("x = 1\nrapha.log(a=x)\nraise KeyError('DOE^JANE MRN1234567')\n",
+     {"type": "KeyError", "line": 3, "message": None}),
     ("def f(batch):\n    return batch['PatientName']\n\nfor b in rapha.loader(batch_size=4):\n    f(b)\n",
      {"type": "KeyError", "line": 2, "message": None}),
     ("Secret = type('KOWALCZYK_JANE', (ValueError,), {})\nraise Secret('x')\n",

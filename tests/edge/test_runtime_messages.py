@@ -37,7 +37,7 @@ def test_every_runtime_refusal_is_listed():
 def test_every_broker_refusal_is_listed():
     tree = ast.parse(Path(broker.__file__).read_text())
     replies = [text for node in ast.walk(tree) if isinstance(node, ast.Dict)
-               for key, value in zip(node.keys, node.values)
+               for key, value in zip(node.keys, node.values, strict=True)
                if isinstance(key, ast.Constant) and key.value == "error" for text in _texts(value)]
     assert replies and set(replies) <= RUNTIME_MESSAGES, set(replies) - RUNTIME_MESSAGES
     assert (messages.BROKER_MAX_BATCH_SIZE, messages.BROKER_MAX_LOADERS) == (broker.MAX_BATCH_SIZE, broker.MAX_LOADERS)

@@ -7,7 +7,6 @@ the runner, because the sandbox must hold for a cell the scanner missed."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from pathlib import Path
@@ -83,7 +82,8 @@ def listeners():
     assert ears.close() == [], "something reached a host listener from inside the sandbox"
 
 
-DNS_QUERY = "b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'"
+DNS_QUERY = ("b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"
+             "\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01'")
 
 
 def escapes(listeners: Listeners, settings) -> list[tuple[str, str, str]]:

@@ -103,7 +103,9 @@ def test_researchers_see_only_their_own_jobs(demo_edge, tmp_path):
     other = PrivateKey.generate()
     assert edge_cli(["researchers", "add", "bob", other.public.to_text(), "--config", str(edge.config)]) == 0
     path = "/v1/jobs/" + "a" * 32
-    response = requests.get(edge.url + path, headers={"Authorization": sign_request(other, "GET", path, b"", int(time.time()))})
+    response = requests.get(edge.url + path,
+                            headers={"Authorization": sign_request(other, "GET", path, b"", int(time.time()))})
     assert response.status_code == 404
-    listing = requests.get(edge.url + "/v1/jobs", headers={"Authorization": sign_request(other, "GET", "/v1/jobs", b"", int(time.time()))})
+    listing = requests.get(edge.url + "/v1/jobs",
+                           headers={"Authorization": sign_request(other, "GET", "/v1/jobs", b"", int(time.time()))})
     assert listing.json() == {"jobs": []}

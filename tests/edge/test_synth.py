@@ -17,7 +17,7 @@ from edge_kernel.cli import main as edge_cli
 from edge_kernel.data.synth import (LABEL_CREATOR, LABEL_ELEMENT, LABEL_GROUP, SYNTH_IDENTIFIER_TAGS, SynthOptions,
                                     make_synthetic_dataset)
 from jupyter_rapha.protocol.errors import BadInput
-from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, header_values
 
 
 def _read_all(folder: Path) -> list[pydicom.Dataset]:
@@ -139,7 +139,7 @@ def test_ct_is_stored_unsigned_with_a_hounsfield_rescale(tmp_path):
 def test_monochrome1_stores_the_same_image_inverted(tmp_path):
     plain = _variant(tmp_path, "m2")
     inverted = _variant(tmp_path, "m1", photometric="MONOCHROME1")
-    for a, b in zip(plain, inverted):
+    for a, b in zip(plain, inverted, strict=True):
         assert b.PhotometricInterpretation == "MONOCHROME1"
         assert np.array_equal(b.pixel_array, 4095 - a.pixel_array)
 
@@ -153,7 +153,7 @@ def test_multi_frame_objects_carry_their_frame_count(tmp_path):
 def test_rle_lossless_keeps_pixels_and_planted_identifiers(tmp_path):
     plain = _variant(tmp_path, "plain", frames=2)
     rle = _variant(tmp_path, "rle", frames=2, transfer_syntax="rle")
-    for a, b in zip(plain, rle):
+    for a, b in zip(plain, rle, strict=True):
         assert b.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
         assert np.array_equal(a.pixel_array, b.pixel_array)
         for keyword in SYNTH_IDENTIFIER_TAGS:

@@ -73,8 +73,8 @@ def appliance(tmp_path):
     processes: list[subprocess.Popen] = []
     try:
         box.build()
-        listener = ("import socket; s = socket.create_server(('%s', 8080)); print('up', flush=True)\n"
-                    "while True: s.accept()[0].close()") % WAN_PEER
+        listener = (f"import socket; s = socket.create_server(('{WAN_PEER}', 8080)); print('up', flush=True)\n"
+                    "while True: s.accept()[0].close()")
         peer = subprocess.Popen(["ip", "netns", "exec", box.wan_ns, PY, "-c", listener], stdout=subprocess.PIPE)
         processes.append(peer)
         assert peer.stdout.readline().strip() == b"up"

@@ -107,7 +107,7 @@ def test_a_wheel_enables_the_server_extension(tmp_path):
     for name in ("jupyter_rapha", "edge_kernel", "jupyter-config"):
         shutil.copytree(ROOT / name, source / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "labextension"))
-    build = "from setuptools import build_meta; print(build_meta.build_wheel(%r))" % str(tmp_path)
+    build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(tmp_path)!r}))"
     done = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     wheel = tmp_path / done.stdout.strip().splitlines()[-1]

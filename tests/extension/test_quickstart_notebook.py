@@ -54,7 +54,8 @@ def jupyter(tmp_path, edge_config, two_edges):
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1",
                                 f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-                                f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
+                                f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
+                                "--ServerApp.allow_root=True",
                                 f"--ServerApp.root_dir={ROOT / 'examples'}"],
                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"

@@ -51,7 +51,8 @@ async def test_routes_by_catalog_site_and_all(jp_fetch, two_edges, researcher_ke
 
 
 @pytest.mark.parametrize("rapha_config,expected", [({"routing": "first"}, ["north"]),
-                                                    ({"routing": "all"}, ["north", "south"])], indirect=["rapha_config"])
+                                                    ({"routing": "all"}, ["north", "south"])],
+                         indirect=["rapha_config"])
 async def test_routing_choice_from_config(jp_fetch, rapha_config, expected):
     jobs = await submit(jp_fetch, dataset="synthetic-cxr", code="x = 1\n")
     assert sorted(j["site"] for j in jobs) == expected

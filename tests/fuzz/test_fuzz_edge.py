@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from jupyter_rapha.protocol.jobspec import code_digest
 from jupyter_rapha.protocol.request import sign_request
-from tests.fuzz.strategies import NASTY_STRINGS, budget, every_mutation, json_bytes, json_values, replaced
+from tests.fuzz.strategies import NASTY_STRINGS, budget, every_mutation, json_bytes, json_values
 
 pytestmark = pytest.mark.slow
 JOB = "f" * 32

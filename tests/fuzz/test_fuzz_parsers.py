@@ -83,7 +83,7 @@ def test_jobspec_parsing_raises_only_bad_input(path, value):
 
 
 def test_every_jobspec_node_replaced_by_each_hostile_sample_is_bad_input():
-    for path, _, changed in every_mutation(SPEC):
+    for _path, _, changed in every_mutation(SPEC):
         try:
             parse_jobspec(changed)
         except BadInput:

@@ -13,7 +13,6 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_rapha.cli import main
 from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree
 from jupyter_rapha.protocol.attestation import (RuntimeMeasurement, binding_commitment, make_software_quote,
                                                 report_data_for)

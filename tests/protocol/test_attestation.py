@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from jupyter_rapha.protocol.errors import BadInput
 from jupyter_rapha.protocol.keys import PrivateKey
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "attestation"
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 TRUSTEE_TDX = "tdx_v4_trustee_debug_td.dat"
 GCP_TDX = "tdx_v4_go-tdx-guest_gcp_cos113_padded.dat"
 PHALA_SGX = "sgx_v3_phala_dcap-qvl.dat"
@@ -157,7 +157,8 @@ def test_hardware_binding_against_known_report_data() -> None:
     assert verify_as_recorded(data, expected_report_data=TRUSTEE_REPORT_DATA).check("report_data").status == "pass"
     other_job = hashlib.sha512(b"another job").digest()
     result = verify_as_recorded(data, expected_report_data=other_job)
-    assert result.check("report_data").status == "fail" and "made for something else" in result.check("report_data").detail
+    check = result.check("report_data")
+    assert check.status == "fail" and "made for something else" in check.detail
     assert verify_as_recorded(data, expected_report_data=TRUSTEE_REPORT_DATA[:32]).check("report_data").status == "fail"
 
 
@@ -181,7 +182,7 @@ def test_malformed_allowlist_fails_closed() -> None:
 
 def test_certificate_validity_uses_the_given_time() -> None:
     data = load(TRUSTEE_TDX)  # PCK leaf valid 2023-02-07 to 2030-02-07
-    for when in (datetime(2031, 1, 1, tzinfo=timezone.utc), datetime(2022, 1, 1, tzinfo=timezone.utc)):
+    for when in (datetime(2031, 1, 1, tzinfo=UTC), datetime(2022, 1, 1, tzinfo=UTC)):
         result = verify_as_recorded(data, now=when)
         assert result.check("pck_validity").status == "fail"
     assert verify_as_recorded(data, now=datetime(2026, 1, 1)).check("time").status == "fail"  # naive time

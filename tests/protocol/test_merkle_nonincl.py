@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 
 import pytest
 
@@ -19,7 +20,7 @@ def _leaves(n: int) -> list[bytes]:
 def _absent(leaves: list[bytes]) -> list[bytes]:
     """Targets below, between and above the leaves."""
     targets = [b"\x00" * 32, b"\xff" * 32]
-    for a, b in zip(leaves, leaves[1:]):
+    for a, b in pairwise(leaves):
         middle = (int.from_bytes(a, "big") + int.from_bytes(b, "big")) // 2
         if middle != int.from_bytes(a, "big"):
             targets.append(middle.to_bytes(32, "big"))
@@ -78,7 +79,8 @@ def test_empty_tree_and_malformed_documents():
     verify_non_inclusion(b"x" * 32, proof, EMPTY_ROOT)
     with pytest.raises(VerificationError):
         verify_non_inclusion(b"x" * 32, proof, MerkleTree(_leaves(1)).root)
-    for doc in ({}, {"tree_size": "2"}, {"tree_size": 2, "left": {"leaf": "zz", "index": 0, "tree_size": 2, "path": []}}):
+    bad_leaf = {"tree_size": 2, "left": {"leaf": "zz", "index": 0, "tree_size": 2, "path": []}}
+    for doc in ({}, {"tree_size": "2"}, bad_leaf):
         with pytest.raises(VerificationError):
             non_inclusion_proof_from_dict(doc)
 

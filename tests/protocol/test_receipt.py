@@ -1,6 +1,5 @@
 import base64
 import copy
-import json
 
 import pytest
 
@@ -16,8 +15,9 @@ ADDRESS = "0x00000000000000000000000000000000000000aa"
 def predicate():
     return {"receipt_version": 1, "job": {"id": "j" * 32}, "edge": {"id": "e", "key_id": "k", "anchor_address": ADDRESS,
             "chain_id": 1337}, "dataset": {"id": "d", "records_used": 3}, "budget": {"max_records": 3},
-            "settlement": {"amount": "0"}, "outputs": {"weights": {"sha256": sha256_hex(WEIGHTS), "bytes": len(WEIGHTS)},
-                                                       "metrics": {"sha256": metrics_digest(METRICS)}},
+            "settlement": {"amount": "0"},
+            "outputs": {"weights": {"sha256": sha256_hex(WEIGHTS), "bytes": len(WEIGHTS)},
+                        "metrics": {"sha256": metrics_digest(METRICS)}},
             "metrics": METRICS, "gates": [], "unsafe": [], "times": {}}
 
 

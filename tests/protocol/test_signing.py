@@ -1,5 +1,4 @@
 import base64
-import json
 
 import pytest
 
@@ -52,7 +51,8 @@ def test_request_signature_binds_method_path_body_and_time():
     key = PrivateKey.generate()
     auth = _signed(key)
     verify_request(auth, key.public, "POST", "/v1/jobs", b"{}", 1000)
-    for method, path, body in (("GET", "/v1/jobs", b"{}"), ("POST", "/v1/jobs?x=1", b"{}"), ("POST", "/v1/jobs", b"[]")):
+    for method, path, body in (("GET", "/v1/jobs", b"{}"), ("POST", "/v1/jobs?x=1", b"{}"),
+                               ("POST", "/v1/jobs", b"[]")):
         with pytest.raises(BadSignature):
             verify_request(auth, key.public, method, path, body, 1000)
     with pytest.raises(Expired):

@@ -226,8 +226,9 @@ def test_nonce_taken_by_another_transaction_signs_the_batch_again(world):
 
 def test_chain_down_stores_nothing_backs_off_and_release_wait_ends(world, tmp_path):
     anchor = RpcAnchor("http://127.0.0.1:9/chain", world["account"], chain_id=world["chain"].chain_id, timeout=2)
-    outbox = Outbox(world["db"], anchor, Published(), OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05,
-                                                                   retry_max_seconds=0.2, poll_seconds=0.02))
+    config = OutboxConfig(batch_interval_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=0.2,
+                          poll_seconds=0.02)
+    outbox = Outbox(world["db"], anchor, Published(), config)
     outbox.start()
     try:
         outbox.enqueue("j" * 32, "ab" * 32)
@@ -392,7 +393,8 @@ def test_fees_are_read_back_from_every_kind_of_signed_transaction():
     common = {"to": key.address, "value": 0, "gas": 30_000, "nonce": 3, "data": b"\x01" * 32}
     legacy = key.sign_transaction({**common, "gasPrice": 7}).raw_transaction
     access = key.sign_transaction({**common, "gasPrice": 9, "chainId": 1, "accessList": []}).raw_transaction
-    dynamic = key.sign_transaction({**common, "chainId": 1, "maxFeePerGas": 11, "maxPriorityFeePerGas": 2}).raw_transaction
+    dynamic = key.sign_transaction({**common, "chainId": 1, "maxFeePerGas": 11,
+                                    "maxPriorityFeePerGas": 2}).raw_transaction
     assert signed_fees(bytes(legacy)) == {"gasPrice": 7}
     assert signed_fees(bytes(access)) == {"gasPrice": 9}
     assert signed_fees(bytes(dynamic)) == {"maxFeePerGas": 11, "maxPriorityFeePerGas": 2}

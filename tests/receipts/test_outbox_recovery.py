@@ -5,7 +5,6 @@ receipt gets anchored exactly once and is fetched anchored from the edge."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys

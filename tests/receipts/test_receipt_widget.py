@@ -92,7 +92,8 @@ def test_widget_in_a_notebook_executed_by_nbclient_and_exported_static(tmp_path)
     notebook = nbformat.v4.new_notebook()
     notebook.cells.append(nbformat.v4.new_code_cell(NOTEBOOK_CODE.format(receipt=str(path), key=KEY.public.to_text())))
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(notebook, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     output = notebook.cells[0].outputs[0]
     assert output["output_type"] == "execute_result"
     assert "rapha-receipt" in output["data"]["text/html"] and "Rapha receipt: verified" in output["data"]["text/plain"]

@@ -56,7 +56,7 @@ def with_token(anchor: dict, token: bytes) -> dict:
 
 def test_every_receipt_of_a_batch_verifies_against_the_root_ca_or_the_tsa_cert(pki):
     digests, anchors = stamped(Authority(pki["tsa"]))
-    for digest, anchor in zip(digests, anchors):
+    for digest, anchor in zip(digests, anchors, strict=True):
         ok, detail = verify_timestamp_anchor(anchor, digest, pki["ca"].pem)
         assert ok, detail
         assert "CN=Test TSA <- CN=Test TSA Root" in detail
@@ -226,7 +226,8 @@ def test_tsa_anchor_times_out_and_reports_down(pki):
     try:
         started = time.monotonic()
         with pytest.raises(AnchorFault, match="timestamp authority"):
-            TsaAnchor(f"http://127.0.0.1:{silent.getsockname()[1]}/", pki["ca"].pem, timeout=0.5).sign_anchor(b"\1" * 32)
+            anchor = TsaAnchor(f"http://127.0.0.1:{silent.getsockname()[1]}/", pki["ca"].pem, timeout=0.5)
+            anchor.sign_anchor(b"\1" * 32)
         assert time.monotonic() - started < 5
     finally:
         silent.close()

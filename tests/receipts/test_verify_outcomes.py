@@ -38,7 +38,7 @@ def folder(tmp_path_factory):
     docs[1]["anchor"] = pending_anchor(envelope_digest(docs[1]["envelope"]))
     docs[2]["anchor"] = dict(anchors[envelope_digest(docs[1]["envelope"])])  # another receipt's anchor
     paths = {}
-    for name, doc in zip(("anchored", "pending", "borrowed"), docs):
+    for name, doc in zip(("anchored", "pending", "borrowed"), docs, strict=True):
         directory = root / name
         directory.mkdir()
         (directory / "receipt.json").write_text(json.dumps(doc))
@@ -55,7 +55,8 @@ def test_anchored_passes_one_line_per_check(folder, capsys):
     assert main(["verify", paths["anchored"], "--rpc", url]) == 0
     out = capsys.readouterr().out.splitlines()
     checks = [line.split()[:2] for line in out if line[:4] in ("PASS", "FAIL", "SKIP", "WAIT")]
-    assert checks == [["PASS", n] for n in ("format", "signature", "statement", "weights", "metrics", "inclusion", "anchor")]
+    names = ("format", "signature", "statement", "weights", "metrics", "inclusion", "anchor")
+    assert checks == [["PASS", n] for n in names]
     assert out[-1].startswith("OK: ")
 
 

@@ -9,7 +9,7 @@ import http.server
 import itertools
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from asn1crypto import algos, cms, tsp
 from asn1crypto import x509 as asn1_x509
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -59,7 +59,8 @@ def make_tsa(ca: Issued, *, common_name: str = "Test TSA", eku: bool = True, eku
                .not_valid_before(NOW - timedelta(days=1)).not_valid_after(not_after or NOW + timedelta(days=30))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
     if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=eku_critical)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
+                                        critical=eku_critical)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
@@ -83,7 +84,7 @@ class Authority:
                                           "hashed_message": self.imprint_override})
         tst = tsp.TSTInfo({"version": "v1", "policy": "1.3.6.1.4.1.99999.1", "message_imprint": imprint,
                            "serial_number": next(self._serials),
-                           "gen_time": datetime.now(timezone.utc).replace(microsecond=0),
+                           "gen_time": datetime.now(UTC).replace(microsecond=0),
                            "nonce": request["nonce"].native})
         token = self.token(tst.dump(), with_certs=bool(request["cert_req"].native))
         return tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token}).dump()
@@ -129,7 +130,7 @@ class TsaServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/tsa"
 
-    def start(self, port: int = 0) -> "TsaServer":
+    def start(self, port: int = 0) -> TsaServer:
         authority = self.authority
 
         class Handler(http.server.BaseHTTPRequestHandler):

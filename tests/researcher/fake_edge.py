@@ -54,7 +54,7 @@ class FakeEdge:
         self.job_delay = 0.0
         self.anchor_pending = False
 
-    def __enter__(self) -> "FakeEdge":
+    def __enter__(self) -> FakeEdge:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -262,7 +262,8 @@ def _handler(edge: FakeEdge) -> type[BaseHTTPRequestHandler]:
             if method == "POST" and self.path == "/v1/jobs":
                 return self._json(edge.submit(body, key_id), 202)
             if method == "GET" and self.path == "/v1/jobs":
-                return self._json({"jobs": [edge.status(j, key_id) for j, v in edge.jobs.items() if v["owner"] == key_id]})
+                mine = [edge.status(j, key_id) for j, v in edge.jobs.items() if v["owner"] == key_id]
+                return self._json({"jobs": mine})
             if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "jobs"]:
                 return self._json(edge.status(parts[2], key_id))
             if method == "GET" and self.path == "/v1/catalog":

@@ -93,7 +93,8 @@ def test_denied_job_status_becomes_scan_denied(edge, key):
 
 def test_failed_job_reports_type_and_line(edge, key):
     client = EdgeClient(edge.url, key)
-    status = client.wait(client.submit(spec_for(key, code="x = 1\nraise ValueError('secret')\n")), poll=0.05, timeout=60)
+    job_id = client.submit(spec_for(key, code="x = 1\nraise ValueError('secret')\n"))
+    status = client.wait(job_id, poll=0.05, timeout=60)
     error = final_error(status)
     assert isinstance(error, JobFailed) and error.message == "ValueError at line 2 of the cell"
     assert "secret" not in error.diagnostics()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from jupyter_rapha.protocol.keys import PrivateKey
-from jupyter_rapha.protocol.receipt import sha256_hex, sign_receipt
+from jupyter_rapha.protocol.receipt import sign_receipt
 from jupyter_rapha.verify import verify_document
 from jupyter_rapha.widget import ReceiptWidget
 

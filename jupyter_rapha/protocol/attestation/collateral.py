@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -50,7 +51,7 @@ class OfflineCollateral:
     tcb_infos: tuple[tuple[str, bytes], ...] = field(default=())  # (response text, issuer chain PEM)
 
     @classmethod
-    def from_json(cls, data: bytes | str | dict[str, Any]) -> "OfflineCollateral":
+    def from_json(cls, data: bytes | str | dict[str, Any]) -> OfflineCollateral:
         document = json.loads(data) if isinstance(data, (bytes, str)) else data
         if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
             raise BadInput(f"collateral bundle is not {BUNDLE_FORMAT}")
@@ -78,7 +79,7 @@ def _load_crl(item: Any) -> x509.CertificateRevocationList:
 def _check_revocation(chain: pck.PckChain, crls: tuple[x509.CertificateRevocationList, ...],
                       now: datetime) -> tuple[str, bool, str]:
     """Every certificate below the root needs a current CRL signed by its issuer."""
-    for cert, issuer in zip(chain.certs, chain.certs[1:]):
+    for cert, issuer in pairwise(chain.certs):
         crl = next((c for c in crls if _signed_by(c, issuer)), None)
         if crl is None:
             return "crl", False, f"no CRL signed by {issuer.subject.rfc4514_string()}"
@@ -136,7 +137,7 @@ def _matching_level(quote: Quote, platform: Any, levels: list[dict[str, Any]]) -
     for level in levels:  # ordered newest first: the first level the platform reaches wins
         tcb = level.get("tcb", {})
         sgx = [c.get("svn", 0) for c in tcb.get("sgxtcbcomponents", [])]
-        if len(sgx) != 16 or any(have < need for have, need in zip(platform.sgx_tcb_components, sgx)):
+        if len(sgx) != 16 or any(have < need for have, need in zip(platform.sgx_tcb_components, sgx, strict=True)):
             continue
         if platform.pce_svn < tcb.get("pcesvn", 0):
             continue

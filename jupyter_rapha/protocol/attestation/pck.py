@@ -86,7 +86,7 @@ def check_root(chain: PckChain) -> tuple[bool, str]:
 
 def check_links(chain: PckChain) -> tuple[bool, str]:
     """Each certificate is signed by the next; the root by itself; issuers are CAs."""
-    for cert, issuer in zip(chain.certs, chain.certs[1:] + (chain.root,)):
+    for cert, issuer in zip(chain.certs, chain.certs[1:] + (chain.root,), strict=True):
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
