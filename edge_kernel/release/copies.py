@@ -165,10 +165,12 @@ class _Scan:
             piece, shift = self.pieces[index], position - anchor
             if piece.record in self.matched or (index, shift) in seen:
                 continue  # one copy found per record is enough; one alignment measured once
-            seen.add((index, shift))
             self._count()
             alignment = measure(numbers, piece.numbers, shift, anchor)
             if alignment.length >= KEY_WINDOW:
+                # a window at a copy's edge may hit by chance and measure short: the
+                # alignment counts as measured only once it was measured in full
+                seen.add((index, shift))
                 self._record(piece, stream, alignment.length, alignment.correlation)
 
     def permuted(self, released: Mapping[str, np.ndarray]) -> None:

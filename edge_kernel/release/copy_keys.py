@@ -14,6 +14,7 @@ smooth ramps, have keys that honest weights share, so they would match everythin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,19 +25,40 @@ MIN_TURNS = 12  # of the KEY_BITS - 1 places where the direction can change
 MAX_ANCHORS = 128  # per record piece: a longer piece is keyed at a wider stride
 MIN_STRIDE = 8
 CHUNK = 1 << 22  # released numbers keyed at once, bounding memory
+BITMAP_MAX_BITS = 27  # a 128 MiB filter at most
+ROWS_AT_ONCE = 1 << 15  # record windows keyed at once, bounding memory
 
 
 def window_keys(numbers: np.ndarray) -> np.ndarray:
-    """The key of every window numbers[i : i + KEY_WINDOW], by doubling (6 passes, not 48)."""
-    if len(numbers) < KEY_WINDOW:
-        return np.zeros(0, dtype=np.uint64)
-    ups = (numbers[1:] > numbers[:-1]).astype(np.uint64)
+    """The key of every window numbers[..., i : i + KEY_WINDOW] along the last axis, by
+    doubling (6 passes over the numbers, not 48)."""
+    if numbers.shape[-1] < KEY_WINDOW:
+        return np.zeros(numbers.shape[:-1] + (0,), dtype=np.uint64)
+    ups = (numbers[..., 1:] > numbers[..., :-1]).astype(np.uint64)
     keys, span, halves = ups, 1, {}
     while span < 32:
-        keys = keys[:-span] | (keys[span:] << np.uint64(span))
+        keys = keys[..., :-span] | (keys[..., span:] << np.uint64(span))
         span *= 2
         halves[span] = keys
-    return halves[32][:-16] | (halves[16][32:] << np.uint64(32))
+    joined: np.ndarray = halves[32][..., :-16] | (halves[16][..., 32:] << np.uint64(32))
+    return joined
+
+
+def packed_keys(windows: np.ndarray) -> np.ndarray:
+    """The key of each row of `windows` (KEY_WINDOW numbers each)."""
+    ups = np.packbits(windows[:, 1:] > windows[:, :-1], axis=1, bitorder="little")
+    padded = np.zeros((len(windows), 8), dtype=np.uint8)
+    padded[:, : ups.shape[1]] = ups
+    keys: np.ndarray = padded.view("<u8").ravel().astype(np.uint64)
+    return keys
+
+
+def distinctive(windows: np.ndarray) -> np.ndarray:
+    """Which rows of `windows` have no ties and enough turns to be part of a signature."""
+    steps = np.sign(np.diff(windows, axis=1))
+    turns = np.count_nonzero(steps[:, 1:] != steps[:, :-1], axis=1)
+    found: np.ndarray = np.all(steps != 0, axis=1) & (turns >= MIN_TURNS)
+    return found
 
 
 def anchor_offsets(length: int) -> np.ndarray:
@@ -47,20 +69,6 @@ def anchor_offsets(length: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     stride = max(MIN_STRIDE, -(-length // MAX_ANCHORS))
     return np.unique(np.append(np.arange(0, last + 1, stride), last))
-
-
-def signature_anchors(piece: np.ndarray) -> np.ndarray:
-    """The anchors of a piece whose windows are distinctive (no ties, enough turns)."""
-    offsets = anchor_offsets(len(piece))
-    if not len(offsets):
-        return offsets
-    steps = np.sign(np.diff(piece))
-    ties = np.concatenate(([0], np.cumsum(steps == 0)))
-    turns = np.concatenate(([0, 0], np.cumsum(steps[1:] != steps[:-1])))
-    tie_count = ties[offsets + KEY_BITS] - ties[offsets]
-    turn_count = turns[offsets + KEY_BITS] - turns[offsets + 1]
-    distinctive: np.ndarray = offsets[(tie_count == 0) & (turn_count >= MIN_TURNS)]
-    return distinctive
 
 
 @dataclass(frozen=True)
@@ -75,21 +83,36 @@ class KeyTable:
 
     @classmethod
     def build(cls, pieces: list[np.ndarray]) -> KeyTable:
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        """Pieces of one length are keyed together, as rows of one array."""
+        by_length: dict[int, list[int]] = {}
         for index, piece in enumerate(pieces):
-            anchors = signature_anchors(piece)
-            if not len(anchors):
-                continue
-            keys = window_keys(piece)[anchors]
-            ids = np.full(len(anchors), index, dtype=np.int64)
-            parts.append((keys, ids, anchors, np.zeros(len(anchors), dtype=bool)))
-            parts.append((~keys & KEY_MASK, ids, anchors, np.ones(len(anchors), dtype=bool)))
+            by_length.setdefault(len(piece), []).append(index)
+        parts = [cls._keyed(np.stack([pieces[i] for i in ids]), np.array(ids)) for ids in by_length.values()]
+        parts = [part for part in parts if len(part[0])]
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return cls(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=bool))
         keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts))
         order = np.argsort(keys, kind="stable")
         return cls(keys[order], ids[order], offsets[order], negated[order])
+
+    @staticmethod
+    def _keyed(rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        offsets = anchor_offsets(rows.shape[1])
+        keys, pieces, anchors = [], [], []
+        step = max(1, ROWS_AT_ONCE // max(1, len(offsets)))
+        for start in range(0, len(rows) if len(offsets) else 0, step):
+            windows = rows[start:start + step][:, offsets[:, None] + np.arange(KEY_WINDOW)].reshape(-1, KEY_WINDOW)
+            kept = np.flatnonzero(distinctive(windows))
+            keys.append(packed_keys(windows[kept]))
+            pieces.append(ids[start + kept // len(offsets)])
+            anchors.append(offsets[kept % len(offsets)])
+        if not keys:
+            return np.zeros(0, dtype=np.uint64), ids[:0], offsets, np.zeros(0, dtype=bool)
+        found = np.concatenate(keys)
+        negated = np.repeat(np.array([False, True]), len(found))
+        return (np.concatenate((found, ~found & KEY_MASK)), np.tile(np.concatenate(pieces), 2),
+                np.tile(np.concatenate(anchors), 2), negated)
 
     def keyed_pieces(self) -> set[int]:
         return set(np.unique(self.piece).tolist())
@@ -98,11 +121,26 @@ class KeyTable:
         """(position in numbers, table entry) for every window whose key is a record key."""
         if not len(self.keys):
             return []
+        present = self._bitmap
         hits: list[tuple[int, int]] = []
         for start in range(0, max(0, len(numbers) - KEY_WINDOW + 1), CHUNK):
             keys = window_keys(numbers[start:start + CHUNK + KEY_WINDOW - 1])
-            left = np.searchsorted(self.keys, keys, side="left")
-            right = np.searchsorted(self.keys, keys, side="right")
-            for position in np.flatnonzero(right > left):
-                hits.extend((start + int(position), entry) for entry in range(left[position], right[position]))
+            # a bitmap of the keys' low bits rules out most windows before any search
+            positions = np.flatnonzero(present[(keys & self._bitmap_mask).astype(np.int64)])
+            positions = positions[np.argsort(keys[positions], kind="stable")]  # sorted queries search fast
+            left = np.searchsorted(self.keys, keys[positions], side="left")
+            right = np.searchsorted(self.keys, keys[positions], side="right")
+            for position, first, last in zip(positions[right > left], left[right > left], right[right > left]):
+                hits.extend((start + int(position), entry) for entry in range(first, last))
         return hits
+
+    @cached_property
+    def _bitmap_mask(self) -> np.uint64:
+        bits = min(BITMAP_MAX_BITS, max(16, int(len(self.keys) * 32).bit_length()))
+        return np.uint64((1 << bits) - 1)
+
+    @cached_property
+    def _bitmap(self) -> np.ndarray:
+        present = np.zeros(int(self._bitmap_mask) + 1, dtype=bool)
+        present[(self.keys & self._bitmap_mask).astype(np.int64)] = True
+        return present

@@ -2,9 +2,9 @@
 
 A key match says only that ups and downs agree over KEY_WINDOW numbers. Here the copy is
 measured: an affine map (scale, offset, sign) is fitted on the matched window, the match
-is grown along the record as long as the released numbers stay on that map (a few
-outliers allowed, e.g. quantisation to 8 bits), and the Pearson correlation of the grown
-run is what counts. A run shorter than KEY_WINDOW numbers is not a copy.
+is grown along the record as long as the released numbers stay on that map (within a
+quarter of the record's typical step between neighbours, a few outliers allowed), and
+the Pearson correlation of the grown run is what counts. A run shorter than KEY_WINDOW numbers is not a copy.
 
 A copy permuted within a row or a tensor has no order left to key on; its values still
 have exactly the record's sorted profile under an affine map. Honest weights that happen
@@ -20,7 +20,10 @@ import numpy as np
 
 from .copy_keys import KEY_WINDOW
 
-RESIDUAL_TOLERANCE = 0.5  # of the record window's spread, after the fitted map
+# Off the fitted map by more than this fraction of the window's typical step between
+# neighbours: the step, not the window's spread, so a window over a bright blob does not
+# let honest numbers beside a copy pass as part of it. 8-bit quantisation stays inside.
+RESIDUAL_TOLERANCE = 0.25
 MAX_OUTLIER_RUN = 2  # consecutive numbers off the map that do not end a run
 PROFILE_POINTS = 32
 PROFILE_SCREEN = 1e-5  # 1 - correlation of 32-point profiles, to pick candidates
@@ -42,7 +45,7 @@ def measure(numbers: np.ndarray, piece: np.ndarray, shift: int, anchor: int) -> 
     start = anchor - low
     window = slice(start, start + KEY_WINDOW)
     scale, offset = _fit(record[window], released[window])
-    spread = abs(scale) * float(np.std(record[window]))
+    spread = abs(scale) * float(np.median(np.abs(np.diff(record[window]))))
     if not (np.isfinite(scale) and spread > 0):
         return Alignment(0, 0.0)
     on_map = np.abs(released - (scale * record + offset)) <= RESIDUAL_TOLERANCE * spread
