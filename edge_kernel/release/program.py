@@ -13,7 +13,7 @@ So the archive is read first as a plain zip and refused (``UnsafeProgram``) unle
 member is one of the kinds ``torch.export.save`` writes for a plain model, no weight or
 constant is pickled, every node calls an ATen or prims operator (or one of a few
 ``operator`` functions on sizes), every shape expression is made of sympy's shape names
-and numbers only, every node name is an identifier and there is no guard code. Only then
+and numbers only, every node name is an identifier and the guard code only compares input sizes. Only then
 is it loaded, with every ``torch.load`` forced to weights-only, and its graph checked again.
 """
 
@@ -53,6 +53,11 @@ _SYMPY_NAMES = frozenset({
 _EXPR_TOKEN = re.compile(r"\s+|'[a-z]{1,3}[0-9]+'|[A-Za-z][A-Za-z0-9]*|[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?|[-+*/%(),=<>!]")
 _SYMBOL = re.compile(r"^[a-z]{1,3}[0-9]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Guard code is Python that torch compiles into a function; only comparisons of input sizes
+# with each other or with whole numbers (``L['scan'].size()[0] == L['age'].size()[0]``, what a
+# model with several inputs of one batch size gets) are let through.
+_SIZE = r"L\['[A-Za-z_][A-Za-z0-9_]*'\]\.size\(\)\[[0-9]{1,2}\]"
+_GUARD = re.compile(rf"{_SIZE} (==|!=|<=|>=|<|>) ({_SIZE}|-?[0-9]{{1,12}})")
 
 
 class UnsafeProgram(RaphaError):
@@ -95,12 +100,12 @@ def _root(members: list[zipfile.ZipInfo]) -> str:
     if not members or len(members) > MAX_MEMBERS or sum(m.file_size for m in members) > MAX_ARCHIVE_BYTES:
         raise UnsafeProgram("the exported program's archive is empty or too large")
     roots = {m.filename.split("/", 1)[0] for m in members}
-    if len(roots) != 1 or not _IDENTIFIER.match(next(iter(roots))):
+    if len(roots) != 1 or not _IDENTIFIER.fullmatch(next(iter(roots))):
         raise UnsafeProgram("the exported program's archive has more than one root")
     root = roots.pop()
     for member in members:
         inner = member.filename[len(root) + 1:]
-        if member.is_dir() or not _MEMBER.match(inner):
+        if member.is_dir() or not _MEMBER.fullmatch(inner):
             raise UnsafeProgram("the exported program holds a file that a plain export does not write")
     return root
 
@@ -126,8 +131,11 @@ def _check_payload_config(config: Any, prefix: str) -> None:
 
 
 def _check_model(model: Any) -> None:
-    if not isinstance(model, dict) or model.get("guards_code") not in (None, []):
-        raise UnsafeProgram("the exported program carries guard code")
+    if not isinstance(model, dict):
+        raise UnsafeProgram("the exported program's description is malformed")
+    guards = model.get("guards_code") or []
+    if not isinstance(guards, list) or not all(isinstance(g, str) and _GUARD.fullmatch(g) for g in guards):
+        raise UnsafeProgram("the exported program carries guard code other than size comparisons")
     graph = (model.get("graph_module") or {}).get("graph") or {}
     if graph.get("custom_obj_values"):
         raise UnsafeProgram("the exported program carries script objects")
@@ -136,7 +144,7 @@ def _check_model(model: Any) -> None:
             raise UnsafeProgram("the exported program calls something other than a tensor operator")
         if key == "expr_str" and not _plain_expression(value):
             raise UnsafeProgram("the exported program carries a shape expression the edge does not read")
-        if key == "name" and isinstance(value, str) and not _IDENTIFIER.match(value):
+        if key == "name" and isinstance(value, str) and not _IDENTIFIER.fullmatch(value):
             raise UnsafeProgram("the exported program names a value with other than an identifier")
 
 
@@ -153,7 +161,7 @@ def _walk(node: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _allowed_target(target: Any) -> bool:
-    return isinstance(target, str) and (bool(_TARGET.match(target)) or target in _OPERATORS)
+    return isinstance(target, str) and (bool(_TARGET.fullmatch(target)) or target in _OPERATORS)
 
 
 def _plain_expression(text: Any) -> bool:
@@ -165,7 +173,7 @@ def _plain_expression(text: Any) -> bool:
         if token is None:
             return False
         word = token.group(0)
-        if word[0].isalpha() and word not in _SYMPY_NAMES and not _SYMBOL.match(word):
+        if word[0].isalpha() and word not in _SYMPY_NAMES and not _SYMBOL.fullmatch(word):
             return False
         position = token.end()
     return True

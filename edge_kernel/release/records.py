@@ -30,5 +30,7 @@ class DatasetRecords:
         sets = record_sets(self.settings.jobs_dir / job.job_id)
         used = reload_records(dataset, sets.used, spec, self.settings, reading=sets.reading)
         held_back = reload_records(dataset, sets.held_back, spec, self.settings, reading=sets.reading)
-        schema = {name: field for name, field in dataset.schema().items() if name in spec.fields}
+        # in the job's order of fields, as rapha.schema had them: the program's inputs follow it
+        declared = dataset.schema()
+        schema = {name: declared[name] for name in spec.fields}
         return used, held_back, schema

@@ -5,6 +5,10 @@ real job carries the program out of the sandbox, with records held back from it.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +20,7 @@ from edge_kernel.sandbox.runner import run_job
 from edge_kernel.wire.outputs import PROGRAM_FILE
 from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec
 
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {"image": {"dtype": "float32", "shape": [1, 32, 32], "kind": "feature"},
           "finding": {"dtype": "int64", "shape": [], "kind": "label"}}
 
@@ -88,6 +93,21 @@ def test_a_model_trained_on_the_gpu_is_exported_as_a_cpu_program(tmp_path):
     with torch.no_grad():
         expected = model.eval()(images.cuda()).cpu()
         assert torch.allclose(program.module()(images), expected, atol=1e-4)
+
+
+def test_a_program_past_the_sandbox_file_size_limit_is_left_out_not_fatal(tmp_path):
+    # the sandbox caps each file's size (RLIMIT_FSIZE): the weights fit, their program does not
+    script = (
+        "import resource, sys, torch\n"
+        "from pathlib import Path\n"
+        "from edge_kernel.inside.runtime import Rapha\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
+        f"Rapha(None, {{}}, {SCHEMA!r}, Path(sys.argv[1])).save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 1)))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "weights.safetensors").is_file()
+    assert not (tmp_path / "out" / PROGRAM_FILE).exists()
 
 
 def test_a_later_save_never_leaves_an_earlier_program_behind(tmp_path):

@@ -184,3 +184,22 @@ def test_a_program_that_does_not_judge_its_weights_is_not_checkable(tmp_path, sm
     used, held_back = small_sets
     figures = membership_figures(_saved(decoy(), tmp_path), used, held_back, SCHEMA)
     assert figures["status"] == "not_checkable" and figures["auc"] is None, figures
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scan, self.age = torch.nn.Linear(FEATURES, 2), torch.nn.Linear(1, 2)
+
+    def forward(self, scan: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        return self.scan(scan) + self.age(age)
+
+
+def test_features_reach_the_program_in_the_jobs_order_of_fields(tmp_path):
+    schema = {"scan": SCHEMA["x"], "age": {"dtype": "float32", "shape": [1], "kind": "feature"}, "y": SCHEMA["y"]}
+    rng = np.random.default_rng(4)
+    records = [{"scan": rng.normal(size=FEATURES).astype(np.float32), "age": rng.normal(size=1).astype(np.float32),
+                "y": np.asarray(i % 2, dtype=np.int64)} for i in range(20)]
+    Rapha(None, {}, schema, tmp_path).save(TwoInputs())  # type: ignore[arg-type]
+    figures = membership_figures(tmp_path / PROGRAM_FILE, records[:10], records[10:], schema)
+    assert figures["status"] == "checked", figures

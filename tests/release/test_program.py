@@ -75,7 +75,7 @@ class _Marker:
 
 @pytest.mark.parametrize("attack", [
     "attribute_walk_target", "math_target", "extension_target", "evaluated_expression",
-    "dunder_expression", "guard_code", "script_object", "opaque_constant", "pickled_weight",
+    "dunder_expression", "guard_code", "guard_code_after_a_size", "guard_code_on_a_new_line", "script_object", "opaque_constant", "pickled_weight",
     "extra_member", "legacy_format", "node_name"])
 def test_a_hostile_archive_is_refused_before_anything_of_it_runs(program, tmp_path, attack):
     marker = tmp_path / "ran"
@@ -88,6 +88,10 @@ def test_a_hostile_archive_is_refused_before_anything_of_it_runs(program, tmp_pa
         "evaluated_expression": dict(edit_model=_expression(f"open('{marker}', 'w')")),
         "dunder_expression": dict(edit_model=_expression("Symbol('s0').__class__")),
         "guard_code": dict(edit_model=lambda m: m.__setitem__("guards_code", [f"open('{marker}', 'w')"])),
+        "guard_code_after_a_size": dict(edit_model=lambda m: m.__setitem__(
+            "guards_code", [f"L['x'].size()[0] == 2 or open('{marker}', 'w')"])),
+        "guard_code_on_a_new_line": dict(edit_model=lambda m: m.__setitem__(
+            "guards_code", [f"L['x'].size()[0] == 2\nopen('{marker}', 'w')"])),
         "script_object": dict(edit_model=lambda m: m["graph_module"]["graph"].__setitem__(
             "custom_obj_values", {"obj": {"name": "obj", "class_fqn": "x"}})),
         "opaque_constant": dict(add={"data/constants/opaque_obj_0": payload}),
