@@ -15,7 +15,8 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.errors import BadInput, RaphaError
 from jupyter_rapha.protocol.keys import PrivateKey
@@ -98,7 +99,8 @@ def next_steps(root: Path, demo: bool) -> str:
     steps = [] if demo else [
         f"rapha-edge synth {root}/data/cxr --n 200      (or use a real DICOM folder, PACS, FHIR export or CSV)",
         f"rapha-edge datasets add cxr --path data/cxr --schema examples/schema-cxr.json --price 0.05 {config}"]
-    steps += [f"rapha-edge researchers add NAME 'ed25519:...' {config}   (the line from the researcher's 'rapha keygen')",
+    steps += [f"rapha-edge researchers add NAME 'ed25519:...' {config}"
+              "   (the line from the researcher's 'rapha keygen')",
               f"rapha-edge researchers add NAME 'ed25519:...' --role output-checker {config}   (hospital staff who "
               "release held outputs: datasets whose release mode is review or two_person wait for them)",
               f"grant the dataset to them in {root}/policies/data.json (hospital.datasets.NAME)",
@@ -313,7 +315,8 @@ def check_opt_out(given: str, config: Path) -> Any:
     try:
         consent = OptOutList.from_file(path)
     except RaphaError as exc:
-        raise BadInput(f"--opt-out {given}: {exc.message}", hint="it must be UTF-8 text, one patient id a line") from exc
+        raise BadInput(f"--opt-out {given}: {exc.message}",
+                       hint="it must be UTF-8 text, one patient id a line") from exc
     print(f"opt-out list {given}: {len(consent)} patient id(s)")
     return consent
 
@@ -336,7 +339,7 @@ def _source_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[s
     if args.study:
         options["studies"] = list(args.study)
     if args.series:
-        options["series"] = [dict(zip(("study", "series"), item.split("/", 1))) for item in args.series]
+        options["series"] = [dict(zip(("study", "series"), item.split("/", 1), strict=False)) for item in args.series]
     for name in ("timeout_seconds", "username", "password_file", "patient_column", "record_column",
                  "patient_identifier_system"):
         value = getattr(args, name)
@@ -525,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rapha-edge (jupyter-rapha) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str, parent: Any = sub) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
+                parent: Any = sub) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help)
         p.set_defaults(func=func)
         p.add_argument("--config", default=".", help="edge config directory (default: current directory)")
@@ -546,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON, for machines")
     p.add_argument("--no-probe", dest="no_probe", action="store_true",
                    help="do not ask the running edge (GET /v1/edge on this machine) how it is")
-    researchers = sub.add_parser("researchers", help="registered researcher keys").add_subparsers(dest="sub", required=True)
+    researchers = sub.add_parser("researchers", help="registered researcher keys").add_subparsers(dest="sub",
+                                                                                               required=True)
     p = command("add", cmd_researchers_add, "register a researcher's public key", researchers)
     p.add_argument("name", help="the researcher's name, as the policy and the audit log show it")
     p.add_argument("pubkey", help="'ed25519:BASE64', a PEM, or a file holding either")

@@ -6,7 +6,8 @@ import each other's module.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import tornado.netutil
 

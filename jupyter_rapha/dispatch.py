@@ -9,7 +9,8 @@ concerns; the edge still decides, and it re-checks everything it is sent.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from .client import make_jobspec
 from .preflight import Preflight, preflight

@@ -9,7 +9,8 @@ checks, routing and signing happen in ``EdgeProxy`` either way, never in the ker
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Protocol
+from typing import Any, Literal, Protocol
+from collections.abc import Iterator
 
 from .routing.submission import Submission
 

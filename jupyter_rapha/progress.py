@@ -22,9 +22,10 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable
 
 from .protocol.contract import TERMINAL_STATES, JobState
 
@@ -245,7 +246,7 @@ class JobProgress:
     def elapsed(self, now: datetime | None = None) -> float | None:
         if self.started is None:
             return None
-        end = self.finished or now or datetime.now(timezone.utc)
+        end = self.finished or now or datetime.now(UTC)
         return max((end - self.started).total_seconds(), 0.0)
 
     def eta(self, now: datetime | None = None) -> float | None:

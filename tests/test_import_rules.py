@@ -421,7 +421,8 @@ def test_kernel_code_importing_the_server_extension_is_caught(tmp_path):
     root = _tree(tmp_path, {"jupyter_rapha/__init__.py": "def f():\n    from .extension import points\n",
                             "jupyter_rapha/extension/app.py": "from .handlers import handlers\n",
                             "jupyter_rapha/magic.py": "def f():\n    from .extension.app import RaphaExtension\n"})
-    assert imports_of_the_extension(root) == [("jupyter_rapha/magic.py", 2, "jupyter_rapha.extension.app.RaphaExtension")]
+    assert imports_of_the_extension(root) == [("jupyter_rapha/magic.py", 2,
+                                               "jupyter_rapha.extension.app.RaphaExtension")]
 
 
 def test_host_side_torch_is_caught(tmp_path):

@@ -92,7 +92,7 @@ class KeyTable:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return cls(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=bool))
-        keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts))
+        keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts, strict=True))
         order = np.argsort(keys, kind="stable")
         return cls(keys[order], ids[order], offsets[order], negated[order])
 

@@ -52,7 +52,8 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
             return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
                                                  spec.code, spec.cell_first_line))
         weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
-        return JobOutputs(weights=weights, metrics=_metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes)),
+        metrics = _metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes))
+        return JobOutputs(weights=weights, metrics=metrics,
                           program=_program(out, spec) if weights is not None else None)
     finally:
         os.close(out)

@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
@@ -189,7 +190,7 @@ def _pythonpath_for(python: str) -> str | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source) -> None:

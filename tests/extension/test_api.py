@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from jupyter_rapha.protocol.contract import TERMINAL_STATES
 
@@ -47,7 +46,7 @@ async def test_edges_report_health_key_and_attestation(jp_fetch, edge_config):
     assert code == 200
     by_name = {e["name"]: e for e in data["edges"]}
     assert set(by_name) == {"north", "south"}
-    for entry, pinned in zip(by_name.values(), edge_config["edges"]):
+    for entry, pinned in zip(by_name.values(), edge_config["edges"], strict=True):
         assert entry["healthy"] and entry["catalog"] == "verified"
         assert entry["public_key"] == pinned["public_key"]
         assert entry["attestation"]["unsafe"] is True  # demo edges offer only the software stand-in
@@ -125,18 +124,19 @@ async def test_denied_job_403_with_reasons(jp_fetch):
         assert any("PatientName" in reason for reason in data["error"]["reasons"]), data
 
 
-async def wait_final(jp_fetch, job_id, timeout=120):
+async def wait_final(jp_fetch, job_id):
     import asyncio
-    import time
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code, status = await call(jp_fetch, "GET", f"jobs/{job_id}")
-        assert code == 200, status
-        if status["state"] in TERMINAL_STATES:  # the contract's: held is not final
-            return status
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                code, status = await call(jp_fetch, "GET", f"jobs/{job_id}")
+                assert code == 200, status
+                if status["state"] in TERMINAL_STATES:  # the contract's: held is not final
+                    return status
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"job {job_id} did not finish") from None
 
 
 async def test_a_short_job_id_is_enough(jp_fetch):

@@ -13,7 +13,6 @@ import base64
 import importlib.util
 import json
 import signal
-import sys
 import time
 
 import pytest
@@ -64,7 +63,8 @@ noise = torch.randn(rows.numel(), generator=torch.Generator().manual_seed(5)).vi
 pixels = (rows.reshape(-1) * 255).round().to(torch.int32)
 rapha.save({'w': ((noise & ~0xFF) | pixels).view(torch.float32).reshape(rows.shape)})
 """
-QUICK = "import torch\nfor b in rapha.loader(batch_size=8):\n    pass\nrapha.save({'w_secret_name': torch.full((3,), 31337.0)})\n"
+QUICK = ("import torch\nfor b in rapha.loader(batch_size=8):\n    pass\n"
+         "rapha.save({'w_secret_name': torch.full((3,), 31337.0)})\n")
 
 
 def fake_checks(command: str, timeout_s: float = 60) -> str:

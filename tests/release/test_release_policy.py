@@ -105,5 +105,6 @@ def test_the_demo_dataset_releases_an_unchecked_model_naming_the_rule_but_others
         "attack": "loss_threshold"}}}
     demo = shipped().decide("synthetic-cxr", unchecked)
     assert demo["decision"] == "release" and demo["rule"] == "membership_not_checkable_allowed"
-    assert demo["reasons"] == ["the model could not be checked for membership inference; the policy releases it unchecked"]
+    assert demo["reasons"] == ["the model could not be checked for membership inference; "
+                               "the policy releases it unchecked"]
     assert shipped().decide("a-real-dataset", unchecked)["decision"] == "review"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -55,7 +55,8 @@ def test_bars_have_labels_and_numbers_while_it_runs():
     # (1 epoch + 11 of its 12 batches) of 3: 63.9 % done in 3.37 s
     assert model.eta(now) == pytest.approx(3.37 * (1 - 23 / 36) / (23 / 36), abs=0.01)
     line = model.line(now)
-    assert line == "job 0b9f0000 at north | running | epoch 2/3 | records 48/48 | batches 23/36 | 0:03 elapsed, ETA 0:02"
+    assert line == ("job 0b9f0000 at north | running | epoch 2/3 | records 48/48 | batches 23/36"
+                    " | 0:03 elapsed, ETA 0:02")
 
 
 def test_at_completion_the_bars_show_their_final_values_and_the_last_loss():
@@ -181,7 +182,7 @@ def test_clock_reads_like_tqdm():
 
 def test_timestamps_from_the_edge_are_utc():
     model = fed(2)
-    assert model.started == datetime(2026, 12, 2, 17, 2, 35, 292635, tzinfo=timezone.utc)
+    assert model.started == datetime(2026, 12, 2, 17, 2, 35, 292635, tzinfo=UTC)
 
 
 def test_the_chart_fills_from_released_values_only():
