@@ -530,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
                 parent: Any = sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help)
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help)
         p.set_defaults(func=func)
         p.add_argument("--config", default=".", help="edge config directory (default: current directory)")
         return p

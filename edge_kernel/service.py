@@ -56,7 +56,7 @@ def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
         for kind, status in ((BodyTooLarge, 413), (BadInput, 400), (AuthError, 401), (GateDenied, 403),
                              (NotFound, 404)):
             if isinstance(exc, kind):
-                body = {"kind": type(exc).__name__, "message": exc.diagnostics()}
+                body: dict[str, Any] = {"kind": type(exc).__name__, "message": exc.diagnostics()}
                 if isinstance(exc, GateDenied):
                     body["reasons"] = exc.reasons
                 return status, body

@@ -18,6 +18,7 @@ and a confused one loud.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import re
@@ -150,13 +151,15 @@ class JobStore:
                                  (researcher_key_id, limit))
         return [_record(r) for r in rows]
 
-    def in_state(self, state: str) -> list[JobRecord]:
+    # ``list`` below names the method above: the builtin is spelled out in this class from here on
+    def in_state(self, state: str) -> builtins.list[JobRecord]:
         return [_record(r) for r in self.db.query("SELECT * FROM jobs WHERE state=? ORDER BY submitted", (state,))]
 
     def transition(self, job_id: str, to_state: str, **fields: Any) -> JobRecord:
         if to_state not in _FROM:
             raise StorageFault(f"unknown job state {to_state}")
-        sets, values = ["state=?", "updated=?"], [to_state, utc_now()]
+        sets = ["state=?", "updated=?"]
+        values: builtins.list[str | None] = [to_state, utc_now()]
         for name, value in fields.items():
             if name not in ("gates", "reasons", "error", "progress", "receipt"):
                 raise StorageFault(f"job field {name} cannot be set")
@@ -188,7 +191,7 @@ class JobStore:
         with self.db.transaction() as conn:
             _append_event(conn, job_id, kind, _counters(data))
 
-    def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+    def events(self, job_id: str, after: int = 0, limit: int = 500) -> builtins.list[dict[str, Any]]:
         """The job's events with a sequence number above ``after``, oldest first."""
         rows = self.db.query("SELECT seq, ts, kind, data FROM job_events WHERE job_id=? AND seq>?"
                              " ORDER BY seq LIMIT ?", (job_id, after, limit))

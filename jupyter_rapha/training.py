@@ -156,7 +156,8 @@ def collect(gateway: Gateway, job_id: str, on_event: Callable[[dict[str, Any]], 
     for event in gateway.follow(job_id, after):
         if on_event is not None:
             on_event(event)
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        raw = event.get("data")
+        data = raw if isinstance(raw, dict) else {}
         state = str(data.get("state", state)) if event.get("kind") == "state" else state
         if state == JobState.HELD and data.get("review_needed"):
             break  # an output checker decides, maybe days from now: %rapha_attach follows it again

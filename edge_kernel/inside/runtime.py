@@ -286,7 +286,9 @@ def export_model(model: torch.nn.Module, schema: dict[str, Any]) -> Any:
         model.train(was_training)
     if device.type != "cpu":
         # the check evaluates on the CPU: a program with CUDA weights would not run there
-        program = torch.export.passes.move_to_device_pass(program, "cpu")
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, "cpu")
     return program
 
 

@@ -24,6 +24,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -92,9 +93,11 @@ def run_checks(directory: Path, emit: Any) -> dict[str, Any]:
     held_back = read_records(directory / "held_back.npz")
     schema = json.loads((directory / "schema.json").read_text("utf-8"))
     checks: dict[str, Any] = {}
-    for name, check in (("capacity", lambda: capacity_figures(weights, len(used))),
-                        ("record_copies", lambda: copy_figures(weights, metrics, used)),
-                        ("membership", lambda: membership_check(directory, used, held_back, schema))):
+    steps: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
+        ("capacity", lambda: capacity_figures(weights, len(used))),
+        ("record_copies", lambda: copy_figures(weights, metrics, used)),
+        ("membership", lambda: membership_check(directory, used, held_back, schema)))
+    for name, check in steps:
         checks[name] = check()
         emit(name, checks[name])
     return {"checks": checks, "holdback_size": len(held_back)}

@@ -189,7 +189,8 @@ class _LineReader:
 def write_records(path: Path, records: Records) -> None:
     """Records stacked per field (the schema fixes each field's shape)."""
     fields = sorted(records[0]) if records else []
-    np.savez(path, **{name: np.stack([np.asarray(r[name]) for r in records]) for name in fields})
+    stacked: dict[str, Any] = {name: np.stack([np.asarray(r[name]) for r in records]) for name in fields}
+    np.savez(path, **stacked)  # numpy's stub would read a key as its allow_pickle flag
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

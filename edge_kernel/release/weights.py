@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_rapha.protocol import bounded
@@ -31,6 +31,7 @@ class WeightsSummary:
     byte_size: int
     tensors: int
     parameters: int
+    checked: bytes = field(repr=False)  # the bytes these figures are of: the ones to release
 
 
 def check_weights(data: bytes | None, policy: OutputPolicy) -> WeightsSummary:
@@ -45,7 +46,7 @@ def check_weights(data: bytes | None, policy: OutputPolicy) -> WeightsSummary:
     if not header or len(header) > MAX_TENSORS:
         raise ReleaseDenied(f"weights must hold from 1 to {MAX_TENSORS} tensors")
     parameters = _check_layout(header, body_size)
-    return WeightsSummary(len(data), len(header), parameters)
+    return WeightsSummary(len(data), len(header), parameters, data)
 
 
 def _header(data: bytes) -> tuple[dict[str, Any], int]:

@@ -66,7 +66,8 @@ class Channel:
         self.sock.sendall(PREFIX.pack(MAGIC, len(head), _payload_size(sizes)) + head)
         for array, size in zip(contiguous.values(), sizes, strict=True):
             if size:
-                self.sock.sendall(memoryview(array.reshape(-1)).cast("B"))  # no copy
+                # no copy; numpy's stubs declare the buffer protocol only from Python 3.12
+                self.sock.sendall(memoryview(array.reshape(-1)).cast("B"))  # type: ignore[arg-type]
             if _pad(size):
                 self.sock.sendall(bytes(_pad(size)))
 
