@@ -69,6 +69,13 @@ class BatchAnchor(Anchor, Protocol):
         ...
 
 
+@runtime_checkable
+class ReplaceableAnchor(Protocol):
+    """A batch anchor that can re-sign a stuck transaction at its nonce with higher fees."""
+
+    def replace_anchor(self, digest: bytes, stuck: SignedAnchor) -> SignedAnchor: ...
+
+
 def require_digest(digest: bytes) -> bytes:
     # Anything but a 32-byte digest would anchor something a verifier can never match.
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != DIGEST_BYTES:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree, with_audit_head
 from jupyter_rapha.protocol.errors import AnchorFault
 
-from .base import BatchAnchor, SignedAnchor
+from .base import BatchAnchor, ReplaceableAnchor, SignedAnchor
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +241,14 @@ class Outbox:
         return None, batch
 
     def _stuck(self, batch: dict[str, Any]) -> bool:
-        return (hasattr(self.anchor, "replace_anchor") and batch.get("sent") is not None
+        return (isinstance(self.anchor, ReplaceableAnchor) and batch.get("sent") is not None
                 and time.time() - float(batch["sent"]) >= self.config.bump_after_seconds)
 
     def _bump(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(self.anchor, ReplaceableAnchor):
+            raise AnchorFault("this anchor cannot replace a stuck transaction")
         stuck = SignedAnchor(bytes.fromhex(batch["raw"]), batch["tx_hash"], int(batch["nonce"]))
-        signed = self.anchor.replace_anchor(bytes.fromhex(batch["root"]), stuck)  # type: ignore[attr-defined]
+        signed = self.anchor.replace_anchor(bytes.fromhex(batch["root"]), stuck)
         if signed.nonce != stuck.nonce:
             raise AnchorFault("a replacement anchor transaction must keep its nonce")
         replaced = json.dumps(self._hashes(batch))

@@ -109,7 +109,10 @@ class CheckProcess:
                                            preexec_fn=self._limits if self.settings.sandbox.unsafe_no_airgap else None)
             except OSError as exc:
                 raise CheckFailed(f"the check process could not be started ({type(exc).__name__})") from exc
-            lines = _LineReader(process.stdout, on_check)  # type: ignore[arg-type]
+            if process.stdout is None:  # stdout=PIPE always gives one; never read from nothing
+                process.kill()
+                raise CheckFailed("the check process has no output pipe")
+            lines = _LineReader(process.stdout, on_check)
             try:
                 self._wait(process)
             finally:
