@@ -130,7 +130,8 @@ class KeyTable:
             positions = positions[np.argsort(keys[positions], kind="stable")]  # sorted queries search fast
             left = np.searchsorted(self.keys, keys[positions], side="left")
             right = np.searchsorted(self.keys, keys[positions], side="right")
-            for position, first, last in zip(positions[right > left], left[right > left], right[right > left]):
+            found = right > left
+            for position, first, last in zip(positions[found], left[found], right[found], strict=True):
                 hits.extend((start + int(position), entry) for entry in range(first, last))
         return hits
 

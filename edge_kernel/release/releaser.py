@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from jupyter_rapha.protocol.anchor_proof import pending_anchor
 from jupyter_rapha.protocol.jobspec import JobSpec

@@ -80,7 +80,8 @@ def test_the_predicate_comes_from_the_edge_records(tmp_path):
 def test_a_written_release_is_pending_its_anchor_and_the_held_copy_is_gone(tmp_path):
     edge = releaser(tmp_path)
     checked = edge.check(SPEC, run())
-    held = Held(checked.weights_bytes, checked.metrics, edge.predicate(JOB, SPEC, [checked.gate], run(), checked, TIMES))
+    predicate = edge.predicate(JOB, SPEC, [checked.gate], run(), checked, TIMES)
+    held = Held(checked.weights_bytes, checked.metrics, predicate)
     write_held(held_dir(tmp_path, JOB.job_id), held)
     document = edge.sign(dict(held.predicate, disclosure=DISCLOSURE), held.weights)
     release = edge.write(JOB.job_id, held, document)
