@@ -82,6 +82,12 @@ def bind_returns(namespace: dict[str, Any], name: str, state_dict: dict[str, Any
 
 @magics_class
 class RaphaMagics(Magics):
+    def _user_namespace(self) -> dict[str, Any]:
+        if self.shell is None:  # only a RaphaMagics built by hand, outside IPython, has no shell
+            raise BadInput("the rapha magics run inside IPython: %load_ext jupyter_rapha")
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
+
     @magic_arguments()
     @argument("--edge", default="", help="edge URL, e.g. http://127.0.0.1:8470 (under Jupyter: picks that edge)")
     @argument("--site", default="", help="under Jupyter: the configured edge to run at")
@@ -100,21 +106,13 @@ class RaphaMagics(Magics):
     @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
     @argument("--no-preflight", action="store_true",
               help="send the cell without the local scan and policy dry run (the edge still decides)")
-    def _user_namespace(self) -> dict[str, Any]:
-        if self.shell is None:  # only a RaphaMagics built by hand, outside IPython, has no shell
-            raise BadInput("the rapha magics run inside IPython: %load_ext jupyter_rapha")
-        namespace: dict[str, Any] = self.shell.user_ns
-        return namespace
-
     @cell_magic
     def rapha_train(self, line: str, cell: str) -> Any:
         """Train the cell's code at an edge (or locally with --local)."""
         namespace = self._user_namespace()
         namespace[RESULT_VAR] = None
         try:
-            # IPython types cell_magic as returning "the function or a decorator" (it also takes a
-            # name), so mypy cannot tell that this attribute is the method itself.
-            args = parse_argstring(self.rapha_train, line)  # type: ignore[misc]
+            args = parse_argstring(self.rapha_train, line)
             result = self._train(args, cell, namespace)
             first = result[0] if isinstance(result, list) else result  # sites=all: one result per edge
             return _finish(namespace, args.returns, result, first.state_dict)
