@@ -65,12 +65,11 @@ class Releaser:
     def check(self, spec: JobSpec, run: RunOutcome) -> CheckedOutputs:
         """The weights and metrics against the job's output policy; ``GateDenied``
         (``ReleaseDenied``) when either may not leave."""
-        weights = check_weights(run.weights, spec.output_policy)
-        assert run.weights is not None  # check_weights refuses a job that saved none
+        weights = check_weights(run.weights, spec.output_policy)  # refuses a job that saved none
         metrics = check_metrics(run.metrics, spec.output_policy)
         gate = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
                                               "metric_names": sorted(metrics)})
-        return CheckedOutputs(run.weights, weights, metrics, gate)
+        return CheckedOutputs(weights.checked, weights, metrics, gate)
 
     def predicate(self, job: JobRecord, spec: JobSpec, gates: list[GateResult], run: RunOutcome,
                   checked: CheckedOutputs, times: dict[str, str]) -> dict[str, Any]:
