@@ -178,7 +178,8 @@ def test_kill_9_after_holding_but_before_the_release_is_written_releases_it_on_r
     """Once held, a crash loses nothing: the held outputs and the decision kept beside them
     are released after the restart, signed and anchored once."""
     root, key = edge_at(tmp_path)
-    edge = start_edge(root, preload=f"{CRASH}import edge_kernel.jobs\nedge_kernel.jobs.write_release = crash\n")
+    edge = start_edge(root, preload=f"{CRASH}import edge_kernel.release.releaser\n"
+                                    "edge_kernel.release.releaser.write_release = crash\n")
     try:
         job_id = submit(EdgeClient(edge.url, key), key, CELL, budget=4)
         assert edge.process.wait(timeout=180) == -signal.SIGKILL
