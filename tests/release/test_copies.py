@@ -349,3 +349,36 @@ def test_a_flood_of_candidate_alignments_fails_the_check(records, flat, monkeypa
     with pytest.raises(CopyScanOverload) as raised:
         scan_copies({"w": decoys}, records)
     assert "refused" in raised.value.diagnostics()
+
+
+# --- shuffled across records ----------------------------------------------------------
+
+def test_a_subset_of_off_grid_records_shuffled_together_in_one_tensor_matches_each(flat):
+    # records whose preprocessing left them off the 12-bit grid: each has its own values
+    jitter = np.random.default_rng(2).normal(0, 1e-4, flat.shape)
+    resized = [{"image": (image + noise).astype(np.float32)} for image, noise in zip(flat, jitter)]
+    pooled = np.concatenate([record["image"].ravel() for record in resized[:10]])
+    mixed = pooled[np.random.default_rng(6).permutation(len(pooled))].reshape(40, -1)
+    report = scan_copies({"w": mixed}, resized)
+    assert sorted(match.record for match in report.matches) == list(range(10))
+    assert {match.stream for match in report.matches} == {"w values"}
+
+
+def test_records_on_a_shared_grid_are_not_matched_by_values_of_others(records, flat):
+    mixed = flat[:10].ravel()[np.random.default_rng(6).permutation(10 * SIDE * SIDE)]
+    report = scan_copies({"w": mixed}, records)
+    assert not [match for match in report.matches if match.record >= 10]
+
+
+def test_all_records_shuffled_together_and_scaled_match(records, flat):
+    mixed = flat.ravel()[np.random.default_rng(6).permutation(flat.size)] * -0.02 + 0.01
+    report = scan_copies({"w": mixed.reshape(96, 512)}, records)
+    assert report.records_matched == RECORDS_USED
+    assert {match.stream for match in report.matches} == {"w pooled"}
+
+
+def test_a_mask_record_of_zeros_and_ones_is_not_held_by_an_honest_tensor_of_zeros_and_ones():
+    mask = (np.random.default_rng(1).random((1, SIDE, SIDE)) > 0.7).astype(np.float32)
+    honest = {"bn.weight": np.ones(4096, np.float32), "bn.bias": np.zeros(4096, np.float32)}
+    report = scan_copies(honest, [{"mask": mask}])
+    assert report.records_matched == 0
