@@ -382,3 +382,13 @@ def test_a_mask_record_of_zeros_and_ones_is_not_held_by_an_honest_tensor_of_zero
     honest = {"bn.weight": np.ones(4096, np.float32), "bn.bias": np.zeros(4096, np.float32)}
     report = scan_copies(honest, [{"mask": mask}])
     assert report.records_matched == 0
+
+
+@pytest.mark.parametrize("length", [0, 48, 49, 50, 57, 130])
+def test_window_keys_are_the_up_bits_of_each_window(length):
+    from edge_kernel.release.copy_keys import KEY_BITS, window_keys
+
+    numbers = np.random.default_rng(length).normal(size=length)
+    expected = [sum(int(numbers[i + j + 1] > numbers[i + j]) << j for j in range(KEY_BITS))
+                for i in range(max(0, length - KEY_BITS))]
+    assert window_keys(numbers).tolist() == expected
