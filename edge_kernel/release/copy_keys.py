@@ -94,7 +94,7 @@ class KeyTable:
             empty = np.zeros(0, dtype=np.int64)
             return cls(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=bool))
         keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts))
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)
         return cls(keys[order], ids[order], offsets[order], negated[order])
 
     @staticmethod
@@ -128,7 +128,7 @@ class KeyTable:
             keys = window_keys(numbers[start:start + CHUNK + KEY_WINDOW - 1])
             # a bitmap of the keys' low bits rules out most windows before any search
             positions = np.flatnonzero(present[(keys & self._bitmap_mask).astype(np.int64)])
-            positions = positions[np.argsort(keys[positions], kind="stable")]  # sorted queries search fast
+            positions = positions[np.argsort(keys[positions])]  # sorted queries search fast
             left = np.searchsorted(self.keys, keys[positions], side="left")
             right = np.searchsorted(self.keys, keys[positions], side="right")
             for position, first, last in zip(positions[right > left], left[right > left], right[right > left]):
