@@ -79,7 +79,8 @@ class CopyReport:
                 "seconds": round(self.seconds, 3)}
 
 
-def released_numbers(weights: Mapping[str, np.ndarray], metrics: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+def released_numbers(weights: Mapping[str, np.ndarray],
+                     metrics: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
     """Everything a release carries, as arrays: the tensors, the metric series, and the
     names and shapes read as numbers (a job chooses them, so they are a channel too)."""
     numbers = {f"weights/{name}": np.asarray(tensor) for name, tensor in weights.items()}

@@ -93,7 +93,7 @@ class KeyTable:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return cls(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=bool))
-        keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts))
+        keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts, strict=True))
         order = np.argsort(keys)
         return cls(keys[order], ids[order], offsets[order], negated[order])
 
@@ -131,7 +131,8 @@ class KeyTable:
             positions = positions[np.argsort(keys[positions])]  # sorted queries search fast
             left = np.searchsorted(self.keys, keys[positions], side="left")
             right = np.searchsorted(self.keys, keys[positions], side="right")
-            for position, first, last in zip(positions[right > left], left[right > left], right[right > left]):
+            found = right > left
+            for position, first, last in zip(positions[found], left[found], right[found], strict=True):
                 hits.extend((start + int(position), entry) for entry in range(first, last))
         return hits
 

@@ -107,7 +107,7 @@ def permuted_copies(rows: np.ndarray, pieces: np.ndarray) -> list[tuple[int, int
     for start in range(0, len(rows), step):
         profiles = sorted_profile(rows[start:start + step])
         screen = _standardised(profiles[:, points]) @ screened.T
-        for row, candidate in zip(*np.nonzero(screen >= 1 - PROFILE_SCREEN)):
+        for row, candidate in zip(*np.nonzero(screen >= 1 - PROFILE_SCREEN), strict=True):
             correlation = float(profiles[row] @ both[candidate])
             if correlation >= 1 - PERMUTED_EXACT:
                 found.append((start + int(row), int(candidate % len(pieces)), correlation))

@@ -43,7 +43,8 @@ class RecordValues:
         distinct = [np.unique(numbers, return_counts=True) for _, numbers in pieces]
         value = np.concatenate([values for values, _ in distinct])
         count = np.concatenate([counts for _, counts in distinct])
-        owner = np.concatenate([np.full(len(values), record) for (record, _), (values, _) in zip(pieces, distinct)])
+        owner = np.concatenate([np.full(len(values), record)
+                                for (record, _), (values, _) in zip(pieces, distinct, strict=True)])
         # only a value no other record has tells this record apart (quantised pixel
         # levels are shared by every record of a cohort)
         shared, holders = np.unique(value, return_counts=True)

@@ -356,7 +356,7 @@ def test_a_flood_of_candidate_alignments_fails_the_check(records, flat, monkeypa
 def test_a_subset_of_off_grid_records_shuffled_together_in_one_tensor_matches_each(flat):
     # records whose preprocessing left them off the 12-bit grid: each has its own values
     jitter = np.random.default_rng(2).normal(0, 1e-4, flat.shape)
-    resized = [{"image": (image + noise).astype(np.float32)} for image, noise in zip(flat, jitter)]
+    resized = [{"image": (image + noise).astype(np.float32)} for image, noise in zip(flat, jitter, strict=True)]
     pooled = np.concatenate([record["image"].ravel() for record in resized[:10]])
     mixed = pooled[np.random.default_rng(6).permutation(len(pooled))].reshape(40, -1)
     report = scan_copies({"w": mixed}, resized)
