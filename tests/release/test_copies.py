@@ -392,3 +392,20 @@ def test_window_keys_are_the_up_bits_of_each_window(length):
     expected = [sum(int(numbers[i + j + 1] > numbers[i + j]) << j for j in range(KEY_BITS))
                 for i in range(max(0, length - KEY_BITS))]
     assert window_keys(numbers).tolist() == expected
+
+
+def test_check_main_scans_read_only_tensors_and_its_figures_pass_the_checks_shape(records, flat):
+    import json
+    import struct
+
+    from edge_kernel.release.check_main import copy_figures, read_tensors
+    from edge_kernel.release.checks import parse_check
+
+    body = flat[:5].tobytes() + np.arange(3, dtype=np.int64).tobytes()
+    header = {"head.weight": {"dtype": "F32", "shape": [5, SIDE * SIDE], "data_offsets": [0, flat[:5].nbytes]},
+              "steps": {"dtype": "I64", "shape": [3], "data_offsets": [flat[:5].nbytes, len(body)]}}
+    encoded = json.dumps(header).encode()
+    tensors = read_tensors(struct.pack("<Q", len(encoded)) + encoded + body)
+    assert not tensors["head.weight"].flags.writeable
+    figures = parse_check("record_copies", copy_figures(tensors, {"loss": [0.5, 0.4]}, records))
+    assert (figures["records_matched"], figures["max_correlation"]) == (5, 1.0)
