@@ -409,3 +409,12 @@ def test_check_main_scans_read_only_tensors_and_its_figures_pass_the_checks_shap
     assert not tensors["head.weight"].flags.writeable
     figures = parse_check("record_copies", copy_figures(tensors, {"loss": [0.5, 0.4]}, records))
     assert (figures["records_matched"], figures["max_correlation"]) == (5, 1.0)
+
+
+def test_6_bit_pixels_in_the_low_mantissa_bits_of_float16_weights_match(records, flat):
+    weights = honest_weights(flat[:4].shape).astype(np.float16)
+    pixels = np.round(flat[:4] * 63 / flat[:4].max()).astype(np.uint16)
+    hidden = ((weights.view(np.uint16) & ~np.uint16(0x3F)) | pixels).view(np.float16)
+    report = scan_copies({"w": hidden}, records)
+    assert report.records_matched == 4
+    assert {match.stream for match in report.matches} == {"float16 low 6 bits"}
