@@ -26,7 +26,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# after the path line: the benchmark imports the checkout it runs from
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -143,9 +142,9 @@ def large_job(records_count: int, parameters: int, runs: int) -> None:
     weights = weights_of(model)
     released = released_numbers(weights, {"loss": [0.7, 0.6, 0.5]})
     size_mb = sum(w.nbytes for w in weights.values()) / 1e6
-    print(f"{records_count} records of 1x{side}x{side} against an MLP of {sum(w.size for w in weights.values())} "
-          f"parameters ({size_mb:.0f} MB); training = one epoch ({steps} steps of {BATCH} timed), "
-          f"scan median of {runs}")
+    parameters = sum(w.size for w in weights.values())
+    print(f"{records_count} records of 1x{side}x{side} against an MLP of {parameters} parameters ({size_mb:.0f} MB); "
+          f"training = one epoch ({steps} steps of {BATCH} timed), scan median of {runs}")
     report("honest model", epoch_s, *timed_scan(released, records, runs))
     first = weights["1.weight"].copy()
     first[:100] = images[:100].reshape(100, -1) * 0.01

@@ -31,6 +31,7 @@ from jupyter_rapha.protocol.errors import BadInput, RaphaError
 
 from .copy_keys import KEY_WINDOW, KeyTable
 from .copy_match import measure, permuted_copies
+from .copy_values import RecordValues
 from .copy_views import safe, streams
 
 DEFAULT_MIN_CORRELATION = 0.95
@@ -172,33 +173,49 @@ class _Scan:
                 # a window at a copy's edge may hit by chance and measure short: the
                 # alignment counts as measured only once it was measured in full
                 seen.add((index, shift))
-                self._record(piece, stream, alignment.length, alignment.correlation)
+                self._record(piece.record, stream, piece.form, alignment.length, alignment.correlation)
 
     def permuted(self, released: Mapping[str, np.ndarray]) -> None:
         by_length: dict[int, list[Piece]] = {}
         for piece in self.pieces:
             if piece.form in ("flat", "downsampled 2x"):
                 by_length.setdefault(len(piece.numbers), []).append(piece)
+        flat = [(piece.record, piece.numbers) for piece in self.pieces if piece.form == "flat"]
+        values = RecordValues.of(flat, 1 + max((record for record, _ in flat), default=-1))
         for name in sorted(released):
             array = np.asarray(released[name])
-            if array.size == 0 or array.dtype.kind not in "biuf":
+            if array.size < MIN_PIECE_NUMBERS or array.dtype.kind not in "biuf":
                 continue
             units = [array.reshape(1, -1)] + ([array.reshape(-1, array.shape[-1])] if array.ndim >= 2 else [])
             for rows in units:
                 candidates = by_length.get(rows.shape[1], [])
                 if candidates:
                     self._permuted_rows(name, safe(rows), candidates)
+            self._shuffled_together(name, safe(array.ravel()), by_length, values)
 
     def _permuted_rows(self, name: str, rows: np.ndarray, candidates: list[Piece]) -> None:
         stacked = np.stack([piece.numbers for piece in candidates])
         for _, index, correlation in permuted_copies(rows, stacked):
-            self._record(candidates[index], f"{name} permuted", rows.shape[1], correlation)
+            self._record(candidates[index].record, f"{name} permuted", candidates[index].form, rows.shape[1],
+                         correlation)
 
-    def _record(self, piece: Piece, stream: str, length: int, correlation: float) -> None:
+    def _shuffled_together(self, name: str, numbers: np.ndarray, by_length: dict[int, list[Piece]],
+                           values: RecordValues) -> None:
+        """A tensor holding the values of many records shuffled together: verbatim values
+        record by record, or all records of one form pooled under an affine map."""
+        for record, fraction in values.contained(numbers).items():
+            self._record(record, f"{name} values", "flat", int(values.length[record]), fraction)
+        for pieces in by_length.values():
+            pooled = np.concatenate([piece.numbers for piece in pieces])
+            if len(pooled) == len(numbers) and permuted_copies(numbers.reshape(1, -1), pooled.reshape(1, -1)):
+                for piece in pieces:
+                    self._record(piece.record, f"{name} pooled", piece.form, len(piece.numbers), 1.0)
+
+    def _record(self, record: int, stream: str, form: str, length: int, correlation: float) -> None:
         self.best = max(self.best, correlation)
-        if correlation >= self.min_correlation and piece.record not in self.matched:
-            self.matched.add(piece.record)
-            self.matches.append(CopyMatch(piece.record, stream, piece.form, length, correlation))
+        if correlation >= self.min_correlation and record not in self.matched:
+            self.matched.add(record)
+            self.matches.append(CopyMatch(record, stream, form, length, correlation))
 
     def _count(self, measured: int = 1) -> None:
         self.measured += measured

@@ -30,18 +30,19 @@ ROWS_AT_ONCE = 1 << 15  # record windows keyed at once, bounding memory
 
 
 def window_keys(numbers: np.ndarray) -> np.ndarray:
-    """The key of every window numbers[..., i : i + KEY_WINDOW] along the last axis, by
-    doubling (6 passes over the numbers, not 48)."""
-    if numbers.shape[-1] < KEY_WINDOW:
-        return np.zeros(numbers.shape[:-1] + (0,), dtype=np.uint64)
-    ups = (numbers[..., 1:] > numbers[..., :-1]).astype(np.uint64)
-    keys, span, halves = ups, 1, {}
-    while span < 32:
-        keys = keys[..., :-span] | (keys[..., span:] << np.uint64(span))
-        span *= 2
-        halves[span] = keys
-    joined: np.ndarray = halves[32][..., :-16] | (halves[16][..., 32:] << np.uint64(32))
-    return joined
+    """The key of every window numbers[i : i + KEY_WINDOW]: the up bits packed into
+    bytes, read back as 64-bit words from every byte and shifted by 0..7 bits."""
+    count = len(numbers) - KEY_WINDOW + 1
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    packed = np.concatenate((np.packbits(numbers[1:] > numbers[:-1], bitorder="little"), np.zeros(8, np.uint8)))
+    words = -(-count // 8)
+    starts = np.lib.stride_tricks.as_strided(packed, shape=(words, 8), strides=(1, 1))
+    word = np.ascontiguousarray(starts).view("<u8").ravel()
+    keys = np.empty(words * 8, dtype=np.uint64)
+    for bit in range(8):
+        keys[bit::8] = (word >> np.uint64(bit)) & KEY_MASK
+    return keys[:count]
 
 
 def packed_keys(windows: np.ndarray) -> np.ndarray:
@@ -93,7 +94,7 @@ class KeyTable:
             empty = np.zeros(0, dtype=np.int64)
             return cls(np.zeros(0, dtype=np.uint64), empty, empty, np.zeros(0, dtype=bool))
         keys, ids, offsets, negated = (np.concatenate(column) for column in zip(*parts, strict=True))
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)
         return cls(keys[order], ids[order], offsets[order], negated[order])
 
     @staticmethod
@@ -127,7 +128,7 @@ class KeyTable:
             keys = window_keys(numbers[start:start + CHUNK + KEY_WINDOW - 1])
             # a bitmap of the keys' low bits rules out most windows before any search
             positions = np.flatnonzero(present[(keys & self._bitmap_mask).astype(np.int64)])
-            positions = positions[np.argsort(keys[positions], kind="stable")]  # sorted queries search fast
+            positions = positions[np.argsort(keys[positions])]  # sorted queries search fast
             left = np.searchsorted(self.keys, keys[positions], side="left")
             right = np.searchsorted(self.keys, keys[positions], side="right")
             found = right > left

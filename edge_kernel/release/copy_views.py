@@ -8,8 +8,9 @@ of hiding a copy:
   the order, e.g. a conv kernel or a Linear row holding a flattened record);
 - `axis N last`: each array read with axis N varying fastest (transposition, a record
   stored down a column);
-- `low 8 bits`, `low 16 bits`, `low 16 bits as float16`, `low 16 bit pairs as float32`:
-  bits of float32 weights that change an honest weight too little to notice;
+- `low 8 bits`, `low 16 bits`, `low 16 bits as float16`, `low 16 bit pairs as float32`,
+  `float16 low 6 bits`: bits of float32 (float16) weights that change an honest weight
+  too little to notice;
 - `bytes as float32`: an array's raw bytes, or small integers (0..255) read as bytes,
   taken as float32 bit patterns (a record's float32 bytes smuggled as another dtype, or
   as byte-valued metrics).
@@ -56,6 +57,9 @@ def _joined(parts: Iterator[np.ndarray] | list[np.ndarray]) -> np.ndarray:
 
 
 def _low_bits(arrays: list[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    halves = [array.ravel() for array in arrays if array.dtype == np.float16]
+    if halves:  # float16 weights have 10 mantissa bits: the low 6 change a weight by under 1%
+        yield "float16 low 6 bits", (np.concatenate(halves).view(np.uint16) & 0x3F).astype(np.float64)
     floats = [array.ravel() for array in arrays if array.dtype == np.float32]
     if not floats:
         return

@@ -349,3 +349,72 @@ def test_a_flood_of_candidate_alignments_fails_the_check(records, flat, monkeypa
     with pytest.raises(CopyScanOverload) as raised:
         scan_copies({"w": decoys}, records)
     assert "refused" in raised.value.diagnostics()
+
+
+# --- shuffled across records ----------------------------------------------------------
+
+def test_a_subset_of_off_grid_records_shuffled_together_in_one_tensor_matches_each(flat):
+    # records whose preprocessing left them off the 12-bit grid: each has its own values
+    jitter = np.random.default_rng(2).normal(0, 1e-4, flat.shape)
+    resized = [{"image": (image + noise).astype(np.float32)} for image, noise in zip(flat, jitter, strict=True)]
+    pooled = np.concatenate([record["image"].ravel() for record in resized[:10]])
+    mixed = pooled[np.random.default_rng(6).permutation(len(pooled))].reshape(40, -1)
+    report = scan_copies({"w": mixed}, resized)
+    assert sorted(match.record for match in report.matches) == list(range(10))
+    assert {match.stream for match in report.matches} == {"w values"}
+
+
+def test_records_on_a_shared_grid_are_not_matched_by_values_of_others(records, flat):
+    mixed = flat[:10].ravel()[np.random.default_rng(6).permutation(10 * SIDE * SIDE)]
+    report = scan_copies({"w": mixed}, records)
+    assert not [match for match in report.matches if match.record >= 10]
+
+
+def test_all_records_shuffled_together_and_scaled_match(records, flat):
+    mixed = flat.ravel()[np.random.default_rng(6).permutation(flat.size)] * -0.02 + 0.01
+    report = scan_copies({"w": mixed.reshape(96, 512)}, records)
+    assert report.records_matched == RECORDS_USED
+    assert {match.stream for match in report.matches} == {"w pooled"}
+
+
+def test_a_mask_record_of_zeros_and_ones_is_not_held_by_an_honest_tensor_of_zeros_and_ones():
+    mask = (np.random.default_rng(1).random((1, SIDE, SIDE)) > 0.7).astype(np.float32)
+    honest = {"bn.weight": np.ones(4096, np.float32), "bn.bias": np.zeros(4096, np.float32)}
+    report = scan_copies(honest, [{"mask": mask}])
+    assert report.records_matched == 0
+
+
+@pytest.mark.parametrize("length", [0, 48, 49, 50, 57, 130])
+def test_window_keys_are_the_up_bits_of_each_window(length):
+    from edge_kernel.release.copy_keys import KEY_BITS, window_keys
+
+    numbers = np.random.default_rng(length).normal(size=length)
+    expected = [sum(int(numbers[i + j + 1] > numbers[i + j]) << j for j in range(KEY_BITS))
+                for i in range(max(0, length - KEY_BITS))]
+    assert window_keys(numbers).tolist() == expected
+
+
+def test_check_main_scans_read_only_tensors_and_its_figures_pass_the_checks_shape(records, flat):
+    import json
+    import struct
+
+    from edge_kernel.release.check_main import copy_figures, read_tensors
+    from edge_kernel.release.checks import parse_check
+
+    body = flat[:5].tobytes() + np.arange(3, dtype=np.int64).tobytes()
+    header = {"head.weight": {"dtype": "F32", "shape": [5, SIDE * SIDE], "data_offsets": [0, flat[:5].nbytes]},
+              "steps": {"dtype": "I64", "shape": [3], "data_offsets": [flat[:5].nbytes, len(body)]}}
+    encoded = json.dumps(header).encode()
+    tensors = read_tensors(struct.pack("<Q", len(encoded)) + encoded + body)
+    assert not tensors["head.weight"].flags.writeable
+    figures = parse_check("record_copies", copy_figures(tensors, {"loss": [0.5, 0.4]}, records))
+    assert (figures["records_matched"], figures["max_correlation"]) == (5, 1.0)
+
+
+def test_6_bit_pixels_in_the_low_mantissa_bits_of_float16_weights_match(records, flat):
+    weights = honest_weights(flat[:4].shape).astype(np.float16)
+    pixels = np.round(flat[:4] * 63 / flat[:4].max()).astype(np.uint16)
+    hidden = ((weights.view(np.uint16) & ~np.uint16(0x3F)) | pixels).view(np.float16)
+    report = scan_copies({"w": hidden}, records)
+    assert report.records_matched == 4
+    assert {match.stream for match in report.matches} == {"float16 low 6 bits"}
