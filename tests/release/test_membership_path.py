@@ -14,7 +14,7 @@ from edge_kernel.release.check_main import membership_check, read_records
 from edge_kernel.release.check_runner import write_records
 from edge_kernel.sandbox.runner import run_job
 from edge_kernel.settings import Settings
-from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec, synth_entry, synth_folder  # noqa: F401
+from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec
 
 CELL = '''
 import torch
