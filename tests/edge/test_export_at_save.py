@@ -102,8 +102,8 @@ def test_a_program_past_the_sandbox_file_size_limit_is_left_out_not_fatal(tmp_pa
         "from pathlib import Path\n"
         "from edge_kernel.inside.runtime import Rapha\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))\n"
-        f"Rapha(None, {{}}, {SCHEMA!r}, Path(sys.argv[1]))"
-        ".save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 1)))\n")
+        f"model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 1))\n"
+        f"Rapha(None, {{}}, {SCHEMA!r}, Path(sys.argv[1])).save(model)\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], capture_output=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

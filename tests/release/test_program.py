@@ -75,8 +75,8 @@ class _Marker:
 
 @pytest.mark.parametrize("attack", [
     "attribute_walk_target", "math_target", "extension_target", "evaluated_expression",
-    "dunder_expression", "guard_code", "guard_code_after_a_size", "guard_code_on_a_new_line", "script_object",
-    "opaque_constant", "pickled_weight",
+    "dunder_expression", "guard_code", "guard_code_after_a_size", "guard_code_on_a_new_line",
+    "script_object", "opaque_constant", "pickled_weight",
     "extra_member", "legacy_format", "node_name"])
 def test_a_hostile_archive_is_refused_before_anything_of_it_runs(program, tmp_path, attack):
     marker = tmp_path / "ran"
