@@ -26,6 +26,11 @@ VERIFY_EXIT_CODES = """exit codes:
   2  usage error (bad or conflicting options)
   3  every check that ran passed, but the anchor is still pending (fetch the receipt again later)"""
 HELD_EXIT = 4  # rapha run / fetch: the job's outputs are held for review at the edge; fetch them later
+RUN_EXIT_CODES = """exit codes:
+  0  released: outputs written, the receipt verified (any warnings printed)
+  1  denied, failed, refused at release, or the receipt did not verify (nothing written)
+  3  released and written, but the receipt's anchor is still pending (rapha fetch later)
+  4  held at the edge for review by the hospital's output checkers (rapha fetch once released)"""
 KEY_HELP = "researcher key file (default $RAPHA_KEY or ~/.config/rapha/researcher_ed25519.pem)"
 EDGE_HELP = "edge URL, e.g. https://edge.hospital.example:8470"
 
@@ -53,7 +58,8 @@ def _keygen_parser(sub: Any) -> None:
 
 
 def _run_parser(sub: Any) -> None:
-    run = sub.add_parser("run", help="run a training cell at an edge")
+    run = sub.add_parser("run", help="run a training cell at an edge", epilog=RUN_EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("cell", help="Python file holding the cell's code")
     run.add_argument("--edge", required=True, help=EDGE_HELP)
     run.add_argument("--dataset", required=True, help="dataset name in the edge's catalog")
@@ -70,7 +76,8 @@ def _run_parser(sub: Any) -> None:
 
 
 def _fetch_parser(sub: Any) -> None:
-    fetch = sub.add_parser("fetch", help="fetch a finished job's outputs again (e.g. once its anchor is made)")
+    fetch = sub.add_parser("fetch", help="fetch a finished job's outputs again (e.g. once its anchor is made)",
+                           epilog=RUN_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("job_id", metavar="JOB_ID", help="the job's id, or a unique prefix of it (8 or more characters)")
     fetch.add_argument("--edge", required=True, help=EDGE_HELP)
     fetch.add_argument("--key", default="", help=KEY_HELP)

@@ -189,11 +189,11 @@ class JobProgress:
     def _held_text(self) -> str:
         done, total = int(self.checks.get("checks_done", 0)), int(self.checks.get("checks_total", 0))
         if self.checks.get("review_needed"):
-            return (f"held for review ({int(self.checks.get('approvals', 0))}/"
+            return (f"ran; outputs held for review ({int(self.checks.get('approvals', 0))}/"
                     f"{int(self.checks.get('approvals_needed', 1))} approvals)")
         if total and done < total:
-            return f"held: checks running ({done}/{total})"
-        return "held: release being decided" if total else "held: checks running"
+            return f"ran; outputs held: checks running ({done}/{total})"
+        return "ran; outputs held: release being decided" if total else "ran; outputs held: checks running"
 
     def checks_text(self) -> str:
         """The disclosure checks' figures so far, as the edge shows them while it holds."""

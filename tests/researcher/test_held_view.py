@@ -38,9 +38,9 @@ def model(events):
 
 def test_checks_running_then_their_figures_as_they_come():
     progress = model(HELD_EVENTS[:3])
-    assert progress.state_text() == "held: checks running (0/3)" and not progress.final
+    assert progress.state_text() == "ran; outputs held: checks running (0/3)" and not progress.final
     progress = model(HELD_EVENTS)
-    assert progress.state_text() == "held: checks running (2/3)"
+    assert progress.state_text() == "ran; outputs held: checks running (2/3)"
     line = progress.line()
     assert "record copies 0 (max r 0.21)" in line and "20.83 params/record" in line, line
 
@@ -49,7 +49,7 @@ def test_held_for_review_says_how_many_approvals():
     review = event(6, "progress", checks_total=3, checks_done=3, mia_auc=0.52, mia_checkable=1,
                    review_needed=1, approvals=0, approvals_needed=2)
     progress = model([*HELD_EVENTS, review])
-    assert progress.state_text() == "held for review (0/2 approvals)"
+    assert progress.state_text() == "ran; outputs held for review (0/2 approvals)"
     assert "MIA AUC 0.52" in progress.line()
 
 
