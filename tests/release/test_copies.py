@@ -418,3 +418,10 @@ def test_6_bit_pixels_in_the_low_mantissa_bits_of_float16_weights_match(records,
     report = scan_copies({"w": hidden}, records)
     assert report.records_matched == 4
     assert {match.stream for match in report.matches} == {"float16 low 6 bits"}
+
+
+def test_a_record_of_two_image_fields_counts_once_and_either_field_matches(records, flat):
+    two = [{"image": record["image"], "mask_free_view": record["image"][:, ::-1, :].copy()} for record in records[:6]]
+    report = scan_copies({"w": two[3]["mask_free_view"].ravel() * 2.0}, two)
+    assert report.records_scanned == 6
+    assert [match.record for match in report.matches] == [3]
