@@ -22,7 +22,7 @@ from jupyter_rapha.protocol.errors import BadInput, RaphaError
 from jupyter_rapha.protocol.keys import PrivateKey
 
 from .config_files import ConfigFault
-from .settings import CONFIG_FILE
+from .settings import CONFIG_FILE, DEFAULTS, AttestationSettings, ChainSettings, SandboxSettings
 
 EDGE_TOML = """\
 # jupyter-rapha edge settings. Paths are relative to this directory.
@@ -30,36 +30,52 @@ EDGE_TOML = """\
 id = "{edge_id}"
 # Demo mode allows the unsafe software attestation backend. Never in production.
 demo = {demo}
-currency = "GBP"
+currency = {currency}
 
 [server]
-host = "127.0.0.1"
+host = {host}
 port = {port}
 # HTTPS: a PEM certificate (chain) and its key. Serve plain HTTP only on loopback or
 # behind a TLS-terminating proxy.
-tls_cert = ""
-tls_key = ""
+tls_cert = {tls_cert}
+tls_key = {tls_key}
 
 [chain]
 # "embedded": a local EVM dev chain served at /chain. "rpc": any EVM JSON-RPC endpoint
 # (e.g. Polygon, chain id 137) with the funded account in keys/chain.key. "rfc3161": an
 # RFC 3161 timestamp authority instead of a chain (set tsa_url and tsa_certificate).
-backend = "embedded"
-rpc_url = ""
-min_confirmations = 1
+backend = {chain_backend}
+rpc_url = {rpc_url}
+min_confirmations = {min_confirmations}
 
 [attestation]
 # "auto" finds TDX (configfs-tsm) or SGX (Gramine); "unsafe_software" is a signed stand-in
 # for machines without a TEE, allowed only in demo mode and labelled in every receipt.
 backend = "{attestation}"
 # Offline DCAP collateral (TCB Info, CRLs) and the measurement allowlist, as JSON files.
-collateral = ""
-policy = ""
+collateral = {collateral}
+policy = {policy}
 
 [sandbox]
 # Path of the rapha-airgap binary; empty: rust/airgap/target/release/rapha-airgap, then PATH.
-airgap_binary = ""
+airgap_binary = {airgap_binary}
 """
+
+
+def edge_toml(edge_id: str, *, demo: bool, port: int) -> str:
+    """A new edge's edge.toml: every value but the id, demo mode, port and attestation backend
+    is the settings' own default (written once, in settings.py), so the file and an empty
+    table mean the same."""
+    chain, sandbox, attestation = ChainSettings(), SandboxSettings(), AttestationSettings()
+    quoted = json.dumps  # a TOML basic string, for the plain values written here
+    return EDGE_TOML.format(
+        edge_id=edge_id, demo=str(demo).lower(), port=port,
+        attestation="unsafe_software" if demo else attestation.backend,
+        currency=quoted(DEFAULTS["currency"]), host=quoted(DEFAULTS["host"]),
+        tls_cert=quoted(DEFAULTS["tls_cert"]), tls_key=quoted(DEFAULTS["tls_key"]),
+        chain_backend=quoted(chain.backend), rpc_url=quoted(chain.rpc_url), min_confirmations=chain.min_confirmations,
+        collateral=quoted(attestation.collateral), policy=quoted(attestation.policy),
+        airgap_binary=quoted(sandbox.airgap_binary))
 
 
 def _secret(path: Path, data: bytes) -> None:
@@ -82,9 +98,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     _secret(keys / "pseudonym.key", secrets.token_hex(32).encode() + b"\n")
     create_chain_account(keys / "chain.key")
     edge_id = args.edge_id or ("demo-edge" if args.demo else root.name)
-    (root / CONFIG_FILE).write_text(EDGE_TOML.format(
-        edge_id=edge_id, demo=str(args.demo).lower(), port=args.port,
-        attestation="unsafe_software" if args.demo else "auto"))
+    (root / CONFIG_FILE).write_text(edge_toml(edge_id, demo=args.demo, port=args.port))
     _copy_policies(root)
     if args.demo:
         _add_demo_dataset(root, args.records)

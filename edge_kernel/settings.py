@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,6 @@ def _settings(root: Path, data: dict[str, Any]) -> Settings:
 
 def _known_keys() -> dict[str, tuple[str, ...]]:
     """The valid keys of each table. The sub-settings tables mirror their dataclasses."""
-    from dataclasses import fields
-
     return {"edge": ("id", "demo", "currency"), "server": ("host", "port", "tls_cert", "tls_key"),
             "chain": tuple(f.name for f in fields(ChainSettings)),
             "sandbox": tuple(f.name for f in fields(SandboxSettings)),
@@ -204,14 +202,14 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     sandbox = _table(data, "sandbox")
     attestation = _table(data, "attestation")
     chain_settings = ChainSettings(
-        backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc", "rfc3161"), "embedded"),
-        rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, ""),
-        tsa_url=_typed(chain, "chain.tsa_url", "tsa_url", str, ""),
-        tsa_certificate=_typed(chain, "chain.tsa_certificate", "tsa_certificate", str, ""),
-        chain_id=_typed(chain, "chain.chain_id", "chain_id", int, 0),
-        min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, 1),
-        key_file=_typed(chain, "chain.key_file", "key_file", str, ""),
-        batch_size=_typed(chain, "chain.batch_size", "batch_size", int, 100),
+        backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc", "rfc3161"), _CHAIN.backend),
+        rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, _CHAIN.rpc_url),
+        tsa_url=_typed(chain, "chain.tsa_url", "tsa_url", str, _CHAIN.tsa_url),
+        tsa_certificate=_typed(chain, "chain.tsa_certificate", "tsa_certificate", str, _CHAIN.tsa_certificate),
+        chain_id=_typed(chain, "chain.chain_id", "chain_id", int, _CHAIN.chain_id),
+        min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, _CHAIN.min_confirmations),
+        key_file=_typed(chain, "chain.key_file", "key_file", str, _CHAIN.key_file),
+        batch_size=_typed(chain, "chain.batch_size", "batch_size", int, _CHAIN.batch_size),
         **{key: _seconds(chain, key, default) for key, default in _CHAIN_SECONDS.items()},
     )
     if not 1 <= chain_settings.batch_size <= 100_000 or chain_settings.min_confirmations < 1:
@@ -221,20 +219,22 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     if chain_settings.backend == "rfc3161" and not (chain_settings.tsa_url and chain_settings.tsa_certificate):
         raise BadInput("chain.backend is 'rfc3161' but chain.tsa_url or chain.tsa_certificate is empty")
     sandbox_settings = SandboxSettings(
-        airgap_binary=_typed(sandbox, "sandbox.airgap_binary", "airgap_binary", str, ""),
-        python=_typed(sandbox, "sandbox.python", "python", str, ""),
-        unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool, False),
-        wan_interface=_typed(sandbox, "sandbox.wan_interface", "wan_interface", str, ""),
-        unsafe_keep_job_files=_typed(sandbox, "sandbox.unsafe_keep_job_files", "unsafe_keep_job_files", bool, False),
+        airgap_binary=_typed(sandbox, "sandbox.airgap_binary", "airgap_binary", str, _SANDBOX.airgap_binary),
+        python=_typed(sandbox, "sandbox.python", "python", str, _SANDBOX.python),
+        unsafe_no_airgap=_typed(sandbox, "sandbox.unsafe_no_airgap", "unsafe_no_airgap", bool,
+                                _SANDBOX.unsafe_no_airgap),
+        wan_interface=_typed(sandbox, "sandbox.wan_interface", "wan_interface", str, _SANDBOX.wan_interface),
+        unsafe_keep_job_files=_typed(sandbox, "sandbox.unsafe_keep_job_files", "unsafe_keep_job_files", bool,
+                                     _SANDBOX.unsafe_keep_job_files),
     )
     _refuse_renamed(sandbox, "sandbox", "keep_job_files", "unsafe_keep_job_files")
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"),
-                        "auto"),
-        collateral=_typed(attestation, "attestation.collateral", "collateral", str, ""),
-        policy=_typed(attestation, "attestation.policy", "policy", str, ""),
+                        _ATTESTATION.backend),
+        collateral=_typed(attestation, "attestation.collateral", "collateral", str, _ATTESTATION.collateral),
+        policy=_typed(attestation, "attestation.policy", "policy", str, _ATTESTATION.policy),
     )
-    demo = _typed(edge, "edge.demo", "demo", bool, False)
+    demo = _typed(edge, "edge.demo", "demo", bool, DEFAULTS["demo"])
     if attestation_settings.backend == "unsafe_software" and not demo:
         raise BadInput("attestation.backend 'unsafe_software' is allowed only with edge.demo = true")
     software_attestation = attestation_settings.backend == "unsafe_software"
@@ -242,11 +242,11 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
                                          ("unsafe_software_attestation", software_attestation),
                                          ("unsafe_keep_job_files", sandbox_settings.unsafe_keep_job_files))
                    if on)
-    port = _typed(server, "server.port", "port", int, 8470)
+    port = _typed(server, "server.port", "port", int, DEFAULTS["port"])
     if not 0 <= port <= 65535:
         raise BadInput("server.port must be from 0 to 65535")
-    tls_cert = _typed(server, "server.tls_cert", "tls_cert", str, "")
-    tls_key = _typed(server, "server.tls_key", "tls_key", str, "")
+    tls_cert = _typed(server, "server.tls_cert", "tls_cert", str, DEFAULTS["tls_cert"])
+    tls_key = _typed(server, "server.tls_key", "tls_key", str, DEFAULTS["tls_key"])
     if bool(tls_cert) != bool(tls_key):
         raise BadInput("server.tls_cert and server.tls_key must be set together")
     edge_id = _typed(edge, "edge.id", "id", str, "")
@@ -254,15 +254,20 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         raise BadInput("edge.id must be set in edge.toml")
     return Settings(
         config_dir=root, edge_id=edge_id, demo=demo,
-        host=_typed(server, "server.host", "host", str, "127.0.0.1"), port=port,
+        host=_typed(server, "server.host", "host", str, DEFAULTS["host"]), port=port,
         tls_cert=tls_cert, tls_key=tls_key,
-        currency=_typed(edge, "edge.currency", "currency", str, "GBP"),
+        currency=_typed(edge, "edge.currency", "currency", str, DEFAULTS["currency"]),
         chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, unsafe=unsafe,
     )
 
 
-_CHAIN_SECONDS = {"batch_interval_seconds": 2.0, "release_wait_seconds": 20.0, "retry_initial_seconds": 1.0,
-                  "retry_max_seconds": 300.0, "rpc_timeout_seconds": 30.0, "fee_bump_seconds": 180.0}
+# Each default is written once, in the dataclasses above: the reader and `rapha-edge init`'s
+# edge.toml take theirs from here.
+_CHAIN, _SANDBOX, _ATTESTATION = ChainSettings(), SandboxSettings(), AttestationSettings()
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+_CHAIN_SECONDS = {name: getattr(_CHAIN, name) for name in (
+    "batch_interval_seconds", "release_wait_seconds", "retry_initial_seconds", "retry_max_seconds",
+    "rpc_timeout_seconds", "fee_bump_seconds")}
 
 
 def _seconds(table: dict[str, Any], key: str, default: float) -> float:

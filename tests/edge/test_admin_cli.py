@@ -271,6 +271,23 @@ def test_a_settings_typo_stops_every_command_that_loads_settings(edge_dir, capsy
         assert words in capsys.readouterr().err, command
 
 
+@pytest.mark.parametrize("demo", [False, True])
+def test_defaults_are_written_once_so_a_new_edge_toml_means_what_empty_tables_mean(tmp_path, demo):
+    # The settings' dataclasses hold each default; init's edge.toml and the reader take theirs
+    # from there. A default changed in one place only would make these two differ.
+    import tomllib
+
+    from edge_kernel.settings import _settings, load_settings
+
+    root = tmp_path / "edge"
+    assert edge_cli(["init", str(root), "--port", "8599", *(["--demo"] if demo else [])]) == 0
+    written = tomllib.loads((root / "edge.toml").read_text())
+    assert written["chain"]["min_confirmations"] == 1 and written["edge"]["currency"] == "GBP"
+    bare = {"edge": {"id": written["edge"]["id"], "demo": demo}, "server": {"port": 8599},
+            "attestation": {"backend": written["attestation"]["backend"]}}
+    assert load_settings(root) == _settings(root.resolve(), bare)
+
+
 def test_the_old_keep_job_files_key_is_refused_naming_the_new_one(edge_dir, capsys):
     toml = edge_dir / "edge.toml"
     toml.write_text(toml.read_text().replace("[sandbox]\n", "[sandbox]\nkeep_job_files = true\n"))
