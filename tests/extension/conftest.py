@@ -23,6 +23,8 @@ def add_dataset(root: Path, name: str, max_records: int = 100_000, price: str = 
     policy_data = root / "policies" / "data.json"  # and released for training by this edge's policy
     data = json.loads(policy_data.read_text())
     data["hospital"]["datasets"][name] = data["hospital"]["datasets"]["synthetic-cxr"]
+    release = data["hospital"]["release"]["datasets"]  # and released as the demo's (else: review)
+    release[name] = release["synthetic-cxr"]
     policy_data.write_text(json.dumps(data, indent=2))
 
 
