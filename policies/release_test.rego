@@ -53,8 +53,9 @@ test_an_unscanned_copy_check_refuses if {
 	d.decision == "refuse"
 }
 
+# The edge-wide limit (0.6), on a dataset without one of its own (the demo's is 0.8).
 test_mia_auc_over_threshold_refuses_by_default if {
-	d := decided(with_check("membership", {"auc": 0.61}))
+	d := decided(with_check("membership", {"auc": 0.61})) with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto"}}
 	d.decision == "refuse"
 	d.rule == "membership_inference"
 }
@@ -64,9 +65,16 @@ test_mia_auc_at_threshold_releases if {
 }
 
 test_mia_auc_over_threshold_reviews_where_the_policy_says if {
-	d := decided(with_check("membership", {"auc": 0.7})) with data.hospital.release.thresholds.mia_over_threshold as "review"
+	d := decided(with_check("membership", {"auc": 0.7})) with data.hospital.release.thresholds.mia_over_threshold as "review" with data.hospital.release.datasets as {"synthetic-cxr": {"mode": "auto"}}
 	d.decision == "review"
 	d.approvals_needed == 1
+}
+
+test_the_demo_dataset_has_its_own_membership_limit if {
+	decided(with_check("membership", {"auc": 0.79})).decision == "release"
+	d := decided(with_check("membership", {"auc": 0.81}))
+	d.decision == "refuse"
+	d.rule == "membership_inference"
 }
 
 test_not_checkable_goes_to_review_by_default if {
