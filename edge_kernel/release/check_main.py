@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .membership import capacity
+
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
            "U8": "u1", "BOOL": "?"}
 
@@ -60,13 +62,6 @@ def read_records(path: Path) -> list[dict[str, np.ndarray]]:
     return [{name: array[i] for name, array in fields.items()} for i in range(count)]
 
 
-def capacity_figures(weights: dict[str, np.ndarray], records_used: int) -> dict[str, Any]:
-    """Parameters released per record used: how much room the model had to memorise."""
-    parameters = int(sum(int(t.size) for t in weights.values()))
-    return {"parameters": parameters, "records_used": records_used,
-            "parameters_per_record": float(parameters / max(records_used, 1))}
-
-
 def copy_figures(weights: dict[str, np.ndarray], metrics: dict[str, list[float]],
                  used: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     from .copies import released_numbers, scan_copies
@@ -94,7 +89,7 @@ def run_checks(directory: Path, emit: Any) -> dict[str, Any]:
     schema = json.loads((directory / "schema.json").read_text("utf-8"))
     checks: dict[str, Any] = {}
     steps: tuple[tuple[str, Callable[[], dict[str, Any]]], ...] = (
-        ("capacity", lambda: capacity_figures(weights, len(used))),
+        ("capacity", lambda: capacity(weights, len(used))),
         ("record_copies", lambda: copy_figures(weights, metrics, used)),
         ("membership", lambda: membership_check(directory, used, held_back, schema)))
     for name, check in steps:

@@ -15,7 +15,8 @@ import threading
 import numpy as np
 import pytest
 
-from edge_kernel.release.check_main import capacity_figures, read_records, read_tensors
+from edge_kernel.release.check_main import read_records, read_tensors
+from edge_kernel.release.membership import capacity
 from edge_kernel.release.check_runner import CheckProcess, write_records
 from edge_kernel.release.checks import CHECK_FAILED, CheckFailed
 from edge_kernel.release.held import Held
@@ -157,7 +158,7 @@ def test_check_main_reads_bf16_records_and_counts_parameters(tmp_path):
                          "__metadata__": {"format": "pt"}}).encode()
     tensors = read_tensors(struct.pack("<Q", len(header)) + header + bf16.astype("<u2").tobytes())
     assert tensors["b"].tolist() == [1.5, -2.0]
-    assert capacity_figures(tensors, 4) == {"parameters": 2, "records_used": 4, "parameters_per_record": 0.5}
+    assert capacity(tensors, 4) == {"parameters": 2, "records_used": 4, "parameters_per_record": 0.5}
     used, _, _ = FakeRecords().reload(Job())
     write_records(tmp_path / "used.npz", used)
     again = read_records(tmp_path / "used.npz")
