@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
+from jupyter_rapha.protocol.contract import CANCELLABLE_STATES
 from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
@@ -45,7 +46,7 @@ from .release.releaser import Releaser
 from .researchers import Researcher, ResearcherRegistry
 from .sandbox.wan import WanGate
 from .settings import Settings
-from .store import TERMINAL, JobRecord, JobStore
+from .store import JobRecord, JobStore
 
 if TYPE_CHECKING:  # the runner pulls in every data source: imported when a job first runs
     from .sandbox.runner import ProgressCallback, RunOutcome
@@ -103,7 +104,7 @@ class JobManager:
         """A queued job ends ``cancelled`` at once; a running one when the runner next
         polls (within a second). A job that already ended keeps its state."""
         job = self.store.get(job_id, researcher.key_id)
-        if job.state in TERMINAL or job.state == "held":  # held outputs are decided, never withdrawn
+        if job.state not in CANCELLABLE_STATES:  # ended, or held: held outputs are decided, never withdrawn
             return job
         self.audit.append("job.cancel", job_id=job_id, actor=researcher.key_id)
         with self._claim:  # the worker claims a job under the same lock: one of us ends it, never both
