@@ -62,6 +62,18 @@ def apply(ds: pydicom.Dataset, raw: np.ndarray, spec: FieldSpec) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(spec.shape), dtype=spec.dtype)
 
 
+def walk_ranges(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> list[Range]:
+    """The value range before each step (``steps`` without ``resize`` or ``spacing``, which
+    keep the range); raises ``Skip`` for a header a step cannot use. For ``volume.py``."""
+    return _walk_ranges(ds, steps)
+
+
+def run_step(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before: Range,
+             spec: FieldSpec) -> np.ndarray:
+    """One value step (not ``resize`` or ``spacing``) over frames x rows x columns."""
+    return _STEPS[step.op](ds, values, step, before, spec)
+
+
 def _resizes(spec: FieldSpec) -> bool:
     return any(step.op == "resize" for step in spec.transforms)
 
@@ -77,13 +89,22 @@ def stored_range(ds: pydicom.Dataset) -> Range:
 
 def _walk_ranges(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> list[Range]:
     """The value range before each step; raises ``Skip`` for a header a step cannot use."""
+    return _walk(ds, steps)[0]
+
+
+def range_after(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> Range:
+    """The value range after all ``steps``."""
+    return _walk(ds, steps)[1]
+
+
+def _walk(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> tuple[list[Range], Range]:
     ranges, current = [], stored_range(ds)
     for step in steps:
         ranges.append(current)
         current = _RANGES[step.op](ds, step, current)
     if not all(np.isfinite(current)):
         raise Skip("pixel values out of range after the modality LUT")
-    return ranges
+    return ranges, current
 
 
 def _modality_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
@@ -121,7 +142,7 @@ def _same_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
 
 
 _RANGES = {"modality_lut": _modality_range, "window": _window_range, "intensity": _intensity_range,
-           "resize": _same_range, "invert_monochrome1": _same_range}
+           "resize": _same_range, "invert_monochrome1": _same_range, "spacing": _same_range}
 
 
 # ---- the steps ---------------------------------------------------------------------

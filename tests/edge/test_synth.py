@@ -161,7 +161,8 @@ def test_rle_lossless_keeps_pixels_and_planted_identifiers(tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"sizes": ((4, 64),)}, {"modality": "MR"}, {"frames": 0},
-                                     {"modality": "CT", "frames": 2}, {"transfer_syntax": "jpeg"},
+                                     {"slices": 3}, {"modality": "CT", "slices": 2, "frames": 2},
+                                     {"modality": "CT", "slices": 65}, {"transfer_syntax": "jpeg"},
                                      {"modality": "CT", "photometric": "MONOCHROME1"}])
 def test_options_it_cannot_write_are_refused(tmp_path, options):
     with pytest.raises(ValueError):
@@ -176,5 +177,5 @@ def test_the_synth_command_writes_a_mixed_ct_and_refuses_bad_sizes(tmp_path, cap
     assert {ds.file_meta.TransferSyntaxUID for ds in found} == {pydicom.uid.RLELossless}
     assert edge_cli(["synth", str(tmp_path / "x"), "--sizes", "40x48,big"]) == 1
     assert "--sizes takes ROWSxCOLUMNS" in capsys.readouterr().err
-    assert edge_cli(["synth", str(tmp_path / "y"), "--modality", "CT", "--frames", "2"]) == 1
-    assert "CT is written single-frame" in capsys.readouterr().err
+    assert edge_cli(["synth", str(tmp_path / "y"), "--slices", "4"]) == 1
+    assert "slices (1 to 64) make a CT series" in capsys.readouterr().err
