@@ -84,9 +84,12 @@ class DicomFolderSource:
         cached = self.cache.get(ref.pseudonym)
         if cached is not None:
             return cached
-        arrays = self._load_series(ref) if self.series_records else dicom_record.reload(ref.location, max_bytes=MAX_FILE_BYTES, key=self.hmac_key, specs=self.specs,
-                                     labels=self.labels, pseudonym=ref.pseudonym,
-                                     fault=SandboxFault("a record changed or vanished during the job"))
+        if self.series_records:
+            arrays = self._load_series(ref)
+        else:
+            arrays = dicom_record.reload(ref.location, max_bytes=MAX_FILE_BYTES, key=self.hmac_key, specs=self.specs,
+                                         labels=self.labels, pseudonym=ref.pseudonym,
+                                         fault=SandboxFault("a record changed or vanished during the job"))
         self.cache.put(ref.pseudonym, arrays)
         return arrays
 

@@ -27,7 +27,8 @@ from collections.abc import Iterable
 import numpy as np
 import pydicom
 
-from . import dicom_record, series
+from . import dicom_record
+from . import series as series_record
 from .consent import OptOutList
 from .registry import Dataset
 from .source import Index, RecordCache, RecordRef, Skip, SourceFault, granted_specs, sorted_index
@@ -154,34 +155,34 @@ class DicomWebSource:
                     skipped: Counter[str], excluded: list[RecordRef]) -> None:
         """One declared series: its instances grouped by patient (a series belongs to one,
         but a PACS is not trusted to say so), each group checked as a volume."""
-        groups: dict[series.SeriesKey, list[pydicom.Dataset]] = {}
+        groups: dict[series_record.SeriesKey, list[pydicom.Dataset]] = {}
         for item in self._get_json(f"/studies/{study}/series/{series_uid}/metadata"):
             if _value(item, _STUDY) != study or _value(item, _SERIES) != series_uid:
                 skipped["outside the declared scope"] += 1
                 continue
             try:
                 ds = dicom_record.guarded(pydicom.Dataset.from_json, item, _no_bulk)
-                key = dicom_record.guarded(series.key_of, ds)
-                series.check_object(ds, self.specs, self.labels, pixels_present=False)
+                key = dicom_record.guarded(series_record.key_of, ds)
+                series_record.check_object(ds, self.specs, self.labels, pixels_present=False)
             except Skip as skip:
                 skipped[skip.reason] += 1
                 continue
             groups.setdefault(key, []).append(ds)
         for key in sorted(groups):
             try:
-                pseudonym, patient = series.pseudonyms(key, self.hmac_key)
+                pseudonym, patient = series_record.pseudonyms(key, self.hmac_key)
                 if self.consent.excludes(key[0]):
                     excluded.append(RecordRef(pseudonym, patient))  # never checked, counted or sent
                     continue
-                series.check(groups[key], self.specs, self.labels)
+                series_record.check(groups[key], self.specs, self.labels)
                 if any(dicom_record.needs_pixels(ds, self.specs) for ds in groups[key]):
                     # metadata without the pixel data: the series is fetched and decoded once now
-                    self._series_objects(study, series_uid, pseudonym, series.members_digest(groups[key]))
+                    self._series_objects(study, series_uid, pseudonym, series_record.members_digest(groups[key]))
             except Skip as skip:
                 skipped[skip.reason] += 1
                 continue
             by_pseudonym[pseudonym] = RecordRef(pseudonym, patient,
-                                                f"{study}/{series_uid}/{series.members_digest(groups[key])}")
+                                                f"{study}/{series_uid}/{series_record.members_digest(groups[key])}")
 
     def _load_series(self, ref: RecordRef) -> dict[str, np.ndarray]:
         study, series_uid, digest = ref.location.split("/")
@@ -195,11 +196,12 @@ class DicomWebSource:
         parts = self._get_parts(f"/studies/{study}/series/{series_uid}")
         objects = [dicom_record.parse(part, max_bytes=MAX_INSTANCE_BYTES) for part in parts]
         mine = [ds for ds in objects if self._series_pseudonym(ds) == pseudonym]  # this patient's instances
-        return series.read(mine, self.specs, self.labels, hmac_key=self.hmac_key, pseudonym=pseudonym, digest=digest)
+        return series_record.read(mine, self.specs, self.labels, hmac_key=self.hmac_key, pseudonym=pseudonym,
+                                  digest=digest)
 
     def _series_pseudonym(self, ds: pydicom.Dataset) -> bytes:
-        key = dicom_record.guarded(series.key_of, ds)
-        return series.pseudonyms(key, self.hmac_key)[0]
+        key = dicom_record.guarded(series_record.key_of, ds)
+        return series_record.pseudonyms(key, self.hmac_key)[0]
 
     def _check_instance(self, path: str, pseudonym: bytes) -> None:
         ds = dicom_record.parse(self._get_instance(path), max_bytes=MAX_INSTANCE_BYTES)

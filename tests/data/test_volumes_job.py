@@ -5,7 +5,6 @@ of any slice reaches the job."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
