@@ -282,3 +282,16 @@ def test_datasets_add_shows_the_series_skip_reasons(ct_series, tmp_path, capsys)
                      "--config", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"{SERIES - 1} usable" in out and f"1 {volume.MISSING_SLICE}" in out
+
+
+def test_the_example_series_schema_reads_a_synthetic_ct_series(tmp_path):
+    schema = json.loads((Path(__file__).resolve().parents[2] / "examples" / "schema-ct-series.json").read_text())
+    folder = tmp_path / "ct"
+    assert edge_cli(["synth", str(folder), "--n", "2", "--modality", "CT", "--size", "64", "--slices", "16",
+                     "--shuffle"]) == 0
+    dataset = parse_dataset({"name": "ct-series", "location": str(folder), **schema})
+    source = DicomFolderSource(folder, dataset, ["image", "finding"], HMAC_KEY)
+    index = source.index()
+    assert index.skipped == {} and len(index.records) == 2
+    image = source.load(index.records[0])["image"]
+    assert image.shape == (16, 32, 32) and 0.0 <= image.min() < image.max() <= 1.0
