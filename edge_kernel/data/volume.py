@@ -98,8 +98,7 @@ def assemble(objects: Sequence[pydicom.Dataset], found: Plan, spec: FieldSpec) -
     """The volume of a planned series: decoded, each slice through the value steps, then
     resized or resampled, in the declared shape and dtype."""
     steps, ranges = value_steps(spec), value_ranges(found, spec)
-    decoded = [_decoded(objects[i]) for i in sorted({s.obj for s in found.slices})]
-    by_object = dict(zip(sorted({s.obj for s in found.slices}), decoded, strict=True))
+    by_object = {obj: _decoded(objects[obj]) for obj in sorted({item.obj for item in found.slices})}
     volume = np.empty((len(found.slices), found.slices[0].rows, found.slices[0].columns), dtype=np.float64)
     for depth, item in enumerate(found.slices):
         raw = by_object[item.obj]

@@ -295,3 +295,30 @@ def test_the_example_series_schema_reads_a_synthetic_ct_series(tmp_path):
     assert index.skipped == {} and len(index.records) == 2
     image = source.load(index.records[0])["image"]
     assert image.shape == (16, 32, 32) and 0.0 <= image.min() < image.max() <= 1.0
+
+
+def test_the_series_pseudonym_is_the_documented_hmac():
+    import hashlib
+    import hmac
+
+    expected = hmac.new(HMAC_KEY, b"series\0MRN1\x001.2.3", hashlib.sha256).digest()
+    assert series_pseudonym(HMAC_KEY, "MRN1", "1.2.3") == expected
+    assert series_pseudonym(HMAC_KEY, "MRN1", "1.2.3") != record_pseudonym(HMAC_KEY, "MRN1", "1.2.3")
+    for key, patient, uid in ((b"short", "MRN1", "1.2.3"), (HMAC_KEY, "", "1.2.3"), (HMAC_KEY, "MRN1", ""),
+                              (HMAC_KEY, "MRN1\0", "1.2.3")):
+        with pytest.raises(BadInput):
+            series_pseudonym(key, patient, uid)
+
+
+def test_series_of_mixed_sizes_stored_rle_are_all_used_after_a_resize(tmp_path):
+    folder = tmp_path / "mixed"
+    make_synthetic_dataset(folder, 2, seed=13, options=SynthOptions(modality="CT", slices=4, sizes=((32, 32), (24, 40)),
+                                                                    transfer_syntax="rle"))
+    assert {pydicom.dcmread(p).file_meta.TransferSyntaxUID for p in folder.iterdir()} == {pydicom.uid.RLELossless}
+    exact = _source(folder, slices=4).index()
+    assert exact.skipped == {"image size differs from the schema": 1} and len(exact.records) == 1
+    resized = _source(folder, slices=4, size=16,
+                      transforms=parse_transforms(["modality_lut", {"op": "resize", "interpolation": "area"}], "t"))
+    index = resized.index()
+    assert index.skipped == {} and len(index.records) == 2
+    assert all(resized.load(ref)["image"].shape == (4, 16, 16) for ref in index.records)
