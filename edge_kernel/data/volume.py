@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 
 from . import preprocess
+from .frames import frame_groups, frame_header, group_value
 from .registry import FieldSpec
 from .resize import resample_axis, resize_volume
 from .source import Skip
@@ -131,9 +132,7 @@ def value_steps(spec: FieldSpec) -> tuple[Transform, ...]:
 def value_ranges(found: Plan, spec: FieldSpec) -> list[preprocess.Range]:
     """The range before each value step over the whole volume (the union of the slices'
     ranges), so that an ``intensity`` scaling or an inversion is the same on every slice."""
-    steps = value_steps(spec)
-    per_slice = [preprocess.walk_ranges(item.header, steps) for item in found.slices]
-    return [(min(r[k][0] for r in per_slice), max(r[k][1] for r in per_slice)) for k in range(len(steps))]
+    return preprocess.union_ranges([item.header for item in found.slices], value_steps(spec))
 
 
 def labels_agree(values: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -153,49 +152,18 @@ def instance_slice(obj: int, ds: pydicom.Dataset) -> Slice:
 
 def frame_slices(ds: pydicom.Dataset) -> list[Slice]:
     """One slice per frame of a multi-frame object (PS3.3 C.7.6.16 functional groups)."""
-    frames = preprocess.frames_of(ds)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
-    shared_items = ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()]
-    if len(per_frame) != frames:
+    groups = frame_groups(ds)
+    if groups is None:
         raise Skip(NO_GEOMETRY)
-    shared = shared_items[0]
     slices = []
-    for frame, group in enumerate(per_frame):
-        def found(sequence: str, keyword: str, group: pydicom.Dataset = group) -> Any:
-            return _group_value(group, shared, sequence, keyword)
-        header = _frame_header(ds, found)
-        slices.append(_slice(0, frame, header, found("PlanePositionSequence", "ImagePositionPatient"),
+    for frame, (group, shared) in enumerate(groups):
+        def found(sequence: str, keyword: str, group: pydicom.Dataset = group, shared: pydicom.Dataset = shared) -> Any:
+            return group_value(group, shared, sequence, keyword)
+        slices.append(_slice(0, frame, frame_header(ds, group, shared),
+                             found("PlanePositionSequence", "ImagePositionPatient"),
                              found("PlaneOrientationSequence", "ImageOrientationPatient"),
                              found("PixelMeasuresSequence", "PixelSpacing")))
     return slices
-
-
-def _group_value(group: pydicom.Dataset, shared: pydicom.Dataset, sequence: str, keyword: str) -> Any:
-    for place in (group, shared):
-        items = place.get(sequence) or []
-        if items and keyword in items[0]:
-            return items[0][keyword].value
-    return None
-
-
-def _frame_header(ds: pydicom.Dataset, found: Any) -> pydicom.Dataset:
-    """What the value steps read for one frame: the object's pixel description, with the
-    frame's own rescale and window from its functional groups (else the object's)."""
-    header = pydicom.Dataset()
-    if hasattr(ds, "file_meta"):
-        header.file_meta = ds.file_meta
-    for keyword in ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated",
-                    "BitsStored", "HighBit", "PixelRepresentation", "ModalityLUTSequence", "VOILUTSequence",
-                    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "VOILUTFunction"):
-        if keyword in ds:
-            header[keyword] = ds[keyword]
-    for sequence, keywords in (("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
-                               ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction"))):
-        for keyword in keywords:
-            value = found(sequence, keyword)
-            if value is not None:
-                setattr(header, keyword, value)
-    return header
 
 
 def _slice(obj: int, frame: int | None, header: pydicom.Dataset, position: Any, orientation: Any,

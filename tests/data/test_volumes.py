@@ -322,3 +322,18 @@ def test_series_of_mixed_sizes_stored_rle_are_all_used_after_a_resize(tmp_path):
     index = resized.index()
     assert index.skipped == {} and len(index.records) == 2
     assert all(resized.load(ref)["image"].shape == (4, 16, 16) for ref in index.records)
+
+
+def test_an_enhanced_ct_read_as_one_instance_gets_each_frame_its_own_rescale(tmp_path):
+    folder = tmp_path / "enhanced"
+    make_synthetic_dataset(folder, 2, seed=8, options=SynthOptions(modality="CT", frames=4))
+    entry = synthetic_dataset_entry("ct-frames", str(folder), frames=4, transforms=HU)
+    source = DicomFolderSource(folder, entry, ["image"], HMAC_KEY)
+    index = source.index()
+    assert index.skipped == {} and len(index.records) == 2
+    for ref in index.records:
+        ds = pydicom.dcmread(ref.location)
+        image = source.load(ref)["image"]
+        for frame, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            expected = apply_modality_lut(ds.pixel_array[frame], group.PixelValueTransformationSequence[0])
+            assert np.abs(image[frame] - expected).max() < 0.5
