@@ -59,17 +59,19 @@ def apply(ds: pydicom.Dataset, raw: np.ndarray, spec: FieldSpec) -> np.ndarray:
     values = raw.reshape(frames_of(ds), int(ds.Rows), int(ds.Columns))
     headers = frame_headers(ds)
     if headers is None:
-        values = _run_steps(ds, values, spec.transforms, _walk_ranges(ds, spec.transforms), spec)
+        values = run_steps(ds, values, spec.transforms, _walk_ranges(ds, spec.transforms), spec)
     else:
         ranges = union_ranges(headers, spec.transforms)
-        values = np.concatenate([_run_steps(header, values[k:k + 1], spec.transforms, ranges, spec)
+        values = np.concatenate([run_steps(header, values[k:k + 1], spec.transforms, ranges, spec)
                                  for k, header in enumerate(headers)])
     return np.ascontiguousarray(values.reshape(spec.shape), dtype=spec.dtype)
 
 
-def _run_steps(ds: pydicom.Dataset, values: np.ndarray, steps: tuple[Transform, ...], ranges: list[Range],
-               spec: FieldSpec) -> np.ndarray:
-    if steps[0].op != "modality_lut":
+def run_steps(ds: pydicom.Dataset, values: np.ndarray, steps: tuple[Transform, ...], ranges: list[Range],
+              spec: FieldSpec) -> np.ndarray:
+    """``steps`` (``ranges``: the range before each) over frames x rows x columns read
+    with header ``ds``; ``volume.py`` runs the value steps of each slice through it."""
+    if not steps or steps[0].op != "modality_lut":
         values = values.astype(np.float64)
     for step, before in zip(steps, ranges, strict=True):
         values = _STEPS[step.op](ds, values, step, before, spec)
@@ -87,12 +89,6 @@ def walk_ranges(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> list[Range
     """The value range before each step (``steps`` without ``resize`` or ``spacing``, which
     keep the range); raises ``Skip`` for a header a step cannot use. For ``volume.py``."""
     return _walk_ranges(ds, steps)
-
-
-def run_step(ds: pydicom.Dataset, values: np.ndarray, step: Transform, before: Range,
-             spec: FieldSpec) -> np.ndarray:
-    """One value step (not ``resize`` or ``spacing``) over frames x rows x columns."""
-    return _STEPS[step.op](ds, values, step, before, spec)
 
 
 def _resizes(spec: FieldSpec) -> bool:

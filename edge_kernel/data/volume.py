@@ -104,11 +104,9 @@ def assemble(objects: Sequence[pydicom.Dataset], found: Plan, spec: FieldSpec) -
     for depth, item in enumerate(found.slices):
         raw = by_object[item.obj]
         values = (raw if item.frame is None else raw[item.frame]).reshape(1, item.rows, item.columns)
-        if steps[0].op != "modality_lut":
-            values = values.astype(np.float64)
-        for step, before in zip(steps, ranges, strict=True):
-            values = preprocess.run_step(item.header, values, step, before, spec)
-        volume[depth] = values[0]
+        volume[depth] = preprocess.run_steps(item.header, values, steps, ranges, spec)[0]
+    if not spec.transforms:
+        volume = np.clip(volume, 0.0, 1.0)  # as the default scaling of an instance record
     geometric = [step for step in spec.transforms if step.op in GEOMETRIC]
     target = volume_shape(spec)
     if geometric and geometric[0].op == "resize":
@@ -124,9 +122,12 @@ def volume_shape(spec: FieldSpec) -> tuple[int, int, int]:
 
 
 def value_steps(spec: FieldSpec) -> tuple[Transform, ...]:
-    """The steps run slice by slice: the declared ones but ``resize``/``spacing``, or the
-    default scaling by bits stored (MONOCHROME1 inverted) when none is declared."""
-    return tuple(step for step in spec.transforms if step.op not in GEOMETRIC) or DEFAULT_STEPS
+    """The steps run slice by slice: the declared ones but ``resize``/``spacing`` (none:
+    stored values, as for an instance record), or the default scaling by bits stored
+    (MONOCHROME1 inverted) when the field declares no transforms."""
+    if not spec.transforms:
+        return DEFAULT_STEPS
+    return tuple(step for step in spec.transforms if step.op not in GEOMETRIC)
 
 
 def value_ranges(found: Plan, spec: FieldSpec) -> list[preprocess.Range]:

@@ -337,3 +337,13 @@ def test_an_enhanced_ct_read_as_one_instance_gets_each_frame_its_own_rescale(tmp
         for frame, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
             expected = apply_modality_lut(ds.pixel_array[frame], group.PixelValueTransformationSequence[0])
             assert np.abs(image[frame] - expected).max() < 0.5
+
+
+def test_a_volume_with_only_a_resize_keeps_stored_values_as_an_instance_record_does(ct_series):
+    steps = parse_transforms([{"op": "resize", "interpolation": "nearest"}], "t")
+    source = _source(ct_series, transforms=steps)
+    by_pseudonym = {ref.pseudonym: ref for ref in source.index().records}
+    for uid, files in _by_series(ct_series).items():
+        image = source.load(by_pseudonym[series_pseudonym(HMAC_KEY, files[0][1].PatientID, uid)])["image"]
+        # stored units in slice order, neither scaled to [0, 1] nor rescaled to HU
+        assert np.array_equal(image, np.stack([ds.pixel_array for _, ds in files]).astype(np.float32))
