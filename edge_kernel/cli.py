@@ -419,14 +419,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import SynthOptions, make_synthetic_dataset
 
     options = SynthOptions(sizes=_sizes(args.sizes), modality=args.modality, photometric=args.photometric,
-                           frames=args.frames, transfer_syntax=args.transfer_syntax)
+                           frames=args.frames, transfer_syntax=args.transfer_syntax, slices=args.slices,
+                           shuffle=args.shuffle)
     try:
         make_synthetic_dataset(Path(args.path), args.n, seed=args.seed, size=args.size, options=options)
     except ValueError as exc:
         raise BadInput(f"synth: {exc}") from None
     shapes = ", ".join(f"{r}x{c}" for r, c in options.sizes) or f"{args.size}x{args.size}"
+    layout = f"series of {args.slices} slices" if args.slices > 1 else f"{args.frames} frame(s)"
     print(f"wrote {args.n} synthetic DICOM records to {args.path} ({args.modality}, {shapes}, {args.photometric}, "
-          f"{args.frames} frame(s), {args.transfer_syntax})")
+          f"{layout}, {args.transfer_syntax}{', shuffled' if args.shuffle else ''})")
     return 0
 
 
@@ -625,7 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OT: secondary capture (default); CT: Hounsfield units, RescaleIntercept -1024")
     p.add_argument("--photometric", default="MONOCHROME2", choices=["MONOCHROME2", "MONOCHROME1"],
                    help="PhotometricInterpretation of the images (default MONOCHROME2)")
-    p.add_argument("--frames", type=int, default=1, help="frames per object (NumberOfFrames)")
+    p.add_argument("--frames", type=int, default=1,
+                   help="frames per object (NumberOfFrames); with CT, one Enhanced CT volume per record")
+    p.add_argument("--slices", type=int, default=1,
+                   help="CT only: each record a series of this many single-frame slices (a volume)")
+    p.add_argument("--shuffle", action="store_true", help="name the files in a random order")
     p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
                    help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)

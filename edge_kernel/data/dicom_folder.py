@@ -11,6 +11,11 @@ patient (S2), and reasons end up in the job's summary.
 
 Indexing reads each file once without decoding its pixels; a record's pixels are decoded
 when it is first handed over and kept in a bounded cache for later epochs.
+
+A dataset with ``"options": {"records": "series"}`` has one record per series instead
+(``series.py``, ``volume.py``): every file's header is read, the instances are grouped by
+patient and SeriesInstanceUID, and each group is checked as a volume; a ``limit`` then
+counts series, so a sample never cuts a series short.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+import pydicom
 
 from jupyter_rapha.protocol.errors import SandboxFault
 
-from . import dicom_record
+from . import dicom_record, series
 from .consent import OptOutList
 from .registry import Dataset
 from .source import CONSENT_REASON, Index, RecordCache, RecordRef, Skip, granted_specs, sorted_index
@@ -43,12 +49,15 @@ class DicomFolderSource:
         self.hmac_key = hmac_key
         self.consent = consent or OptOutList.none()
         self.cache = RecordCache()
+        self.series_records = dataset.series_records
 
     def index(self, limit: int | None = None) -> Index:
         """Read every file's header once (or the first ``limit`` files, a sample), so a
         record that enters a cohort can be delivered."""
         if not self.root.is_dir():
             raise SandboxFault("the dataset folder is missing", hint="check the dataset location")
+        if self.series_records:
+            return self._index_series(limit)
         by_pseudonym: dict[bytes, RecordRef] = {}
         skipped: Counter[str] = Counter()
         excluded: list[RecordRef] = []
@@ -75,11 +84,65 @@ class DicomFolderSource:
         cached = self.cache.get(ref.pseudonym)
         if cached is not None:
             return cached
-        arrays = dicom_record.reload(ref.location, max_bytes=MAX_FILE_BYTES, key=self.hmac_key, specs=self.specs,
-                                     labels=self.labels, pseudonym=ref.pseudonym,
-                                     fault=SandboxFault("a record changed or vanished during the job"))
+        if self.series_records:
+            arrays = self._load_series(ref)
+        else:
+            arrays = dicom_record.reload(ref.location, max_bytes=MAX_FILE_BYTES, key=self.hmac_key, specs=self.specs,
+                                         labels=self.labels, pseudonym=ref.pseudonym,
+                                         fault=SandboxFault("a record changed or vanished during the job"))
         self.cache.put(ref.pseudonym, arrays)
         return arrays
+
+    def _index_series(self, limit: int | None) -> Index:
+        by_pseudonym: dict[bytes, RecordRef] = {}
+        skipped: Counter[str] = Counter()
+        excluded: list[RecordRef] = []
+        groups: dict[series.SeriesKey, list[tuple[Path, pydicom.Dataset]]] = {}
+        for path in _files(self.root, skipped):
+            try:
+                ds = self._series_member(path)
+            except Skip as skip:
+                skipped[skip.reason] += 1
+                continue
+            groups.setdefault(series.key_of(ds), []).append((path, ds))
+        for checked, key in enumerate(sorted(groups)):
+            if limit is not None and checked >= limit:
+                break
+            paths, objects = zip(*groups[key], strict=True)
+            try:
+                pseudonym, patient = series.pseudonyms(key, self.hmac_key)
+                if self.consent.excludes(key[0]):
+                    excluded.append(RecordRef(pseudonym, patient))  # never checked, counted or sent
+                    continue
+                series.check(objects, self.specs, self.labels)
+            except Skip as skip:
+                skipped[skip.reason] += 1
+                continue
+            location = "\0".join((series.members_digest(objects), *map(str, paths)))
+            by_pseudonym[pseudonym] = RecordRef(pseudonym, patient, location)
+        return sorted_index(by_pseudonym, skipped, excluded)
+
+    def _series_member(self, path: Path) -> pydicom.Dataset:
+        """One file of a series dataset, checked alone; kept without its pixel data, so
+        the index of a large folder holds headers only."""
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise Skip("file too large")
+        ds = dicom_record.parse(str(path), max_bytes=MAX_FILE_BYTES)
+        dicom_record.guarded(series.key_of, ds)
+        series.check_object(ds, self.specs, self.labels)
+        if "PixelData" in ds:
+            del ds.PixelData
+        return ds
+
+    def _load_series(self, ref: RecordRef) -> dict[str, np.ndarray]:
+        digest, *paths = ref.location.split("\0")
+        fault = SandboxFault("a record changed or vanished during the job")
+        try:
+            objects = [dicom_record.parse(path, max_bytes=MAX_FILE_BYTES) for path in paths]
+            return series.read(objects, self.specs, self.labels, hmac_key=self.hmac_key, pseudonym=ref.pseudonym,
+                               digest=digest)
+        except (Skip, OSError) as exc:
+            raise fault from exc
 
     def _check(self, path: Path) -> tuple[bytes, bytes, str]:
         if path.stat().st_size > MAX_FILE_BYTES:

@@ -36,7 +36,7 @@ from .source import Skip
 
 PIXEL_DTYPES = ("float32", "float64")
 LABEL_SOURCES = ("dicom-private", "dicom-tag")
-_MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
 # pydicom's warnings and log lines quote header values ("Invalid value for VR PN:
 # 'DOE^JANE'"). They must never reach a log a researcher could see, so they are dropped.
@@ -191,7 +191,7 @@ def check(ds: pydicom.Dataset, specs: dict[str, FieldSpec], labels: dict[str, di
         else:
             _check_pixel_header(ds, spec, require_data=pixels_present)
             if pixels_present:
-                _check_pixel_bytes(ds)
+                check_pixel_bytes(ds)
 
 
 def needs_pixels(ds: pydicom.Dataset, specs: dict[str, FieldSpec]) -> bool:
@@ -226,7 +226,7 @@ def extract(ds: pydicom.Dataset, specs: dict[str, FieldSpec],
 def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: bool = True) -> None:
     if require_data and "PixelData" not in ds:
         raise Skip("no pixel data")
-    if ds.get("SamplesPerPixel", 1) != 1 or ds.get("PhotometricInterpretation") not in _MONOCHROME:
+    if ds.get("SamplesPerPixel", 1) != 1 or ds.get("PhotometricInterpretation") not in MONOCHROME:
         raise Skip("not a greyscale image")
     if spec.transforms:  # declared preprocessing: frames, size (or resize) and header needs
         preprocess.check_header(ds, spec)
@@ -238,7 +238,8 @@ def _check_pixel_header(ds: pydicom.Dataset, spec: FieldSpec, *, require_data: b
         raise Skip("image size differs from the schema")
 
 
-def _check_pixel_bytes(ds: pydicom.Dataset) -> None:
+def check_pixel_bytes(ds: pydicom.Dataset) -> None:
+    """The pixel data is all there (native) or decodes (compressed); raises ``Skip``."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax in _NATIVE_SYNTAXES:
         bits = int(ds.get("BitsAllocated", 16) or 16)

@@ -7,6 +7,11 @@ with is checked against that scope again, so a PACS that ignores a filter cannot
 the cohort. Headers come from WADO-RS metadata at index time (no pixels moved); pixels
 are fetched with WADO-RS when a record is first handed to the job, then cached.
 
+A dataset with ``"options": {"records": "series"}`` has one record per series
+(``series.py``, ``volume.py``): the series' metadata is checked as a volume at index time,
+and its instances are fetched together, in one WADO-RS series request, when it is handed
+over.
+
 Every failure of the PACS (refused connection, timeout, HTTP error, malformed answer)
 is wrapped once into ``SourceFault`` with a generic message: URLs carry UIDs, and a
 UID must not reach an error a researcher sees.
@@ -23,6 +28,7 @@ import numpy as np
 import pydicom
 
 from . import dicom_record
+from . import series as series_record
 from .consent import OptOutList
 from .registry import Dataset
 from .source import Index, RecordCache, RecordRef, Skip, SourceFault, granted_specs, sorted_index
@@ -59,11 +65,16 @@ class DicomWebSource:
                 if dataset.options.get("password_file") else ""
             self.session.auth = (str(dataset.options["username"]), password)
         self.cache = RecordCache()
+        self.series_records = dataset.series_records
 
     def index(self, limit: int | None = None) -> Index:
         by_pseudonym: dict[bytes, RecordRef] = {}
         skipped: Counter[str] = Counter()
         excluded: list[RecordRef] = []
+        if self.series_records:
+            for study, series_uid in self._series_in_scope()[:limit]:
+                self._add_series(study, series_uid, by_pseudonym, skipped, excluded)
+            return sorted_index(by_pseudonym, skipped, excluded)
         seen = 0
         for study, series in self._series_in_scope():
             for item in self._get_json(f"/studies/{study}/series/{series}/metadata"):
@@ -77,6 +88,10 @@ class DicomWebSource:
         cached = self.cache.get(ref.pseudonym)
         if cached is not None:
             return cached
+        if self.series_records:
+            arrays = self._load_series(ref)
+            self.cache.put(ref.pseudonym, arrays)
+            return arrays
         study, series, instance = ref.location.split("/")
         body = self._get_instance(f"/studies/{study}/series/{series}/instances/{instance}")
         arrays = dicom_record.reload(body, max_bytes=MAX_INSTANCE_BYTES, key=self.hmac_key, specs=self.specs,
@@ -135,6 +150,59 @@ class DicomWebSource:
         else:
             by_pseudonym[pseudonym] = RecordRef(pseudonym, patient, f"{study}/{series}/{instance}")
 
+    # ---- series as records ------------------------------------------------------------
+    def _add_series(self, study: str, series_uid: str, by_pseudonym: dict[bytes, RecordRef],
+                    skipped: Counter[str], excluded: list[RecordRef]) -> None:
+        """One declared series: its instances grouped by patient (a series belongs to one,
+        but a PACS is not trusted to say so), each group checked as a volume."""
+        groups: dict[series_record.SeriesKey, list[pydicom.Dataset]] = {}
+        for item in self._get_json(f"/studies/{study}/series/{series_uid}/metadata"):
+            if _value(item, _STUDY) != study or _value(item, _SERIES) != series_uid:
+                skipped["outside the declared scope"] += 1
+                continue
+            try:
+                ds = dicom_record.guarded(pydicom.Dataset.from_json, item, _no_bulk)
+                key = dicom_record.guarded(series_record.key_of, ds)
+                series_record.check_object(ds, self.specs, self.labels, pixels_present=False)
+            except Skip as skip:
+                skipped[skip.reason] += 1
+                continue
+            groups.setdefault(key, []).append(ds)
+        for key in sorted(groups):
+            try:
+                pseudonym, patient = series_record.pseudonyms(key, self.hmac_key)
+                if self.consent.excludes(key[0]):
+                    excluded.append(RecordRef(pseudonym, patient))  # never checked, counted or sent
+                    continue
+                series_record.check(groups[key], self.specs, self.labels)
+                if any(dicom_record.needs_pixels(ds, self.specs) for ds in groups[key]):
+                    # metadata without the pixel data: the series is fetched and decoded once now
+                    self._series_objects(study, series_uid, pseudonym, series_record.members_digest(groups[key]))
+            except Skip as skip:
+                skipped[skip.reason] += 1
+                continue
+            by_pseudonym[pseudonym] = RecordRef(pseudonym, patient,
+                                                f"{study}/{series_uid}/{series_record.members_digest(groups[key])}")
+
+    def _load_series(self, ref: RecordRef) -> dict[str, np.ndarray]:
+        study, series_uid, digest = ref.location.split("/")
+        try:
+            return self._series_objects(study, series_uid, ref.pseudonym, digest)
+        except Skip as skip:
+            raise SourceFault("a record changed or vanished in the PACS during the job") from skip
+
+    def _series_objects(self, study: str, series_uid: str, pseudonym: bytes, digest: str) -> dict[str, np.ndarray]:
+        """The series in one WADO-RS request, read as a record; raises ``Skip``."""
+        parts = self._get_parts(f"/studies/{study}/series/{series_uid}")
+        objects = [dicom_record.parse(part, max_bytes=MAX_INSTANCE_BYTES) for part in parts]
+        mine = [ds for ds in objects if self._series_pseudonym(ds) == pseudonym]  # this patient's instances
+        return series_record.read(mine, self.specs, self.labels, hmac_key=self.hmac_key, pseudonym=pseudonym,
+                                  digest=digest)
+
+    def _series_pseudonym(self, ds: pydicom.Dataset) -> bytes:
+        key = dicom_record.guarded(series_record.key_of, ds)
+        return series_record.pseudonyms(key, self.hmac_key)[0]
+
     def _check_instance(self, path: str, pseudonym: bytes) -> None:
         ds = dicom_record.parse(self._get_instance(path), max_bytes=MAX_INSTANCE_BYTES)
         found, _, _ = dicom_record.guarded(dicom_record.identity, ds, self.hmac_key)
@@ -156,12 +224,16 @@ class DicomWebSource:
         return doc
 
     def _get_instance(self, path: str) -> bytes:
-        # Uncompressed first: a PACS that can transcode does, and the edge needs no codec
-        # for what it stores compressed; one that cannot (406) sends it as stored.
+        return self._get_parts(path)[0]
+
+    def _get_parts(self, path: str) -> list[bytes]:
+        """The instances a WADO-RS retrieve answers (one for an instance, all of a series).
+        Uncompressed first: a PACS that can transcode does, and the edge needs no codec
+        for what it stores compressed; one that cannot (406) sends them as stored."""
         response = self._get(path, _DICOM_NATIVE, not_acceptable_ok=True)
         if response.status_code in (400, 406):
             response = self._get(path, _DICOM_AS_STORED)
-        return _first_part(response.headers.get("Content-Type", ""), response.content)
+        return _parts(response.headers.get("Content-Type", ""), response.content)
 
     def _get(self, path: str, accept: str, *, not_acceptable_ok: bool = False) -> Any:
         import requests
@@ -224,8 +296,8 @@ def _value(item: Any, tag: str) -> Any:
         return None
 
 
-def _first_part(content_type: str, body: bytes) -> bytes:
-    """The first part of a multipart/related answer (one instance was asked for)."""
+def _parts(content_type: str, body: bytes) -> list[bytes]:
+    """The parts of a multipart/related answer, at least one."""
     boundary = None
     for param in content_type.split(";"):
         key, _, value = param.strip().partition("=")
@@ -234,10 +306,13 @@ def _first_part(content_type: str, body: bytes) -> bytes:
     if not boundary:
         raise SourceFault("the PACS answered without a multipart boundary")
     delimiter = b"--" + boundary.encode("ascii", "replace")
-    parts = body.split(delimiter)
-    if len(parts) < 3:
+    pieces = body.split(delimiter)
+    if len(pieces) < 3:
         raise SourceFault("the PACS answered with a malformed multipart body")
-    head, sep, payload = parts[1].partition(b"\r\n\r\n")
-    if not sep:
-        raise SourceFault("the PACS answered with a malformed multipart body")
-    return payload[:-2] if payload.endswith(b"\r\n") else payload
+    parts = []
+    for piece in pieces[1:-1]:  # before the first delimiter: preamble; after the last: "--"
+        head, sep, payload = piece.partition(b"\r\n\r\n")
+        if not sep:
+            raise SourceFault("the PACS answered with a malformed multipart body")
+        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+    return parts

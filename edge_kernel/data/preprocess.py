@@ -22,6 +22,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
+from .frames import frame_headers
 from .registry import FieldSpec
 from .source import Skip
 from .transforms import Transform
@@ -47,19 +48,47 @@ def check_header(ds: pydicom.Dataset, spec: FieldSpec) -> None:
         raise Skip("image size differs from the schema")
     if frames * rows * columns > MAX_PIXELS_PER_RECORD:
         raise Skip("image too large")
-    _walk_ranges(ds, spec.transforms)
+    for header in frame_headers(ds) or [ds]:
+        _walk_ranges(header, spec.transforms)
 
 
 def apply(ds: pydicom.Dataset, raw: np.ndarray, spec: FieldSpec) -> np.ndarray:
     """The declared steps over the decoded pixels (``ds.pixel_array``: rows x columns,
-    or frames x rows x columns)."""
+    or frames x rows x columns). An enhanced object's frames each run with their own
+    header (``frames.py``: a rescale or window per frame) over the union of their ranges."""
     values = raw.reshape(frames_of(ds), int(ds.Rows), int(ds.Columns))
-    ranges = _walk_ranges(ds, spec.transforms)
-    if spec.transforms[0].op != "modality_lut":
-        values = values.astype(np.float64)
-    for step, before in zip(spec.transforms, ranges, strict=True):
-        values = _STEPS[step.op](ds, values, step, before, spec)
+    headers = frame_headers(ds)
+    if headers is None:
+        values = run_steps(ds, values, spec.transforms, _walk_ranges(ds, spec.transforms), spec)
+    else:
+        ranges = union_ranges(headers, spec.transforms)
+        values = np.concatenate([run_steps(header, values[k:k + 1], spec.transforms, ranges, spec)
+                                 for k, header in enumerate(headers)])
     return np.ascontiguousarray(values.reshape(spec.shape), dtype=spec.dtype)
+
+
+def run_steps(ds: pydicom.Dataset, values: np.ndarray, steps: tuple[Transform, ...], ranges: list[Range],
+              spec: FieldSpec) -> np.ndarray:
+    """``steps`` (``ranges``: the range before each) over frames x rows x columns read
+    with header ``ds``; ``volume.py`` runs the value steps of each slice through it."""
+    if not steps or steps[0].op != "modality_lut":
+        values = values.astype(np.float64)
+    for step, before in zip(steps, ranges, strict=True):
+        values = _STEPS[step.op](ds, values, step, before, spec)
+    return values
+
+
+def union_ranges(headers: list[pydicom.Dataset], steps: tuple[Transform, ...]) -> list[Range]:
+    """The range before each step over several frames or slices, each with its own
+    header: the union of theirs, so a scaling or inversion is the same on all of them."""
+    each = [_walk_ranges(header, steps) for header in headers]
+    return [(min(r[k][0] for r in each), max(r[k][1] for r in each)) for k in range(len(steps))]
+
+
+def walk_ranges(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> list[Range]:
+    """The value range before each step (``steps`` without ``resize`` or ``spacing``, which
+    keep the range); raises ``Skip`` for a header a step cannot use. For ``volume.py``."""
+    return _walk_ranges(ds, steps)
 
 
 def _resizes(spec: FieldSpec) -> bool:
@@ -77,13 +106,22 @@ def stored_range(ds: pydicom.Dataset) -> Range:
 
 def _walk_ranges(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> list[Range]:
     """The value range before each step; raises ``Skip`` for a header a step cannot use."""
+    return _walk(ds, steps)[0]
+
+
+def range_after(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> Range:
+    """The value range after all ``steps``."""
+    return _walk(ds, steps)[1]
+
+
+def _walk(ds: pydicom.Dataset, steps: tuple[Transform, ...]) -> tuple[list[Range], Range]:
     ranges, current = [], stored_range(ds)
     for step in steps:
         ranges.append(current)
         current = _RANGES[step.op](ds, step, current)
     if not all(np.isfinite(current)):
         raise Skip("pixel values out of range after the modality LUT")
-    return ranges
+    return ranges, current
 
 
 def _modality_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
@@ -121,7 +159,7 @@ def _same_range(ds: pydicom.Dataset, step: Transform, current: Range) -> Range:
 
 
 _RANGES = {"modality_lut": _modality_range, "window": _window_range, "intensity": _intensity_range,
-           "resize": _same_range, "invert_monochrome1": _same_range}
+           "resize": _same_range, "invert_monochrome1": _same_range, "spacing": _same_range}
 
 
 # ---- the steps ---------------------------------------------------------------------

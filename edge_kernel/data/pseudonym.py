@@ -47,3 +47,20 @@ def patient_pseudonym(key: bytes, patient_id: str) -> bytes:
     if not patient_id or "\0" in patient_id:
         raise BadInput("a patient id must be non-empty and free of NUL")
     return hmac.new(key, _PATIENT_DOMAIN + patient_id.encode("utf-8"), hashlib.sha256).digest()
+
+
+_SERIES_DOMAIN = b"series\0"
+
+
+def series_pseudonym(key: bytes, patient_id: str, series_uid: str) -> bytes:
+    """``HMAC-SHA256(key, "series\\0" + PatientID + "\\0" + SeriesInstanceUID)``: the record
+    pseudonym of a dataset whose records are series (volumes). Its own domain, so a series
+    never shares a pseudonym with an instance whose SOPInstanceUID equals the series UID."""
+    if len(key) < MIN_KEY_BYTES:
+        raise BadInput(f"the pseudonym key must hold at least {MIN_KEY_BYTES} bytes")
+    if not patient_id or not series_uid:
+        raise BadInput("a series needs a patient id and a series uid")
+    if "\0" in patient_id or "\0" in series_uid:
+        raise BadInput("identifiers may not contain NUL")
+    message = _SERIES_DOMAIN + patient_id.encode("utf-8") + b"\0" + series_uid.encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).digest()

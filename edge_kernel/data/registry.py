@@ -55,6 +55,11 @@ class Dataset:
     # a file of opted-out patient ids (one per line), applied before any record is counted
     opt_out: str = ""
 
+    @property
+    def series_records(self) -> bool:
+        """One record per series (a volume) instead of one per instance."""
+        return self.options.get("records") == "series"
+
     def schema(self) -> dict[str, Any]:
         return {name: _field_schema(f) for name, f in self.fields.items()}
 
@@ -82,10 +87,13 @@ def parse_dataset(data: Any) -> Dataset:
     max_records = data.get("max_records", 100_000)
     if not isinstance(max_records, int) or isinstance(max_records, bool) or max_records < 1:
         raise BadInput(f"dataset {name}: max_records must be a whole number of records, at least 1")
+    parsed = {k: _field(name, k, v, source) for k, v in fields.items()}
+    pixel_transforms.check_records(dict(data.get("options", {})).get("records"), parsed, source=source,
+                                   where=f"dataset {name}")
     return Dataset(
         name=name, version=str(data.get("version", "1")), source=source,
         location=str(data.get("location", "")),
-        fields={k: _field(name, k, v, source) for k, v in fields.items()},
+        fields=parsed,
         labels=dict(data.get("labels", {})), price_per_record=parse_price(data.get("price_per_record", "0"), name),
         sensitivity=str(data.get("sensitivity", "special-category")),
         max_records=max_records, description=str(data.get("description", "")),

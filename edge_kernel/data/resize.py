@@ -30,6 +30,21 @@ def resize(values: np.ndarray, shape: tuple[int, int], interpolation: str) -> np
     return _axis(out, columns, values.ndim - 1, interpolation)
 
 
+def resize_volume(values: np.ndarray, shape: tuple[int, int, int], interpolation: str) -> np.ndarray:
+    """``values`` (slices, rows, columns) resized over all three axes, as float64."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    out = _axis(np.asarray(values, dtype=np.float64), shape[0], 0, interpolation)
+    return resize(out, shape[1:], interpolation)
+
+
+def resample_axis(values: np.ndarray, size: int, axis: int, interpolation: str) -> np.ndarray:
+    """One axis of ``values`` to ``size`` samples (``nearest``, ``bilinear`` or ``area``)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    return _axis(np.asarray(values, dtype=np.float64), size, axis, interpolation)
+
+
 def _axis(values: np.ndarray, size: int, axis: int, interpolation: str) -> np.ndarray:
     length = values.shape[axis]
     if length == size:

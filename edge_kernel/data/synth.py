@@ -14,6 +14,16 @@ so stored values map to real Hounsfield units: air -1000, fat -100, water 0, sof
 then lung -600/1500), MONOCHROME1 (stored inverted, so it shows the same image), multi-
 frame objects (NumberOfFrames > 1, every frame with the record's label) and RLE Lossless,
 which pydicom encodes without any extra codec. The default is unchanged, byte for byte.
+
+CT volumes, for datasets whose records are series: ``slices`` > 1 writes each record as
+a CT series of that many single-frame files (one SeriesInstanceUID per record, slices
+2.5 mm apart along the patient's z axis, pixels 0.8 mm, the lesion a 3D blob), ``frames``
+> 1 with CT one Enhanced CT object whose per-frame functional groups carry each frame's
+position, rescale and window. In both, RescaleIntercept is -1024 and RescaleSlope
+alternates 1 and 0.5 from slice to slice, as a scanner may choose per slice, so a reader
+that takes one slice's rescale for the whole volume is visibly wrong. ``shuffle`` gives
+the files names in a random order, so neither file names nor the folder walk follow the
+slice order. JPEG syntaxes are not written: they need codecs pyproject does not install.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import (UID, CTImageStorage, ExplicitVRLittleEndian,
+from pydicom.uid import (UID, CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian,
                          MultiFrameGrayscaleWordSecondaryCaptureImageStorage, RLELossless, SecondaryCaptureImageStorage,
                          generate_uid)
 
@@ -41,6 +51,10 @@ MODALITIES = ("OT", "CT")
 PHOTOMETRICS = ("MONOCHROME2", "MONOCHROME1")
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless}
 MAX_FRAMES = 64
+PIXEL_SPACING_MM = 0.8
+SLICE_SPACING_MM = 2.5
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # ImageOrientationPatient of an axial slice
+SLOPES = (1.0, 0.5)  # RescaleSlope of even and odd slices of a CT volume
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,15 @@ class SynthOptions:
     photometric: str = "MONOCHROME2"
     frames: int = 1
     transfer_syntax: str = "explicit"  # or "rle" (RLE Lossless)
+    slices: int = 1  # > 1: each record a CT series of this many single-frame files
+    shuffle: bool = False  # file names in a random order, not the records' (and slices') order
+
+    @property
+    def volume_depth(self) -> int:
+        """Slices per record when records are CT volumes (a series or an Enhanced CT), else 0."""
+        if self.modality != "CT":
+            return 0
+        return self.slices if self.slices > 1 else self.frames if self.frames > 1 else 0
 
     def check(self) -> None:
         if any(rows < 8 or columns < 8 or rows * columns > 4096 * 4096 for rows, columns in self.sizes):
@@ -61,10 +84,11 @@ class SynthOptions:
                              f"photometric one of {', '.join(PHOTOMETRICS)}")
         if not 1 <= self.frames <= MAX_FRAMES or self.transfer_syntax not in TRANSFER_SYNTAXES:
             raise ValueError(f"frames must be 1 to {MAX_FRAMES}, transfer syntax one of {', '.join(TRANSFER_SYNTAXES)}")
-        if self.modality == "CT" and (self.frames > 1 or self.photometric != "MONOCHROME2"):
-            # Multi-frame CT is Enhanced CT, whose rescale lives per frame in functional
-            # groups; a MONOCHROME1 CT would not be one a scanner writes.
-            raise ValueError("CT is written single-frame MONOCHROME2")
+        if self.modality == "CT" and self.photometric != "MONOCHROME2":
+            raise ValueError("CT is written MONOCHROME2")  # a MONOCHROME1 CT is not one a scanner writes
+        if not 1 <= self.slices <= MAX_FRAMES or (self.slices > 1 and (self.modality != "CT" or self.frames > 1)):
+            raise ValueError(f"slices (1 to {MAX_FRAMES}) make a CT series of single-frame files; "
+                             "for one multi-frame CT object give frames instead")
 
 # Every header keyword that carries something identifying or free text. Tests gather
 # the values of these from the files and assert none of them ever crosses.
@@ -92,30 +116,65 @@ def make_synthetic_dataset(path: Path, n: int, seed: int = 0, size: int = 32,
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     patients = _patients(rng, n)
+    if options.volume_depth:
+        _write_volumes(path, n, rng, patients, sizes, options, seed)
+        return
+    names = _names(n, options, seed)
     for index in range(n):
         patient = patients[index % len(patients)]
         label = int(rng.integers(0, 2))
         pixels = _frames(rng, sizes[index % len(sizes)], label, options)
         ds = _instance(rng, patient, pixels, label, options)
         # File names are neutral: a name built from identifiers would itself leak.
-        ds.save_as(path / f"img{index:05d}.dcm", enforce_file_format=True)
+        ds.save_as(path / names[index], enforce_file_format=True)
+
+
+def _names(files: int, options: SynthOptions, seed: int) -> list[str]:
+    """Neutral file names (a name built from identifiers would itself leak), in order or
+    shuffled by their own generator, so the records' content does not depend on it."""
+    order = np.random.default_rng([seed, 1]).permutation(files) if options.shuffle else np.arange(files)
+    return [f"img{int(number):05d}.dcm" for number in order]
+
+
+def _write_volumes(path: Path, n: int, rng: np.random.Generator, patients: list[dict[str, str]],
+                   sizes: tuple[tuple[int, int], ...], options: SynthOptions, seed: int) -> None:
+    depth = options.volume_depth
+    names = iter(_names(n * (depth if options.slices > 1 else 1), options, seed))
+    for index in range(n):
+        patient = dict(patients[index % len(patients)], series_uid=_uid(rng))  # a series per record
+        label = int(rng.integers(0, 2))
+        hu = _ct_volume(rng, sizes[index % len(sizes)], depth, label)
+        if options.slices > 1:
+            for number, slice_hu in enumerate(hu):
+                ds = _instance(rng, patient, _stored(slice_hu, SLOPES[number % 2]), label, options)
+                _slice_geometry(ds, number, depth, SLOPES[number % 2])
+                ds.save_as(path / next(names), enforce_file_format=True)
+        else:
+            slopes = [SLOPES[number % 2] for number in range(depth)]
+            stored = np.stack([_stored(slice_hu, slope) for slice_hu, slope in zip(hu, slopes, strict=True)])
+            ds = _instance(rng, patient, stored, label, options)
+            _enhanced_geometry(ds, depth, slopes)
+            ds.save_as(path / next(names), enforce_file_format=True)
 
 
 def synthetic_dataset_entry(name: str, location: str, *, size: int = 32, version: str = "1",
                             price_per_record: str = "0.01", max_records: int = 100_000,
-                            transforms: tuple[Transform, ...] = (), frames: int = 1) -> Dataset:
+                            transforms: tuple[Transform, ...] = (), frames: int = 1, slices: int = 0) -> Dataset:
     """The registry entry that matches :func:`make_synthetic_dataset` (with ``transforms``
-    declared on the image field, e.g. a resize for mixed sizes)."""
+    declared on the image field, e.g. a resize for mixed sizes). ``slices`` > 0: records
+    are series, the image a volume of that many slices."""
+    shape = (slices, size, size) if slices else (frames, size, size)
     return Dataset(
         name=name, version=version, source="dicom-folder", location=location,
         fields={
-            "image": FieldSpec("float32", (frames, size, size), "feature", transforms),
+            "image": FieldSpec("float32", shape, "feature", transforms),
             "finding": FieldSpec("int64", (), "label"),
         },
         labels={"finding": {"source": "dicom-private", "creator": LABEL_CREATOR,
                             "group": LABEL_GROUP, "element": LABEL_ELEMENT}},
         price_per_record=price_per_record, sensitivity="synthetic", max_records=max_records,
         description="Synthetic secondary-capture images: a bright blob left (0) or right (1).",
+        options={"records": "series"} if slices else {},
     )
 
 
@@ -187,9 +246,73 @@ def _ct_pixels(rng: np.random.Generator, rows: int, columns: int, label: int) ->
     return pixels
 
 
+def _ct_volume(rng: np.random.Generator, shape: tuple[int, int], depth: int, label: int) -> np.ndarray:
+    """Axial slices in HU (slices, rows, columns): the body of ``_ct_pixels`` in every
+    slice, and a lesion that is a 3D blob, strongest in the middle slices."""
+    rows, columns = shape
+    yy, xx = np.mgrid[0:rows, 0:columns] + 0.5
+    body = ((yy - rows / 2) / (0.42 * rows)) ** 2 + ((xx - columns / 2) / (0.45 * columns)) ** 2
+    base = np.full((rows, columns), -1000.0)
+    base[body <= 1.0] = -100.0
+    base[body <= 0.8] = 40.0
+    spine = ((yy - 0.75 * rows) / (0.08 * rows)) ** 2 + ((xx - columns / 2) / (0.08 * columns)) ** 2
+    base[spine <= 1.0] = 700.0
+    cx = columns * (rng.uniform(0.58, 0.72) if label else rng.uniform(0.28, 0.42))
+    cy, cz = rows * rng.uniform(0.35, 0.6), depth * rng.uniform(0.35, 0.65)
+    radius = min(rows, columns) / 12
+    lesion = 80.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+    weights = np.exp(-((np.arange(depth) + 0.5 - cz) ** 2) / (2 * max(1.0, depth / 4) ** 2))
+    volume: np.ndarray = base + weights[:, None, None] * lesion + rng.normal(0.0, 10.0, (depth, rows, columns))
+    return volume
+
+
+def _stored(hu: np.ndarray, slope: float) -> np.ndarray:
+    stored: np.ndarray = np.clip(np.rint((hu - CT_INTERCEPT) / slope), 0, 2 ** BITS_STORED - 1).astype(np.uint16)
+    return stored
+
+
+def _position(number: int, depth: int, rows: int, columns: int) -> list[float]:
+    """ImagePositionPatient of slice ``number``: the volume centred on the origin."""
+    return [-columns * PIXEL_SPACING_MM / 2, -rows * PIXEL_SPACING_MM / 2,
+            (number - depth / 2) * SLICE_SPACING_MM]
+
+
+def _slice_geometry(ds: DicomDataset, number: int, depth: int, slope: float) -> None:
+    ds.InstanceNumber = number + 1
+    ds.ImagePositionPatient = _position(number, depth, ds.Rows, ds.Columns)
+    ds.ImageOrientationPatient = list(AXIAL)
+    ds.PixelSpacing = [PIXEL_SPACING_MM, PIXEL_SPACING_MM]
+    ds.SliceThickness = SLICE_SPACING_MM
+    ds.RescaleSlope = slope
+
+
+def _enhanced_geometry(ds: DicomDataset, depth: int, slopes: list[float]) -> None:
+    """Enhanced CT (PS3.3 A.38): geometry and rescale in functional groups, per frame."""
+    for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth"):
+        delattr(ds, keyword)
+    measures = DicomDataset()
+    measures.PixelSpacing, measures.SliceThickness = [PIXEL_SPACING_MM, PIXEL_SPACING_MM], SLICE_SPACING_MM
+    orientation = DicomDataset()
+    orientation.ImageOrientationPatient = list(AXIAL)
+    shared = DicomDataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for number, slope in enumerate(slopes):
+        position, rescale, window = DicomDataset(), DicomDataset(), DicomDataset()
+        position.ImagePositionPatient = _position(number, depth, ds.Rows, ds.Columns)
+        rescale.RescaleIntercept, rescale.RescaleSlope, rescale.RescaleType = CT_INTERCEPT, slope, "HU"
+        window.WindowCenter, window.WindowWidth = CT_WINDOWS[0]
+        group = DicomDataset()
+        group.PlanePositionSequence, group.PixelValueTransformationSequence = [position], [rescale]
+        group.FrameVOILUTSequence = [window]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+
+
 def _sop_class(options: SynthOptions) -> UID:
     if options.modality == "CT":
-        return CTImageStorage
+        return EnhancedCTImageStorage if options.frames > 1 else CTImageStorage
     return MultiFrameGrayscaleWordSecondaryCaptureImageStorage if options.frames > 1 else SecondaryCaptureImageStorage
 
 

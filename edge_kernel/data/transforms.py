@@ -23,6 +23,15 @@ Vocabulary (``edge_kernel/data/preprocess.py`` carries it out):
   range, or without one the values' whole range, mapped linearly onto it).
 - ``invert_monochrome1``: a MONOCHROME1 image flipped within its value range, so low
   values are dark as in MONOCHROME2; other images pass unchanged.
+- ``spacing`` (series datasets only, ``volume.py``): ``mm`` ``[slice, row, column]``, the
+  voxel size in millimetres the volume is resampled to, ``interpolation`` ``nearest`` |
+  ``linear``; the resampled volume is then centred in the declared shape (cropped, or
+  padded with the lowest value of its range).
+
+In a dataset whose records are series (``"options": {"records": "series"}``) the field's
+shape ends in (slices, rows, columns); the value steps run slice by slice, each with its
+own header (a rescale can differ per slice), and ``resize`` (over all three axes) or
+``spacing`` runs once on the assembled volume, so it must be the last step.
 
 A field without ``transforms`` keeps the default: stored values scaled by bits stored to
 [0, 1], MONOCHROME1 inverted, and the image's size equal to the schema's. That default is
@@ -44,6 +53,9 @@ from jupyter_rapha.protocol.errors import BadInput
 from jupyter_rapha.protocol.receipt import preprocessing_digest
 
 INTERPOLATIONS = {"nearest": "nearest", "bilinear": "bilinear", "linear": "bilinear", "area": "area"}
+SPACING_INTERPOLATIONS = {"nearest": "nearest", "linear": "linear", "trilinear": "linear"}
+GEOMETRIC = ("resize", "spacing")
+RECORDS = ("instance", "series")
 WINDOW_FUNCTIONS = ("linear", "linear_exact", "sigmoid")
 PIXEL_SOURCES = ("dicom-folder", "dicomweb")
 FLOAT_DTYPES = ("float32", "float64")
@@ -100,6 +112,19 @@ def _range(value: Any) -> list[float]:
     return [low, high]
 
 
+def _voxel(value: Any) -> list[float]:
+    expected = "a list of three voxel sizes in millimetres [slice, row, column], each from 0.01 to 100"
+    if not isinstance(value, list) or len(value) != 3:
+        raise _Invalid(expected)
+    try:
+        sizes = [_positive(v) for v in value]
+    except _Invalid:
+        raise _Invalid(expected) from None
+    if not all(0.01 <= size <= 100 for size in sizes):
+        raise _Invalid(expected)
+    return sizes
+
+
 def _choice(options: Any) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in options:
@@ -115,6 +140,7 @@ _VOCABULARY: dict[str, dict[str, Callable[[Any], Any]]] = {
     "resize": {"interpolation": _choice(INTERPOLATIONS)},
     "intensity": {"clip": _range, "scale_to": _range},
     "invert_monochrome1": {},
+    "spacing": {"mm": _voxel, "interpolation": _choice(SPACING_INTERPOLATIONS)},
 }
 VOCABULARY = tuple(_VOCABULARY)
 
@@ -161,6 +187,9 @@ def _check_step(op: str, params: dict[str, Any], where: str) -> None:
         raise BadInput(f"{where} (window): give both 'center' and 'width', or neither to use the header's window")
     if op == "window" and params.get("function", "linear") == "linear" and params.get("width", 1.0) < 1:
         raise BadInput(f"{where} (window): parameter 'width' must be at least 1 for a linear window")
+    if op == "spacing" and set(params) != {"mm", "interpolation"}:
+        raise BadInput(f"{where} (spacing): give 'mm' [slice, row, column] and 'interpolation', one of "
+                       f"{', '.join(SPACING_INTERPOLATIONS)}")
     if op == "intensity" and not params:
         raise BadInput(f"{where} (intensity): give 'clip', 'scale_to' or both")
 
@@ -192,6 +221,35 @@ def check_field(steps: tuple[Transform, ...], *, source: str, kind: str, dtype: 
         raise BadInput(f"{where}: transformed pixels are {' or '.join(FLOAT_DTYPES)}, not {dtype}")
     if len(shape) < 2:
         raise BadInput(f"{where}: a transformed image needs a shape of at least [rows, columns]")
+
+
+def check_records(records: Any, fields: dict[str, Any], *, source: str, where: str) -> str:
+    """A dataset's ``options.records``: ``instance`` (the default, one record per DICOM
+    instance) or ``series`` (one record per series, its image a volume whose shape ends
+    in (slices, rows, columns)). Returns the checked value. ``fields``: ``FieldSpec`` by name."""
+    records = "instance" if records is None else records
+    if records not in RECORDS:
+        raise BadInput(f"{where}: options.records must be one of {', '.join(RECORDS)}, not {_shown(records)}")
+    images = {name: spec for name, spec in fields.items() if spec.kind != "label"}
+    for name, spec in images.items():
+        ops = [step.op for step in spec.transforms]
+        if records == "instance" and "spacing" in ops:
+            raise BadInput(f"{where}: field {name}: 'spacing' resamples a volume; declare options.records "
+                           "'series' or use 'resize'")
+        if records != "series":
+            continue
+        if source not in PIXEL_SOURCES:
+            raise BadInput(f"{where}: series records come from DICOM sources ({', '.join(PIXEL_SOURCES)}), "
+                           f"not {source}")
+        if len(spec.shape) < 3 or math.prod(spec.shape[:-3]) != 1:
+            raise BadInput(f"{where}: field {name}: a volume's shape is [slices, rows, columns] "
+                           "(or [1, slices, rows, columns])")
+        if len(set(ops) & set(GEOMETRIC)) > 1:
+            raise BadInput(f"{where}: field {name}: give 'resize' or 'spacing', not both")
+        if any(op in GEOMETRIC for op in ops[:-1]):
+            raise BadInput(f"{where}: field {name}: in a series dataset 'resize' or 'spacing' is the last "
+                           "transform (it works on the assembled volume)")
+    return str(records)
 
 
 def canonical(steps: tuple[Transform, ...]) -> list[dict[str, Any]]:

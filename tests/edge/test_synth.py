@@ -161,7 +161,8 @@ def test_rle_lossless_keeps_pixels_and_planted_identifiers(tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"sizes": ((4, 64),)}, {"modality": "MR"}, {"frames": 0},
-                                     {"modality": "CT", "frames": 2}, {"transfer_syntax": "jpeg"},
+                                     {"slices": 3}, {"modality": "CT", "slices": 2, "frames": 2},
+                                     {"modality": "CT", "slices": 65}, {"transfer_syntax": "jpeg"},
                                      {"modality": "CT", "photometric": "MONOCHROME1"}])
 def test_options_it_cannot_write_are_refused(tmp_path, options):
     with pytest.raises(ValueError):
@@ -176,5 +177,57 @@ def test_the_synth_command_writes_a_mixed_ct_and_refuses_bad_sizes(tmp_path, cap
     assert {ds.file_meta.TransferSyntaxUID for ds in found} == {pydicom.uid.RLELossless}
     assert edge_cli(["synth", str(tmp_path / "x"), "--sizes", "40x48,big"]) == 1
     assert "--sizes takes ROWSxCOLUMNS" in capsys.readouterr().err
-    assert edge_cli(["synth", str(tmp_path / "y"), "--modality", "CT", "--frames", "2"]) == 1
-    assert "CT is written single-frame" in capsys.readouterr().err
+    assert edge_cli(["synth", str(tmp_path / "y"), "--slices", "4"]) == 1
+    assert "slices (1 to 64) make a CT series" in capsys.readouterr().err
+
+
+# --- CT volumes: series of slices, Enhanced CT, shuffled names --------------------------
+
+def test_a_ct_series_per_record_with_geometry_and_a_slope_per_slice(tmp_path):
+    found = _variant(tmp_path, "series", n=3, modality="CT", slices=5)
+    assert len(found) == 15 and len({ds.SeriesInstanceUID for ds in found}) == 3
+    for uid in {ds.SeriesInstanceUID for ds in found}:
+        slices = sorted((ds for ds in found if ds.SeriesInstanceUID == uid), key=lambda ds: ds.InstanceNumber)
+        z = [float(ds.ImagePositionPatient[2]) for ds in slices]
+        assert np.allclose(np.diff(z), 2.5) and all(list(ds.ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+                                                    for ds in slices)
+        assert [float(ds.RescaleSlope) for ds in slices] == [1.0, 0.5, 1.0, 0.5, 1.0]
+        assert {float(ds.RescaleIntercept) for ds in slices} == {-1024.0}
+        assert len({ds.PatientID for ds in slices}) == 1 and len({ds.SOPInstanceUID for ds in slices}) == 5
+        labels = {ds.private_block(LABEL_GROUP, LABEL_CREATOR)[LABEL_ELEMENT].value for ds in slices}
+        assert len(labels) == 1  # one label per series
+        for ds in slices:  # every slice carries the planted identifiers
+            assert all(str(ds.get(keyword, "")) for keyword in SYNTH_IDENTIFIER_TAGS)
+            hu = ds.pixel_array * float(ds.RescaleSlope) - 1024
+            assert hu.min() < -950 and hu.max() > 600
+
+
+def test_an_enhanced_ct_object_holds_its_geometry_per_frame(tmp_path):
+    for ds in _variant(tmp_path, "enhanced", n=2, modality="CT", frames=4, transfer_syntax="rle"):
+        assert ds.SOPClassUID == pydicom.uid.EnhancedCTImageStorage and ds.NumberOfFrames == 4
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless and ds.pixel_array.shape == (4, 32, 32)
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        assert list(shared.PixelMeasuresSequence[0].PixelSpacing) == [0.8, 0.8]
+        frames = ds.PerFrameFunctionalGroupsSequence
+        assert [float(f.PixelValueTransformationSequence[0].RescaleSlope) for f in frames] == [1.0, 0.5, 1.0, 0.5]
+        assert np.allclose(np.diff([float(f.PlanePositionSequence[0].ImagePositionPatient[2]) for f in frames]), 2.5)
+        assert all(str(ds.get(keyword, "")) for keyword in SYNTH_IDENTIFIER_TAGS)
+
+
+def test_shuffle_names_files_out_of_order_and_keeps_their_content(tmp_path):
+    plain = _variant(tmp_path, "in-order", n=2, modality="CT", slices=4)
+    make_synthetic_dataset(tmp_path / "shuffled", 2, seed=21, options=SynthOptions(modality="CT", slices=4,
+                                                                                  shuffle=True))
+    shuffled = _read_all(tmp_path / "shuffled")
+    assert [ds.SOPInstanceUID for ds in shuffled] != [ds.SOPInstanceUID for ds in plain]
+    assert sorted(ds.SOPInstanceUID for ds in shuffled) == sorted(ds.SOPInstanceUID for ds in plain)
+    by_uid = {ds.SOPInstanceUID: ds for ds in plain}
+    assert all(np.array_equal(ds.pixel_array, by_uid[ds.SOPInstanceUID].pixel_array) for ds in shuffled)
+
+
+def test_the_synth_command_writes_shuffled_ct_series(tmp_path, capsys):
+    assert edge_cli(["synth", str(tmp_path / "s"), "--n", "2", "--modality", "CT", "--slices", "3",
+                     "--shuffle"]) == 0
+    assert "series of 3 slices" in capsys.readouterr().out and len(_read_all(tmp_path / "s")) == 6
+    assert edge_cli(["synth", str(tmp_path / "e"), "--n", "2", "--modality", "CT", "--frames", "3"]) == 0
+    assert {ds.SOPClassUID for ds in _read_all(tmp_path / "e")} == {pydicom.uid.EnhancedCTImageStorage}
