@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ..protocol.dsse import verify_envelope
+from ..protocol.environment import Environment, parse_environment
 from ..protocol.errors import BadInput, RaphaError, VerificationError
 from ..protocol.keys import PublicKey
 
@@ -78,7 +79,19 @@ def _parse(payload: bytes, site: str) -> dict[str, Any]:
         raise CatalogRefused(f"the signed catalog of edge {site} lists no datasets")
     if not all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in catalog["datasets"]):
         raise CatalogRefused(f"the signed catalog of edge {site} has a dataset without a name")
+    if "environment" in catalog:
+        try:
+            parse_environment(catalog["environment"])
+        except BadInput as exc:  # signed, yet not a listing: the edge is broken, trust none of it
+            raise CatalogRefused(f"the signed catalog of edge {site} has a malformed environment listing: "
+                                 f"{exc.message}") from exc
     return catalog
+
+
+def catalog_environment(catalog: dict[str, Any]) -> Environment | None:
+    """The environment listing of a verified catalog; None from an edge that lists none."""
+    value = catalog.get("environment")
+    return parse_environment(value) if value is not None else None
 
 
 def merge_catalogs(catalogs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
