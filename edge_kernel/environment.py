@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_rapha.protocol.environment import KEY_PACKAGES, Environment, canonical_name, parse_environment
-from jupyter_rapha.protocol.errors import BadInput
+from jupyter_rapha.protocol.errors import BadInput, SandboxFault
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def measure(python: str) -> dict[str, Any] | None:
         try:
             found = subprocess.run([python, *job_command_flags(), "-c", PROBE], capture_output=True, text=True,
                                    env=job_env(Path(home), python), cwd=home, timeout=PROBE_SECONDS, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except (OSError, subprocess.TimeoutExpired, SandboxFault) as exc:
             log.error("the job interpreter %s could not list its packages: %s", python, exc)
             return None
     try:
