@@ -74,7 +74,8 @@ class Environment:
     def summary(self) -> str:
         """``Python 3.11.2, 214 packages: torch 2.13.0, numpy 2.3.1, ...`` (the key ones)."""
         keys = ", ".join(f"{name} {version}" for name, version in self.key_packages())
-        count = f"{len(self.packages)} packages" + ("" if self.complete else " listed (not all it has)")
+        count = f"{len(self.packages)} package{'' if len(self.packages) == 1 else 's'}"
+        count += "" if self.complete else " listed (not all it has)"
         return f"Python {self.python}, {count}" + (f": {keys}" if keys else "")
 
 
