@@ -1,5 +1,7 @@
-"""Notebook preflight: before a cell ships, run the edge's scanner and a dry run of the
-edge's published policy, and explain any refusal in plain words with the cell line.
+"""Notebook preflight: before a cell ships, run the edge's scanner, check its imports (and
+those of the files that travel with it) against the environment the edge's signed catalog
+lists, and dry-run the edge's published policy; explain any refusal in plain words with
+the cell line.
 
 The edge still decides. The dry run cannot know the edge's attestation, air-gap evidence
 or consented cohort, so unless the caller passes what it knows, it assumes the edge is
