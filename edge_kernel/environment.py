@@ -99,11 +99,17 @@ class SiteEnvironment:
         self.python = job_python(settings)
         self.listed = tuple(settings.sandbox.listed_packages)
         self._lock = threading.Lock()
+        self._listing: dict[str, Any] | None = None
+        self._measured = False
 
     def start(self) -> None:
         threading.Thread(target=self.listing, name="rapha-environment", daemon=True).start()
 
     def listing(self) -> dict[str, Any] | None:
-        with self._lock:  # one probe at a time; every later call reads the cache
-            raw = measure(self.python)
-        return listing(raw, self.listed) if raw is not None else None
+        """The catalog's section (never to be changed by a caller: it is the one kept)."""
+        with self._lock:  # one probe at a time; every later call reads what it found
+            if not self._measured:
+                raw = measure(self.python)
+                self._listing = listing(raw, self.listed) if raw is not None else None
+                self._measured = True
+            return self._listing

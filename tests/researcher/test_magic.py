@@ -257,3 +257,11 @@ def test_local_warns_of_an_import_the_edge_lacks_and_the_remote_run_stops_on_it(
     text = "".join(capsys.readouterr()) + "\n".join(outcome.error_in_exec._render_traceback_())
     assert "preflight stopped the cell" in text and "line 2: edge fake-edge has no module numpy" in text
     assert len(listing.jobs) == before
+
+
+def test_local_with_a_schema_still_runs_when_the_edge_does_not_answer(shell, capsys):
+    schema = json.dumps(SCHEMA).replace(" ", "")
+    assert train(shell, f"--edge http://127.0.0.1:9 --budget 8 --local --schema {schema}").error_in_exec is None
+    out = capsys.readouterr().out
+    assert "rapha: warning: the edge's environment was not compared with this kernel's" in out
+    assert "local dry run on 8 synthetic records" in out
