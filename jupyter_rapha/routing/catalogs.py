@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..protocol.dsse import verify_envelope
-from ..protocol.environment import Environment, parse_environment
+from ..protocol.environment import parse_environment
 from ..protocol.errors import BadInput, RaphaError, VerificationError
 from ..protocol.keys import PublicKey
 
@@ -86,12 +86,6 @@ def _parse(payload: bytes, site: str) -> dict[str, Any]:
             raise CatalogRefused(f"the signed catalog of edge {site} has a malformed environment listing: "
                                  f"{exc.message}") from exc
     return catalog
-
-
-def catalog_environment(catalog: dict[str, Any]) -> Environment | None:
-    """The environment listing of a verified catalog; None from an edge that lists none."""
-    value = catalog.get("environment")
-    return parse_environment(value) if value is not None else None
 
 
 def merge_catalogs(catalogs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
