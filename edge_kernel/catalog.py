@@ -5,7 +5,8 @@ lure a job to an edge by forging or editing a catalog on the way: it is a DSSE e
 over canonical JSON, and the extension checks it against the edge key it pinned.
 
 The catalog says what a dataset looks like (schema, a seed for synthetic samples), what it
-costs and what the edge's policy asks, in plain words. It never carries record data: the
+costs and what the edge's policy asks, in plain words, and what a job there can import
+(the job interpreter's Python version and packages, ``environment.py``). It never carries record data: the
 cohort size is a band, not a count, so a catalog cannot be used to watch admissions.
 """
 
@@ -81,10 +82,15 @@ def _backend_in_force(settings: Any) -> str:
 
 
 def build_catalog(edge_id: str, key: PrivateKey, datasets: list[Dataset], currency: str,
-                  attestation_backend: str) -> dict[str, Any]:
-    return {"catalog_version": CATALOG_VERSION, "edge_id": edge_id, "key_id": key.key_id, "issued": utc_now(),
-            "datasets": [dataset_entry(edge_id, d, currency) for d in datasets],
-            "attestation": attestation_offer(attestation_backend)}
+                  attestation_backend: str, environment: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``environment`` is the job interpreter's listing (``environment.py``); None when it
+    could not be measured, and then the catalog has none (notebooks check no imports)."""
+    catalog = {"catalog_version": CATALOG_VERSION, "edge_id": edge_id, "key_id": key.key_id, "issued": utc_now(),
+               "datasets": [dataset_entry(edge_id, d, currency) for d in datasets],
+               "attestation": attestation_offer(attestation_backend)}
+    if environment is not None:
+        catalog["environment"] = environment
+    return catalog
 
 
 def sign_catalog(catalog: dict[str, Any], key: PrivateKey) -> dict[str, Any]:
@@ -98,8 +104,9 @@ def signed_catalog(edge: Any) -> dict[str, Any]:
 
 def current_catalog(edge: Any) -> dict[str, Any]:
     settings = edge.settings
+    site = getattr(edge, "environment", None)
     return build_catalog(settings.edge_id, edge.key, list(edge.datasets.all().values()), settings.currency,
-                         _backend_in_force(settings))
+                         _backend_in_force(settings), site.listing() if site is not None else None)
 
 
 class CatalogCache:

@@ -59,6 +59,10 @@ policy = {policy}
 [sandbox]
 # Path of the rapha-airgap binary; empty: rust/airgap/target/release/rapha-airgap, then PATH.
 airgap_binary = {airgap_binary}
+# The distributions the signed catalog names with their versions, so notebooks can check a
+# cell's imports before it leaves; empty: every one installed in the job interpreter. The
+# key ones (torch, numpy, monai, pydicom, safetensors) are always named.
+listed_packages = {listed_packages}
 """
 
 
@@ -75,7 +79,7 @@ def edge_toml(edge_id: str, *, demo: bool, port: int) -> str:
         tls_cert=quoted(DEFAULTS["tls_cert"]), tls_key=quoted(DEFAULTS["tls_key"]),
         chain_backend=quoted(chain.backend), rpc_url=quoted(chain.rpc_url), min_confirmations=chain.min_confirmations,
         collateral=quoted(attestation.collateral), policy=quoted(attestation.policy),
-        airgap_binary=quoted(sandbox.airgap_binary))
+        airgap_binary=quoted(sandbox.airgap_binary), listed_packages=quoted(list(sandbox.listed_packages)))
 
 
 def _secret(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ from .auth import Authenticator
 from .data.cohort import CohortSizes
 from .data.registry import Dataset, DatasetRegistry
 from .db import Database
+from .environment import SiteEnvironment
 from .health import StorageHealth
 from .gates.pipeline import Gate
 from .gates.spec import SpecGate
@@ -53,6 +54,7 @@ class Edge:
         self.datasets = DatasetRegistry(settings.config_dir)
         self.researchers.all()  # a malformed registry stops the start, naming the file
         self.datasets.all()
+        self.environment = SiteEnvironment(settings)
         self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out)
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
@@ -76,6 +78,7 @@ class Edge:
         self.audit.append("edge.start", detail={"version": __version__})
         self.jobs.recover()
         self.outbox.start()  # anchors left pending before a restart are sent now
+        self.environment.start()  # measured once, beside the start; the first catalog request waits for it
 
     def close(self) -> None:
         self.jobs.shutdown()

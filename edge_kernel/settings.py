@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class SandboxSettings:
     # Runs jobs without the air-gap. Never in production: warns on every job and is
     # written into the receipt.
     unsafe_no_airgap: bool = False
+    # The distributions the catalog names with their versions; empty: every one installed.
+    # The key ones (torch, numpy, monai, pydicom, safetensors) are named whenever installed.
+    listed_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,8 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
                                      _SANDBOX.unsafe_keep_job_files),
     )
     _refuse_renamed(sandbox, "sandbox", "keep_job_files", "unsafe_keep_job_files")
+    sandbox_settings = replace(sandbox_settings, listed_packages=_names(sandbox, "sandbox.listed_packages",
+                                                                        "listed_packages"))
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"),
                         _ATTESTATION.backend),
@@ -291,6 +296,13 @@ def _typed(table: dict[str, Any], label: str, key: str, kind: type, default: Any
         raise BadInput(f"{label} in {CONFIG_FILE} must be {_KINDS[kind]}, not {given}"
                        f" ({json.dumps(value, default=str)})")
     return value
+
+
+def _names(table: dict[str, Any], label: str, key: str) -> tuple[str, ...]:
+    value = _typed(table, label, key, list, [])
+    if not all(isinstance(name, str) and name.strip() for name in value):
+        raise BadInput(f"{label} in {CONFIG_FILE} must be a list of distribution names in quotes")
+    return tuple(name.strip() for name in value)
 
 
 _KINDS: dict[type, str] = {str: "a string in quotes", int: "a whole number", bool: "true or false",

@@ -1,4 +1,4 @@
-"""``rapha``: the researcher's command line (keygen, run, verify).
+"""``rapha``: the researcher's command line (keygen, edges, run, fetch, verify).
 
 Exit codes: 0 success, 1 refusal or failure (denied, failed, did not verify), 2 usage,
 3 every check that ran passed but a receipt's anchor is still pending (``run`` and ``fetch``
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rapha (jupyter-rapha) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _keygen_parser(sub)
+    _edges_parser(sub)
     _run_parser(sub)
     _fetch_parser(sub)
     _verify_parser(sub)
@@ -55,6 +56,16 @@ def _keygen_parser(sub: Any) -> None:
                         "will refuse you until they register the new one)")
     keygen.add_argument("--show", action="store_true",
                         help="print the public key line of the existing key again; never writes a key")
+
+
+def _edges_parser(sub: Any) -> None:
+    edges = sub.add_parser("edges", help="what edges offer: datasets, attestation and the site's environment "
+                           "(Python version and packages a job can import)")
+    edges.add_argument("--edge", action="append", required=True, metavar="URL",
+                       help=EDGE_HELP + " (repeatable)")
+    edges.add_argument("--key", default="", help=KEY_HELP)
+    edges.add_argument("--packages", action="store_true", help="list every package the edge lists, with versions")
+    edges.add_argument("--json", action="store_true", help="print each edge's verified entry as JSON")
 
 
 def _run_parser(sub: Any) -> None:
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage message
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
-    commands = {"keygen": _keygen, "run": _run, "fetch": _fetch, "verify": _verify}
+    commands = {"keygen": _keygen, "edges": _edges, "run": _run, "fetch": _fetch, "verify": _verify}
     from .client import JobHeld
 
     try:
@@ -158,6 +169,33 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"wrote {path} (mode 0600); register this public key with the hospital:", file=sys.stderr)
     print(public_key_line(key))
     return 0
+
+
+def _edges(args: argparse.Namespace) -> int:
+    """Each edge's signed catalog, checked against the key the edge states (trust on first
+    use, as ``rapha run``), in a few lines: what it offers and what a job there can import."""
+    from .dispatch import attestation_line, edge_environment
+    from .gateways import in_process
+    from .keystore import load_key
+
+    key = load_key(args.key or None)
+    entries = [entry for url in args.edge for entry in in_process(url, key).edges()]
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return 0 if all(e["healthy"] for e in entries) else 1
+    for entry in entries:
+        print(f"{entry.get('edge_id') or entry['name']}  {entry['url']}  key {entry['key_id']}")
+        if not entry["healthy"]:
+            print(f"  catalog refused: {entry.get('problem') or 'not signed by the edge key'}")
+            continue
+        print(f"  {attestation_line(entry)}")
+        print(f"  datasets: {', '.join(entry.get('datasets') or []) or 'none'}")
+        environment = edge_environment(entry)
+        print(f"  environment: {environment.summary() if environment else 'not listed by this edge'}")
+        if environment is not None and args.packages:
+            for name, version in sorted(environment.packages.items(), key=lambda item: item[0].lower()):
+                print(f"    {name} {version}")
+    return 0 if all(e["healthy"] for e in entries) else 1
 
 
 def _run(args: argparse.Namespace) -> int:

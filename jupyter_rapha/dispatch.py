@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .client import make_jobspec
 from .preflight import Preflight, preflight
+from .protocol.environment import Environment, parse_environment
 from .protocol.errors import GateDenied, NotFound
 from .protocol.policy import PolicyBundle
 
@@ -60,7 +61,8 @@ def check_cell(gateway: Gateway, request: Any, site: str | None, say: Say, run_p
         if not run_preflight:
             say(f"preflight skipped (--no-preflight): edge {entry['name']} decides")
             continue
-        result = preflight_at(gateway, entry["name"], request, offers.get(entry["name"]) or {}, say)
+        result = preflight_at(gateway, entry["name"], request, offers.get(entry["name"]) or {}, say,
+                              environment=edge_environment(entry, say))
         if not result.likely_allowed:
             raise PreflightStopped(f"preflight stopped the cell before it left (the rules of edge "
                                    f"{entry.get('edge_id') or entry['name']}); "
@@ -70,13 +72,26 @@ def check_cell(gateway: Gateway, request: Any, site: str | None, say: Say, run_p
             say(line)
 
 
-def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any], say: Say) -> Preflight:
-    """The scanner, and a dry run of the policy ``site`` publishes (scan only if it publishes none)."""
+def edge_environment(entry: dict[str, Any], say: Say | None = None) -> Environment | None:
+    """The environment listing of an edge's verified catalog (``gateway.edges()``)."""
+    if entry.get("environment") is None:
+        if say is not None:
+            say(f"edge {entry.get('edge_id') or entry['name']} lists no environment: the cell's imports are not "
+                "checked before it leaves")
+        return None
+    return parse_environment(entry["environment"])
+
+
+def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any], say: Say,
+                 environment: Environment | None = None) -> Preflight:
+    """The scanner, the cell's imports against ``environment`` (the edge's listing), and a
+    dry run of the policy ``site`` publishes (scan and imports only if it publishes none)."""
     try:
         published = gateway.policy(site)
     except NotFound:
         say(f"edge {site} publishes no policy: preflight scans the cell only")
-        return preflight(request.code, first_line=request.cell_first_line)
+        return preflight(request.code, first_line=request.cell_first_line, environment=environment,
+                         site=f"edge {site}")
     job = _job_document(request, offer, str(published["researcher"].get("key_id") or "preflight"))
     edge = published.get("edge") or {}
     return preflight(request.code, job=job,
@@ -84,7 +99,7 @@ def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any
                      researcher=published["researcher"], dataset=_dataset_facts(request.dataset, offer),
                      edge={"demo": bool(edge.get("demo")), "unsafe": list(edge.get("unsafe") or [])},
                      attestation=_UNSAFE_ATTESTATION if edge.get("attestation_backend") == "unsafe_software" else None,
-                     first_line=request.cell_first_line)
+                     first_line=request.cell_first_line, environment=environment, site=f"edge {site}")
 
 
 def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str, Any]:

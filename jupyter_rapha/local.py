@@ -13,11 +13,12 @@ import math
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from .client import JobFailed
 from .protocol.cellinfo import metric_name_problems
 from .protocol.contract import metric_name_refusal
+from .protocol.environment import CodeFile, Environment, check_imports, version_differences
 from .protocol.errors import BadInput, RaphaError
 
 CELL_FILENAME = "<cell>"
@@ -163,6 +164,32 @@ def _select(schema: dict[str, dict[str, Any]], fields: list[str] | None) -> dict
     if unknown:
         raise BadInput(f"the dataset has no field {', '.join(unknown)}", hint=f"fields: {', '.join(schema)}")
     return {name: dict(schema[name]) for name in wanted}
+
+
+def local_versions() -> dict[str, str]:
+    """The distributions installed in this kernel's environment, by name."""
+    from importlib.metadata import distributions
+
+    versions: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name and name not in versions:  # the first on sys.path is the one imported
+            versions[name] = dist.version
+    return versions
+
+
+def environment_warnings(code: str, environments: Sequence[tuple[str, Environment]], first_line: int = 1,
+                         local: Mapping[str, str] | None = None) -> list[str]:
+    """What a dry run here cannot show of each edge (``(site, listing)``): the packages the
+    cell imports at another version there, and the imports the edge lacks."""
+    cell = [CodeFile(CELL_FILENAME, code, first_line)]
+    versions = local_versions() if local is None else local
+    lines: list[str] = []
+    for site, environment in environments:
+        lines += version_differences(cell, environment, versions, site=f"edge {site}")
+        found = check_imports(cell, environment, site=f"edge {site}")
+        lines += [f"{line.split(': remove the import')[0]}: the job there would fail" for line in found.missing]
+    return lines
 
 
 class CellFailed(JobFailed):

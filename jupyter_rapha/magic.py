@@ -133,13 +133,33 @@ class RaphaMagics(Magics):
         return self._remote(args, request)
 
     def _local(self, args: Any, request: Any, namespace: dict[str, Any]) -> Any:
+        from .local import environment_warnings
         from .training import train_local
 
         schema = _schema_arg(args.schema) if args.schema else self._schema(args)
+        for warning in environment_warnings(request.code, self._environments(args), CELL_FIRST_LINE):
+            print(f"rapha: warning: {warning}")
         result = train_local(request, namespace, schema or {}, seed=args.seed)
         print(f"rapha: local dry run on {result.extra['cohort_size']} synthetic records, "
               f"{result.extra['records_used']} used; nothing left this machine")
         return result
+
+    def _environments(self, args: Any) -> list[tuple[str, Any]]:
+        """The signed environment listings of the edges offering the dataset, for --local to
+        compare with this kernel; none when the dry run has only --schema and no edge."""
+        from .dispatch import edge_environment, target_edges
+        from .gateways import find_server
+
+        if args.schema and not args.edge and find_server() is None:
+            return []
+        try:
+            gateway, site = self._gateway(args)
+            found = [(entry["name"], edge_environment(entry)) for entry in
+                     target_edges(gateway, args.dataset, args.site or site)]
+        except RaphaError as exc:  # advice only: the dry run itself needs no edge when given --schema
+            print(f"rapha: warning: the edge's environment was not compared with this kernel's: {exc.diagnostics()}")
+            return []
+        return [(name, environment) for name, environment in found if environment is not None]
 
     def _remote(self, args: Any, request: Any) -> Any:
         """Through the Jupyter server's extension, or with no server the same proxy

@@ -1,5 +1,7 @@
-"""Notebook preflight: before a cell ships, run the edge's scanner and a dry run of the
-edge's published policy, and explain any refusal in plain words with the cell line.
+"""Notebook preflight: before a cell ships, run the edge's scanner, check its imports (and
+those of the files that travel with it) against the environment the edge's signed catalog
+lists, and dry-run the edge's published policy; explain any refusal in plain words with
+the cell line.
 
 The edge still decides. The dry run cannot know the edge's attestation, air-gap evidence
 or consented cohort, so unless the caller passes what it knows, it assumes the edge is
@@ -12,9 +14,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
 
 from jupyter_rapha.protocol.cellinfo import metric_name_problems
+from jupyter_rapha.protocol.environment import CodeFile, Environment, ImportCheck, check_imports
 from jupyter_rapha.protocol.policy import Decision, PolicyBundle, evaluate, load_engine
 from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, ScanReport, scan_source
 
@@ -28,32 +32,49 @@ class Preflight:
     explanations: tuple[str, ...] = field(default=())
     # metric names the edge refuses at submission (the contract's rule): refused here too
     metric_names_refused: tuple[str, ...] = field(default=())
+    # imports the edge's listed environment lacks (only from a complete listing)
+    imports_missing: tuple[str, ...] = field(default=())
 
     @property
     def likely_allowed(self) -> bool:
-        return (not self.scan.high and not self.metric_names_refused
+        return (not self.scan.high and not self.metric_names_refused and not self.imports_missing
                 and (self.decision is None or self.decision.allowed))
 
 
 def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: PolicyBundle | None = None,
               researcher: Mapping[str, Any] | None = None, dataset: Mapping[str, Any] | None = None,
               edge: Mapping[str, Any] | None = None, attestation: Mapping[str, Any] | None = None,
-              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES, first_line: int = 1) -> Preflight:
+              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES, first_line: int = 1,
+              environment: Environment | None = None, files: Sequence[CodeFile] = (),
+              site: str = "the edge") -> Preflight:
     """Scan ``source`` and its metric names; with ``policy`` (the edge's published bundle),
-    dry-run it on ``job`` (the job spec fields without the code) and the edge facts given.
-    Lines are named as the editor numbers them: ``first_line`` is the editor's number of
-    the cell's first line (2 under ``%%rapha_train``)."""
+    dry-run it on ``job`` (the job spec fields without the code) and the edge facts given;
+    with ``environment`` (the edge's signed listing), check the imports of the cell and of
+    ``files`` (code that travels with it) against it. Lines are named as the editor numbers
+    them: ``first_line`` is the editor's number of the cell's first line (2 under
+    ``%%rapha_train``)."""
     report = scan_source(source, allowed_modules=allowed_modules)
     names_refused = tuple(metric_name_problems(source, first_line))
     lines = [_explain_finding(f.line, f.severity, f.message, source, first_line) for f in report.findings]
     lines += names_refused
+    imports = ImportCheck((), ())
+    if environment is not None:
+        imports = check_imports([CodeFile("<cell>", source, first_line), *files], environment, site,
+                                local_modules=frozenset(module_names(files)))
+        lines += [*imports.missing, *imports.notes]
     decision = None
     if policy is not None:
         doc = dry_run_input(report, job or {}, researcher, dataset, edge, attestation)
         decision = evaluate(policy, doc, engine=_torch_first_engine)
         lines += [_explain_reason(reason, report, source, first_line) for reason in decision.deny
                   if not _repeats_scan(reason, report)]
-    return Preflight(report, decision, tuple(lines), names_refused)
+    return Preflight(report, decision, tuple(lines), names_refused, imports.missing)
+
+
+def module_names(files: Sequence[CodeFile]) -> list[str]:
+    """The top-level module names files that travel with a cell provide (``helpers.py``:
+    ``helpers``; ``pkg/__init__.py`` and ``pkg/x.py``: ``pkg``)."""
+    return [PurePosixPath(f.name).parts[0].removesuffix(".py") for f in files if f.name != "<cell>"]
 
 
 def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mapping[str, Any] | None,

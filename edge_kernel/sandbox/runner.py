@@ -153,10 +153,18 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
     return _outcome(spec, workdir, status, process.returncode, broker, started)
 
 
+# -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
+# -s: no user site; -B: no bytecode writes into a read-only Python install.
+JOB_PYTHON_FLAGS = ("-P", "-s", "-B")
+
+
+def job_command_flags() -> list[str]:
+    """The interpreter flags of every job process (the environment listing uses them too)."""
+    return list(JOB_PYTHON_FLAGS)
+
+
 def job_command(python: str, fd: int, shm_fd: int | None = None, parent_pid: int | None = None) -> list[str]:
-    # -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
-    # -s: no user site; -B: no bytecode writes into a read-only Python install.
-    command = [python, "-P", "-s", "-B", "-m", "edge_kernel.inside.job_main", "--fd", str(fd)]
+    command = [python, *JOB_PYTHON_FLAGS, "-m", "edge_kernel.inside.job_main", "--fd", str(fd)]
     if shm_fd is not None:
         command += ["--shm-fd", str(shm_fd)]
     return command + ["--parent-pid", str(parent_pid)] if parent_pid is not None else command

@@ -29,7 +29,7 @@ ESCAPE_MODULES = frozenset({
 DEFAULT_ALLOWED_MODULES = frozenset({
     "__future__", "abc", "array", "base64", "bisect", "collections", "contextlib", "copy",
     "csv", "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "gc",
-    "hashlib", "heapq", "importlib", "io", "itertools", "json", "logging", "math",
+    "hashlib", "heapq", "importlib", "io", "itertools", "json", "logging", "math", "monai",
     "numbers", "numpy", "operator", "os", "pathlib", "random", "rapha", "re", "safetensors", "shutil",
     "statistics", "string", "struct", "sys", "textwrap", "time", "torch", "torchvision",
     "typing", "warnings",

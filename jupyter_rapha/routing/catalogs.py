@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ..protocol.dsse import verify_envelope
+from ..protocol.environment import parse_environment
 from ..protocol.errors import BadInput, RaphaError, VerificationError
 from ..protocol.keys import PublicKey
 
@@ -78,6 +79,12 @@ def _parse(payload: bytes, site: str) -> dict[str, Any]:
         raise CatalogRefused(f"the signed catalog of edge {site} lists no datasets")
     if not all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in catalog["datasets"]):
         raise CatalogRefused(f"the signed catalog of edge {site} has a dataset without a name")
+    if "environment" in catalog:
+        try:
+            parse_environment(catalog["environment"])
+        except BadInput as exc:  # signed, yet not a listing: the edge is broken, trust none of it
+            raise CatalogRefused(f"the signed catalog of edge {site} has a malformed environment listing: "
+                                 f"{exc.message}") from exc
     return catalog
 
 

@@ -96,6 +96,7 @@ class EdgeProxy(Gateway):
             entry["edge_id"] = catalog.get("edge_id")
             entry["attestation"] = catalog.get("attestation")
             entry["datasets"] = [d["name"] for d in catalog["datasets"]]
+            entry["environment"] = catalog.get("environment")  # None from an edge that lists none
         return entry
 
     def datasets(self) -> list[dict[str, Any]]:

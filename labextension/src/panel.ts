@@ -1,6 +1,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { requestAPI } from './api';
+import { EdgeRow, edgeRows } from './edges';
 import { JobRow, Verdict, jobRows, unreachable, unreachableEdges, verdict } from './model';
 
 const POLL_MS = 5000;
@@ -8,9 +9,11 @@ const POLL_MS = 5000;
 /**
  * The "Rapha jobs" side panel: every job the server extension knows, across edges, with
  * its state and progress; cancel a running job; check a completed job's receipt against
- * the edge key pinned in the server's configuration.
+ * the edge key pinned in the server's configuration. Below, the configured edges: what
+ * each attests with, offers and lets a job import (its signed environment listing).
  */
 export class JobsPanel extends Widget {
+  private edges: HTMLElement;
   private list: HTMLElement;
   private status: HTMLElement;
   private timer: number | null = null;
@@ -30,13 +33,30 @@ export class JobsPanel extends Widget {
     const refresh = document.createElement('button');
     refresh.className = 'jp-RaphaJobs-refresh jp-mod-styled';
     refresh.textContent = 'Refresh';
-    refresh.onclick = () => void this.refresh();
+    refresh.onclick = () => void Promise.all([this.refresh(), this.refreshEdges()]);
     header.append(heading, refresh);
     this.status = document.createElement('div');
     this.status.className = 'jp-RaphaJobs-status';
     this.list = document.createElement('ul');
     this.list.className = 'jp-RaphaJobs-list';
-    this.node.append(header, this.status, this.list);
+    const edgesHeading = document.createElement('h3');
+    edgesHeading.textContent = 'Edges';
+    this.edges = document.createElement('ul');
+    this.edges.className = 'jp-RaphaJobs-edges';
+    this.node.append(header, this.status, this.list, edgesHeading, this.edges);
+  }
+
+  /** The configured edges and what each offers, its environment included. Asked when the
+   * panel is shown and on Refresh, not on every poll: each asks every edge for its catalog. */
+  async refreshEdges(): Promise<void> {
+    try {
+      this.edges.replaceChildren(...edgeRows(await requestAPI('edges')).map(edgeItem));
+    } catch (error) {
+      const item = document.createElement('li');
+      item.className = 'jp-RaphaJobs-edge jp-mod-error';
+      item.textContent = `Edges not listed: ${(error as Error).message}`;
+      this.edges.replaceChildren(item);
+    }
   }
 
   /** Fetch the job list and draw it; an error is shown in the panel, never thrown. */
@@ -59,6 +79,7 @@ export class JobsPanel extends Widget {
 
   protected onAfterShow(): void {
     void this.refresh();
+    void this.refreshEdges();
     if (this.timer === null) {
       this.timer = window.setInterval(() => void this.refresh(), POLL_MS);
     }
@@ -153,6 +174,24 @@ export class JobsPanel extends Widget {
     item?.querySelector('.jp-RaphaJobs-report')?.remove();
     item?.append(block);
   }
+}
+
+/** One edge: its name, then a line each for its attestation, datasets and environment. */
+function edgeItem(row: EdgeRow): HTMLElement {
+  const item = document.createElement('li');
+  item.className = `jp-RaphaJobs-edge${row.healthy ? '' : ' jp-mod-error'}`;
+  item.dataset.edge = row.name;
+  const title = document.createElement('div');
+  title.className = 'jp-RaphaJobs-title';
+  title.textContent = row.title;
+  item.append(title);
+  for (const line of row.lines) {
+    const detail = document.createElement('div');
+    detail.className = 'jp-RaphaJobs-detail';
+    detail.textContent = line;
+    item.append(detail);
+  }
+  return item;
 }
 
 /** The verdict as the receipt widget words and colours it, then one table row per check:

@@ -4,8 +4,10 @@ real edges, and its "Verify receipt" checks a completed job's receipt."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -168,6 +170,10 @@ def test_the_side_panel_lists_jobs_and_verifies_a_receipt_in_a_browser(lab):
         browser.wait_for("document.querySelector('.jp-SideBar [data-id=\"jupyter-rapha-jobs\"]') !== null")
         browser.wait_for("document.querySelector('#jupyterlab-splash') === null")  # layout restored
         browser.click('.jp-SideBar [data-id="jupyter-rapha-jobs"]')
+        # the edges view: what each edge offers, and the environment its signed catalog lists
+        edge_view = browser.wait_for("document.querySelector('#jupyter-rapha-jobs [data-edge=\"north\"]')?.innerText")
+        assert f"Python {platform.python_version()}, " in edge_view, edge_view
+        assert f"monai {importlib.metadata.version('monai')}" in edge_view and "synthetic-cxr" in edge_view
         row = f"#jupyter-rapha-jobs [data-job-id=\"{job['job_id']}\"]"
         title = browser.wait_for(f"document.querySelector('{row} .jp-RaphaJobs-title')?.textContent")
         assert "synthetic-cxr @ north" in title and "completed" in title

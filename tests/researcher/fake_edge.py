@@ -53,6 +53,7 @@ class FakeEdge:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.job_delay = 0.0
         self.anchor_pending = False
+        self.environment: dict[str, Any] | None = None  # the catalog's listing, when a test sets one
 
     def __enter__(self) -> FakeEdge:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -70,9 +71,11 @@ class FakeEdge:
     def catalog(self) -> dict[str, Any]:
         entry = {**DATASET, "labels": ["finding"], "synthetic_seed": 7, "sensitivity": "special-category",
                  "description": "", "policy_summary": ["fake edge"]}
-        return sign_catalog({"catalog_version": 1, "edge_id": "fake-edge", "key_id": self.key.key_id,
-                             "issued": _now(), "datasets": [entry],
-                             "attestation": attestation_offer("unsafe_software")}, self.key)
+        catalog = {"catalog_version": 1, "edge_id": "fake-edge", "key_id": self.key.key_id,
+                   "issued": _now(), "datasets": [entry], "attestation": attestation_offer("unsafe_software")}
+        if self.environment is not None:
+            catalog["environment"] = self.environment
+        return sign_catalog(catalog, self.key)
 
     def anchor_pending_receipts(self) -> int:
         """The chain is back: anchor every receipt released pending, as the edge's outbox does."""

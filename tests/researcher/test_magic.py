@@ -215,3 +215,53 @@ def test_a_metric_name_the_edge_refuses_is_refused_in_the_notebook_the_same_way_
     assert expected in remote_text and "preflight stopped the cell" in remote_text
     assert expected in local_text
     assert len(shell.user_ns["EDGE_OBJ"].jobs) == before  # nothing was submitted, no budget spent
+
+
+def fake_environment(**versions: str) -> dict:
+    import importlib.metadata
+
+    packages = {name: importlib.metadata.version(name) for name in ("torch", "numpy", "safetensors")} | versions
+    return {"python": "3.11.7", "implementation": "cpython", "complete": True, "packages": packages,
+            "modules": {name: [name] for name in packages}, "stdlib": sorted(sys.stdlib_module_names)}
+
+
+@pytest.fixture
+def listing(shell):
+    edge = shell.user_ns["EDGE_OBJ"]
+    yield edge
+    edge.environment = None
+
+
+def test_local_warns_where_this_kernels_versions_differ_from_the_edges(shell, listing, capsys):
+    listing.environment = fake_environment(torch="2.1.0")
+    assert train(shell, "--edge $EDGE --budget 8 --local").error_in_exec is None
+    out = capsys.readouterr().out
+    assert (f"rapha: warning: torch is {torch.__version__} here but 2.1.0 at edge fake-edge (imported at line 3): "
+            "the dry run may behave differently from the job") in out
+    assert "numpy is" not in out and "local dry run on 8 synthetic records" in out
+    listing.environment = fake_environment()
+    assert train(shell, "--edge $EDGE --budget 8 --local").error_in_exec is None
+    assert "warning" not in capsys.readouterr().out  # the same versions: nothing to say
+
+
+def test_local_warns_of_an_import_the_edge_lacks_and_the_remote_run_stops_on_it(shell, listing, capsys):
+    listing.environment = fake_environment()
+    del listing.environment["packages"]["numpy"], listing.environment["modules"]["numpy"]
+    cell = "import numpy\n" + CELL
+    assert train(shell, "--edge $EDGE --budget 8 --local", cell).error_in_exec is None
+    assert "rapha: warning: line 2: edge fake-edge has no module numpy: the job there would fail" in (
+        capsys.readouterr().out)
+    before = len(listing.jobs)
+    outcome = train(shell, "--edge $EDGE --budget 8", cell)
+    assert isinstance(outcome.error_in_exec, RaphaCellError)
+    text = "".join(capsys.readouterr()) + "\n".join(outcome.error_in_exec._render_traceback_())
+    assert "preflight stopped the cell" in text and "line 2: edge fake-edge has no module numpy" in text
+    assert len(listing.jobs) == before
+
+
+def test_local_with_a_schema_still_runs_when_the_edge_does_not_answer(shell, capsys):
+    schema = json.dumps(SCHEMA).replace(" ", "")
+    assert train(shell, f"--edge http://127.0.0.1:9 --budget 8 --local --schema {schema}").error_in_exec is None
+    out = capsys.readouterr().out
+    assert "rapha: warning: the edge's environment was not compared with this kernel's" in out
+    assert "local dry run on 8 synthetic records" in out

@@ -83,3 +83,38 @@ def test_more_metric_names_than_may_leave_are_refused_here_too():
     assert not result.likely_allowed
     assert result.metric_names_refused == (f"the cell logs {count} metric names; at most {count - 1} may leave",)
     assert preflight("rapha.log(" + ", ".join(f"m{i}=1.0" for i in range(count - 1)) + ")\n").likely_allowed
+
+
+SITE = {"python": "3.11.7", "implementation": "cpython", "complete": True,
+        "packages": {"torch": "2.13.0", "numpy": "2.4.6", "monai": "1.6.1"},
+        "modules": {"torch": ["torch"], "numpy": ["numpy"], "monai": ["monai"]}, "stdlib": ["json", "os"]}
+
+
+def test_an_import_the_edge_lacks_stops_the_cell_naming_it_and_its_line():
+    from jupyter_rapha.protocol.environment import parse_environment
+
+    code = "import torch\nimport monai\nimport lightgbm\nmodel = torch.nn.Linear(2, 2)\n"
+    result = preflight(code, job=JOB, policy=published(), researcher=ALICE, first_line=2,
+                       environment=parse_environment(SITE), site="edge north")
+    assert not result.likely_allowed and result.scan.high == () and result.decision.allowed is False
+    assert result.imports_missing == ("line 4: edge north has no module lightgbm: remove the import or ask the "
+                                      "hospital to install it (Python 3.11.7 there)",)
+    assert result.imports_missing[0] in result.explanations
+
+
+def test_the_imports_of_files_sent_with_the_cell_are_checked_too():
+    from jupyter_rapha.protocol.environment import CodeFile, parse_environment
+
+    helper = CodeFile("helpers/augment.py", "import json\nimport albumentations\n")
+    result = preflight("import helpers.augment\nimport torch\n", environment=parse_environment(SITE), files=[helper])
+    assert result.imports_missing and result.imports_missing[0].startswith(
+        "helpers/augment.py line 2: the edge has no module albumentations")
+
+
+def test_a_cell_the_edge_can_import_and_a_partial_listing_pass():
+    from jupyter_rapha.protocol.environment import parse_environment
+
+    assert preflight("import torch, monai, json\n", environment=parse_environment(SITE)).likely_allowed
+    partial = preflight("import torch\nimport scipy\n", environment=parse_environment({**SITE, "complete": False}))
+    assert partial.likely_allowed and partial.imports_missing == ()
+    assert "the edge has no module scipy in the packages it lists" in partial.explanations[-1]
