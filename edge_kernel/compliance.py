@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
+
+from jupyter_rapha.protocol.errors import RaphaError
 
 from .config_files import ConfigFault
 from .settings import Settings
@@ -48,6 +50,11 @@ def not_met(why: str) -> Finding:
     return Finding(NOT_MET, why)
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of the policy data, or {} for anything else (whose check then fails)."""
+    return value if isinstance(value, dict) else {}
+
+
 class EdgeView:
     """What the checks read of one edge, each part read once and on first use."""
 
@@ -66,8 +73,7 @@ class EdgeView:
         return hospital if isinstance(hospital, dict) else None
 
     def section(self, name: str) -> dict[str, Any]:
-        value = (self.hospital or {}).get(name)
-        return value if isinstance(value, dict) else {}
+        return _object((self.hospital or {}).get(name))
 
     @cached_property
     def registered_datasets(self) -> dict[str, Any] | None:
@@ -75,7 +81,7 @@ class EdgeView:
 
         try:
             return DatasetRegistry(self.settings.config_dir).all()
-        except Exception:  # a damaged registry: the controls that need it are not met
+        except (RaphaError, OSError, ValueError):  # a damaged registry: the controls that need it are not met
             return None
 
     @cached_property
@@ -225,7 +231,7 @@ def _budget_ceilings(edge: EdgeView) -> Finding:
     return met(", ".join(f"{n} {budget[n]}" for n in names))
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
@@ -252,11 +258,10 @@ def _output_caps(edge: EdgeView) -> Finding:
 def _release_thresholds(edge: EdgeView) -> list[tuple[str, dict[str, Any]]]:
     """("edge", the edge's thresholds) and each dataset's overrides merged over them."""
     release = edge.section("release")
-    base = release.get("thresholds") if isinstance(release.get("thresholds"), dict) else {}
-    datasets = release.get("datasets") if isinstance(release.get("datasets"), dict) else {}
+    base = _object(release.get("thresholds"))
     merged = [("edge", base)]
-    for name, entry in sorted(datasets.items()):
-        own = entry.get("thresholds") if isinstance(entry, dict) else None
+    for name, entry in sorted(_object(release.get("datasets")).items()):
+        own = _object(entry).get("thresholds")
         if isinstance(own, dict):
             merged.append((f"dataset {name}", {**base, **own}))
     return merged
@@ -293,8 +298,8 @@ def _release_review(edge: EdgeView) -> Finding:
         return NO_POLICY_DATA
     release = edge.section("release")
     default = release.get("default_mode")
-    datasets = release.get("datasets") if isinstance(release.get("datasets"), dict) else {}
-    auto = sorted(name for name, entry in datasets.items() if isinstance(entry, dict) and entry.get("mode") == "auto")
+    auto = sorted(name for name, entry in _object(release.get("datasets")).items()
+                  if _object(entry).get("mode") == "auto")
     if default not in ("review", "two_person"):
         return not_met(f"release.default_mode is {default!r}: outputs under the thresholds leave without an output "
                        "checker")
@@ -433,7 +438,8 @@ def render_html(report: dict[str, Any]) -> str:
     """One self-contained page for the DPO: no script, no outside resource."""
     e = html.escape
     rows = "".join(
-        f"<tr class=\"{e(r['status'].replace(' ', '-'))}\"><td>{e(r['id'])}</td><td>{e(r['framework'])}</td><td>{e(r['reference'])}</td>"
+        f"<tr class=\"{e(r['status'].replace(' ', '-'))}\"><td>{e(r['id'])}</td><td>{e(r['framework'])}</td>"
+        f"<td>{e(r['reference'])}</td>"
         f"<td>{e(r['title'])}<br><small>{e(r['mechanism'])}</small></td><td>{e(r['status'])}</td>"
         f"<td>{e(r['why'])}</td><td><small>{'<br>'.join(e(t) for t in r['tests'])}</small></td></tr>"
         for r in report["controls"])
@@ -443,6 +449,7 @@ def render_html(report: dict[str, Any]) -> str:
             "body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #999;padding:4px;"
             "vertical-align:top}.met td:nth-child(5){color:#060}.not-met td:nth-child(5){color:#a00;font-weight:bold}"
             "</style></head><body>"
-            f"<h1>Compliance of edge {e(report['edge_id'])}</h1><p>{counts}</p><table><tr><th>Control</th><th>Framework</th>"
-            "<th>Reference</th><th>Control and mechanism</th><th>Status</th><th>Why</th><th>Tests</th></tr>"
+            f"<h1>Compliance of edge {e(report['edge_id'])}</h1><p>{counts}</p><table><tr><th>Control</th>"
+            "<th>Framework</th><th>Reference</th><th>Control and mechanism</th><th>Status</th><th>Why</th>"
+            "<th>Tests</th></tr>"
             f"{rows}</table></body></html>\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_kernel.cli import main as edge_cli
+from edge_kernel.data.synth import make_synthetic_dataset
 from edge_kernel.compliance import CHECKS, MAP_FILE, MET, NOT_APPLICABLE, NOT_MET, evaluate, load_map
 from edge_kernel.settings import load_settings
 from tests.edge.test_tls import self_signed
@@ -32,6 +33,11 @@ def edge_dir(tmp_path: Path) -> Path:
     (root / "edge.toml").write_text(toml)
     edit_policy(root, lambda h: h["output"].update(require_declared_metrics=True))
     edit_policy(root, lambda h: h["release"]["datasets"].pop("synthetic-cxr"))
+    make_synthetic_dataset(root / "data" / "cxr", 30, seed=3)
+    (root / "optout.txt").write_text("nobody\n")
+    schema = str(ROOT / "examples" / "schema-cxr.json")
+    assert edge_cli(["datasets", "add", "cxr", "--path", "data/cxr", "--schema", schema, "--opt-out", "optout.txt",
+                     "--config", str(root)]) == 0
     return root
 
 
@@ -85,9 +91,8 @@ def test_json_lists_34_controls_each_with_evidence_and_all_met_on_a_well_set_edg
         assert row["status"] in (MET, NOT_MET, NOT_APPLICABLE) and row["why"], row["id"]
         assert row["mechanism"] and (row["tests"] or row["status"] == NOT_APPLICABLE), row["id"]
     not_met = {row["id"]: row["why"] for row in report["controls"] if row["status"] == NOT_MET}
-    # The synthetic-free registry: no dataset registered, so the opt-out control does not apply.
     assert not_met == {}
-    assert report["counts"] == {MET: 32, NOT_MET: 0, NOT_APPLICABLE: 2}
+    assert report["counts"] == {MET: 33, NOT_MET: 0, NOT_APPLICABLE: 1}  # HIPAA 164.310: physical safeguards
 
 
 @pytest.mark.parametrize("weaken, flipped, said", [
@@ -107,6 +112,8 @@ def test_json_lists_34_controls_each_with_evidence_and_all_met_on_a_well_set_edg
     (lambda root: edit_policy(root, lambda h: h["release"]["thresholds"].update(max_mia_auc=0.9)),
      {"UKGDPR-5-1-f-membership"}, "0.9"),
     (lambda root: (root / "policies" / "consent.rego").unlink(), {"HIPAA-164.316-b-1"}, "consent.rego"),
+    (lambda root: edit_policy(root, lambda h: h["disclosure"].pop("holdback")), {"UKGDPR-25"}, "held-back set"),
+    (lambda root: _registry(root, opt_out=""), {"UKGDPR-21", "CALDICOTT-8"}, "without an opt-out list: cxr"),
 ])
 def test_weakening_a_setting_flips_its_control_to_not_met(edge_dir, weaken, flipped, said):
     before = statuses(edge_dir)
@@ -120,10 +127,18 @@ def test_weakening_a_setting_flips_its_control_to_not_met(edge_dir, weaken, flip
 
 def _toml(root: Path, *pairs: str) -> None:
     text = (root / "edge.toml").read_text()
-    for pattern, replacement in zip(pairs[::2], pairs[1::2]):
+    for pattern, replacement in zip(pairs[::2], pairs[1::2], strict=True):
         text, count = re.subn(pattern, replacement, text)
         assert count == 1, pattern
     (root / "edge.toml").write_text(text)
+
+
+def _registry(root: Path, **change) -> None:
+    path = root / "datasets.json"
+    data = json.loads(path.read_text())
+    for entry in data["datasets"]:
+        entry.update(change)
+    path.write_text(json.dumps(data))
 
 
 def test_unreadable_policy_data_meets_no_control_that_needs_it(edge_dir):
@@ -131,6 +146,9 @@ def test_unreadable_policy_data_meets_no_control_that_needs_it(edge_dir):
     after = statuses(edge_dir)
     for name in ("CALDICOTT-7", "UKGDPR-9", "DSPT-1", "CALDICOTT-4", "DSPT-9-attestation"):
         assert after[name]["status"] == NOT_MET and "data.json cannot be read" in after[name]["why"], name
+    (edge_dir / "datasets.json").write_text("[not a registry")
+    assert statuses(edge_dir)["UKGDPR-21"] == {**after["UKGDPR-21"], "status": NOT_MET,
+                                              "why": "the dataset registry cannot be read"}
 
 
 def test_a_demo_edge_says_what_it_does_not_meet(tmp_path, capsys):
@@ -140,8 +158,8 @@ def test_a_demo_edge_says_what_it_does_not_meet(tmp_path, capsys):
     assert edge_cli(["compliance", "--config", str(root)]) == 0
     text = capsys.readouterr().out
     assert text.startswith("compliance of edge demo-edge: ")
-    assert re.search(r"NOT MET\s+NHS DSPT 9 \(IT protection\): Jobs run only in an attested TEE\n\s+attestation.backend "
-                     r"is unsafe_software", text)
+    assert re.search(r"NOT MET\s+NHS DSPT 9 \(IT protection\): Jobs run only in an attested TEE\n"
+                     r"\s+attestation.backend is unsafe_software", text)
     assert "registered without an opt-out list: synthetic-cxr" in text
     assert "release mode auto (no output checker) for: synthetic-cxr" in text
 
