@@ -143,7 +143,12 @@ def _attestation(edge: EdgeView) -> Finding:
     if not isinstance(accepted, list) or not accepted or any(b not in ("tdx", "sgx") for b in accepted):
         return not_met(f"policies/data.json attestation.backends is {accepted!r}: the policy must accept tdx or "
                        "sgx only")
-    return met(f"attestation.backend is {backend}; the policy accepts {', '.join(accepted)} quotes only")
+    from .status import tee_readiness
+
+    found = tee_readiness(edge.settings)["backend"]
+    here = (f"jobs here are attested by {found}" if found else
+            "no TEE was found on this machine, so every job is refused at the attestation gate until one is")
+    return met(f"attestation.backend is {backend}; the policy accepts {', '.join(accepted)} quotes only; {here}")
 
 
 def _unsafe(name: str, meaning: str) -> Callable[[EdgeView], Finding]:
