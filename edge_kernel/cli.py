@@ -144,7 +144,9 @@ def _start_audit_log(root: Path, edge_id: str) -> None:
 def _copy_policies(root: Path) -> None:
     source = Path(__file__).resolve().parent.parent / "policies"
     if source.is_dir():
-        shutil.copytree(source, root / "policies", ignore=shutil.ignore_patterns("*_test.rego", "__pycache__"))
+        # the compliance map describes the code, not this edge's policy: it is read from here
+        ignore = shutil.ignore_patterns("*_test.rego", "__pycache__", "compliance.json")
+        shutil.copytree(source, root / "policies", ignore=ignore)
 
 
 def _add_demo_dataset(root: Path, records: int) -> None:

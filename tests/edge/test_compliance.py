@@ -174,5 +174,6 @@ def test_html_is_one_page_with_every_control_escaped(edge_dir, capsys):
     assert "<script" not in page and "src=" not in page and "href=" not in page
 
 
-def test_the_map_is_the_repositorys_file():
+def test_the_map_is_the_repositorys_file_never_an_edges(edge_dir):
     assert MAP_FILE == ROOT / "policies" / "compliance.json"
+    assert not (edge_dir / "policies" / "compliance.json").exists()
