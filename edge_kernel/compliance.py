@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -424,7 +425,7 @@ def evaluate(settings: Settings, controls: list[dict[str, Any]] | None = None) -
     for control in controls if controls is not None else load_map():
         try:
             finding = CHECKS[control["check"]](edge)
-        except OSError as exc:  # a file the check needs cannot be read: fail closed
+        except (OSError, ValueError, RaphaError, sqlite3.Error) as exc:  # what it reads is unreadable: fail closed
             finding = not_met(f"the check could not read what it needs: {exc}")
         rows.append({**control, "status": finding.status, "why": finding.why})
     counts = {status: sum(r["status"] == status for r in rows) for status in (MET, NOT_MET, NOT_APPLICABLE)}

@@ -151,6 +151,12 @@ def test_unreadable_policy_data_meets_no_control_that_needs_it(edge_dir):
                                               "why": "the dataset registry cannot be read"}
 
 
+def test_a_damaged_database_is_not_met_never_a_crash(edge_dir):
+    (edge_dir / "state" / "edge.sqlite").write_bytes(b"not a database" * 1000)
+    after = statuses(edge_dir)
+    assert after["UKGDPR-30"]["status"] == NOT_MET and after["HIPAA-164.312-b"]["status"] == NOT_MET
+
+
 def test_a_demo_edge_says_what_it_does_not_meet(tmp_path, capsys):
     root = tmp_path / "demo"
     assert edge_cli(["init", str(root), "--demo"]) == 0
