@@ -148,7 +148,9 @@ def _start_audit_log(root: Path, edge_id: str) -> None:
 def _copy_policies(root: Path) -> None:
     source = Path(__file__).resolve().parent.parent / "policies"
     if source.is_dir():
-        shutil.copytree(source, root / "policies", ignore=shutil.ignore_patterns("*_test.rego", "__pycache__"))
+        # the compliance map describes the code, not this edge's policy: it is read from here
+        ignore = shutil.ignore_patterns("*_test.rego", "__pycache__", "compliance.json")
+        shutil.copytree(source, root / "policies", ignore=ignore)
 
 
 def _add_demo_dataset(root: Path, records: int) -> None:
@@ -449,20 +451,9 @@ def _sizes(text: str) -> tuple[tuple[int, int], ...]:
 
 def _audit_status(settings: Any) -> tuple[Any, Any]:
     """The same check the edge makes at start; (status, audit log or None when there is no database)."""
-    from .audit import AuditLog
-    from .audit_head import HEAD_FILE, AuditStatus, HeadFile, check_audit, last_anchored_head, missing_database
-    from .db import Database
+    from .compliance import open_audit_status
 
-    head_file = HeadFile(settings.state_dir / HEAD_FILE)
-    if not settings.db_path.exists():
-        return missing_database(settings.db_path, head_file.path), None
-    db = Database(settings.db_path)
-    audit = AuditLog(db, head_file)
-    damage = db.quick_check()
-    if damage:
-        return AuditStatus("broken", 0, "", f"audit log BROKEN: the edge database {settings.db_path} is damaged: "
-                                            f"{damage[0]}", "restore the edge's state directory from a backup"), audit
-    return check_audit(audit, head_file, last_anchored_head(db)), audit
+    return open_audit_status(settings)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -510,6 +501,20 @@ def _audit_status_for_new_log(missing: Any, audit: Any) -> Any:
 
     status = check_audit(audit, audit.head_file, None)
     return status if not status.ok else missing
+
+
+def cmd_compliance(args: argparse.Namespace) -> int:
+    from .compliance import evaluate, render_html, render_text
+    from .settings import load_settings
+
+    report = evaluate(load_settings(args.config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.html:
+        print(render_html(report), end="")
+    else:
+        print(render_text(report))
+    return 0
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
@@ -649,6 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("provenance", cmd_provenance, "prove whether a patient's records were used in a job")
     p.add_argument("patient_id", help="the patient's id in the hospital's source")
     p.add_argument("job_id", help="the job to check")
+    p = command("compliance", cmd_compliance, "the compliance map (UK GDPR, NHS DSPT, Caldicott, HIPAA): "
+                "each control met, not met or not applicable on this edge, and why")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print every control with its evidence as JSON")
+    shown.add_argument("--html", action="store_true", help="print one self-contained HTML page (for the DPO)")
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
     from .release.commands import add_release_commands
