@@ -18,6 +18,7 @@ from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaErro
 from ..gateway import Gateway
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
+from ..protocol.job_inputs import ArtifactEntry
 from .submission import Submission
 
 ROUTING_CHOICES = ("ask", "first", "all")
@@ -28,6 +29,17 @@ class Site:
     name: str
     url: str
     public_key: PublicKey
+
+
+def upload_artifacts(client: EdgeClient, artifacts: tuple[dict[str, Any], ...]) -> tuple[ArtifactEntry, ...]:
+    """Upload each artifact as it was checked; the job spec names exactly those digests."""
+    entries = []
+    for item in artifacts:
+        answer = client.upload_artifact(item["path"], item["sha256"], item["bytes"])
+        if answer.get("sha256") != item["sha256"] or answer.get("bytes") != item["bytes"]:
+            raise Fault(f"edge {client.url} took artifact {item['name']!r} as other bytes than were sent")
+        entries.append(ArtifactEntry(item["name"], item["sha256"], item["bytes"]))
+    return tuple(entries)
 
 
 def parse_sites(entries: list[Any]) -> list[Site]:
@@ -158,8 +170,10 @@ class EdgeProxy(Gateway):
         fields = list(submission.fields or (entry.get("schema") or {}))
         if not fields:
             raise Fault(f"edge {site} lists dataset {submission.dataset!r} without a schema")
+        artifacts = upload_artifacts(self.clients[site], submission.artifacts)
         spec = make_jobspec(submission.code, submission.dataset, fields, submission.budget, submission.max_seconds,
-                            submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line)
+                            submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line,
+                            artifacts=artifacts, includes=submission.includes)
         job_id = self.clients[site].submit(spec)
         self._job_sites[job_id] = site
         return {"job_id": job_id, "site": site, "state": JobState.SUBMITTED.value}
