@@ -61,7 +61,7 @@ class Upload:
         self._hash.update(chunk)
         self._file.write(chunk)
 
-    def finish(self, before_keeping: Callable[[], None] | None = None) -> Path:
+    def finish(self, before_keeping: Callable[[], object] | None = None) -> Path:
         """Keep the bytes if they are the ones named; ``before_keeping`` runs once they
         are known to be (the audit entry, written before the file is taken in: S7)."""
         if self.too_large:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .inputs import check_format
 from .protocol.cellinfo import logged_metric_names
 from .protocol.contract import TERMINAL_STATES, JobState
 from .protocol import bounded, errors
@@ -328,6 +329,18 @@ def _reasons_text(status: dict[str, Any]) -> str:
 
 def utc_now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def upload_artifacts(client: EdgeClient, artifacts: tuple[dict[str, Any], ...]) -> tuple[ArtifactEntry, ...]:
+    """Upload each artifact as it was checked; the job spec names exactly those digests."""
+    entries = []
+    for item in artifacts:
+        check_format(item["name"], item["path"], item["bytes"])
+        answer = client.upload_artifact(item["path"], item["sha256"], item["bytes"])
+        if answer.get("sha256") != item["sha256"] or answer.get("bytes") != item["bytes"]:
+            raise errors.Fault(f"edge {client.url} took artifact {item['name']!r} as other bytes than were sent")
+        entries.append(ArtifactEntry(item["name"], item["sha256"], item["bytes"]))
+    return tuple(entries)
 
 
 def _logged_names(code: str, includes: tuple[IncludedFile, ...]) -> tuple[str, ...]:

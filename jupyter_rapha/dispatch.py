@@ -84,7 +84,8 @@ def check_includes(request: Any, say: Say) -> None:
     if not includes:
         return
     report = scan_job(request.code, includes)
-    refused, notes = [], []
+    refused: list[str] = []
+    notes: list[str] = []
     for path, finding in report.located():
         if not path:
             continue  # the cell's own findings: preflight_at explains them, with the line quoted

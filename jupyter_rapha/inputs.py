@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +67,23 @@ def check_artifact(name: str, path: str) -> Artifact:
     size = file.stat().st_size
     if not 0 < size <= MAX_ARTIFACT_BYTES:
         raise BadInput(f"--artifact {name}: {path} is {size} bytes; an artifact is 1 to {MAX_ARTIFACT_BYTES} bytes")
-    with open(file, "rb") as stream:
-        head = stream.read(8)
-        refuse_pickle(name, path, head)
-        _check_safetensors_header(name, path, head, stream, size)
+    check_format(name, str(file), size)
     return Artifact(name, str(file.resolve()), file_sha256(file), size)
+
+
+def check_format(name: str, path: str, size: int) -> None:
+    """Not a pickle, and a safetensors header; run again just before an upload, so a file
+    swapped since it was checked never leaves (its digest the edge checks too)."""
+    try:
+        with open(path, "rb") as stream:
+            if os.fstat(stream.fileno()).st_size != size:
+                raise BadInput(f"--artifact {name}: {path} changed since it was checked (its size differs)",
+                               hint="run the cell again")
+            head = stream.read(8)
+            refuse_pickle(name, path, head)
+            _check_safetensors_header(name, path, head, stream, size)
+    except OSError as exc:
+        raise BadInput(f"--artifact {name}: cannot read {path}") from exc
 
 
 def refuse_pickle(name: str, path: str, head: bytes) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from .client import EdgeClient, final_error, make_jobspec, require_finished
+from .client import EdgeClient, final_error, make_jobspec, require_finished, upload_artifacts
 from .local import make_runtime, run_local
 from .protocol.contract import JobState
 from .protocol.errors import BadInput, Fault, VerificationError
@@ -94,8 +94,6 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     info = client.edge_info()
     edge_key = load_public_key(str(info.get("public_key", "")))
     fields = request.fields or dataset_fields(client, request.dataset)
-    from .routing.proxy import upload_artifacts
-
     artifacts = upload_artifacts(client, tuple(a.to_dict() for a in request.artifacts))
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
                         request.job_params(), client.key.key_id, cell_first_line=request.cell_first_line,

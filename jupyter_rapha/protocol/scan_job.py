@@ -59,5 +59,6 @@ def scan_job(code: str, includes: tuple[IncludedFile, ...],
              allowed_modules: Iterable[str] | None = DEFAULT_ALLOWED_MODULES) -> JobScan:
     allowed = None if allowed_modules is None else frozenset(allowed_modules) | {f.top_module for f in includes}
     cell = scan_source(code, allowed_modules=allowed)
-    files = tuple((f.path, scan_source(f.code, allowed_modules=allowed)) for f in sorted(includes, key=lambda f: f.path))
+    files = tuple((f.path, scan_source(f.code, allowed_modules=allowed))
+                  for f in sorted(includes, key=lambda f: f.path))
     return JobScan(cell, files)

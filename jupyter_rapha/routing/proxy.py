@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterator
 
-from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
+from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, upload_artifacts, utc_now_text
 from ..protocol.contract import TERMINAL_STATES as FINAL_STATES, JobState
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
 from ..gateway import Gateway
 from ..protocol.keys import PrivateKey, PublicKey, load_public_key
 from .catalogs import CatalogRefused, merge_catalogs, offer, offering_sites, verify_catalog, verify_policy
-from ..protocol.job_inputs import ArtifactEntry
 from .submission import Submission
 
 ROUTING_CHOICES = ("ask", "first", "all")
@@ -29,17 +28,6 @@ class Site:
     name: str
     url: str
     public_key: PublicKey
-
-
-def upload_artifacts(client: EdgeClient, artifacts: tuple[dict[str, Any], ...]) -> tuple[ArtifactEntry, ...]:
-    """Upload each artifact as it was checked; the job spec names exactly those digests."""
-    entries = []
-    for item in artifacts:
-        answer = client.upload_artifact(item["path"], item["sha256"], item["bytes"])
-        if answer.get("sha256") != item["sha256"] or answer.get("bytes") != item["bytes"]:
-            raise Fault(f"edge {client.url} took artifact {item['name']!r} as other bytes than were sent")
-        entries.append(ArtifactEntry(item["name"], item["sha256"], item["bytes"]))
-    return tuple(entries)
 
 
 def parse_sites(entries: list[Any]) -> list[Site]:
