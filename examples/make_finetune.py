@@ -79,7 +79,7 @@ trainable = freeze_features(model)
 optimiser = torch.optim.Adam(trainable, lr=1e-2)
 for epoch in range(rapha.epochs):
     total, batches = 0.0, 0
-    for batch in rapha.loader(batch_size=8, shuffle=True):
+    for batch in rapha.loader(batch_size=16, shuffle=True):
         loss = torch.nn.functional.cross_entropy(model(batch["image"]), batch["finding"])
         optimiser.zero_grad()
         loss.backward()

@@ -30,7 +30,7 @@ DEFAULT_ALLOWED_MODULES = frozenset({
     "__future__", "abc", "array", "base64", "bisect", "collections", "contextlib", "copy",
     "csv", "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "gc",
     "hashlib", "heapq", "importlib", "io", "itertools", "json", "logging", "math",
-    "numbers", "numpy", "operator", "os", "pathlib", "random", "rapha", "re", "safetensors", "shutil",
+    "monai", "numbers", "numpy", "operator", "os", "pathlib", "random", "rapha", "re", "safetensors", "shutil",
     "statistics", "string", "struct", "sys", "textwrap", "time", "torch", "torchvision",
     "typing", "warnings",
 })

@@ -82,3 +82,25 @@ def test_an_include_that_is_not_python_or_missing_is_refused(tmp_path):
         read_includes([str(tmp_path / "notes.txt")])
     with pytest.raises(BadInput, match="no such file or folder"):
         read_includes([str(tmp_path / "gone.py")])
+
+
+def test_a_submission_carries_artifacts_and_includes_through_the_server(weights, tmp_path):
+    from jupyter_rapha.routing.submission import Submission, parse_submission
+
+    (tmp_path / "helpers.py").write_text("X = 1\n")
+    [artifact] = parse_artifact_args([f"backbone={weights}"])
+    submission = Submission(dataset="synthetic-cxr", code="import helpers\n", budget=4,
+                            artifacts=(artifact.to_dict(),), includes=read_includes([str(tmp_path / "helpers.py")]))
+    assert parse_submission(submission.to_dict()) == submission
+    body = dict(submission.to_dict(), artifacts=[dict(artifact.to_dict(), sha256="zz")])
+    with pytest.raises(BadInput, match="as the notebook checked it"):
+        parse_submission(body)
+
+
+def test_an_artifact_swapped_after_its_check_is_refused_before_upload(weights, tmp_path):
+    from jupyter_rapha.inputs import check_format
+
+    [artifact] = parse_artifact_args([f"backbone={weights}"])
+    torch.save({"w": torch.zeros(2)}, weights)  # replaced by a checkpoint after the check
+    with pytest.raises(BadInput, match="changed since it was checked|zip file"):
+        check_format(artifact.name, artifact.path, artifact.bytes)
