@@ -219,6 +219,8 @@ class ArtifactHandler(BaseHandler):
                                                      self.request.uri or "", b"", body_sha256=sha256)
             self.key_id = researcher.key_id
             self.upload = self.edge.artifacts.upload(researcher.key_id, sha256)
+            # the server reads other bodies only to 64 MiB; this authenticated one to its own limit
+            self.request.connection.set_max_body_size(MAX_UPLOAD_BYTES)  # type: ignore[union-attr]
         except Exception as exc:
             self._refuse(exc)
 

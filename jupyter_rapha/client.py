@@ -126,7 +126,7 @@ class EdgeClient:
         except requests.RequestException as exc:
             raise errors.Fault(f"cannot upload the artifact to the edge at {self.url}: {_reason(exc)}") from exc
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, content, f"edge {self.url}")
+            raise self._refusal(response.status_code, content)
         return dict(bounded.loads(content, what="the edge's answer to an artifact upload"))
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -206,12 +206,15 @@ class EdgeClient:
             raise errors.Fault(f"cannot reach the edge at {self.url}: {_reason(exc)}",
                                hint="check the URL and that the edge is running") from exc
         if response.status_code >= 400:
-            error = error_from_response(response.status_code, content, f"edge {self.url}")
-            if isinstance(error, errors.UnknownKey):
-                raise errors.UnknownKey(f"edge {self.url} does not know your key {self.key.key_id}",
-                                        hint=UNKNOWN_KEY_HINT) from None
-            raise error
+            raise self._refusal(response.status_code, content)
         return content
+
+    def _refusal(self, status: int, content: bytes) -> errors.RaphaError:
+        error = error_from_response(status, content, f"edge {self.url}")
+        if isinstance(error, errors.UnknownKey):
+            return errors.UnknownKey(f"edge {self.url} does not know your key {self.key.key_id}",
+                                     hint=UNKNOWN_KEY_HINT)
+        return error
 
 
 def check_job_ref(job_id: str) -> str:

@@ -195,3 +195,32 @@ def test_preflight_stops_an_included_socket_import_before_it_leaves(edge, tmp_pa
     err = capsys.readouterr().err
     assert code != 0
     assert "helpers.py line 1:" in err and "socket" in err, err
+
+
+def test_an_upload_is_authenticated_before_its_body_is_read(edge, weights):
+    import requests
+
+    running, key, _ = edge
+    digest = file_sha256(weights)
+    unsigned = requests.put(f"{running.url}/v1/artifacts/{digest}", data=weights.read_bytes(), timeout=30)
+    assert unsigned.status_code == 401
+    other = EdgeClient(running.url, __import__("jupyter_rapha.protocol.keys", fromlist=["PrivateKey"])
+                       .PrivateKey.generate())
+    with pytest.raises(Exception, match="does not know your key"):
+        other.upload_artifact(str(weights), digest, weights.stat().st_size)
+    assert not list((running.config / "state" / "artifacts" / ".incoming").glob("*.part"))
+
+
+def test_an_upload_over_the_route_limit_is_refused_from_its_length(edge):
+    import socket
+
+    from edge_kernel.artifacts import MAX_UPLOAD_BYTES
+
+    running, _, _ = edge
+    host, port = running.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(f"PUT /v1/artifacts/{'ab' * 32} HTTP/1.1\r\nHost: {host}\r\n"
+                           f"Content-Length: {MAX_UPLOAD_BYTES + 1}\r\n\r\nxx".encode())
+        answer = connection.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "at most" in answer
