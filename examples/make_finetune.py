@@ -48,7 +48,8 @@ torch.save(pretrained.state_dict(), WORK / "densenet121.pt")  # what a model zoo
 save_file(torch.load(WORK / "densenet121.pt", weights_only=True), str(WORK / "densenet121.safetensors"))
 WEIGHTS = WORK / "densenet121.safetensors"
 CHECKPOINT = WORK / "densenet121.pt"
-print(f"{WEIGHTS.name}: {WEIGHTS.stat().st_size} bytes, {sum(p.numel() for p in pretrained.parameters())} parameters")"""
+parameters = sum(p.numel() for p in pretrained.parameters())
+print(f"{WEIGHTS.name}: {WEIGHTS.stat().st_size} bytes, {parameters} parameters")"""
 
 REFUSED_NOTE = """The `.pt` file itself is refused before anything leaves, with the conversion to run:"""
 
