@@ -227,7 +227,10 @@ class ArtifactHandler(BaseHandler):
     def _refuse(self, exc: BaseException) -> None:
         status, body = error_status(exc)
         if isinstance(exc, AuthError):
-            self.audit_refusal(exc)
+            try:
+                self.audit_refusal(exc)
+            except StorageUnavailable as fault:  # not audited: refused still, and said why
+                status, body = error_status(fault)
         self.set_status(status)
         self.write_json({"error": body})
 
