@@ -19,7 +19,7 @@ import threading
 import time
 
 from jupyter_rapha.protocol.errors import AuthError, Replayed, StorageUnavailable
-from jupyter_rapha.protocol.request import MAX_SKEW_SECONDS, parse_authorization, verify_request
+from jupyter_rapha.protocol.request import MAX_SKEW_SECONDS, parse_authorization, verify_request, verify_request_digest
 
 from .db import Database
 from .researchers import OUTPUT_CHECKER, Researcher, ResearcherRegistry
@@ -37,11 +37,16 @@ class Authenticator:
         self._held_lock = threading.Lock()
 
     def authenticate(self, header: str | None, method: str, path: str, body: bytes,
-                     now: int | None = None) -> Researcher:
+                     now: int | None = None, body_sha256: str | None = None) -> Researcher:
+        """``body_sha256``: the digest a streamed body claims, checked instead of ``body``
+        (the caller then holds the bytes to it as they arrive)."""
         now = int(time.time()) if now is None else now
         auth = parse_authorization(header)
         researcher = self.researchers.by_key_id(auth.key_id)
-        verify_request(auth, researcher.key, method, path, body, now, self.max_skew)
+        if body_sha256 is not None:
+            verify_request_digest(auth, researcher.key, method, path, body_sha256, now, self.max_skew)
+        else:
+            verify_request(auth, researcher.key, method, path, body, now, self.max_skew)
         if set(researcher.roles) == {OUTPUT_CHECKER}:
             # Separation of duties: a checker's key signs release decisions on the edge
             # machine; it neither submits jobs nor reads anyone's, also if it leaks.

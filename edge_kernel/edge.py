@@ -16,6 +16,7 @@ from jupyter_rapha import __version__
 from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, StorageUnavailable
 from jupyter_rapha.protocol.keys import PrivateKey
 
+from .artifacts import ArtifactStore
 from .audit import AuditLog
 from .audit_head import HEAD_FILE, HeadFile, check_audit, last_anchored_head, missing_database
 from .auth import Authenticator
@@ -52,6 +53,7 @@ class Edge:
         self.researchers = ResearcherRegistry(settings.config_dir)
         self.auth = Authenticator(self.db, self.researchers)
         self.datasets = DatasetRegistry(settings.config_dir)
+        self.artifacts = ArtifactStore.of(settings)
         self.researchers.all()  # a malformed registry stops the start, naming the file
         self.datasets.all()
         self.environment = SiteEnvironment(settings)

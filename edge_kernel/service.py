@@ -27,6 +27,7 @@ from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenie
                                            StorageUnavailable)
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 
+from .artifacts import MAX_UPLOAD_BYTES, Upload
 from .audit import RefusalTally
 from .catalog import CatalogCache
 from .edge import Edge
@@ -199,6 +200,59 @@ class JobEventsHandler(BaseHandler):
                          "events": self.edge.store.events(job_id, after)})
 
 
+class ArtifactHandler(BaseHandler):
+    """``PUT /v1/artifacts/{sha256}``: the bytes of an artifact a job spec will name. The
+    request is signed over the digest in its path, so it is authenticated before any of
+    its body is read, and the body is written to disk as it arrives (up to its own limit,
+    far above the 2 MiB of other requests) and kept only if it has that digest."""
+
+    upload: Upload | None = None
+
+    def prepare(self) -> None:
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            self._refuse(BodyTooLarge(f"an artifact may be at most {MAX_UPLOAD_BYTES} bytes"))
+            return
+        try:
+            sha256 = self.path_args[0]
+            researcher = self.edge.auth.authenticate(self.request.headers.get("Authorization"), "PUT",
+                                                     self.request.uri or "", b"", body_sha256=sha256)
+            self.key_id = researcher.key_id
+            self.upload = self.edge.artifacts.upload(researcher.key_id, sha256)
+            # the server reads other bodies only to 64 MiB; this authenticated one to its own limit
+            self.request.connection.set_max_body_size(MAX_UPLOAD_BYTES)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._refuse(exc)
+
+    def _refuse(self, exc: BaseException) -> None:
+        status, body = error_status(exc)
+        if isinstance(exc, AuthError):
+            try:
+                self.audit_refusal(exc)
+            except StorageUnavailable as fault:  # not audited: refused still, and said why
+                status, body = error_status(fault)
+        self.set_status(status)
+        self.write_json({"error": body})
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.upload is not None:
+            self.upload.write(chunk)
+
+    def on_connection_close(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+
+    @api
+    def put(self, sha256: str) -> None:
+        upload = self.upload
+        if upload is None:
+            raise BadInput("the upload was not accepted")
+        self.upload = None
+        upload.finish(lambda: self.edge.audit.append(
+            "artifact.upload", actor=self.key_id, detail={"sha256": sha256, "bytes": upload.size}))
+        self.write_json({"sha256": sha256, "bytes": upload.size}, status=201)
+
+
 class JobsHandler(BaseHandler):
     @api
     def get(self) -> None:
@@ -214,6 +268,7 @@ class JobsHandler(BaseHandler):
         spec = parse_jobspec(body["spec"])
         if spec.researcher_key_id != researcher.key_id:
             raise BadInput("spec.researcher_key_id is not the key that signed the request")
+        self.edge.artifacts.check(spec, researcher.key_id)  # uploaded, the size signed, safetensors
         request_sha256 = hashlib.sha256(self.request.body).hexdigest()
         job = self.edge.jobs.submit(spec, researcher, request_sha256)
         self.write_json({"job_id": job.job_id, "state": job.state}, status=202)
@@ -285,6 +340,7 @@ def make_app(edge: Edge, refusals: RefusalTally | None = None) -> tornado.web.Ap
         (r"/v1/datasets", DatasetsHandler, args),
         (r"/v1/catalog", CatalogHandler, {**args, "catalog": CatalogCache()}),
         (r"/v1/policy", PolicyHandler, args),
+        (r"/v1/artifacts/([0-9a-f]{64})", ArtifactHandler, args),
         (r"/v1/jobs", JobsHandler, args),
         (rf"/v1/jobs/{job}", JobHandler, args),
         (rf"/v1/jobs/{job}/events", JobEventsHandler, args),

@@ -82,6 +82,11 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
     run.add_argument("--max-seconds", type=int, default=3600, help="time budget of the job (default 3600)")
     run.add_argument("--out", required=True, help="directory for weights, metrics, receipt, edge.pub")
+    run.add_argument("--artifact", action="append", default=[], metavar="NAME=PATH",
+                     help="safetensors weights the job reads with rapha.artifact(NAME); repeatable")
+    run.add_argument("--include", action="append", default=[], metavar="PATH",
+                     help="a .py file or a folder of them that travels with the cell, importable by its name; "
+                          "repeatable")
     run.add_argument("--no-preflight", action="store_true",
                      help="send the cell without the local scan and policy dry run (the edge still decides)")
 
@@ -201,6 +206,7 @@ def _edges(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .dispatch import check_cell, ship
     from .gateways import in_process
+    from .inputs import parse_artifact_args, read_includes
     from .keystore import load_key
     from .progress import collect_watched
     from .training import TrainRequest, parse_params
@@ -214,7 +220,8 @@ def _run(args: argparse.Namespace) -> int:
     request = TrainRequest(code=code, dataset=args.dataset, budget=args.budget, epochs=args.epochs,
                            params=parse_params([p for group in args.param for p in group]),
                            fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
-                           max_seconds=args.max_seconds)
+                           max_seconds=args.max_seconds, artifacts=parse_artifact_args(args.artifact),
+                           includes=read_includes(args.include))
     gateway = in_process(args.edge, load_key(args.key or None))
     check_cell(gateway, request, None, _say, run_preflight=not args.no_preflight)
     [result] = ship(gateway, request, None, False,

@@ -21,19 +21,22 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .inputs import check_format
 from .protocol.cellinfo import logged_metric_names
 from .protocol.contract import TERMINAL_STATES, JobState
 from .protocol import bounded, errors
 from .protocol.canonical import canonical_json
 from .protocol.jobspec import Budget, JobSpec, OutputPolicy, ParamValue, code_digest
 from .protocol.keys import PrivateKey
-from .protocol.request import sign_request
+from .protocol.job_inputs import ArtifactEntry, IncludedFile
+from .protocol.request import sign_request, sign_request_digest
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 UNKNOWN_KEY_HINT = "send your public key (`rapha keygen --show` prints it) to the hospital to register it"
 MIN_JOB_PREFIX = 8  # the short ids shown in listings and progress lines
 FINAL_STATES = TERMINAL_STATES  # the contract's: a held job is not final, its outputs are still to be decided
 MAX_WEIGHTS_BYTES = 2**31  # a client-side ceiling; the edge enforces the job's own limit
+UPLOAD_MIN_BYTES_PER_S = 1024 * 1024  # an artifact upload's timeout grows with its size
 _GATE_CLASSES = (errors.SpecDenied, errors.ScanDenied, errors.PolicyDenied,
                  errors.AttestationDenied, errors.BudgetDenied, errors.ReleaseDenied)
 # An error body names its kind by class ("ScanDenied"); a job status names the gate ("scan").
@@ -103,6 +106,28 @@ class EdgeClient:
         if not isinstance(job_id, str):
             raise errors.Fault(f"edge {self.url} answered the submission without a job id")
         return job_id
+
+    def upload_artifact(self, path: str, sha256: str, size: int) -> dict[str, Any]:
+        """Stream the file at ``path`` to ``PUT /v1/artifacts/{sha256}``. The request is
+        signed over ``sha256``, the digest the file had when it was checked: a file that
+        changed since is refused by the edge, and never named by a job."""
+        route = f"/v1/artifacts/{sha256}"
+        headers = {"Authorization": sign_request_digest(self.key, "PUT", self._base_path + route, sha256,
+                                                        int(time.time())),
+                   "Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        try:
+            with open(path, "rb") as body:
+                response = self._session.put(self.url + route, data=body, headers=headers,
+                                             timeout=max(self.timeout, size / UPLOAD_MIN_BYTES_PER_S),
+                                             verify=self._verify)
+            content = _read_bounded(response, 64 * 1024, self.url)
+        except OSError as exc:
+            raise errors.BadInput(f"cannot read the artifact file {path}") from exc
+        except requests.RequestException as exc:
+            raise errors.Fault(f"cannot upload the artifact to the edge at {self.url}: {_reason(exc)}") from exc
+        if response.status_code >= 400:
+            raise self._refusal(response.status_code, content)
+        return dict(bounded.loads(content, what="the edge's answer to an artifact upload"))
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", _job_route(job_id))
@@ -181,12 +206,15 @@ class EdgeClient:
             raise errors.Fault(f"cannot reach the edge at {self.url}: {_reason(exc)}",
                                hint="check the URL and that the edge is running") from exc
         if response.status_code >= 400:
-            error = error_from_response(response.status_code, content, f"edge {self.url}")
-            if isinstance(error, errors.UnknownKey):
-                raise errors.UnknownKey(f"edge {self.url} does not know your key {self.key.key_id}",
-                                        hint=UNKNOWN_KEY_HINT) from None
-            raise error
+            raise self._refusal(response.status_code, content)
         return content
+
+    def _refusal(self, status: int, content: bytes) -> errors.RaphaError:
+        error = error_from_response(status, content, f"edge {self.url}")
+        if isinstance(error, errors.UnknownKey):
+            return errors.UnknownKey(f"edge {self.url} does not know your key {self.key.key_id}",
+                                     hint=UNKNOWN_KEY_HINT)
+        return error
 
 
 def check_job_ref(job_id: str) -> str:
@@ -306,15 +334,36 @@ def utc_now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def upload_artifacts(client: EdgeClient, artifacts: tuple[dict[str, Any], ...]) -> tuple[ArtifactEntry, ...]:
+    """Upload each artifact as it was checked; the job spec names exactly those digests."""
+    entries = []
+    for item in artifacts:
+        check_format(item["name"], item["path"], item["bytes"])
+        answer = client.upload_artifact(item["path"], item["sha256"], item["bytes"])
+        if answer.get("sha256") != item["sha256"] or answer.get("bytes") != item["bytes"]:
+            raise errors.Fault(f"edge {client.url} took artifact {item['name']!r} as other bytes than were sent")
+        entries.append(ArtifactEntry(item["name"], item["sha256"], item["bytes"]))
+    return tuple(entries)
+
+
+def _logged_names(code: str, includes: tuple[IncludedFile, ...]) -> tuple[str, ...]:
+    """The metric names ``rapha.log`` is called with, in the cell and in the files it includes."""
+    names = dict.fromkeys(logged_metric_names(code))
+    for item in includes:
+        names.update(dict.fromkeys(logged_metric_names(item.code)))
+    return tuple(names)
+
+
 def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], max_records: int,
                  max_seconds: int, params: dict[str, ParamValue], key_id: str,
-                 output_policy: OutputPolicy | None = None, cell_first_line: int = 1) -> JobSpec:
+                 output_policy: OutputPolicy | None = None, cell_first_line: int = 1,
+                 artifacts: tuple[ArtifactEntry, ...] = (), includes: tuple[IncludedFile, ...] = ()) -> JobSpec:
     """A fresh job spec: new job id and nonce, created now (UTC). ``cell_first_line``: the
     editor's number of the code's first line (2 under %%rapha_train)."""
     return JobSpec(
         job_id=uuid.uuid4().hex, researcher_key_id=key_id, created=utc_now_text(),
         nonce=secrets.token_hex(16), code=code, code_sha256=code_digest(code), dataset=dataset,
         fields=tuple(fields), budget=Budget(max_records=max_records, max_seconds=max_seconds),
-        output_policy=output_policy or OutputPolicy(metric_names=logged_metric_names(code)), params=dict(params),
-        cell_first_line=cell_first_line,
+        output_policy=output_policy or OutputPolicy(metric_names=_logged_names(code, includes)), params=dict(params),
+        cell_first_line=cell_first_line, artifacts=tuple(artifacts), includes=tuple(includes),
     )

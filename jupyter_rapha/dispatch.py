@@ -14,14 +14,19 @@ from collections.abc import Callable
 
 from .client import make_jobspec
 from .preflight import Preflight, preflight
-from .protocol.environment import Environment, parse_environment
+from .protocol.environment import CodeFile, Environment, parse_environment
 from .protocol.errors import GateDenied, NotFound
 from .protocol.policy import PolicyBundle
+from .protocol.scan import DEFAULT_ALLOWED_MODULES
+from .protocol.scan_job import place, scan_job
+from .protocol.scan_rules import HIGH
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 Say = Callable[[str], None]
+# The scan rules the default policy refuses at any severity (policies/data.json, network).
+REFUSED_RULES = frozenset({"module-not-allowed"})
 # What the dry run assumes the edge's attestation gate reports, per backend it offers.
 _UNSAFE_ATTESTATION = {"backend": "unsafe_software", "outcome": "unsafe", "report_data_binding": "ok"}
 
@@ -56,6 +61,8 @@ def check_cell(gateway: Gateway, request: Any, site: str | None, say: Say, run_p
     """Show each target edge's attestation, then preflight the cell there. Raises
     ``PreflightStopped`` with the explanations when the scan or the dry run refuses."""
     offers = {d["name"]: d for d in gateway.datasets()}.get(request.dataset, {}).get("offers", {})
+    if run_preflight:
+        check_includes(request, say)
     for entry in target_edges(gateway, request.dataset, site):
         say(attestation_line(entry))
         if not run_preflight:
@@ -82,6 +89,27 @@ def edge_environment(entry: dict[str, Any], say: Say | None = None) -> Environme
     return parse_environment(entry["environment"])
 
 
+def check_includes(request: Any, say: Say) -> None:
+    """The included files, by the edge's scanner: a finding the edge refuses stops the cell
+    here, naming the file and line; others are notes."""
+    includes = getattr(request, "includes", ())
+    if not includes:
+        return
+    report = scan_job(request.code, includes)
+    refused: list[str] = []
+    notes: list[str] = []
+    for path, finding in report.located():
+        if not path:
+            continue  # the cell's own findings: preflight_at explains them, with the line quoted
+        line = f"{place(path, finding.line)}: {finding.message}"
+        (refused if finding.severity == HIGH or finding.rule in REFUSED_RULES else notes).append(line)
+    for line in notes:
+        say(line)
+    if refused:
+        raise PreflightStopped("preflight stopped the cell before it left: an included file would be refused",
+                               reasons=refused)
+
+
 def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any], say: Say,
                  environment: Environment | None = None) -> Preflight:
     """The scanner, the cell's imports against ``environment`` (the edge's listing), and a
@@ -91,7 +119,7 @@ def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any
     except NotFound:
         say(f"edge {site} publishes no policy: preflight scans the cell only")
         return preflight(request.code, first_line=request.cell_first_line, environment=environment,
-                         site=f"edge {site}")
+                         files=_included(request), site=f"edge {site}", allowed_modules=_allowed(request))
     job = _job_document(request, offer, str(published["researcher"].get("key_id") or "preflight"))
     edge = published.get("edge") or {}
     return preflight(request.code, job=job,
@@ -99,16 +127,32 @@ def preflight_at(gateway: Gateway, site: str, request: Any, offer: dict[str, Any
                      researcher=published["researcher"], dataset=_dataset_facts(request.dataset, offer),
                      edge={"demo": bool(edge.get("demo")), "unsafe": list(edge.get("unsafe") or [])},
                      attestation=_UNSAFE_ATTESTATION if edge.get("attestation_backend") == "unsafe_software" else None,
-                     first_line=request.cell_first_line, environment=environment, site=f"edge {site}")
+                     first_line=request.cell_first_line, environment=environment, files=_included(request),
+                     site=f"edge {site}", allowed_modules=_allowed(request))
+
+
+def _allowed(request: Any) -> frozenset[str]:
+    """The allowlist, and the modules the job brings itself (as the edge's scan gate counts them)."""
+    return frozenset(DEFAULT_ALLOWED_MODULES) | {f.top_module for f in getattr(request, "includes", ())}
+
+
+def _included(request: Any) -> list[CodeFile]:
+    """The included files, for the import check against the edge's listing (their own module
+    names count as present there)."""
+    return [CodeFile(f.path, f.code, 1) for f in getattr(request, "includes", ())]
 
 
 def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str, Any]:
     # The same spec the proxy will sign (a fresh nonce aside), so the policy sees what the edge will.
     fields = list(request.fields or (offer.get("schema") or {}))
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
-                        request.job_params(), key_id, cell_first_line=request.cell_first_line)
+                        request.job_params(), key_id, cell_first_line=request.cell_first_line,
+                        artifacts=tuple(a.entry() for a in getattr(request, "artifacts", ())),
+                        includes=tuple(getattr(request, "includes", ())))
     document = spec.to_dict()
     document.pop("code", None)
+    for item in document.get("includes", []):
+        item.pop("code", None)
     return document
 
 

@@ -95,6 +95,17 @@ class LocalRuntime:
     metrics: dict[str, list[float]] = field(default_factory=dict)
     weights: bytes | None = None
     records_seen: set[int] = field(default_factory=set)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> the checked local safetensors file
+
+    def artifact(self, name: str) -> dict[str, Any]:
+        """The state dict of ``--artifact NAME=PATH``, as the edge's ``rapha.artifact`` gives it."""
+        from safetensors.torch import load_file
+
+        if name not in self.artifacts:
+            raise BadInput(f"rapha.artifact: the job brought no artifact named {name!r}",
+                           hint=f"add --artifact {name}=PATH" + (f"; brought: {', '.join(self.artifacts)}"
+                                                                  if self.artifacts else ""))
+        return dict(load_file(self.artifacts[name]))
 
     def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int | None = None) -> LocalLoader:
         # shuffle=True: the edge's default (inside/runtime.py), so a dry run trains the same way

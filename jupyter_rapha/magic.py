@@ -106,6 +106,10 @@ class RaphaMagics(Magics):
     @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
     @argument("--no-preflight", action="store_true",
               help="send the cell without the local scan and policy dry run (the edge still decides)")
+    @argument("--artifact", action="append", default=[], metavar="NAME=PATH",
+              help="safetensors weights the job reads with rapha.artifact(NAME); repeatable")
+    @argument("--include", action="append", default=[], metavar="PATH",
+              help="a .py file or a folder of them that travels with the cell, importable by its name; repeatable")
     @cell_magic
     def rapha_train(self, line: str, cell: str) -> Any:
         """Train the cell's code at an edge (or locally with --local)."""
@@ -120,6 +124,7 @@ class RaphaMagics(Magics):
             raise RaphaCellError(error_lines(exc, source=cell, first_line=CELL_FIRST_LINE)) from None
 
     def _train(self, args: Any, cell: str, namespace: dict[str, Any]) -> Any:
+        from .inputs import parse_artifact_args, read_includes
         from .training import TrainRequest, parse_params
 
         request = TrainRequest(
@@ -127,6 +132,7 @@ class RaphaMagics(Magics):
             params=parse_params([p for group in args.param for p in group]),
             fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
             max_seconds=args.max_seconds, cell_first_line=CELL_FIRST_LINE,
+            artifacts=parse_artifact_args(args.artifact), includes=read_includes(args.include),
         )
         if args.local:
             return self._local(args, request, namespace)

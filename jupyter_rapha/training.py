@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from .client import EdgeClient, final_error, make_jobspec, require_finished
+from .client import EdgeClient, final_error, make_jobspec, require_finished, upload_artifacts
 from .local import make_runtime, run_local
 from .protocol.contract import JobState
 from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
+from .inputs import Artifact
+from .protocol.job_inputs import IncludedFile
 from .result import TrainResult, load_state_dict
 from .verify import verify_document
 
@@ -33,6 +35,9 @@ class TrainRequest:
     # The editor's number of the cell's first line: 2 under %%rapha_train, 1 for a cell
     # file. Carried in the job spec so that every surface numbers lines as the editor does.
     cell_first_line: int = 1
+    # --artifact (checked files, see inputs.py) and --include (files that travel with the cell)
+    artifacts: list[Artifact] = field(default_factory=list)
+    includes: tuple[IncludedFile, ...] = ()
 
     def job_params(self) -> dict[str, Any]:
         if "epochs" in self.params and self.params["epochs"] != self.epochs:
@@ -89,8 +94,10 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     info = client.edge_info()
     edge_key = load_public_key(str(info.get("public_key", "")))
     fields = request.fields or dataset_fields(client, request.dataset)
+    artifacts = upload_artifacts(client, tuple(a.to_dict() for a in request.artifacts))
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
-                        request.job_params(), client.key.key_id, cell_first_line=request.cell_first_line)
+                        request.job_params(), client.key.key_id, cell_first_line=request.cell_first_line,
+                        artifacts=artifacts, includes=request.includes)
     job_id = client.submit(spec)
     status = client.wait(job_id, poll=poll, timeout=request.max_seconds + WAIT_MARGIN_SECONDS,
                          on_status=on_status)
@@ -130,6 +137,7 @@ def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[s
                 seed: int = 0) -> TrainResult:
     runtime = make_runtime(schema, request.fields, request.budget, request.job_params(),
                            request.epochs, seed=seed)
+    runtime.artifacts = {a.name: a.path for a in request.artifacts}
     outcome = run_local(request.code, namespace, runtime, first_line=request.cell_first_line)
     return TrainResult(job_id="local", state_dict=load_state_dict(outcome.weights),
                        weights_bytes=outcome.weights, metrics=outcome.metrics, receipt=None,
@@ -145,7 +153,8 @@ def submission_for(request: TrainRequest, site: str | None = None, all_sites: bo
     return Submission(dataset=request.dataset, code=request.code, budget=request.budget, epochs=request.epochs,
                       params=params, fields=tuple(request.fields) if request.fields else None,
                       max_seconds=request.max_seconds, site=site, all_sites=all_sites,
-                      cell_first_line=request.cell_first_line)
+                      cell_first_line=request.cell_first_line,
+                      artifacts=tuple(a.to_dict() for a in request.artifacts), includes=request.includes)
 
 
 def collect(gateway: Gateway, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,

@@ -222,10 +222,39 @@ def format_report(report: VerificationReport) -> list[str]:
     for check in report.checks:
         mark = {"pass": "PASS", "fail": "FAIL", "pending": "WAIT", "warn": "WARN"}.get(check.status, "SKIP")
         lines.append(f"{mark} {check.name.ljust(width)}  {check.detail}")
+    return lines + input_lines(report)
+
+
+def job_inputs(report: Verification) -> dict[str, Any]:
+    """What the signed receipt says came in beside the cell: the code listing's digest
+    (with included files) and each artifact by name, sha256 and size. Empty unless the
+    signature verified (``statement`` is set only then)."""
+    statement = getattr(report, "statement", None)
+    job = (statement or {}).get("predicate", {}).get("job", {}) if isinstance(statement, dict) else {}
+    found: dict[str, Any] = {}
+    if isinstance(job, dict) and isinstance(job.get("code"), dict):
+        found["code"] = job["code"]
+    if isinstance(job, dict) and isinstance(job.get("artifacts"), list):
+        found["artifacts"] = job["artifacts"]
+    return found
+
+
+def input_lines(report: Verification) -> list[str]:
+    inputs = job_inputs(report)
+    lines = []
+    code = inputs.get("code")
+    if code:
+        files = [f.get("path") for f in code.get("files", []) if isinstance(f, dict)]
+        lines.append(f"code     sha256 {code.get('sha256')} over {len(files)} files: {', '.join(map(str, files))}")
+    for artifact in inputs.get("artifacts", []):
+        if isinstance(artifact, dict):
+            lines.append(f"artifact {artifact.get('name')}: sha256 {artifact.get('sha256')}, "
+                         f"{artifact.get('bytes')} bytes")
     return lines
 
 
 def report_dict(report: VerificationReport) -> dict[str, Any]:
     return {"receipt": report.source, "ok": report.passed, "outcome": report.outcome,
             "offline": report.offline, "notes": report.notes,
-            "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]}
+            "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in report.checks],
+            **job_inputs(report)}

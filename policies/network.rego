@@ -21,14 +21,19 @@ airgap_waived if {
 
 # Control: HIPAA 164.308(a)(1)(ii)(A) (risk analysis); NHS DSPT 9 - any high-severity
 # scanner finding denies. The scan is defence in depth; the sandbox is the guarantee.
-deny contains sprintf("cell line %d: %s", [finding.line, finding.message]) if {
+deny contains sprintf("%s: %s", [place(finding), finding.message]) if {
 	some finding in input.scan.findings
 	finding.severity == "high"
 }
 
+# Where a finding is: the cell, or a file the job includes (its path).
+place(finding) := sprintf("%s line %d", [finding.file, finding.line]) if {
+	is_string(finding.file)
+} else := sprintf("cell line %d", [finding.line])
+
 # Control: NHS DSPT 9 - the hospital may refuse further scanner rules at any severity
 # (by default: modules outside the edge's runtime allowlist).
-deny contains sprintf("cell line %d: %s", [finding.line, finding.message]) if {
+deny contains sprintf("%s: %s", [place(finding), finding.message]) if {
 	some finding in input.scan.findings
 	finding.rule in data.hospital.network.deny_scan_rules
 }

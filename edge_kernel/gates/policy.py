@@ -61,6 +61,8 @@ def build_policy_input(ctx: GateContext) -> dict[str, Any]:
     the scan report of it, and the cell may hold text no policy log should keep."""
     job = ctx.spec.to_dict()
     job.pop("code", None)
+    for item in job.get("includes", []):
+        item.pop("code", None)  # judged by its scan, like the cell
     dataset, researcher, settings = ctx.dataset, ctx.researcher, ctx.settings
     return {
         "job": job,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, scan_source
+from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES
+from jupyter_rapha.protocol.scan_job import place, scan_job
 
 from .pipeline import GateContext, GateResult
 
@@ -23,10 +24,11 @@ class ScanGate:
         self.allowed_modules = frozenset(allowed_modules) if allowed_modules is not None else None
 
     def check(self, ctx: GateContext) -> GateResult:
-        report = scan_source(ctx.spec.code, allowed_modules=self.allowed_modules)
+        # the cell and every file it includes (findings name the file): same rules for each
+        report = scan_job(ctx.spec.code, ctx.spec.includes, allowed_modules=self.allowed_modules)
         evidence = report.to_dict()
         high = report.high
         if high:
-            reasons = tuple(f"cell line {f.line}: {f.message}" for f in high)
+            reasons = tuple(f"{place(path, f.line)}: {f.message}" for path, f in high)
             return GateResult(self.name, "deny", evidence, reasons)
         return GateResult(self.name, "pass", evidence)

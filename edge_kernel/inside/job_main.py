@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     spin = WAIT_SPIN_SECONDS if len(os.sched_getaffinity(0)) >= 2 else 0.0
     rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
                   job.get("schema", {}), OUT_DIR, shared)
+    _take_inputs(job, rapha)
     try:
         _run_cell(code, rapha)
     except BaseException as exc:  # every failure leaves as type + line, nothing else
@@ -77,6 +78,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="die with this process, the edge: without the air-gap nothing else ties the job to it")
     return parser.parse_args(argv)
+
+
+def _take_inputs(job: dict[str, Any], rapha: Rapha) -> None:
+    """The read-only inputs the edge staged: included files become importable under their
+    own module names; artifacts are what ``rapha.artifact(NAME)`` reads."""
+    rapha.artifacts = {str(k): str(v) for k, v in (job.get("artifacts") or {}).items()}
+    code_path = job.get("code_path")
+    if isinstance(code_path, str) and code_path:
+        sys.path.insert(0, code_path)
 
 
 def _run_cell(code: str, rapha: Rapha) -> None:

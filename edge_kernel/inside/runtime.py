@@ -30,6 +30,7 @@ from ..wire.messages import MAX_METRIC_POINTS
 from ..wire.outputs import PROGRAM_FILE
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
+NO_SUCH_ARTIFACT = "rapha.artifact: the job brought no artifact of that name (--artifact NAME=PATH)"
 EXAMPLE_BATCH = 2  # a batch of one would let export fix the batch dimension at 1
 # Every message raised here is listed in messages.RUNTIME_MESSAGES, so that it may leave.
 
@@ -201,6 +202,7 @@ class Rapha:
         self.metrics: dict[str, list[float]] = {}
         self._points = 0
         self.saved = False
+        self.artifacts: dict[str, str] = {}  # name -> staged safetensors file (read-only), set by job_main
 
     @property
     def epochs(self) -> int:
@@ -211,6 +213,11 @@ class Rapha:
                copy: bool = False) -> RaphaDataLoader:
         return RaphaDataLoader(self._channel, batch_size, shuffle, seed, prefetch=prefetch, copy=copy,
                                arena=self._arena)
+
+    def artifact(self, name: str) -> dict[str, torch.Tensor]:
+        """The state dict of an artifact the job brought (``--artifact NAME=PATH``): a dict
+        of CPU tensors, read from the edge's checked safetensors copy (never unpickled)."""
+        return load_artifact(self.artifacts, name)
 
     def log(self, **metrics: Any) -> None:
         """Append finite numbers to named series (tensors of one element are fine)."""
@@ -261,6 +268,15 @@ class Rapha:
         except Exception:  # not a check: the edge reads a missing program as "not checkable"
             traceback.print_exc(file=sys.stderr)  # for the hospital's eyes; stderr never leaves
             program.unlink(missing_ok=True)  # a half-written one (file size limit) is none
+
+
+def load_artifact(artifacts: dict[str, str], name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = artifacts.get(name) if isinstance(name, str) else None
+    if path is None:
+        raise LookupError(NO_SUCH_ARTIFACT)  # not KeyError: its text would leave quoted, unmatched
+    return load_file(path)
 
 
 def example_inputs(schema: dict[str, Any]) -> tuple[torch.Tensor, ...]:

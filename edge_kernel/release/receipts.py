@@ -67,14 +67,28 @@ def dataset_entry(spec: JobSpec, dataset: Any, meter: Any) -> dict[str, Any]:
     return entry
 
 
+def job_entry(spec: JobSpec, request_sha256: str) -> dict[str, Any]:
+    """The job section. With included files, ``code`` is the digest of the canonical
+    listing of the cell and each file by path and sha256 (``code_sha256`` stays the
+    cell's); with artifacts, ``artifacts`` names the weights that came in by name, sha256
+    and size: the receipt binds code, data, policy, weights in and weights out."""
+    entry: dict[str, Any] = {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id,
+                             "code_sha256": spec.code_sha256, "request_sha256": request_sha256,
+                             "params": spec.params}
+    if spec.includes:
+        entry["code"] = {"sha256": spec.code_listing_sha256, "files": spec.code_listing()}
+    if spec.artifacts:
+        entry["artifacts"] = [a.to_dict() for a in spec.artifacts]
+    return entry
+
+
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
                     currency: str) -> dict[str, Any]:
     return {
         "receipt_version": PREDICATE_VERSION,
-        "job": {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id, "code_sha256": spec.code_sha256,
-                "request_sha256": request_sha256, "params": spec.params},
+        "job": job_entry(spec, request_sha256),
         "edge": edge,
         "dataset": dataset_entry(spec, dataset, meter),
         "budget": {"max_records": spec.budget.max_records, "max_seconds": spec.budget.max_seconds},

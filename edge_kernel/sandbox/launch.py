@@ -20,6 +20,7 @@ import jupyter_rapha
 from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
+from ..artifacts import INPUTS_DIR
 from ..data.registry import DatasetRegistry
 from ..settings import Settings
 from .airgap import NOBODY, airgap_command, find_airgap_binary
@@ -48,7 +49,14 @@ def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[i
         max_cpu_seconds=spec.budget.max_seconds * 4,  # CPU seconds: several threads, same wall budget
         max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES,
         max_file_bytes=spec.output_policy.max_weights_bytes + OUTPUT_SLACK_BYTES,
-        hidden_paths=hidden, exposed_paths=exposed_paths(hidden))
+        hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)))
+
+
+def job_inputs(workdir: Path) -> tuple[Path, ...]:
+    """The job's staged artifacts and included files (``artifacts.INPUTS_DIR``), beside
+    its directory inside the hidden state folder: bound back into its view read-only."""
+    inputs = workdir.parent / INPUTS_DIR
+    return (inputs,) if inputs.is_dir() else ()
 
 
 def hidden_paths(settings: Settings) -> list[Path]:

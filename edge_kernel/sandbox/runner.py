@@ -29,6 +29,7 @@ from collections.abc import Callable
 from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
 
+from ..artifacts import ArtifactStore, remove_inputs, stage_includes
 from ..data.broker import Broker, MeterSummary
 from ..data.consent import OptOutList
 from ..data.holdback import Holdback
@@ -110,6 +111,7 @@ class JobRunner:
                 # Minimum necessary (S2) applies to what stays behind too: the job's
                 # stdout may hold record data it printed. Its outputs were read already.
                 shutil.rmtree(workdir, onerror=_log_removal_error)
+            remove_inputs(workdir.parent)  # copies of the researcher's own files, kept in the store
 
 
 def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
@@ -131,7 +133,7 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
                     holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id))
     workdir = Path(workdir)
     try:
-        _prepare_workdir(workdir, spec, source)
+        _prepare_workdir(workdir, spec, source, settings)
         # This thread starts the job and stays with it until it is dead: the parent-death
         # signal that ties the job to the edge follows the thread that forked it.
         process, parent = _start(spec, workdir, settings, arena)
@@ -201,15 +203,28 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source) -> None:
+def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source, settings: Settings) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if any(workdir.iterdir()):
         # Stale outputs from an earlier run must never be mistaken for this job's.
         raise SandboxFault("the job directory is not empty")
     schema = {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind} for name, s in source.specs.items()}
     (workdir / "cell.py").write_text(spec.code, "utf-8")
-    job = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs}
+    job: dict[str, Any] = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs}
+    job.update(_stage_inputs(spec, workdir.parent, settings))
     (workdir / "job.json").write_text(json.dumps(job, indent=2), "utf-8")
+
+
+def _stage_inputs(spec: JobSpec, job_dir: Path, settings: Settings) -> dict[str, Any]:
+    """Artifacts and included files, beside the job's directory (not in it: the job may
+    write there), where the launcher binds them into the job's view read-only."""
+    inputs: dict[str, Any] = {}
+    if spec.artifacts:
+        inputs["artifacts"] = ArtifactStore.of(settings).stage(spec, spec.researcher_key_id, job_dir)
+    code_path = stage_includes(spec, job_dir)
+    if code_path is not None:
+        inputs["code_path"] = code_path
+    return inputs
 
 
 def _start(spec: JobSpec, workdir: Path, settings: Settings,

@@ -33,6 +33,7 @@ RUNTIME_MESSAGES = frozenset({
     "rapha.log takes finite numbers",
     "the data broker closed the channel",
     "refused",
+    "rapha.artifact: the job brought no artifact of that name (--artifact NAME=PATH)",
     # The broker's refusals, passed on by the runtime as BrokerRefused.
     "budget exhausted",
     "unknown loader",

@@ -13,6 +13,7 @@ from typing import Any
 
 from .contract import OUTPUT_LIMITS, metric_name_refusal
 from .errors import BadInput
+from .job_inputs import ArtifactEntry, IncludedFile, code_listing, code_listing_digest, parse_artifacts, parse_includes
 
 JOBSPEC_VERSION = 1
 MAX_CODE_BYTES = 256 * 1024
@@ -54,6 +55,10 @@ class JobSpec:
     # numbers an error's line as the researcher's editor does, so every surface agrees.
     cell_first_line: int = 1
     version: int = JOBSPEC_VERSION
+    # Safetensors weights brought in (by digest; the bytes are uploaded beside) and Python
+    # files that travel with the cell (job_inputs). Empty: left out of the document.
+    artifacts: tuple[ArtifactEntry, ...] = ()
+    includes: tuple[IncludedFile, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -61,7 +66,20 @@ class JobSpec:
         data["output_policy"]["metric_names"] = list(self.output_policy.metric_names)
         if self.cell_first_line == 1:
             del data["cell_first_line"]  # the default, left out: a cell file's spec reads as it always did
+        for key, items in (("artifacts", self.artifacts), ("includes", self.includes)):
+            if items:
+                data[key] = [item.to_dict() for item in items]
+            else:
+                del data[key]  # none: the spec reads as one without them always did
         return data
+
+    def code_listing(self) -> list[dict[str, str]]:
+        """The cell and each included file by path and sha256: what the code digest covers."""
+        return code_listing(self.code_sha256, self.includes)
+
+    @property
+    def code_listing_sha256(self) -> str:
+        return code_listing_digest(self.code_listing())
 
     @property
     def epochs(self) -> int:
@@ -76,7 +94,7 @@ def code_digest(code: str) -> str:
 def parse_jobspec(data: Any) -> JobSpec:
     obj = _object(data, "job spec", {
         "version", "job_id", "researcher_key_id", "created", "nonce", "code", "code_sha256",
-        "dataset", "fields", "budget", "output_policy", "params", "cell_first_line"})
+        "dataset", "fields", "budget", "output_policy", "params", "cell_first_line", "artifacts", "includes"})
     if obj.get("version") != JOBSPEC_VERSION:
         raise BadInput(f"job spec version must be {JOBSPEC_VERSION}", hint="upgrade jupyter-rapha")
     code = _str(obj, "code", MAX_CODE_BYTES)
@@ -94,6 +112,8 @@ def parse_jobspec(data: Any) -> JobSpec:
         output_policy=_output_policy(obj.get("output_policy", {})),
         params=_params(obj.get("params", {})),
         cell_first_line=_int(obj, "cell_first_line", 1, MAX_CELL_FIRST_LINE, 1),
+        artifacts=parse_artifacts(obj.get("artifacts", [])),
+        includes=parse_includes(obj.get("includes", [])),
     )
     if code_digest(code) != spec.code_sha256:
         raise BadInput("code_sha256 does not match the code", hint="the cell changed after it was hashed")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterator
 
-from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, utc_now_text
+from ..client import UNKNOWN_KEY_HINT, EdgeClient, make_jobspec, require_finished, upload_artifacts, utc_now_text
 from ..protocol.contract import TERMINAL_STATES as FINAL_STATES, JobState
 from ..protocol.errors import BadInput, BudgetDenied, Fault, NotFound, RaphaError, UnknownKey
 from ..gateway import Gateway
@@ -159,8 +159,10 @@ class EdgeProxy(Gateway):
         fields = list(submission.fields or (entry.get("schema") or {}))
         if not fields:
             raise Fault(f"edge {site} lists dataset {submission.dataset!r} without a schema")
+        artifacts = upload_artifacts(self.clients[site], submission.artifacts)
         spec = make_jobspec(submission.code, submission.dataset, fields, submission.budget, submission.max_seconds,
-                            submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line)
+                            submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line,
+                            artifacts=artifacts, includes=submission.includes)
         job_id = self.clients[site].submit(spec)
         self._job_sites[job_id] = site
         return {"job_id": job_id, "site": site, "state": JobState.SUBMITTED.value}

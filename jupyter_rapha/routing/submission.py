@@ -5,12 +5,16 @@ Every refusal says which field to fix, so a notebook can show it as is (400).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.errors import BadInput
+from ..protocol.job_inputs import ARTIFACT_NAME, MAX_ARTIFACTS, IncludedFile, parse_includes
 
-_KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites", "cell_first_line"}
+_KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites", "cell_first_line",
+         "artifacts", "includes"}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CODE_CHARS = 1_000_000
 
 
@@ -26,6 +30,10 @@ class Submission:
     site: str | None = None
     all_sites: bool = False
     cell_first_line: int = 1  # the editor's number of the code's first line (2 under %%rapha_train)
+    # {"name", "path", "sha256", "bytes"}: checked by the caller (inputs.check_artifact); the
+    # proxy uploads the file and refuses it if it no longer has that digest
+    artifacts: tuple[dict[str, Any], ...] = ()
+    includes: tuple[IncludedFile, ...] = ()
 
     def job_params(self) -> dict[str, Any]:
         return {**self.params, "epochs": self.epochs}
@@ -41,6 +49,10 @@ class Submission:
             body["sites"] = "all"
         if self.cell_first_line != 1:
             body["cell_first_line"] = self.cell_first_line
+        if self.artifacts:
+            body["artifacts"] = [dict(a) for a in self.artifacts]
+        if self.includes:
+            body["includes"] = [f.to_dict() for f in self.includes]
         return body
 
 
@@ -60,7 +72,24 @@ def parse_submission(body: Any) -> Submission:
         budget=_count(body, "budget", None, 1), epochs=_count(body, "epochs", 1, 1),
         params=_params(body.get("params", {})), fields=_fields(body.get("fields")),
         max_seconds=_count(body, "max_seconds", 3600, 1), site=_site(body.get("site")), all_sites=sites == "all",
-        cell_first_line=_count(body, "cell_first_line", 1, 1))
+        cell_first_line=_count(body, "cell_first_line", 1, 1),
+        artifacts=_artifacts(body.get("artifacts", [])), includes=parse_includes(body.get("includes", [])))
+
+
+def _artifacts(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list) or len(value) > MAX_ARTIFACTS:
+        raise BadInput(f"artifacts must be a list of at most {MAX_ARTIFACTS} entries")
+    for item in value:
+        if not (isinstance(item, dict) and set(item) == {"name", "path", "sha256", "bytes"}
+                and isinstance(item["name"], str) and ARTIFACT_NAME.fullmatch(item["name"])
+                and isinstance(item["path"], str) and item["path"]
+                and isinstance(item["sha256"], str) and _SHA256.fullmatch(item["sha256"])
+                and isinstance(item["bytes"], int) and not isinstance(item["bytes"], bool) and item["bytes"] > 0):
+            raise BadInput("an artifact must be {name, path, sha256, bytes} as the notebook checked it")
+    names = [item["name"] for item in value]
+    if len(set(names)) != len(names):
+        raise BadInput("artifacts name an artifact twice")
+    return tuple(dict(item) for item in value)
 
 
 def _text(body: dict[str, Any], name: str, limit: int) -> str:
