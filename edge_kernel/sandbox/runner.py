@@ -150,6 +150,8 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
     finally:
         if feeder is not None:
             feeder.close()
+            log.info("job %s: %d records decoded, %d read from the disk cache (%d damaged entries decoded again)",
+                     spec.job_id, feeder.decoded, feeder.store_hits, feeder.store_damaged)
 
 
 def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
