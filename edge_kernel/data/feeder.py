@@ -11,8 +11,9 @@ pool, so a pool of any size gives the same meter.
 
 A decoder that dies, hangs past ``DECODE_TIMEOUT_SECONDS`` or fails makes the batch a
 ``SandboxFault`` (the job fails); nothing waits for it for ever. Decoders end with the
-job (``close``, which kills them), die with the edge (parent-death signal), and a decoder
-whose parent is already gone when it starts exits at once.
+job (``close``, which kills them), die with the fork server they are forked from, which
+ends with the edge (parent-death signal; the fork server's own watch on the edge), and a
+decoder whose edge is already gone when it starts exits at once.
 
 Sources that cannot hand out a decoder (DICOMweb, FHIR, CSV) are read by ``load`` in the
 broker thread, as before.
@@ -162,25 +163,45 @@ class Feeder:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # spawn, not fork: the edge process runs threads (server, broker, chain), and a
-            # forked copy of it could inherit a lock one of them held
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(),
                                              initializer=_start_decoder, initargs=(self._decoder, os.getpid()))
         return self._pool
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Decoders are forked from a fork server: a fresh single-threaded process started
+    once per edge, with the decoding modules (pydicom, numpy) imported, so a job's
+    decoders start in milliseconds. Never forked from the edge itself: it runs threads
+    (server, broker, chain), and a forked copy could inherit a lock one of them held.
+    Nor spawned: a spawned process imports the edge's main module again."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["edge_kernel.data.record_decoder"])
+    return context
 
 
 _DECODER: FolderDecoder | None = None
 
 
-def _start_decoder(decoder: FolderDecoder, parent: int) -> None:
-    """In a decoder process: die with the edge, and take the decoder."""
+def _start_decoder(decoder: FolderDecoder, edge: int) -> None:
+    """In a decoder process: die with the process that forked us (the fork server, which
+    ends with the edge), and take the decoder."""
     global _DECODER
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the edge died before the signal was set
+    if not _alive(edge) or os.getppid() == 1:  # the edge or fork server died before the signal was set
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C reaches the edge, which ends us
     _DECODER = decoder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _prepare(ref: RecordRef) -> Prepared | str:

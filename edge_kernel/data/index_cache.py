@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ class IndexCache:
         if self._new == self._old:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        staging = self.path.with_name(self.path.name + f".{os.getpid()}.partial")
+        staging = self.path.with_name(self.path.name + f".{os.getpid()}.{threading.get_ident()}.partial")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"version": 1, "files": self._new}, handle)

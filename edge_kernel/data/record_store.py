@@ -31,12 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from .registry import FieldSpec
+from .registry import Dataset, FieldSpec
 
 MAGIC = b"RAPHARC1"
 _PREFIX = len(MAGIC) + 32 + 4
 PARTIAL_SUFFIX = ".partial"
 MAX_ENTRY_BYTES = 4 * 1024**3
+
+
+def dataset_cache_dir(cache_root: Path, dataset: Dataset, location: Path | str) -> Path:
+    """The dataset's folder in the edge's cache: named by a digest, never by the dataset
+    (its name or location could say whose data it is)."""
+    named = f"{dataset.name}\0{dataset.source}\0{location}".encode()
+    return Path(cache_root) / hashlib.sha256(named).hexdigest()[:32]
 
 
 def reading_digest(specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]]) -> bytes:

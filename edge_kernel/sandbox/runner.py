@@ -10,7 +10,6 @@ must be plain files of bounded size, and the error report is sanitised as it is 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from ..data.consent import OptOutList
 from ..data.feeder import Feeder
 from ..data.holdback import Holdback
 from ..data.pseudonym import derive_seed
-from ..data.record_store import RecordStore
+from ..data.record_store import RecordStore, dataset_cache_dir
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
 from ..release.outputs import JobOutputs, OutputRefused, read_outputs
@@ -80,20 +79,13 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     patients before anything is counted; ``index`` reuses one the edge already built;
     ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
     edge that restarts after a crash (``lifeline.stop_leftovers``)."""
-    cache = dataset_cache_dir(settings, dataset, dataset_path)
+    cache = dataset_cache_dir(settings.cache_dir, dataset, dataset_path)
     source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent, cache_dir=cache)
     index = index if index is not None else source.index()
     return run_source(spec, source, index, hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
                       max_epochs=max_epochs, process_file=process_file, holdback=holdback,
                       feeder=job_feeder(source, settings, cache))
-
-
-def dataset_cache_dir(settings: Settings, dataset: Dataset, location: Path | str) -> Path:
-    """The dataset's folder in the edge's cache: named by a digest, never by the dataset
-    (its name or location could say whose data it is)."""
-    named = f"{dataset.name}\0{dataset.source}\0{location}".encode()
-    return settings.cache_dir / hashlib.sha256(named).hexdigest()[:32]
 
 
 def job_feeder(source: Source, settings: Settings, cache: Path) -> Feeder:
