@@ -162,6 +162,8 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source)
+        if feeder is not None:
+            feeder.start()  # decoders start beside the job, in the thread that outlives it
         # This thread starts the job and stays with it until it is dead: the parent-death
         # signal that ties the job to the edge follows the thread that forked it.
         process, parent = _start(spec, workdir, settings, arena)

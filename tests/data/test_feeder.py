@@ -54,11 +54,6 @@ def _alive(pids: list[int]) -> list[int]:
     return found
 
 
-def _decoder_pids(feeder: Feeder) -> list[int]:
-    pool = feeder._pool
-    return [p.pid for p in (pool._processes or {}).values() if p.pid] if pool is not None else []
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_pool_gives_the_records_the_broker_thread_gives(synth_folder: Path, synth_entry: Dataset,
                                                              workers: int) -> None:
@@ -213,7 +208,7 @@ def test_a_killed_decoder_fails_the_job_without_a_hang_and_leaves_no_process(
     channel.recv()
     channel.send({"op": "next", "loader": loader})
     assert channel.recv().header["count"] == 4
-    pids = _decoder_pids(feeder)
+    pids = feeder.decoder_pids()
     assert pids
     os.kill(pids[0], signal.SIGKILL)
     started = time.monotonic()
@@ -241,7 +236,7 @@ def test_closing_a_feeder_stops_its_decoders(synth_folder: Path, synth_entry: Da
     source, index = _source(synth_folder, synth_entry)
     feeder = Feeder(source, workers=2)
     feeder.records(index.records[:4], index.records[4:12])
-    pids = _decoder_pids(feeder)
+    pids = feeder.decoder_pids()
     assert len(pids) >= 1
     feeder.close()
     assert _alive(pids) == []
