@@ -44,9 +44,10 @@ class DecoderProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-s", "-B", "-m", __name__, "--fd", str(theirs.fileno()), "--edge-pid", str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, cwd="/")
+            command = [sys.executable, "-s", "-B", "-m", __name__, "--fd", str(theirs.fileno()),
+                       "--edge-pid", str(os.getpid())]
+            # the edge's own working directory: a record's location may be relative to it
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         except OSError as exc:
             mine.close()
             raise SandboxFault("a decoder process could not be started") from exc
