@@ -132,7 +132,7 @@ class Feeder:
     def _ask(self, refs: Sequence[RecordRef], *, bounded: bool) -> None:
         processes = self._started()
         for ref in refs:
-            if ref.pseudonym in self._asked or ref.pseudonym in self._answered \
+            if ref.pseudonym in self._asked or ref.pseudonym in self._answered or self._kept(ref) \
                     or self._memory.get(ref.pseudonym) is not None:
                 continue
             process = min(processes, key=lambda p: len(p.in_flight))
@@ -141,11 +141,17 @@ class Feeder:
             self._guarded(process.ask, ref)
             self._asked[ref.pseudonym] = process
 
+    def _kept(self, ref: RecordRef) -> bool:
+        """One record in ``workers + 1`` (by its pseudonym, a keyed hash: an even share) is
+        decoded by the broker thread while the decoders work on the rest, instead of
+        waiting idle for them: ``workers`` decoders then decode ``workers + 1`` at a time."""
+        return ref.pseudonym[0] % (self.workers + 1) == 0
+
     def _collect(self, ref: RecordRef) -> dict[str, np.ndarray]:
         if ref.pseudonym in self._answered:
             return self._taken(ref, self._answered.pop(ref.pseudonym))
         process = self._asked.get(ref.pseudonym)
-        if process is None:  # in memory since it was asked for an earlier batch
+        if process is None:  # the broker's own share, or in memory since an earlier batch
             return self._here(ref)
         while True:  # a decoder answers in the order it was asked
             pseudonym, answer = self._guarded(process.answer, DECODE_TIMEOUT_SECONDS)
