@@ -83,10 +83,11 @@ class Feeder:
         if self._decoder is None:
             return [self.source.load(ref) for ref in refs]
         if self.workers == 0:
-            return [self._here(ref) for ref in refs]
-        self._ask(refs, bounded=False)
-        self._ask(upcoming, bounded=True)
-        found = [self._collect(ref) for ref in refs]
+            found = [self._here(ref) for ref in refs]
+        else:
+            self._ask(refs, bounded=False)
+            self._ask(upcoming, bounded=True)
+            found = [self._collect(ref) for ref in refs]
         if self.store is not None:
             self.store.evict()
         return found
@@ -175,5 +176,9 @@ class Feeder:
             if self._closed:
                 raise ConnectionAbortedError("the job ended")  # the broker reads it as a closed channel
             if not self._processes and self._decoder is not None:
-                self._processes = [DecoderProcess(self._decoder) for _ in range(self.workers)]
+                try:
+                    for _ in range(self.workers):
+                        self._processes.append(DecoderProcess(self._decoder))
+                except OSError as exc:  # it died before it took its decoder
+                    raise SandboxFault("a decoder process could not be started") from exc
             return self._processes

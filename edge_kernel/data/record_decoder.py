@@ -12,6 +12,7 @@ plain picklable value, so a decoder process receives it once, when it starts.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from . import dicom_record
 from .record_store import entry_name, read_entry, reading_digest, write_entry
 from .registry import FieldSpec
 from .source import RecordRef
+
+log = logging.getLogger(__name__)
 
 CHANGED = "a record changed or vanished during the job"
 
@@ -56,13 +59,17 @@ class FolderDecoder:
         name = entry_name(ref.digest, self.reading) if self.store_root is not None and ref.digest else None
         damaged = False
         if name is not None and self.store_root is not None:
-            cached, damaged = read_entry(self.store_root / name)
+            cached, damaged, size = read_entry(self.store_root / name)
             if cached is not None:
-                return Prepared(cached, name, sum(a.nbytes for a in cached.values()), decoded=False)
+                return Prepared(cached, name, size, decoded=False)
         arrays = self.decode(ref)
         if name is None or self.store_root is None:
             return Prepared(arrays)
-        size = write_entry(self.store_root / name, arrays)
+        try:
+            size = write_entry(self.store_root / name, arrays)
+        except OSError:  # a full or failing cache disk costs a later decode, never the job
+            log.warning("a decoded record could not be kept in the disk cache")
+            return Prepared(arrays, damaged=damaged)
         return Prepared(arrays, name, size, decoded=True, damaged=damaged)
 
     def decode(self, ref: RecordRef) -> dict[str, np.ndarray]:

@@ -87,18 +87,19 @@ def decode_entry(blob: bytes) -> dict[str, np.ndarray] | None:
     return arrays if offset == len(body) else None
 
 
-def read_entry(path: Path) -> tuple[dict[str, np.ndarray] | None, bool]:
-    """(an entry's arrays or None, whether one was there but damaged: it is then removed)."""
+def read_entry(path: Path) -> tuple[dict[str, np.ndarray] | None, bool, int]:
+    """(an entry's arrays or None, whether one was there but damaged: it is then removed,
+    the entry's size). An entry that cannot be read is a miss: the record is decoded."""
     try:
         blob = path.read_bytes()
-    except FileNotFoundError:
-        return None, False
+    except OSError:
+        return None, False, 0
     arrays = decode_entry(blob)
     if arrays is None:
         path.unlink(missing_ok=True)
-        return None, True
+        return None, True, 0
     os.utime(path)  # least recently used goes first: a hit renews the entry
-    return arrays, False
+    return arrays, False, len(blob)
 
 
 def write_entry(path: Path, arrays: dict[str, np.ndarray]) -> int:

@@ -265,3 +265,21 @@ def test_a_changed_file_is_a_fault_not_another_record(synth_folder: Path, synth_
 
 def test_default_workers_leave_the_job_a_core() -> None:
     assert default_workers() == max(1, (os.cpu_count() or 1) - 1)
+
+
+def test_a_cache_disk_that_fails_costs_a_decode_not_the_job(synth_folder: Path, synth_entry: Dataset,
+                                                            tmp_path: Path) -> None:
+    source, index = _source(synth_folder, synth_entry)
+    store = RecordStore(tmp_path / "records", 1 << 30)
+    (tmp_path / "records").chmod(0o500)  # read-only: every write fails (root: a file where the folder was)
+    if os.access(tmp_path / "records", os.W_OK):
+        (tmp_path / "records").chmod(0o700)
+        (tmp_path / "records").rmdir()
+        (tmp_path / "records").write_bytes(b"")
+    try:
+        feeder = Feeder(source, store=store)
+        _same(feeder.records(index.records[:3]), Feeder(source).records(index.records[:3]))
+        assert feeder.decoded == 3
+    finally:
+        if (tmp_path / "records").is_dir():
+            (tmp_path / "records").chmod(0o700)
