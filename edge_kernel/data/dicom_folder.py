@@ -86,8 +86,8 @@ class DicomFolderSource:
             self.index_cache = cache
         return sorted_index(by_pseudonym, skipped, excluded)
 
-    def decoder(self) -> FolderDecoder:
-        """What the broker's decoder processes run for this source (``feeder.py``)."""
+    def decoder(self) -> FolderDecoder | None:
+        """What the broker's decoder processes run for this source's records (``feeder.py``)."""
         return FolderDecoder(self.hmac_key, self.specs, self.labels, MAX_FILE_BYTES)
 
     def load(self, ref: RecordRef) -> dict[str, np.ndarray]:
@@ -95,7 +95,7 @@ class DicomFolderSource:
         cached = self.cache.get(ref.pseudonym)
         if cached is not None:
             return cached
-        arrays = self.decoder().decode(ref)
+        arrays = FolderDecoder(self.hmac_key, self.specs, self.labels, MAX_FILE_BYTES).decode(ref)
         self.cache.put(ref.pseudonym, arrays)
         return arrays
 

@@ -47,7 +47,9 @@ T = TypeVar("T")
 
 @runtime_checkable
 class Decodable(Protocol):
-    def decoder(self) -> FolderDecoder: ...
+    def decoder(self) -> FolderDecoder | None:
+        """What a decoder process runs for this source's records; None: read by ``load``."""
+        ...
 
 
 def default_workers() -> int:
@@ -59,8 +61,8 @@ class Feeder:
     def __init__(self, source: Source, *, workers: int = 0, store: RecordStore | None = None,
                  memory_bytes: int = 256 * 1024 * 1024) -> None:
         self.source, self.store = source, store
-        self.workers = workers if isinstance(source, Decodable) else 0
         decoder = source.decoder() if isinstance(source, Decodable) else None
+        self.workers = workers if decoder is not None else 0
         self._decoder = decoder.with_store(store.root) if decoder is not None and store is not None else decoder
         self._memory = RecordCache(memory_bytes)
         self._processes: list[DecoderProcess] = []
