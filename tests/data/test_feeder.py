@@ -283,3 +283,37 @@ def test_a_cache_disk_that_fails_costs_a_decode_not_the_job(synth_folder: Path, 
     finally:
         if (tmp_path / "records").is_dir():
             (tmp_path / "records").chmod(0o700)
+
+
+EDGE_THAT_DIES = '''
+import sys
+from pathlib import Path
+from edge_kernel.data.dicom_folder import DicomFolderSource
+from edge_kernel.data.feeder import Feeder
+from edge_kernel.data.synth import synthetic_dataset_entry
+from tests.edge.conftest_data import HMAC_KEY
+folder = Path(sys.argv[1])
+source = DicomFolderSource(folder, synthetic_dataset_entry("synth-cxr", str(folder)), ["image", "finding"], HMAC_KEY)
+feeder = Feeder(source, workers=2)
+refs = source.index().records
+feeder.records(refs[:4], refs[4:12])
+print(" ".join(map(str, feeder.decoder_pids())), flush=True)
+sys.stdin.read()
+'''
+
+
+def test_decoders_die_with_an_edge_that_is_killed(synth_folder: Path) -> None:
+    import subprocess
+    import sys
+
+    edge = subprocess.Popen([sys.executable, "-c", EDGE_THAT_DIES, str(synth_folder)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert edge.stdout is not None
+    pids = [int(pid) for pid in edge.stdout.readline().split()]
+    assert len(pids) == 2 and _alive(pids) == pids
+    edge.kill()  # no close(), no cleanup: the parent-death signal alone
+    edge.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive(pids) == []
