@@ -57,7 +57,8 @@ class Edge:
         self.researchers.all()  # a malformed registry stops the start, naming the file
         self.datasets.all()
         self.environment = SiteEnvironment(settings)
-        self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out)
+        self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out,
+                                        cache_root=settings.cache_dir)
         self.chain, self.anchor = _open_chain(settings)
         self.gates = build_gates(settings, self.key)
         self.wan = _open_wan(settings)

@@ -4,7 +4,8 @@ Everything lives under one config directory (``rapha-edge init DIR``):
 
     edge.toml            these settings (hospital-edited)
     keys/                edge_ed25519.pem, pseudonym.key, chain.key (mode 0600)
-    state/               edge.sqlite (jobs, audit, nonces), chain/ (embedded chain journal), jobs/
+    state/               edge.sqlite (jobs, audit, nonces), chain/ (embedded chain journal), jobs/,
+                         cache/ (decoded records and dataset indexes, by digest)
     datasets.json        dataset registry (rapha-edge datasets add)
     researchers.json     registered researcher keys (rapha-edge researchers add)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -71,6 +73,22 @@ class AttestationSettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    # Decoder processes that prepare records ahead of a job's requests (outside the
+    # sandbox; never researcher code). None: the cores the job does not need (all but
+    # one); 0: the broker thread decodes, one record at a time.
+    decode_workers: int | None = None
+    # Decoded, preprocessed records kept in state/cache/ for later epochs and jobs, least
+    # recently used out first; 0: no disk cache (the dataset index is still cached).
+    cache_max_mib: int = 16384
+
+    def workers(self) -> int:
+        if self.decode_workers is not None:
+            return self.decode_workers
+        return max(1, (os.cpu_count() or 1) - 1)
+
+
+@dataclass(frozen=True)
 class Settings:
     config_dir: Path
     edge_id: str
@@ -83,6 +101,7 @@ class Settings:
     chain: ChainSettings = field(default_factory=ChainSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attestation: AttestationSettings = field(default_factory=AttestationSettings)
+    data: DataSettings = field(default_factory=DataSettings)
     unsafe: tuple[str, ...] = ()
 
     @property
@@ -100,6 +119,11 @@ class Settings:
     @property
     def jobs_dir(self) -> Path:
         return self.state_dir / "jobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Decoded records and dataset indexes (``edge_kernel/data/record_store.py``)."""
+        return self.state_dir / "cache"
 
     @property
     def policies_dir(self) -> Path:
@@ -143,7 +167,8 @@ def _known_keys() -> dict[str, tuple[str, ...]]:
     return {"edge": ("id", "demo", "currency"), "server": ("host", "port", "tls_cert", "tls_key"),
             "chain": tuple(f.name for f in fields(ChainSettings)),
             "sandbox": tuple(f.name for f in fields(SandboxSettings)),
-            "attestation": tuple(f.name for f in fields(AttestationSettings))}
+            "attestation": tuple(f.name for f in fields(AttestationSettings)),
+            "data": tuple(f.name for f in fields(DataSettings))}
 
 
 class _Table(dict[str, Any]):
@@ -204,6 +229,7 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     chain = _table(data, "chain")
     sandbox = _table(data, "sandbox")
     attestation = _table(data, "attestation")
+    data_settings = _data_settings(_table(data, "data"))
     chain_settings = ChainSettings(
         backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc", "rfc3161"), _CHAIN.backend),
         rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, _CHAIN.rpc_url),
@@ -262,13 +288,30 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         host=_typed(server, "server.host", "host", str, DEFAULTS["host"]), port=port,
         tls_cert=tls_cert, tls_key=tls_key,
         currency=_typed(edge, "edge.currency", "currency", str, DEFAULTS["currency"]),
-        chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, unsafe=unsafe,
+        chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, data=data_settings,
+        unsafe=unsafe,
     )
+
+
+MAX_DECODE_WORKERS = 256
+
+
+def _data_settings(table: dict[str, Any]) -> DataSettings:
+    workers = table.get("decode_workers")
+    if workers is not None:
+        workers = _typed(table, "data.decode_workers", "decode_workers", int, None)
+        if not 0 <= workers <= MAX_DECODE_WORKERS:
+            raise BadInput(f"data.decode_workers must be from 0 to {MAX_DECODE_WORKERS} (leave it out for "
+                           "the cores the job does not need)")
+    cache_mib = _typed(table, "data.cache_max_mib", "cache_max_mib", int, _DATA.cache_max_mib)
+    if cache_mib < 0:
+        raise BadInput("data.cache_max_mib must be 0 (no disk cache) or more")
+    return DataSettings(decode_workers=workers, cache_max_mib=cache_mib)
 
 
 # Each default is written once, in the dataclasses above: the reader and `rapha-edge init`'s
 # edge.toml take theirs from here.
-_CHAIN, _SANDBOX, _ATTESTATION = ChainSettings(), SandboxSettings(), AttestationSettings()
+_CHAIN, _SANDBOX, _ATTESTATION, _DATA = ChainSettings(), SandboxSettings(), AttestationSettings(), DataSettings()
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
 _CHAIN_SECONDS = {name: getattr(_CHAIN, name) for name in (
     "batch_interval_seconds", "release_wait_seconds", "retry_initial_seconds", "retry_max_seconds",

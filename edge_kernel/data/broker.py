@@ -27,6 +27,7 @@ from jupyter_rapha.protocol.errors import BudgetDenied, Fault, SandboxFault
 from jupyter_rapha.protocol.merkle import MerkleTree
 
 from ..wire.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
+from .feeder import Feeder
 from .holdback import split_cohort
 from .source import Index, RecordRef, Source
 from .transforms import receipt_entry
@@ -123,14 +124,25 @@ class _Loader:
         indices: list[int] = chunk.tolist()  # Python ints, in one call
         return indices
 
+    def upcoming(self, count: int) -> list[int]:
+        """The next ``count`` records of this epoch, without moving on: prepared ahead."""
+        if self.order is None or count <= 0:
+            return []
+        ahead: list[int] = self.order[self.position:self.position + count].tolist()
+        return ahead
+
 
 class Broker:
     def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
                  arena: SharedArena | None = None, max_epochs: int | None = None,
-                 holdback_size: int = 0, holdback_seed: int = 0) -> None:
+                 holdback_size: int = 0, holdback_seed: int = 0, feeder: Feeder | None = None) -> None:
         self.source = source
+        # Prepares records (in decoder processes, ahead of the job's requests); the broker
+        # still counts each batch before it crosses. The caller closes a feeder it passes.
+        self.feeder = feeder if feeder is not None else Feeder(source)
         self.specs = dict(source.specs)
         self._layout = schema_layout(self.specs)
+        self._record_bytes = sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in self._layout.values())
         self.meter = Meter(max_records)
         # The policy's epoch obligation: past it, a loader's epochs are empty.
         self.max_epochs = max_epochs
@@ -237,7 +249,8 @@ class Broker:
         if indices is None:
             return {"ok": True, "end": True}, {}
         refs = [self.cohort[i] for i in indices]
-        columns = self._granted([self.source.load(ref) for ref in refs])
+        ahead = loader.upcoming(self.feeder.lookahead(loader.batch_size, self._record_bytes))
+        columns = self._granted(self.feeder.records(refs, [self.cohort[i] for i in ahead]))
         try:
             # Count first, hand over after: a batch the meter refuses never leaves.
             self.meter.admit([ref.pseudonym for ref in refs])

@@ -11,6 +11,8 @@ would silently include patients who said no.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from jupyter_rapha.protocol.errors import SandboxFault
@@ -42,9 +44,19 @@ class OptOutList:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def tags(self, key: bytes) -> frozenset[bytes]:
+        """The list as keyed tags (``consent_tag``), for an index that keeps no ids."""
+        return frozenset(consent_tag(key, pid) for pid in self._ids)
+
     def excludes(self, *patient_ids: str) -> bool:
         """True if any of the patient's ids (e.g. an MRN and a national number) opted out."""
         return any(pid.strip() in self._ids for pid in patient_ids if pid)
+
+
+def consent_tag(key: bytes, patient_id: str) -> bytes:
+    """A patient id as the opt-out check compares it (stripped), keyed so that a stored
+    tag cannot be tested against a guessed id without the hospital's key."""
+    return hmac.new(key, b"consent\0" + patient_id.strip().encode("utf-8"), hashlib.sha256).digest()
 
 
 def _ids(text: str) -> list[str]:

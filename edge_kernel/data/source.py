@@ -44,6 +44,9 @@ class RecordRef:
     pseudonym: bytes
     patient: bytes = field(repr=False)  # patient pseudonym, for per-patient provenance
     location: str = field(repr=False, default="")
+    # SHA-256 of the record's stored bytes when indexed, where the source can tell
+    # (a folder's file): names the record's entry in the disk cache (``record_store.py``)
+    digest: bytes = field(repr=False, default=b"")
 
 
 @dataclass

@@ -17,12 +17,14 @@ from .source import Source
 
 
 def open_source(dataset: Dataset, location: Path | str, fields: Iterable[str], hmac_key: bytes,
-                consent: OptOutList | None = None) -> Source:
-    """The source the dataset declares; an unknown source is refused, never guessed."""
+                consent: OptOutList | None = None, cache_dir: Path | None = None) -> Source:
+    """The source the dataset declares; an unknown source is refused, never guessed.
+    ``cache_dir``: the edge's cache folder for this dataset, where a source keeps its index
+    between jobs (``index_cache.py``; the folder source)."""
     consent = consent or OptOutList.none()
     if dataset.source == "dicom-folder":
         from .dicom_folder import DicomFolderSource
-        return DicomFolderSource(Path(location), dataset, fields, hmac_key, consent)
+        return DicomFolderSource(Path(location), dataset, fields, hmac_key, consent, cache_dir)
     if dataset.source == "dicomweb":
         from .dicomweb import DicomWebSource
         return DicomWebSource(dataset.location, dataset, fields, hmac_key, consent)

@@ -32,8 +32,10 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 from ..artifacts import ArtifactStore, remove_inputs, stage_includes
 from ..data.broker import Broker, MeterSummary
 from ..data.consent import OptOutList
+from ..data.feeder import Feeder
 from ..data.holdback import Holdback
 from ..data.pseudonym import derive_seed
+from ..data.record_store import RecordStore, dataset_cache_dir
 from ..data.registry import Dataset, DatasetRegistry
 from ..gates.obligations import Limits
 from ..release.outputs import JobOutputs, OutputRefused, read_outputs
@@ -78,10 +80,20 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     patients before anything is counted; ``index`` reuses one the edge already built;
     ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
     edge that restarts after a crash (``lifeline.stop_leftovers``)."""
-    source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent)
-    return run_source(spec, source, index if index is not None else source.index(), hmac_key, workdir,
+    cache = dataset_cache_dir(settings.cache_dir, dataset, dataset_path)
+    source = open_source(dataset, dataset_path, granted_fields, hmac_key, consent, cache_dir=cache)
+    index = index if index is not None else source.index()
+    return run_source(spec, source, index, hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
-                      max_epochs=max_epochs, process_file=process_file, holdback=holdback)
+                      max_epochs=max_epochs, process_file=process_file, holdback=holdback,
+                      feeder=job_feeder(source, settings, cache))
+
+
+def job_feeder(source: Source, settings: Settings, cache: Path) -> Feeder:
+    """The job's decoder pool and disk cache, as the edge's [data] settings size them."""
+    mib = settings.data.cache_max_mib
+    store = RecordStore(cache / "records", mib * 1024 * 1024) if mib > 0 else None
+    return Feeder(source, workers=settings.data.workers(), store=store)
 
 
 class JobRunner:
@@ -121,7 +133,25 @@ def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
 def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                *, max_records: int, cancel: threading.Event | None = None,
                on_progress: ProgressCallback | None = None, max_epochs: int | None = None,
-               process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
+               process_file: Path | None = None, holdback: Holdback | None = None,
+               feeder: Feeder | None = None) -> RunOutcome:
+    """``feeder``: prepares the records (decoder pool, disk cache); closed, its decoders
+    stopped, when the job ends, however it ends. None: the broker reads the source itself."""
+    try:
+        return _run_source(spec, source, index, hmac_key, workdir, settings, max_records=max_records,
+                           cancel=cancel, on_progress=on_progress, max_epochs=max_epochs,
+                           process_file=process_file, holdback=holdback, feeder=feeder)
+    finally:
+        if feeder is not None:
+            feeder.close()
+            log.info("job %s: %d records decoded, %d read from the disk cache (%d damaged entries decoded again)",
+                     spec.job_id, feeder.decoded, feeder.store_hits, feeder.store_damaged)
+
+
+def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
+                *, max_records: int, cancel: threading.Event | None, on_progress: ProgressCallback | None,
+                max_epochs: int | None, process_file: Path | None, holdback: Holdback | None,
+                feeder: Feeder | None) -> RunOutcome:
     started = _now()
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
@@ -130,10 +160,12 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
     broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
                     max_epochs=max_epochs,
                     holdback_size=holdback.size(len(index.records)) if holdback is not None else 0,
-                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id))
+                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id), feeder=feeder)
     workdir = Path(workdir)
     try:
         _prepare_workdir(workdir, spec, source, settings)
+        if feeder is not None:
+            feeder.start()  # decoders start beside the job, in the thread that outlives it
         # This thread starts the job and stays with it until it is dead: the parent-death
         # signal that ties the job to the edge follows the thread that forked it.
         process, parent = _start(spec, workdir, settings, arena)
@@ -147,6 +179,8 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
             _kill(process)
             if process_file is not None:
                 process_file.unlink(missing_ok=True)
+            if feeder is not None:
+                feeder.close()  # a broker waiting on a decoder wakes with a fault, then stops
             _stop_broker(parent, thread)
     finally:
         if arena is not None:

@@ -106,6 +106,8 @@ def escapes(listeners: Listeners, settings) -> list[tuple[str, str, str]]:
         ("netlink", "import socket\nsocket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)\n", "PermissionError"),
         ("read the edge key", f"open({str(keys)!r}).read()\n", "FileNotFoundError"),
         ("read the job database", f"open({str(db)!r}, 'rb').read()\n", "FileNotFoundError"),
+        # The decoded records and the dataset index the broker keeps (made before the job starts).
+        ("list the record cache", f"import os\nos.listdir({str(settings.cache_dir)!r})\n", "FileNotFoundError"),
         # The edge's own code: visible to the job (read-only), the juiciest place to plant code.
         ("write outside the job dir", f"open({str(PLANTED)!r}, 'w').write('x')\n", "OSError"),
         # A failed child is reported by the cell as PermissionError, so the record tells it
@@ -124,7 +126,7 @@ def escapes(listeners: Listeners, settings) -> list[tuple[str, str, str]]:
 
 
 
-@pytest.mark.parametrize("index", range(13))
+@pytest.mark.parametrize("index", range(14))
 def test_escape_fails_and_the_record_says_why(edge, listeners, tmp_path, index):
     settings, dataset, folder = edge
     name, cell, expected = escapes(listeners, settings)[index]
@@ -136,6 +138,8 @@ def test_escape_fails_and_the_record_says_why(edge, listeners, tmp_path, index):
     assert outcome.error is not None and outcome.error["type"] in (expected, "OSError"), (name, outcome.error)
     assert outcome.error["line"] is not None and outcome.error["line"] <= cell.count("\n"), name
     assert not PLANTED.exists()
+    if name == "list the record cache":  # there on the host, hidden from the job
+        assert any(settings.cache_dir.iterdir())
 
 
 def test_a_torch_training_cell_with_threads_still_runs(edge, tmp_path):

@@ -1,0 +1,127 @@
+"""One decoder process of the broker's pool (``feeder.py``), and its main.
+
+``python -m edge_kernel.data.decoder_process --fd N --edge-pid P``: trusted edge code,
+outside the sandbox, started by the broker for one job. It receives a
+``record_decoder.FolderDecoder`` once, then record references, and answers each with a
+``Prepared`` or the fixed text of the fault it met, in order, over one AF_UNIX socket.
+It imports only the decoding modules (not the edge's service), so it starts in well
+under a second, and it never runs researcher code.
+
+It ends with its job (the broker kills it), with the edge thread that started it (the
+parent-death signal), and at once if the edge is already gone when it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from jupyter_rapha.protocol.errors import RaphaError, SandboxFault
+
+from .record_decoder import FolderDecoder, Prepared
+from .source import RecordRef
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+KILL_WAIT_SECONDS = 5.0
+
+
+class DecoderProcess:
+    """The edge's handle on one decoder: tasks out, answers back in the same order."""
+
+    def __init__(self, decoder: FolderDecoder) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        try:
+            command = [sys.executable, "-s", "-B", "-m", __name__, "--fd", str(theirs.fileno()),
+                       "--edge-pid", str(os.getpid())]
+            # the edge's own working directory: a record's location may be relative to it
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            mine.close()
+            raise SandboxFault("a decoder process could not be started") from exc
+        finally:
+            theirs.close()
+        self.connection = Connection(mine.detach())
+        self.in_flight: list[bytes] = []  # pseudonyms asked for, in order
+        self.connection.send(decoder)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def ask(self, ref: RecordRef) -> None:
+        self.connection.send(ref)
+        self.in_flight.append(ref.pseudonym)
+
+    def answer(self, timeout: float) -> tuple[bytes, Prepared | str]:
+        """The oldest task's answer; raises SandboxFault if the process died or hung."""
+        try:
+            if not self.connection.poll(timeout):
+                raise SandboxFault("a record took too long to decode")
+            found = self.connection.recv()
+        except (EOFError, OSError) as exc:
+            raise SandboxFault("a decoder process stopped during the job") from exc
+        return self.in_flight.pop(0), found
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+        except ProcessLookupError:
+            pass  # it ended by itself
+        try:
+            self.process.wait(KILL_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.error("decoder process %d did not end after SIGKILL", self.process.pid)
+        self.connection.close()
+
+
+def _tie_to_edge(edge_pid: int) -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != edge_pid:  # the edge died before the signal was set
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C reaches the edge, which ends us
+
+
+def _prepare(decoder: FolderDecoder, ref: RecordRef) -> Prepared | str:
+    try:
+        return decoder.prepare(ref)
+    except RaphaError as error:
+        return error.message  # one of the decoder's own fixed texts
+    except Exception as exc:  # any other failure: the record is not served, the job fails
+        log.error("decoder failed: %s", type(exc).__name__)  # the type only: a message may quote a header
+        return "a record could not be decoded"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--edge-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    _tie_to_edge(args.edge_pid)
+    connection = Connection(args.fd)
+    try:
+        decoder = connection.recv()
+        if not isinstance(decoder, FolderDecoder):
+            return 2
+        while True:
+            ref = connection.recv()
+            connection.send(_prepare(decoder, ref) if isinstance(ref, RecordRef) else "unknown request")
+    except (EOFError, OSError):
+        return 0  # the broker closed its end: the job is over
+
+
+if __name__ == "__main__":
+    sys.exit(main())

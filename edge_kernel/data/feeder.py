@@ -1,0 +1,186 @@
+"""Records for the broker, prepared ahead of the job's requests.
+
+Trusted broker code. The broker knows the order a loader walks its epoch (``_Loader``),
+so while the job works on one batch the feeder has the next records decoded by a pool of
+decoder processes (``record_decoder.FolderDecoder``; ``data.decode_workers``, by default
+the cores the job does not need). The decoders run outside the sandbox and never run
+researcher code: they read the dataset's files, preprocess and fill the disk cache
+(``record_store.py``). Preparing a record is not handing it over: the broker still counts
+each batch (S3) after the feeder returns it and before it crosses, exactly as without a
+pool, so a pool of any size gives the same meter.
+
+Each decoder is a process of its own (``decoder_process.py``), asked for records in
+turn and answering in order. A decoder that dies, hangs past ``DECODE_TIMEOUT_SECONDS``
+or fails makes the batch a ``SandboxFault`` (the job fails); nothing waits for it for
+ever. Decoders end with the job (``close``, which kills them), die with the edge
+(parent-death signal), and one whose edge is already gone when it starts exits at once.
+
+Sources that cannot hand out a decoder (DICOMweb, FHIR, CSV) are read by ``load`` in the
+broker thread, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from jupyter_rapha.protocol.errors import SandboxFault
+
+from .decoder_process import DecoderProcess
+from .record_decoder import FolderDecoder, Prepared
+from .record_store import RecordStore
+from .source import RecordCache, RecordRef, Source
+
+log = logging.getLogger(__name__)
+
+DECODE_TIMEOUT_SECONDS = 300.0
+AHEAD_PER_WORKER = 4  # records prepared ahead per decoder, beyond the batch asked for
+AHEAD_MAX_BYTES = 256 * 1024 * 1024  # ... and never more than this many bytes of them
+MAX_IN_FLIGHT = 64  # records asked of one decoder ahead of need, at most
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Decodable(Protocol):
+    def decoder(self) -> FolderDecoder | None:
+        """What a decoder process runs for this source's records; None: read by ``load``."""
+        ...
+
+
+def default_workers() -> int:
+    """The cores the job does not need: all but one (the job's), at least one."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class Feeder:
+    def __init__(self, source: Source, *, workers: int = 0, store: RecordStore | None = None,
+                 memory_bytes: int = 256 * 1024 * 1024) -> None:
+        self.source, self.store = source, store
+        decoder = source.decoder() if isinstance(source, Decodable) else None
+        self.workers = workers if decoder is not None else 0
+        self._decoder = decoder.with_store(store.root) if decoder is not None and store is not None else decoder
+        self._memory = RecordCache(memory_bytes)
+        self._processes: list[DecoderProcess] = []
+        self._asked: dict[bytes, DecoderProcess] = {}  # pseudonym -> the decoder preparing it
+        self._answered: dict[bytes, Prepared | str] = {}  # answers read before they were wanted
+        self._closed = False
+        self._lock = threading.Lock()  # close() comes from the runner's thread
+        # Edge-side counters for tests and benchmarks; never put into progress or a receipt.
+        self.decoded = self.store_hits = self.store_damaged = 0
+
+    def lookahead(self, batch_size: int, record_bytes: int) -> int:
+        """How many records past the current batch to prepare."""
+        if self.workers == 0:
+            return 0
+        wanted = max(batch_size, AHEAD_PER_WORKER * self.workers)
+        return max(self.workers, min(wanted, AHEAD_MAX_BYTES // max(record_bytes, 1)))
+
+    def records(self, refs: Sequence[RecordRef], upcoming: Sequence[RecordRef] = ()) -> list[dict[str, np.ndarray]]:
+        """The records of one batch, in order; starts on ``upcoming`` before returning."""
+        if self._decoder is None:
+            return [self.source.load(ref) for ref in refs]
+        if self.workers == 0:
+            found = [self._here(ref) for ref in refs]
+        else:
+            self._ask(refs, bounded=False)
+            self._ask(upcoming, bounded=True)
+            found = [self._collect(ref) for ref in refs]
+        if self.store is not None:
+            self.store.evict()
+        return found
+
+    def start(self) -> None:
+        """Start the decoders now (else at the first batch): beside the job process's own
+        start, so they are ready when it asks. The parent-death signal follows the thread
+        that starts them: call this from a thread that lives as long as the job."""
+        if self.workers > 0 and self._decoder is not None:
+            self._started()
+
+    def decoder_pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
+    def close(self) -> None:
+        """Stop the decoders now: they hold nothing worth waiting for (a half-written
+        cache entry has a temporary name, removed when the store is next opened)."""
+        with self._lock:
+            self._closed = True
+            processes, self._processes = self._processes, []
+        for process in processes:
+            process.kill()
+
+    def _here(self, ref: RecordRef) -> dict[str, np.ndarray]:
+        found = self._memory.get(ref.pseudonym)
+        if found is not None:
+            return found
+        if self._decoder is None:
+            return self.source.load(ref)
+        return self._taken(ref, self._decoder.prepare(ref))
+
+    def _taken(self, ref: RecordRef, prepared: Prepared | str) -> dict[str, np.ndarray]:
+        if isinstance(prepared, str):
+            raise SandboxFault(prepared)  # one of the decoder's fixed texts
+        self.decoded += prepared.decoded
+        self.store_hits += not prepared.decoded
+        self.store_damaged += prepared.damaged
+        if self.store is not None and prepared.entry is not None:
+            self.store.used(prepared.entry, prepared.entry_bytes)
+        self._memory.put(ref.pseudonym, prepared.arrays)
+        return prepared.arrays
+
+    def _ask(self, refs: Sequence[RecordRef], *, bounded: bool) -> None:
+        processes = self._started()
+        for ref in refs:
+            if ref.pseudonym in self._asked or ref.pseudonym in self._answered or self._kept(ref) \
+                    or self._memory.get(ref.pseudonym) is not None:
+                continue
+            process = min(processes, key=lambda p: len(p.in_flight))
+            if bounded and len(process.in_flight) >= MAX_IN_FLIGHT:
+                return
+            self._guarded(process.ask, ref)
+            self._asked[ref.pseudonym] = process
+
+    def _kept(self, ref: RecordRef) -> bool:
+        """One record in ``workers + 1`` (by its pseudonym, a keyed hash: an even share) is
+        decoded by the broker thread while the decoders work on the rest, instead of
+        waiting idle for them: ``workers`` decoders then decode ``workers + 1`` at a time."""
+        return ref.pseudonym[0] % (self.workers + 1) == 0
+
+    def _collect(self, ref: RecordRef) -> dict[str, np.ndarray]:
+        if ref.pseudonym in self._answered:
+            return self._taken(ref, self._answered.pop(ref.pseudonym))
+        process = self._asked.get(ref.pseudonym)
+        if process is None:  # the broker's own share, or in memory since an earlier batch
+            return self._here(ref)
+        while True:  # a decoder answers in the order it was asked
+            pseudonym, answer = self._guarded(process.answer, DECODE_TIMEOUT_SECONDS)
+            del self._asked[pseudonym]
+            if pseudonym == ref.pseudonym:
+                return self._taken(ref, answer)
+            self._answered[pseudonym] = answer
+
+    def _guarded(self, step: Callable[..., T], *args: Any) -> T:
+        try:
+            return step(*args)
+        except (SandboxFault, OSError) as exc:
+            if self._closed:  # the job ended and its decoders with it: no fault of theirs
+                raise ConnectionAbortedError("the job ended") from exc
+            if isinstance(exc, SandboxFault):
+                raise
+            raise SandboxFault("a decoder process stopped during the job") from exc
+
+    def _started(self) -> list[DecoderProcess]:
+        with self._lock:
+            if self._closed:
+                raise ConnectionAbortedError("the job ended")  # the broker reads it as a closed channel
+            if not self._processes and self._decoder is not None:
+                try:
+                    for _ in range(self.workers):
+                        self._processes.append(DecoderProcess(self._decoder))
+                except OSError as exc:  # it died before it took its decoder
+                    raise SandboxFault("a decoder process could not be started") from exc
+            return self._processes

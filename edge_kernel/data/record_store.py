@@ -1,0 +1,167 @@
+"""Decoded, preprocessed records kept on the edge's disk between epochs and jobs.
+
+Trusted broker code. An entry is named by a digest of the record's content (the SHA-256
+of its file, taken when the dataset was indexed) and of the reading (the granted fields'
+dtypes, shapes, transforms and label mappings: ``reading_digest``), as MONAI's
+PersistentDataset names its entries by transform hash: a changed file or a changed
+preprocessing is a different name, never a stale hit. Names are digests only, so the
+folder says nothing about a patient.
+
+The store lives under the edge's state directory (``state/cache/DATASET-DIGEST/``), which
+the air-gap covers like the datasets (the config directory is never visible to a job),
+and its files and folders are the edge's alone (0600, 0700).
+
+An entry is ``MAGIC | SHA-256 of the rest | header length | header JSON | array bytes``.
+It is written to a temporary name and renamed, so a crash leaves no half entry under an
+entry's name; an entry that does not match its own digest (a power loss, a bad disk, a
+hand edit) is removed and the record decoded again, never served. The store is bounded
+in bytes: the least recently used entries go first (a hit renews an entry's mtime).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .registry import Dataset, FieldSpec
+
+MAGIC = b"RAPHARC1"
+_PREFIX = len(MAGIC) + 32 + 4
+PARTIAL_SUFFIX = ".partial"
+MAX_ENTRY_BYTES = 4 * 1024**3
+
+
+def dataset_cache_dir(cache_root: Path, dataset: Dataset, location: Path | str) -> Path:
+    """The dataset's folder in the edge's cache: named by a digest, never by the dataset
+    (its name or location could say whose data it is)."""
+    named = f"{dataset.name}\0{dataset.source}\0{location}".encode()
+    return Path(cache_root) / hashlib.sha256(named).hexdigest()[:32]
+
+
+def reading_digest(specs: dict[str, FieldSpec], labels: dict[str, dict[str, Any]]) -> bytes:
+    """What, besides the file, decides a record's arrays: a change here renames every entry."""
+    doc = {"format": MAGIC.decode(), "labels": labels,
+           "fields": {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind,
+                             "transforms": [[t.op, t.params] for t in s.transforms]}
+                      for name, s in sorted(specs.items())}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).digest()
+
+
+def entry_name(content_digest: bytes, reading: bytes) -> str:
+    return hashlib.sha256(b"rapha record\0" + content_digest + reading).hexdigest()
+
+
+def encode_entry(arrays: dict[str, np.ndarray]) -> bytes:
+    header = json.dumps({name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}).encode()
+    body = struct.pack("<I", len(header)) + header + b"".join(np.ascontiguousarray(a).tobytes()
+                                                             for a in arrays.values())
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
+def decode_entry(blob: bytes) -> dict[str, np.ndarray] | None:
+    """The arrays of an entry, or None when it is not whole (checked by its digest)."""
+    if len(blob) < _PREFIX or blob[:len(MAGIC)] != MAGIC:
+        return None
+    body = memoryview(blob)[len(MAGIC) + 32:]
+    if hashlib.sha256(body).digest() != blob[len(MAGIC):len(MAGIC) + 32]:
+        return None
+    (length,) = struct.unpack_from("<I", body)
+    try:
+        header = json.loads(bytes(body[4:4 + length]))
+        arrays, offset = {}, 4 + length
+        for name, (dtype_str, shape) in header.items():
+            dtype = np.dtype(dtype_str)
+            count = int(np.prod(shape, dtype=np.int64))
+            arrays[name] = np.frombuffer(body, dtype, count, offset).reshape(shape)
+            offset += count * dtype.itemsize
+    except (ValueError, TypeError, KeyError):
+        return None  # a digest collision aside, unreachable: the digest matched
+    return arrays if offset == len(body) else None
+
+
+def read_entry(path: Path) -> tuple[dict[str, np.ndarray] | None, bool, int]:
+    """(an entry's arrays or None, whether one was there but damaged: it is then removed,
+    the entry's size). An entry that cannot be read is a miss: the record is decoded."""
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None, False, 0
+    arrays = decode_entry(blob)
+    if arrays is None:
+        path.unlink(missing_ok=True)
+        return None, True, 0
+    os.utime(path)  # least recently used goes first: a hit renews the entry
+    return arrays, False, len(blob)
+
+
+def write_entry(path: Path, arrays: dict[str, np.ndarray]) -> int:
+    """Write an entry atomically; returns its size in bytes."""
+    blob = encode_entry(arrays)
+    staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}{PARTIAL_SUFFIX}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return len(blob)
+
+
+class RecordStore:
+    """The accounting side, in the edge process: what the folder holds, and eviction.
+    Entries are read and written by the decoders (``record_decoder.py``) by path."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root, self.max_bytes = Path(root), max_bytes
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._scan()
+        self.evict()
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
+
+    def used(self, name: str, size: int) -> None:
+        """An entry was read or written: it is now the most recently used."""
+        with self._lock:
+            if name in self._entries:
+                self._bytes -= self._entries.pop(name)
+            self._entries[name] = size
+            self._bytes += size
+
+    def evict(self) -> None:
+        with self._lock:
+            while self._bytes > self.max_bytes and self._entries:
+                name, size = self._entries.popitem(last=False)
+                self._bytes -= size
+                (self.root / name).unlink(missing_ok=True)
+
+    def _scan(self) -> None:
+        found = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.endswith(PARTIAL_SUFFIX):  # left by a crash: never an entry
+                    Path(entry.path).unlink(missing_ok=True)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    found.append((info.st_mtime_ns, entry.name, info.st_size))
+        for _, name, size in sorted(found):
+            self._entries[name] = size
+            self._bytes += size
