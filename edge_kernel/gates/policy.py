@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.policy import (
     DATA_FILE, DEFAULT_TIMEOUT_S, Decision, EngineLoader, PolicyBundle, evaluate, load_engine,
 )
@@ -61,6 +62,7 @@ def build_policy_input(ctx: GateContext) -> dict[str, Any]:
     the scan report of it, and the cell may hold text no policy log should keep."""
     job = ctx.spec.to_dict()
     job.pop("code", None)
+    job["mode"] = job_mode(ctx.spec.code)  # read from the signed cell: rapha.fit_private is DP mode
     dataset, researcher, settings = ctx.dataset, ctx.researcher, ctx.settings
     return {
         "job": job,

@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.receipt import PREDICATE_VERSION, metrics_digest, sha256_hex, sign_receipt
 
 from ..gates.pipeline import GATE_ORDER, GateResult
@@ -70,11 +71,12 @@ def dataset_entry(spec: JobSpec, dataset: Any, meter: Any) -> dict[str, Any]:
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
-                    currency: str) -> dict[str, Any]:
-    return {
+                    currency: str, privacy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``privacy``: a DP job's section, from the edge's trainer (checked as it was read)."""
+    predicate = {
         "receipt_version": PREDICATE_VERSION,
         "job": {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id, "code_sha256": spec.code_sha256,
-                "request_sha256": request_sha256, "params": spec.params},
+                "request_sha256": request_sha256, "params": spec.params, "mode": job_mode(spec.code)},
         "edge": edge,
         "dataset": dataset_entry(spec, dataset, meter),
         "budget": {"max_records": spec.budget.max_records, "max_seconds": spec.budget.max_seconds},
@@ -87,6 +89,9 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
         "unsafe": sorted(unsafe),
         "times": times,
     }
+    if privacy is not None:
+        predicate["privacy"] = dict(privacy)
+    return predicate
 
 
 def sign(predicate: dict[str, Any], weights: bytes, key: PrivateKey) -> dict[str, Any]:
