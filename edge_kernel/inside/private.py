@@ -145,7 +145,9 @@ def export_loss(wrapper: LossProgram, schema: dict[str, Any]) -> Any:
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.dtype.is_floating_point:
         raise ValueError(LOSS_NOT_SCALAR)
     try:
-        return torch.export.export(wrapper, inputs, dynamic_shapes=tuple({0: torch.export.Dim.AUTO} for _ in inputs))
+        batch = torch.export.Dim("batch", min=1)  # one symbol for every field: the trainer's lots vary in size
+        # forward(*tensors): the varargs are one argument, their shapes one tuple
+        return torch.export.export(wrapper, inputs, dynamic_shapes=(tuple({0: batch} for _ in inputs),))
     except Exception:
         traceback.print_exc(file=sys.stderr)
         raise ValueError(MODEL_NOT_EXPORTABLE) from None

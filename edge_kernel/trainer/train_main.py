@@ -102,12 +102,12 @@ def train(loss_program: Any, model_program: Any, config: dict[str, Any],
     trainer = PrivateTrainer(module, config["cohort_size"], settings)
     steps_per_epoch = max(1, round(1 / trainer.sample_rate))
     epsilons: list[float] = []
-    while trainer.steps_done < trainer.steps_planned and trainer.budget_left() > 0:
+    while trainer.budget_left():  # the planned steps are the budget: the accountant's epsilon at the last
         tensors = lot(channel, trainer.poisson_indices(), fields)
         trainer.step(tensors)
         if trainer.steps_done % steps_per_epoch == 0 or trainer.steps_done == trainer.steps_planned:
             epsilons.append(float(trainer.epsilon_spent()))
-    weights, program = released(module, model_program)
+    weights, program = released(trainer.state_dict(), model_program)
     privacy = {
         "mechanism": MECHANISM, "epsilon_target": float(config["epsilon"]),
         "epsilon_spent": float(trainer.epsilon_spent()), "delta": float(config["delta"]),
@@ -131,20 +131,21 @@ def lot(channel: Channel, indices: list[int], fields: list[str]) -> tuple[torch.
     return tuple(torch.from_numpy(np.ascontiguousarray(message.arrays[name])) for name in fields)
 
 
-def released(module: torch.nn.Module, model_program: Any) -> tuple[bytes, Any]:
-    """The trainer's own parameters under the model's names, as safetensors bytes, and the
-    model program carrying exactly them (for the membership check)."""
+def released(state: dict[str, torch.Tensor], model_program: Any) -> tuple[bytes, Any]:
+    """The trainer's own parameters (its ``state_dict``, the only way out of it) under the
+    model's names, as safetensors bytes, and the model program carrying exactly them (for
+    the membership check)."""
     from safetensors.torch import save
 
     trained = {name[len(LOSS_PREFIX):]: value.detach().to("cpu").contiguous().clone()
-               for name, value in module.state_dict().items() if name.startswith(LOSS_PREFIX)}
-    state = model_program.state_dict
-    if set(state) - set(trained):
+               for name, value in state.items() if name.startswith(LOSS_PREFIX)}
+    program_state = model_program.state_dict
+    if set(program_state) - set(trained):
         raise RuntimeError("the model program holds weights the loss program does not")
     tensors = {}
-    for name in state:
-        state[name] = torch.nn.Parameter(trained[name], requires_grad=False) \
-            if isinstance(state[name], torch.nn.Parameter) else trained[name]
+    for name in program_state:
+        program_state[name] = torch.nn.Parameter(trained[name], requires_grad=False) \
+            if isinstance(program_state[name], torch.nn.Parameter) else trained[name]
         tensors[name] = trained[name]
     return save(tensors), model_program
 
