@@ -217,7 +217,8 @@ def host_side_torch(root: Path) -> list[tuple[str, int, str]]:
     return [(str(path.relative_to(root)), line, name)
             for path in modules("edge_kernel", root) if "inside" not in path.relative_to(root).parts
             and not within(module_name(path, root), *CHECK_PROCESS)
-            and not (within(module_name(path, root), *TRAINER_PROCESS) and module_name(path, root) not in TRAINER_SHARED)
+            and not (within(module_name(path, root), *TRAINER_PROCESS)
+                     and module_name(path, root) not in TRAINER_SHARED)
             for line, name in imports(path, root) if within(name, "torch", "opacus")]
 
 

@@ -67,7 +67,8 @@ class Releaser:
         """The weights and metrics against the job's output policy; ``GateDenied``
         (``ReleaseDenied``) when either may not leave."""
         # DP mode: the trainer's epsilon series is the only metric, whatever names the cell declared
-        policy = spec.output_policy if run.privacy is None else \
+        private = getattr(run, "privacy", None) is not None
+        policy = spec.output_policy if not private else \
             replace(spec.output_policy, metric_names=(EPSILON_METRIC,))
         weights = check_weights(run.weights, policy)  # refuses a job that saved none
         metrics = check_metrics(run.metrics, policy)
@@ -81,7 +82,7 @@ class Releaser:
             spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
             meter=run.meter, weights=checked.weights_bytes, weights_tensors=checked.weights.tensors,
             metrics=checked.metrics, gates=gates, unsafe=self.unsafe, times=times, currency=self.currency,
-            privacy=run.privacy)
+            privacy=getattr(run, "privacy", None))
 
     # ---- a held job let go ----------------------------------------------------------
     def sign(self, predicate: dict[str, Any], weights: bytes) -> dict[str, Any]:

@@ -58,6 +58,7 @@ RUNTIME_MESSAGES = frozenset({
     "unknown request",
     f"loader needs batch_size 1-{BROKER_MAX_BATCH_SIZE}, shuffle, seed >= 0",
     f"at most {BROKER_MAX_LOADERS} loaders per job",
+    "a lot names distinct cohort positions",  # to the edge's trainer only; listed as every broker refusal is
     LOADER_IN_DP_MODE, OUTPUTS_IN_DP_MODE, FIT_PRIVATE_NOT_DP, FIT_PRIVATE_TWICE, NOT_A_MODULE, LOSS_NOT_SCALAR,
     MODEL_NOT_EXPORTABLE, *PRIVATE_REQUEST_MESSAGES,
 })

@@ -4,8 +4,6 @@ DP-SGD on lots the broker meters, and only the trainer's parameters come out."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
