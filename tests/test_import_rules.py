@@ -58,7 +58,7 @@ TRAINER_SHARED = ("edge_kernel.privacy", "edge_kernel.privacy.errors")
 INSIDE_PRIVACY = "edge_kernel.privacy.validate"
 POLICY_ENGINE = ("regopy", "edge_kernel.gates.policy", "edge_kernel.release.policy")
 PROTOCOL = "jupyter_rapha.protocol"
-INSIDE_LIBRARIES = ("numpy", "torch", "safetensors")
+INSIDE_LIBRARIES = ("numpy", "torch", "safetensors", "opacus")  # opacus: fixing a model at export
 WIRE_LIBRARIES = ("numpy",)
 # The one place host-side code may name the inside: the command line the job process runs.
 LAUNCHER = Path("edge_kernel/sandbox/runner.py")

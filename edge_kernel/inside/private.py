@@ -107,15 +107,34 @@ def fit_private(rapha: PrivateRapha, model: Any, loss_fn: Any, *, epochs: int, b
 
 def fixed(model: torch.nn.Module) -> torch.nn.Module:
     """Opacus's ``ModuleValidator.fix`` where it is safe (BatchNorm becomes GroupNorm);
-    the trainer validates the exported program again, whatever happens here."""
+    the trainer validates the exported program again, whatever happens here. Its copy of
+    the model pickles it, which a class defined in the cell does not survive (it is not
+    importable by name): then the same fixers are applied to the model in place."""
     from ..privacy.validate import fix_model
 
     try:
         result: torch.nn.Module = fix_model(model)
     except Exception:  # the trainer refuses what could not be fixed, naming the layer
         traceback.print_exc(file=sys.stderr)
-        return model
+        return _fixed_in_place(model)
     return result
+
+
+def _fixed_in_place(model: torch.nn.Module) -> torch.nn.Module:
+    from opacus.utils.module_utils import get_submodule, trainable_modules
+    from opacus.validators import ModuleValidator
+
+    try:
+        for name in [name for name, _ in trainable_modules(model)]:
+            sub_module = get_submodule(model, name)
+            fixer = ModuleValidator.FIXERS.get(type(sub_module))
+            if fixer is not None:
+                replacement = fixer(sub_module).to(next(sub_module.parameters()).device)
+                model = ModuleValidator._replace_sub_module(root=model, sub_module_name=name,
+                                                            new_sub_module=replacement)
+    except Exception:  # the trainer refuses what is left, naming the layer
+        traceback.print_exc(file=sys.stderr)
+    return model
 
 
 def field_order(schema: dict[str, Any]) -> tuple[list[str], list[str]]:

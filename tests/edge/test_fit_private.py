@@ -96,6 +96,17 @@ def test_batch_norm_is_fixed_at_export(tmp_path):
     assert not any("running_mean" in name for name in loss_program.state_dict)  # GroupNorm now
 
 
+def test_batch_norm_in_a_class_the_cell_defines_is_fixed_too(tmp_path):
+    # a class made by the cell is not importable by name, so Opacus's copy of it fails
+    namespace = {"__name__": "__main__", "torch": torch}
+    exec("class CellModel(torch.nn.Module):\n"
+         "    def __init__(self):\n        super().__init__()\n"
+         "        self.norm = torch.nn.BatchNorm2d(1)\n        self.head = torch.nn.Linear(32 * 32, 2)\n"
+         "    def forward(self, image):\n        return self.head(self.norm(image).flatten(1))\n", namespace)
+    loss_program, _ = programs(fit(tmp_path, namespace["CellModel"]()))
+    assert not any("running_mean" in name for name in loss_program.state_dict)
+
+
 def test_batch_statistics_the_fix_cannot_reach_are_refused_naming_the_layer(tmp_path):
     out = fit(tmp_path, BatchStatistics())
     with pytest.raises(TrainerRefused) as refused:
