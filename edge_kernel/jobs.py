@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
 from jupyter_rapha.protocol.contract import CANCELLABLE_STATES
 from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import envelope_digest
@@ -251,7 +252,7 @@ class JobManager:
             return
         policy = ctx.results.get("policy")
         try:
-            limits = enforceable(policy.obligations if policy is not None else {})
+            limits = enforceable(policy.obligations if policy is not None else {}, mode=job_mode(spec.code))
         except GateDenied as denied:
             self.audit.append("obligations.deny", job_id=job_id, detail={"reasons": denied.reasons})
             self.store.transition(job_id, "denied", gates=entries, reasons=[f"policy: {r}" for r in denied.reasons])
@@ -286,6 +287,10 @@ class JobManager:
         if run.status != "completed":
             reason = {"timeout": f"the job ran past its {spec.budget.max_seconds} s budget"}.get(
                 run.status, "the job's code raised an error")
+            if run.refusal is not None:  # DP mode: the trainer or the runner refused what the cell handed over
+                reason = run.refusal
+            elif job_mode(spec.code) == "dp" and run.error is None:
+                reason = "the edge's private training did not complete"
             # the error was sanitised once, as it was read (release.error_report)
             self.store.transition(job_id, "failed", reasons=[reason], error=run.error,
                                   progress=self._progress(job_id, run.meter))

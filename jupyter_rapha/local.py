@@ -132,6 +132,17 @@ class LocalRuntime:
             tensors[str(key)] = value.detach().cpu().contiguous().clone()
         self.weights = save(tensors)
 
+    def fit_private(self, model: Any, loss_fn: Any, *, epochs: int = 1, batch_size: int = 32, lr: float = 0.1,
+                    max_grad_norm: float = 1.0, optimiser: str = "sgd") -> None:
+        """DP mode, as at the edge: the model and loss checked, exported and trained with
+        DP-SGD (Opacus) on the synthetic cohort; ``metrics`` gets the epsilon per epoch."""
+        from .private_local import fit_private_locally
+
+        settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_grad_norm": max_grad_norm,
+                    "optimiser": optimiser}
+        self.weights, self.metrics = fit_private_locally(self.data, self.schema, model, loss_fn, settings)
+        self.records_seen.update(range(self.cohort_size))  # Poisson lots reach every record, in time
+
     @property
     def records_used(self) -> int:
         return len(self.records_seen)
@@ -250,5 +261,6 @@ def run_local(code: str, namespace: dict[str, Any], runtime: LocalRuntime, first
         else:
             namespace["rapha"] = previous
     if runtime.weights is None:
-        raise RaphaError("the cell finished without calling rapha.save(model): no weights would come back")
+        raise RaphaError("the cell finished without calling rapha.save(model) (or rapha.fit_private): "
+                         "no weights would come back")
     return LocalOutcome(runtime.weights, runtime.metrics, runtime.records_used, runtime.cohort_size)

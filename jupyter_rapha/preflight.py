@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from jupyter_rapha.protocol.cellinfo import metric_name_problems
 from jupyter_rapha.protocol.environment import CodeFile, Environment, ImportCheck, check_imports
 from jupyter_rapha.protocol.policy import Decision, PolicyBundle, evaluate, load_engine
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.scan import DEFAULT_ALLOWED_MODULES, ScanReport, scan_source
 
 _SEVERITY_WORDS = {"high": "will be refused", "medium": "may be refused", "low": "note"}
@@ -64,7 +65,8 @@ def preflight(source: str, *, job: Mapping[str, Any] | None = None, policy: Poli
         lines += [*imports.missing, *imports.notes]
     decision = None
     if policy is not None:
-        doc = dry_run_input(report, job or {}, researcher, dataset, edge, attestation)
+        # the mode the edge reads from the same cell (rapha.fit_private is DP mode)
+        doc = dry_run_input(report, {**(job or {}), "mode": job_mode(source)}, researcher, dataset, edge, attestation)
         decision = evaluate(policy, doc, engine=_torch_first_engine)
         lines += [_explain_reason(reason, report, source, first_line) for reason in decision.deny
                   if not _repeats_scan(reason, report)]
@@ -82,7 +84,9 @@ def dry_run_input(report: ScanReport, job: Mapping[str, Any], researcher: Mappin
                   attestation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     budget = job.get("budget", {}) if isinstance(job.get("budget"), Mapping) else {}
     assumed_dataset = {"name": job.get("dataset"), "fields": list(job.get("fields", [])),
-                       "sensitivity": "special-category", "cohort_size": budget.get("max_records"),
+                       # not assumed special-category: that would refuse every standard cell in the dry
+                       # run; the edge's catalog gives the real class (dispatch passes it)
+                       "sensitivity": "unknown", "cohort_size": budget.get("max_records"),
                        "max_records": budget.get("max_records"), "price": "0"}
     return {
         "job": {k: v for k, v in job.items() if k != "code"},

@@ -16,6 +16,7 @@ from typing import Any
 from .protocol.anchor_proof import is_pending
 from .protocol.checks import Verification
 from .protocol.disclosure import disclosure_problem, disclosure_summary
+from .protocol.private import privacy_problem, privacy_summary
 from .receipt_chart import curve_metric, sparkline, svg_curve
 from .verdict import MARKS, Verdict, verdict_of
 
@@ -61,7 +62,17 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "curve": curve_metric(predicate.get("metrics")),
         "attestation": _attestation_text(predicate),
         "disclosure": _disclosure_text(predicate),
+        "privacy": _privacy_text(predicate),
     }
+
+
+def _privacy_text(predicate: dict[str, Any]) -> str:
+    """A DP job's budget and what its trainer spent, in one line ("" for a standard job;
+    a malformed section reads as such, and the verification's privacy line fails)."""
+    section = predicate.get("privacy")
+    if section is None:
+        return ""
+    return privacy_summary(section) if not privacy_problem(section) else "malformed (see checks)"
 
 
 def _disclosure_text(predicate: dict[str, Any]) -> str:
@@ -146,6 +157,7 @@ class ReceiptWidget:
             ("records root", _hash(s["records_root"])),
             ("attestation", escape(s["attestation"] or "—")),
             ("disclosure", escape(s["disclosure"] or "—")),
+            *([("privacy", escape(s["privacy"]))] if s["privacy"] else []),
             ("anchor", self._anchor_html()),
         ]
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -221,6 +233,7 @@ class ReceiptWidget:
                  f"  weights       {short(s['weights_sha256'])}",
                  f"  attestation   {s['attestation'] or '-'}",
                  f"  disclosure    {s['disclosure'] or '-'}",
+                 *([f"  privacy       {s['privacy']}"] if s["privacy"] else []),
                  "  anchor        " + self._anchor_text()]
         if s["curve"]:
             name, values = s["curve"]

@@ -36,7 +36,3 @@ deny contains sprintf("%d epochs requested; at most %d are allowed", [input.job.
 obligations["max_epochs"] := ceilings.max_epochs
 
 obligations["max_seconds"] := min([input.job.budget.max_seconds, ceilings.max_seconds])
-
-# Control: UK GDPR Art. 9 and Art. 32 - special-category data trains only with
-# differential privacy.
-obligations["dp_required"] := input.dataset.sensitivity in data.hospital.privacy.dp_required_sensitivities

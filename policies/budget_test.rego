@@ -28,8 +28,3 @@ test_obligations_carry_limits if {
 	d.obligations.max_seconds == 600
 	d.obligations.dp_required == false
 }
-
-test_special_category_requires_dp if {
-	d := decision_for(vary("dataset", {"sensitivity": "special-category"}))
-	d.obligations.dp_required == true
-}

@@ -16,6 +16,12 @@
   exception is the disclosure check process (``release/check_main``), a process of its own
   that loads the job's exported program: the modules only it runs (CHECK_PROCESS) may
   import torch, they never import the policy engine, and no edge-process module imports them;
+- the same for the DP trainer's process (``edge_kernel/privacy/`` and its main,
+  ``edge_kernel/trainer/``, torch and Opacus; it loads programs through the check process's
+  safe loader): none of it imports the policy engine, and nothing outside it imports it but
+  its torch-free ``errors`` (the error type the edge may catch) and the job process, which
+  may take ``privacy/validate`` (the fix of a model at export, a convenience the trainer
+  never relies on);
 - neither package has an import circle.
 
 Which imports count: every ``import`` anywhere in a module, function-local ones included,
@@ -44,9 +50,15 @@ WIRE = "edge_kernel.wire"
 CHECK_MAIN = "edge_kernel.release.check_main"
 # Run only in the disclosure check process, which never loads regopy: torch is allowed there.
 CHECK_PROCESS = ("edge_kernel.release.program", "edge_kernel.release.membership")
+# The DP trainer's own process (edge_kernel/privacy/, edge_kernel/trainer/), which never loads
+# regopy either: torch and Opacus are allowed there. Its errors module imports neither, so the
+# edge may name it.
+TRAINER_PROCESS = ("edge_kernel.privacy", "edge_kernel.trainer")
+TRAINER_SHARED = ("edge_kernel.privacy", "edge_kernel.privacy.errors")
+INSIDE_PRIVACY = "edge_kernel.privacy.validate"
 POLICY_ENGINE = ("regopy", "edge_kernel.gates.policy", "edge_kernel.release.policy")
 PROTOCOL = "jupyter_rapha.protocol"
-INSIDE_LIBRARIES = ("numpy", "torch", "safetensors")
+INSIDE_LIBRARIES = ("numpy", "torch", "safetensors", "opacus")  # opacus: fixing a model at export
 WIRE_LIBRARIES = ("numpy",)
 # The one place host-side code may name the inside: the command line the job process runs.
 LAUNCHER = Path("edge_kernel/sandbox/runner.py")
@@ -128,7 +140,7 @@ def _ids(path: Path) -> str:
 def inside_breaches(root: Path) -> list[tuple[str, int, str]]:
     """Imports in inside/ of anything but inside/, the wire, the protocol, stdlib and the
     few libraries the runtime needs."""
-    allowed_first_party = (INSIDE, WIRE, PROTOCOL)
+    allowed_first_party = (INSIDE, WIRE, PROTOCOL, INSIDE_PRIVACY)
     return [(str(path.relative_to(root)), line, name)
             for path in modules("edge_kernel/inside", root) for line, name in imports(path, root)
             if not within(name, *allowed_first_party, *INSIDE_LIBRARIES)
@@ -205,7 +217,9 @@ def host_side_torch(root: Path) -> list[tuple[str, int, str]]:
     return [(str(path.relative_to(root)), line, name)
             for path in modules("edge_kernel", root) if "inside" not in path.relative_to(root).parts
             and not within(module_name(path, root), *CHECK_PROCESS)
-            for line, name in imports(path, root) if within(name, "torch")]
+            and not (within(module_name(path, root), *TRAINER_PROCESS)
+                     and module_name(path, root) not in TRAINER_SHARED)
+            for line, name in imports(path, root) if within(name, "torch", "opacus")]
 
 
 def check_process_breaches(root: Path) -> list[tuple[str, int, str]]:
@@ -214,12 +228,34 @@ def check_process_breaches(root: Path) -> list[tuple[str, int, str]]:
     found = []
     for path in modules("edge_kernel", root):
         name = module_name(path, root)
-        own = within(name, *CHECK_PROCESS, CHECK_MAIN)
+        # processes of their own, without regopy: the check process, the trainer (which loads
+        # programs through the safe loader) and the job process
+        own = within(name, *CHECK_PROCESS, CHECK_MAIN, *TRAINER_PROCESS, INSIDE)
         for line, imported in imports(path, root):
             if (own and within(imported, *POLICY_ENGINE)) or (
                     not own and within(imported, *CHECK_PROCESS)):
                 found.append((str(path.relative_to(root)), line, imported))
     return found
+
+
+def trainer_process_breaches(root: Path) -> list[tuple[str, int, str]]:
+    """The trainer's modules importing the policy engine, or a module outside the trainer
+    importing any of them but the torch-free errors (which would load torch beside regopy)."""
+    found = []
+    for path in modules("edge_kernel", root):
+        name = module_name(path, root)
+        own = within(name, *TRAINER_PROCESS)
+        for line, imported in imports(path, root):
+            inside_fix = within(name, INSIDE) and within(imported, INSIDE_PRIVACY)
+            if (own and within(imported, *POLICY_ENGINE)) or (
+                    not own and within(imported, *TRAINER_PROCESS) and not _names_shared(imported)
+                    and not inside_fix):
+                found.append((str(path.relative_to(root)), line, imported))
+    return found
+
+
+def _names_shared(imported: str) -> bool:
+    return imported in TRAINER_SHARED or imported.rpartition(".")[0] == "edge_kernel.privacy.errors"
 
 
 def imports_of_the_extension(root: Path) -> list[tuple[str, int, str]]:
@@ -348,6 +384,22 @@ def test_the_sandbox_package_is_host_side_supervision_only():
 
 def test_torch_stays_in_the_check_process():
     assert check_process_breaches(ROOT) == []
+
+
+def test_torch_stays_in_the_trainer_process():
+    assert modules("edge_kernel/privacy"), "edge_kernel/privacy is gone: update the rule, do not drop it"
+    assert trainer_process_breaches(ROOT) == []
+
+
+def test_trainer_process_breaches_are_caught(tmp_path):
+    root = _tree(tmp_path, {"edge_kernel/privacy/dpsgd.py": "import torch\nfrom ..gates import policy\n",
+                            "edge_kernel/privacy/errors.py": "import torch\n",
+                            "edge_kernel/jobs.py": "from .privacy.errors import PrivacyError\n"
+                                                   "def f():\n    from .privacy import dpsgd\n"})
+    assert host_side_torch(root) == [("edge_kernel/privacy/errors.py", 1, "torch")]
+    assert sorted(trainer_process_breaches(root)) == [
+        ("edge_kernel/jobs.py", 3, "edge_kernel.privacy.dpsgd"),
+        ("edge_kernel/privacy/dpsgd.py", 2, "edge_kernel.gates.policy")]
 
 
 def test_check_process_breaches_are_caught(tmp_path):

@@ -28,6 +28,7 @@ from jupyter_rapha.protocol.merkle import MerkleTree
 
 from ..wire.channel import SHM_ALIGN, Channel, ChannelError, SharedArena, shm_layout
 from .feeder import Feeder
+from ..wire.messages import LOADER_IN_DP_MODE
 from .holdback import split_cohort
 from .source import Index, RecordRef, Source
 from .transforms import receipt_entry
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 4096
 MAX_LOADERS = 16
+MAX_LOT_SIZE = 65536  # a Poisson lot of the largest batch size stays far below this
 
 
 @dataclass(frozen=True)
@@ -135,11 +137,15 @@ class _Loader:
 class Broker:
     def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
                  arena: SharedArena | None = None, max_epochs: int | None = None,
-                 holdback_size: int = 0, holdback_seed: int = 0, feeder: Feeder | None = None) -> None:
+                 holdback_size: int = 0, holdback_seed: int = 0, feeder: Feeder | None = None,
+                 private: bool = False) -> None:
         self.source = source
         # Prepares records (in decoder processes, ahead of the job's requests); the broker
         # still counts each batch before it crosses. The caller closes a feeder it passes.
         self.feeder = feeder if feeder is not None else Feeder(source)
+        # DP mode: the job's channel gets no record at all (every loader refused); only the
+        # edge's trainer, on a channel of its own (serve(trainer=True)), asks for lots.
+        self.private = private
         self.specs = dict(source.specs)
         self._layout = schema_layout(self.specs)
         self._record_bytes = sum(dtype.itemsize * int(np.prod(shape)) for dtype, shape in self._layout.values())
@@ -184,12 +190,12 @@ class Broker:
         return {"records_used": self.meter.records_used, "batches": self.batches_served,
                 "epochs": epochs, "cohort_size": len(self.cohort)}
 
-    def serve(self, sock: socket.socket) -> None:
-        """Answer the job until it closes its end; never raises (the runner reads
-        ``fault`` and ``job_misbehaved``)."""
+    def serve(self, sock: socket.socket, *, trainer: bool = False) -> None:
+        """Answer the job (or, ``trainer``, the edge's DP trainer) until it closes its end;
+        never raises (the runner reads ``fault`` and ``job_misbehaved``)."""
         channel = Channel(sock, max_payload_bytes=0)  # the job never sends arrays
         try:
-            self._loop(channel)
+            self._loop(channel, trainer)
         except ChannelError:
             self.job_misbehaved = True
             log.warning("job broke the broker protocol; channel closed")
@@ -201,10 +207,15 @@ class Broker:
         finally:
             channel.close()
 
-    def _loop(self, channel: Channel) -> None:
+    def _loop(self, channel: Channel, trainer: bool = False) -> None:
         while (message := channel.recv()) is not None:
             try:
-                header, arrays = self._answer(message.header)
+                if trainer:
+                    header, arrays = self._lot(message.header)
+                elif self.private:
+                    header, arrays = {"ok": False, "error": LOADER_IN_DP_MODE}, {}
+                else:
+                    header, arrays = self._answer(message.header)
             except BudgetDenied:
                 header, arrays = {"ok": False, "error": "budget exhausted"}, {}
             channel.send(header, arrays)
@@ -224,6 +235,22 @@ class Broker:
         if op == "next":
             return self._next(loader, request.get("shm_offset"))
         return {"ok": False, "error": "unknown request"}, {}
+
+    def _lot(self, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """One Poisson lot for the trainer: cohort positions it drew, each at most once.
+        Counted before it is handed over, like every batch (S3)."""
+        indices = request.get("indices")
+        if request.get("op") != "lot" or not isinstance(indices, list) or len(indices) > MAX_LOT_SIZE \
+                or not all(_plain_int(i, 0, len(self.cohort) - 1) for i in indices) \
+                or len(set(indices)) != len(indices):
+            return {"ok": False, "error": "a lot names distinct cohort positions"}, {}
+        refs = [self.cohort[i] for i in indices]
+        columns = self._granted(self.feeder.records(refs))
+        self.meter.admit([ref.pseudonym for ref in refs])  # BudgetDenied: refused, nothing handed over
+        self.batches_served += 1
+        arrays = {name: _fill(np.empty((len(refs), *shape), dtype), columns[name]) if refs
+                  else np.empty((0, *shape), dtype) for name, (dtype, shape) in self._layout.items()}
+        return {"ok": True, "count": len(refs)}, arrays
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
         batch_size, shuffle, seed = request.get("batch_size"), request.get("shuffle"), request.get("seed")

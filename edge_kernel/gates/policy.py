@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.policy import (
     DATA_FILE, DEFAULT_TIMEOUT_S, Decision, EngineLoader, PolicyBundle, evaluate, load_engine,
 )
@@ -63,6 +64,7 @@ def build_policy_input(ctx: GateContext) -> dict[str, Any]:
     job.pop("code", None)
     for item in job.get("includes", []):
         item.pop("code", None)  # judged by its scan, like the cell
+    job["mode"] = job_mode(ctx.spec.code)  # read from the signed cell: rapha.fit_private is DP mode
     dataset, researcher, settings = ctx.dataset, ctx.researcher, ctx.settings
     return {
         "job": job,

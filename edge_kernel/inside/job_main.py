@@ -32,6 +32,7 @@ import torch
 from ..wire.channel import Channel, SharedArena
 from .parent import die_with_parent
 from ..wire.messages import public_message
+from .private import PrivateRapha
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     shared = SharedArena.attach(args.shm_fd) if args.shm_fd is not None else None
     # On one core a polling job would only hold off the broker it waits for.
     spin = WAIT_SPIN_SECONDS if len(os.sched_getaffinity(0)) >= 2 else 0.0
-    rapha = Rapha(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
+    kind = PrivateRapha if job.get("mode") == "dp" else Rapha
+    rapha = kind(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
                   job.get("schema", {}), OUT_DIR, shared)
     _take_inputs(job, rapha)
     try:

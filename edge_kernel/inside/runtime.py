@@ -26,7 +26,7 @@ import torch
 from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, is_metric_name
 
 from ..wire.channel import SHM_ALIGN, Channel, SharedArena, shm_items
-from ..wire.messages import MAX_METRIC_POINTS
+from ..wire.messages import FIT_PRIVATE_NOT_DP, MAX_METRIC_POINTS
 from ..wire.outputs import PROGRAM_FILE
 
 MAX_BATCH_BYTES = 1024 * 1024 * 1024
@@ -251,6 +251,10 @@ class Rapha:
         save_file(tensors, str(self.out_dir / "weights.safetensors"))
         self._save_program(model_or_state_dict, tensors)
         self.saved = True
+
+    def fit_private(self, model: Any, loss_fn: Any, **settings: Any) -> None:
+        """DP mode only (``inside/private.py``), which the edge reads from the cell's text."""
+        raise RuntimeError(FIT_PRIVATE_NOT_DP)
 
     def _save_program(self, model: Any, tensors: dict[str, torch.Tensor]) -> None:
         program = self.out_dir / PROGRAM_FILE

@@ -49,17 +49,17 @@ def read_outputs(workdir: Path, spec: JobSpec, *, completed: bool) -> JobOutputs
         raise OutputRefused("the job's out/ is not a plain directory") from exc
     try:
         if not completed:
-            return JobOutputs(error=error_report(_read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
+            return JobOutputs(error=error_report(read_plain(out, "error.json", OUTPUT_LIMITS.error_report_bytes),
                                                  spec.code, spec.cell_first_line))
-        weights = _read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
-        metrics = _metrics(_read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes))
+        weights = read_plain(out, "weights.safetensors", spec.output_policy.max_weights_bytes)
+        metrics = _metrics(read_plain(out, "metrics.json", OUTPUT_LIMITS.metrics_bytes))
         return JobOutputs(weights=weights, metrics=metrics,
                           program=_program(out, spec) if weights is not None else None)
     finally:
         os.close(out)
 
 
-def _read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
+def read_plain(dir_fd: int, name: str, limit: int) -> bytes | None:
     """Read a job-written file as hostile: a symlink or hard link could point the edge,
     which can read the dataset, at a file the job cannot see; a FIFO would block."""
     try:
@@ -82,7 +82,7 @@ def _program(dir_fd: int, spec: JobSpec) -> bytes | None:
     """The exported program, read as hostile as the rest; one larger than its weights
     could ever make it is not read, and the membership check then finds none."""
     try:
-        return _read_plain(dir_fd, PROGRAM_FILE, 2 * spec.output_policy.max_weights_bytes + PROGRAM_OVERHEAD_BYTES)
+        return read_plain(dir_fd, PROGRAM_FILE, 2 * spec.output_policy.max_weights_bytes + PROGRAM_OVERHEAD_BYTES)
     except OutputTooLarge:  # a link or a FIFO in out/ stays an attack, refused as such
         return None
 

@@ -55,8 +55,10 @@ _SYMBOL = re.compile(r"^[a-z]{1,3}[0-9]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Guard code is Python that torch compiles into a function; only comparisons of input sizes
 # with each other or with whole numbers (``L['scan'].size()[0] == L['age'].size()[0]``, what a
-# model with several inputs of one batch size gets) are let through.
-_SIZE = r"L\['[A-Za-z_][A-Za-z0-9_]*'\]\.size\(\)\[[0-9]{1,2}\]"
+# model with several inputs of one batch size gets; ``L['tensors'][0]`` for the items of a
+# ``*tensors`` argument, as the DP loss program of ``rapha.fit_private`` takes its fields) are
+# let through.
+_SIZE = r"L\['[A-Za-z_][A-Za-z0-9_]*'\](\[[0-9]{1,3}\])?\.size\(\)\[[0-9]{1,2}\]"
 _GUARD = re.compile(rf"{_SIZE} (==|!=|<=|>=|<|>) ({_SIZE}|-?[0-9]{{1,12}})")
 
 

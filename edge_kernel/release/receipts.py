@@ -11,6 +11,7 @@ from typing import Any
 
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.receipt import PREDICATE_VERSION, metrics_digest, sha256_hex, sign_receipt
 
 from ..gates.pipeline import GATE_ORDER, GateResult
@@ -74,7 +75,7 @@ def job_entry(spec: JobSpec, request_sha256: str) -> dict[str, Any]:
     and size: the receipt binds code, data, policy, weights in and weights out."""
     entry: dict[str, Any] = {"id": spec.job_id, "researcher_key_id": spec.researcher_key_id,
                              "code_sha256": spec.code_sha256, "request_sha256": request_sha256,
-                             "params": spec.params}
+                             "params": spec.params, "mode": job_mode(spec.code)}
     if spec.includes:
         entry["code"] = {"sha256": spec.code_listing_sha256, "files": spec.code_listing()}
     if spec.artifacts:
@@ -85,8 +86,9 @@ def job_entry(spec: JobSpec, request_sha256: str) -> dict[str, Any]:
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
-                    currency: str) -> dict[str, Any]:
-    return {
+                    currency: str, privacy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``privacy``: a DP job's section, from the edge's trainer (checked as it was read)."""
+    predicate = {
         "receipt_version": PREDICATE_VERSION,
         "job": job_entry(spec, request_sha256),
         "edge": edge,
@@ -101,6 +103,9 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
         "unsafe": sorted(unsafe),
         "times": times,
     }
+    if privacy is not None:
+        predicate["privacy"] = dict(privacy)
+    return predicate
 
 
 def sign(predicate: dict[str, Any], weights: bytes, key: PrivateKey) -> dict[str, Any]:

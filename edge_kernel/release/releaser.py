@@ -12,7 +12,7 @@ never from what the job said about itself.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from jupyter_rapha.protocol.anchor_proof import pending_anchor
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.private import EPSILON_METRIC
 from jupyter_rapha.protocol.receipt import envelope_digest, verify_receipt
 
 from ..gates.pipeline import GateResult
@@ -65,8 +66,12 @@ class Releaser:
     def check(self, spec: JobSpec, run: RunOutcome) -> CheckedOutputs:
         """The weights and metrics against the job's output policy; ``GateDenied``
         (``ReleaseDenied``) when either may not leave."""
-        weights = check_weights(run.weights, spec.output_policy)  # refuses a job that saved none
-        metrics = check_metrics(run.metrics, spec.output_policy)
+        # DP mode: the trainer's epsilon series is the only metric, whatever names the cell declared
+        private = getattr(run, "privacy", None) is not None
+        policy = spec.output_policy if not private else \
+            replace(spec.output_policy, metric_names=(EPSILON_METRIC,))
+        weights = check_weights(run.weights, policy)  # refuses a job that saved none
+        metrics = check_metrics(run.metrics, policy)
         gate = GateResult("release", "pass", {"weights_bytes": weights.byte_size, "tensors": weights.tensors,
                                               "metric_names": sorted(metrics)})
         return CheckedOutputs(weights.checked, weights, metrics, gate)
@@ -76,7 +81,8 @@ class Releaser:
         return receipts.build_predicate(
             spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
             meter=run.meter, weights=checked.weights_bytes, weights_tensors=checked.weights.tensors,
-            metrics=checked.metrics, gates=gates, unsafe=self.unsafe, times=times, currency=self.currency)
+            metrics=checked.metrics, gates=gates, unsafe=self.unsafe, times=times, currency=self.currency,
+            privacy=getattr(run, "privacy", None))
 
     # ---- a held job let go ----------------------------------------------------------
     def sign(self, predicate: dict[str, Any], weights: bytes) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from jupyter_rapha.protocol.errors import SandboxFault
 from jupyter_rapha.protocol.jobspec import JobSpec
+from jupyter_rapha.protocol.private import MODE_DP, job_mode
 
 from ..artifacts import ArtifactStore, remove_inputs, stage_includes
 from ..data.broker import Broker, MeterSummary
@@ -37,7 +38,7 @@ from ..data.holdback import Holdback
 from ..data.pseudonym import derive_seed
 from ..data.record_store import RecordStore, dataset_cache_dir
 from ..data.registry import Dataset, DatasetRegistry
-from ..gates.obligations import Limits
+from ..gates.obligations import Limits, PrivacyBudget
 from ..release.outputs import JobOutputs, OutputRefused, read_outputs
 from ..data.source import Index, Source
 from ..data.sources import open_source
@@ -45,6 +46,7 @@ from ..settings import Settings
 from ..wire.channel import SharedArena
 from .launch import wrap_command
 from .lifeline import PROCESS_FILE, JobProcess, write_process_file
+from .private import NotTrainable, TrainerResult, prepare_trainer, read_trainer, trainer_command
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,18 @@ class RunOutcome:
     # the exported program (out/model.pt2) for the membership check; edge-side only, never
     # released; None when the model could not be exported (the check: "not checkable")
     program: bytes | None = None
+    # DP mode: the trainer's privacy section (the receipt's ``privacy``), None otherwise
+    privacy: dict[str, Any] | None = None
+    # a reason the researcher reads when a DP job's model could not be trained privately
+    refusal: str | None = None
 
 
 def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields: list[str] | tuple[str, ...],
             hmac_key: bytes, workdir: Path, settings: Settings, *, cancel: threading.Event | None = None,
             on_progress: ProgressCallback | None = None, consent: OptOutList | None = None,
             index: Index | None = None, max_epochs: int | None = None,
-            process_file: Path | None = None, holdback: Holdback | None = None) -> RunOutcome:
+            process_file: Path | None = None, holdback: Holdback | None = None,
+            privacy: PrivacyBudget | None = None) -> RunOutcome:
     """Run a job against the dataset's declared source; ``consent`` drops opted-out
     patients before anything is counted; ``index`` reuses one the edge already built;
     ``process_file`` (outside ``workdir``) names the job's process while it runs, for an
@@ -86,7 +93,8 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     return run_source(spec, source, index, hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
                       max_epochs=max_epochs, process_file=process_file, holdback=holdback,
-                      feeder=job_feeder(source, settings, cache))
+                      feeder=None if job_mode(spec.code) == MODE_DP else job_feeder(source, settings, cache),
+                      privacy=privacy)  # a DP job's lots are read by the broker thread (no decoder pool yet)
 
 
 def job_feeder(source: Source, settings: Settings, cache: Path) -> Feeder:
@@ -114,6 +122,7 @@ class JobRunner:
                            workdir, self.settings, cancel=cancel, on_progress=on_progress, consent=consent,
                            max_epochs=limits.max_epochs if limits is not None else None,
                            holdback=limits.holdback if limits is not None else None,
+                           privacy=limits.privacy if limits is not None else None,
                            process_file=workdir.parent / PROCESS_FILE)  # outside what the job may write
         finally:
             if self.settings.sandbox.unsafe_keep_job_files:
@@ -123,6 +132,8 @@ class JobRunner:
                 # Minimum necessary (S2) applies to what stays behind too: the job's
                 # stdout may hold record data it printed. Its outputs were read already.
                 shutil.rmtree(workdir, onerror=_log_removal_error)
+                if trainer_dir(workdir).exists():
+                    shutil.rmtree(trainer_dir(workdir), onerror=_log_removal_error)
             remove_inputs(workdir.parent)  # copies of the researcher's own files, kept in the store
 
 
@@ -134,13 +145,14 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
                *, max_records: int, cancel: threading.Event | None = None,
                on_progress: ProgressCallback | None = None, max_epochs: int | None = None,
                process_file: Path | None = None, holdback: Holdback | None = None,
-               feeder: Feeder | None = None) -> RunOutcome:
+               feeder: Feeder | None = None, privacy: PrivacyBudget | None = None) -> RunOutcome:
     """``feeder``: prepares the records (decoder pool, disk cache); closed, its decoders
     stopped, when the job ends, however it ends. None: the broker reads the source itself."""
     try:
         return _run_source(spec, source, index, hmac_key, workdir, settings, max_records=max_records,
                            cancel=cancel, on_progress=on_progress, max_epochs=max_epochs,
-                           process_file=process_file, holdback=holdback, feeder=feeder)
+                           process_file=process_file, holdback=holdback, feeder=feeder,
+                           privacy=privacy)
     finally:
         if feeder is not None:
             feeder.close()
@@ -151,8 +163,12 @@ def run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wor
 def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, workdir: Path, settings: Settings,
                 *, max_records: int, cancel: threading.Event | None, on_progress: ProgressCallback | None,
                 max_epochs: int | None, process_file: Path | None, holdback: Holdback | None,
-                feeder: Feeder | None) -> RunOutcome:
+                feeder: Feeder | None, privacy: PrivacyBudget | None) -> RunOutcome:
     started = _now()
+    deadline = time.monotonic() + spec.budget.max_seconds
+    private = job_mode(spec.code) == MODE_DP
+    if private and privacy is None:  # the policy gate refuses this first; never run one unbudgeted (S4)
+        raise SandboxFault("a DP job reached the runner without a privacy budget")
     budget = min(spec.budget.max_records, max_records)
     arena = SharedArena.create()
     # Both seeds are keyed: the researcher cannot pick a job id that selects records, nor
@@ -160,8 +176,10 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
     broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
                     max_epochs=max_epochs,
                     holdback_size=holdback.size(len(index.records)) if holdback is not None else 0,
-                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id), feeder=feeder)
+                    holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id), feeder=feeder,
+                    private=private)
     workdir = Path(workdir)
+    trained: TrainerResult | None = None
     try:
         _prepare_workdir(workdir, spec, source, settings)
         if feeder is not None:
@@ -182,11 +200,75 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
             if feeder is not None:
                 feeder.close()  # a broker waiting on a decoder wakes with a fault, then stops
             _stop_broker(parent, thread)
+        if private and status == "completed" and broker.fault is None and not broker.job_misbehaved:
+            status, trained = _train(spec, workdir, source, broker, settings, privacy, max_epochs,
+                                     _Run(deadline, cancel, on_progress, process_file))
     finally:
         if arena is not None:
             arena.close()
     log.info("job %s ended: %s (exit %s)", spec.job_id, status, process.returncode)
-    return _outcome(spec, workdir, status, process.returncode, broker, started)
+    return _outcome(spec, workdir, status, process.returncode, broker, started, trained)
+
+
+@dataclass(frozen=True)
+class _Run:
+    deadline: float
+    cancel: threading.Event | None
+    on_progress: ProgressCallback | None
+    process_file: Path | None
+
+
+def trainer_dir(workdir: Path) -> Path:
+    """Beside the job's directory, never inside what the job could write."""
+    return workdir.with_name(workdir.name + "-train")
+
+
+def _train(spec: JobSpec, workdir: Path, source: Source, broker: Broker, settings: Settings,
+           privacy: PrivacyBudget | None, max_epochs: int | None, run: _Run) -> tuple[str, TrainerResult]:
+    """The second process of a DP job: the edge's trainer, fed lots by the same broker."""
+    assert privacy is not None  # run_source refused a DP job without one
+    directory = trainer_dir(workdir)
+    schema = {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind} for name, s in source.specs.items()}
+    try:
+        prepare_trainer(workdir, directory, spec, schema, privacy, len(broker.cohort), max_epochs)
+    except NotTrainable as refused:
+        return "failed", TrainerResult(None, {}, None, None, refused.message)
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    python = settings.sandbox.python or sys.executable
+    parent_pid = os.getpid() if settings.sandbox.unsafe_no_airgap else None
+    cmd = wrap_command(trainer_command(python, directory, child.fileno(), parent_pid), directory, spec,
+                       (child.fileno(),), settings)
+    try:
+        with open(directory / "stdout.txt", "wb") as out, open(directory / "stderr.txt", "wb") as err:
+            process = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=job_env(directory, python),
+                                       cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True)
+    except OSError as exc:
+        parent.close()
+        raise SandboxFault("the trainer process could not be started", hint="check sandbox.python") from exc
+    finally:
+        child.close()
+    thread = threading.Thread(target=broker.serve, args=(parent,), kwargs={"trainer": True}, daemon=True,
+                              name=f"broker-train-{spec.job_id[:8]}")
+    thread.start()
+    try:
+        _record(process, run.process_file)
+        remaining = max(1, int(run.deadline - time.monotonic()))
+        status = _supervise(process, remaining, run.cancel, run.on_progress, broker)
+    finally:
+        _kill(process)
+        if run.process_file is not None:
+            run.process_file.unlink(missing_ok=True)
+        _stop_broker(parent, thread)
+    log.info("job %s: trainer ended %s (exit %s)", spec.job_id, status, process.returncode)
+    if broker.fault is not None:
+        return "failed", TrainerResult(None, {}, None, None)
+    try:
+        result = read_trainer(directory, spec, privacy, completed=status == "completed")
+    except OutputRefused as refused:
+        log.error("job %s: the trainer's outputs were refused: %s", spec.job_id, refused.message)
+        return "failed", TrainerResult(None, {}, None, None)
+    return (status if result.refusal is None else "failed"), result
 
 
 # -P: no job-dir entry on sys.path (a file the cell writes cannot shadow a module);
@@ -244,7 +326,8 @@ def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source, settings: Set
         raise SandboxFault("the job directory is not empty")
     schema = {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind} for name, s in source.specs.items()}
     (workdir / "cell.py").write_text(spec.code, "utf-8")
-    job: dict[str, Any] = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs}
+    job: dict[str, Any] = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs,
+                           "mode": job_mode(spec.code)}
     job.update(_stage_inputs(spec, workdir.parent, settings))
     (workdir / "job.json").write_text(json.dumps(job, indent=2), "utf-8")
 
@@ -355,7 +438,15 @@ def _stop_broker(parent: socket.socket, thread: threading.Thread) -> None:
 
 
 def _outcome(spec: JobSpec, workdir: Path, status: str, exit_code: int | None, broker: Broker,
-             started: str) -> RunOutcome:
+             started: str, trained: TrainerResult | None = None) -> RunOutcome:
+    if trained is not None:  # DP mode: only the trainer's outputs, never the job process's
+        completed = status == "completed" and trained.weights is not None
+        return RunOutcome(status=status if completed or status != "completed" else "failed",
+                          weights=trained.weights if completed else None,
+                          metrics=trained.metrics if completed else {}, error=None, meter=broker.summary(),
+                          started=started, finished=_now(), exit_code=exit_code,
+                          program=trained.program if completed else None,
+                          privacy=trained.privacy if completed else None, refusal=trained.refusal)
     fault = None
     outputs = JobOutputs()
     if broker.fault is not None:

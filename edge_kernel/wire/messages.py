@@ -15,11 +15,30 @@ the sandbox without loading the job's runtime (torch).
 from __future__ import annotations
 
 from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, OUTPUT_LIMITS
+from jupyter_rapha.protocol.private import MAX_BATCH_SIZE, MAX_EPOCHS, OPTIMISERS
 
 MAX_METRIC_POINTS = OUTPUT_LIMITS.metric_points
 # The broker's limits, as its refusals state them (edge_kernel.data.broker).
 BROKER_MAX_BATCH_SIZE = 4096
 BROKER_MAX_LOADERS = 16
+
+# DP mode (rapha.fit_private), raised by the runtime or the broker.
+LOADER_IN_DP_MODE = ("rapha.loader is not available in a differentially private job: the edge's trainer "
+                     "reads the records; hand the model and the loss to rapha.fit_private")
+OUTPUTS_IN_DP_MODE = ("rapha.save and rapha.log are not available in a differentially private job: "
+                      "only the edge's trainer releases weights and metrics")
+FIT_PRIVATE_NOT_DP = "rapha.fit_private must be called as rapha.fit_private(...) in the cell itself"
+FIT_PRIVATE_TWICE = "rapha.fit_private may be called once per job"
+NOT_A_MODULE = "rapha.fit_private takes a torch.nn.Module and a loss function loss_fn(output, batch)"
+LOSS_NOT_SCALAR = "loss_fn(output, batch) must return a scalar floating-point tensor (reduce it, e.g. .mean())"
+MODEL_NOT_EXPORTABLE = ("the model and loss could not be exported with torch.export on inputs shaped as "
+                        "rapha.schema: run the cell with --local to see why")
+PRIVATE_REQUEST_MESSAGES = (
+    f"epochs must be a whole number from 1 to {MAX_EPOCHS}",
+    f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}",
+    "lr must be a positive number", "max_grad_norm must be a positive number",
+    f"optimiser must be one of {', '.join(OPTIMISERS)}",
+)
 
 RUNTIME_MESSAGES = frozenset({
     "prefetch is a number of batches, 0 to 8",
@@ -40,6 +59,9 @@ RUNTIME_MESSAGES = frozenset({
     "unknown request",
     f"loader needs batch_size 1-{BROKER_MAX_BATCH_SIZE}, shuffle, seed >= 0",
     f"at most {BROKER_MAX_LOADERS} loaders per job",
+    "a lot names distinct cohort positions",  # to the edge's trainer only; listed as every broker refusal is
+    LOADER_IN_DP_MODE, OUTPUTS_IN_DP_MODE, FIT_PRIVATE_NOT_DP, FIT_PRIVATE_TWICE, NOT_A_MODULE, LOSS_NOT_SCALAR,
+    MODEL_NOT_EXPORTABLE, *PRIVATE_REQUEST_MESSAGES,
 })
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ from .checks import Verification
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
 from .disclosure import DISCLOSURE_SINCE_MINOR, disclosure_problem, disclosure_summary
+from .private import MODE_DP, MODE_STANDARD, PRIVACY_SINCE_MINOR, privacy_problem, privacy_summary, state_digest
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
 from .errors import BadInput, RaphaError, VerificationError
 from .keys import PrivateKey, PublicKey
@@ -46,8 +48,9 @@ PREDICATE_MAJOR = 1
 # 1.1 adds "evidence" (attestation quote, policy, air-gap, scan); 1.2 adds
 # "dataset.preprocessing" (the declared pixel transforms and their digest); 1.3 adds
 # "disclosure" (the disclosure checks and the release decision), required from 1.3 on;
-# "1.N" accepted
-PREDICATE_VERSION = "1.3"
+# 1.4 adds "job.mode" and, for a DP job, "privacy" (DP-SGD's budget, noise, accountant,
+# program and parameter digests), required for a DP job from 1.4 on; "1.N" accepted
+PREDICATE_VERSION = "1.4"
 GATE_OUTCOMES = ("pass", "deny", "absent", "unsafe")
 _PREDICATE_KEYS = {"receipt_version", "job", "edge", "dataset", "budget", "settlement",
                    "outputs", "metrics", "gates", "unsafe", "times"}
@@ -176,6 +179,7 @@ def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: 
     result.statement = statement
     _check_preprocessing(statement["predicate"], result)
     _check_disclosure(statement["predicate"], result)
+    _check_privacy(statement["predicate"], weights, result)
     _check_outputs(statement, weights, metrics, result)
     result.checks.append(check_attestation(statement["predicate"], edge_key, require_tee=options.require_tee,
                                            now=options.now))
@@ -256,6 +260,37 @@ def _check_disclosure(predicate: dict[str, Any], result: Verification) -> None:
         result.add("disclosure", False, problem or "the receipt has no disclosure section")
         return
     result.add("disclosure", True, disclosure_summary(section))
+
+
+def _check_privacy(predicate: dict[str, Any], weights: bytes | None, result: Verification) -> None:
+    """From receipt 1.4 on, a DP job (``job.mode`` "dp") carries a well-formed privacy
+    section and a standard job none; with the weights given, they must be the trainer's own
+    parameters (its recorded digest). Older receipts and standard jobs get no line."""
+    section, mode = predicate.get("privacy"), predicate["job"].get("mode")
+    if minor_version(predicate["receipt_version"]) < PRIVACY_SINCE_MINOR:
+        if section is not None:
+            result.add("privacy", False, "a receipt older than 1.4 carries a privacy section")
+        return
+    if mode not in (MODE_DP, MODE_STANDARD, None):
+        result.add("privacy", False, "the receipt names an unknown job mode")
+        return
+    if mode != MODE_DP:  # no mode: a standard job, as every receipt before DP mode
+        if section is not None:
+            result.add("privacy", False, "a standard job's receipt carries a privacy section")
+        return
+    problem = privacy_problem(section)
+    if problem or not isinstance(section, dict):
+        result.add("privacy", False, problem or "the receipt has no privacy section")
+        return
+    if weights is not None:
+        try:
+            own = state_digest(weights) == section["parameters_sha256"]
+        except (ValueError, KeyError, TypeError, struct.error):
+            own = False
+        if not own:
+            result.add("privacy", False, "the weights are not the parameters the edge's DP trainer recorded")
+            return
+    result.add("privacy", True, privacy_summary(section))
 
 
 def _step_name(step: Any) -> str:

@@ -69,7 +69,7 @@ class FakeEdge:
                 "version": "test"}
 
     def catalog(self) -> dict[str, Any]:
-        entry = {**DATASET, "labels": ["finding"], "synthetic_seed": 7, "sensitivity": "special-category",
+        entry = {**DATASET, "labels": ["finding"], "synthetic_seed": 7, "sensitivity": "synthetic",
                  "description": "", "policy_summary": ["fake edge"]}
         catalog = {"catalog_version": 1, "edge_id": "fake-edge", "key_id": self.key.key_id,
                    "issued": _now(), "datasets": [entry], "attestation": attestation_offer("unsafe_software")}
