@@ -150,21 +150,24 @@ class PrivateTrainer:
                                             randomness="different")
         return self._per_sample[fields]
 
+    def per_sample_gradients(self, tensors: tuple[torch.Tensor, ...]) -> tuple[Tensors, torch.Tensor]:
+        """Each sample's gradient (stacked on dim 0 per parameter) and loss, for a chunk of
+        at most PHYSICAL_BATCH samples, at the current parameters."""
+        grads, losses = self._per_sample_fn(len(tensors))(self._params, self._fixed, *tensors)
+        return dict(grads), losses.detach()
+
     def clipped_sum(self, tensors: tuple[torch.Tensor, ...]) -> tuple[Tensors, float]:
-        """The sum over the lot of each sample's gradient clipped to ``max_grad_norm``,
-        and the sum of the samples' losses."""
+        """The sum over the lot of each sample's gradient clipped to ``max_grad_norm``
+        (over all parameters together), and the sum of the samples' losses."""
         total = {name: torch.zeros_like(p) for name, p in self._params.items()}
         loss_sum = 0.0
-        size = _lot_size(tensors)
-        per_sample = self._per_sample_fn(len(tensors))
-        for start in range(0, size, PHYSICAL_BATCH):
-            chunk = tuple(t[start:start + PHYSICAL_BATCH] for t in tensors)
-            grads, losses = per_sample(self._params, self._fixed, *chunk)
+        for start in range(0, _lot_size(tensors), PHYSICAL_BATCH):
+            grads, losses = self.per_sample_gradients(tuple(t[start:start + PHYSICAL_BATCH] for t in tensors))
             norms = torch.sqrt(sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()))
             factor = (self.config.max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
             for name, g in grads.items():
                 total[name] += torch.einsum("i,i...->...", factor, g)
-            loss_sum += float(losses.detach().sum())
+            loss_sum += float(losses.sum())
         return total, loss_sum
 
     def step(self, tensors: tuple[torch.Tensor, ...]) -> float:
