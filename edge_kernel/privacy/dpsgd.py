@@ -163,7 +163,7 @@ class PrivateTrainer:
         loss_sum = 0.0
         for start in range(0, _lot_size(tensors), PHYSICAL_BATCH):
             grads, losses = self.per_sample_gradients(tuple(t[start:start + PHYSICAL_BATCH] for t in tensors))
-            norms = torch.sqrt(sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()))
+            norms = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
             factor = (self.config.max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
             for name, g in grads.items():
                 total[name] += torch.einsum("i,i...->...", factor, g)

@@ -12,7 +12,7 @@ from torch import nn
 
 from edge_kernel.privacy.errors import PrivacyError
 from edge_kernel.privacy.validate import check_per_sample, check_private_program, fix_model
-from tests.privacy.models import LossModule, blobs, export, quickstart_loss_module
+from tests.privacy.models import LossModule, blobs, export, quickstart_loss_module, quickstart_model_class
 
 IMAGES, LABELS = blobs(8)
 
@@ -116,3 +116,23 @@ def test_a_custom_operator_is_refused():
     module = LossModule(Head(scaled))
     with pytest.raises(PrivacyError, match=r"calls rapha_test.scaled.default, which is not an aten operator"):
         check_private_program(export(module, IMAGES, LABELS))
+
+
+class PerSampleLoss(LossModule):
+    def forward(self, image: torch.Tensor, finding: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.model(image), finding, reduction="none")
+
+
+class TwoLosses(LossModule):
+    def forward(self, image: torch.Tensor, finding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = nn.functional.cross_entropy(self.model(image), finding)
+        return loss, loss
+
+
+@pytest.mark.parametrize("wrapper", [PerSampleLoss, TwoLosses])
+def test_a_loss_that_is_not_one_scalar_is_refused(wrapper):
+    program = export(wrapper(quickstart_model_class()()), IMAGES, LABELS)
+    for form in (program, program.module()):
+        with pytest.raises(PrivacyError, match="the loss must be one scalar tensor") as caught:
+            check_private_program(form)
+        assert ".mean()" in caught.value.diagnostics()
