@@ -41,8 +41,10 @@ from .accountant import check_budget, epsilon_spent, noise_multiplier_for
 from .errors import PrivacyError
 
 OPTIMISERS = ("sgd", "adam")
-# Samples whose gradients are held at once (memory: this many copies of the parameters).
+# Samples whose gradients are held at once: at most this many, and at most as many copies
+# of the parameters as fit in GRADIENT_MEMORY bytes.
 PHYSICAL_BATCH = 256
+GRADIENT_MEMORY = 2 << 30
 # Opacus's guard against a zero norm in the clipping factor, kept so that the two agree.
 CLIP_EPSILON = 1e-6
 
@@ -120,6 +122,8 @@ class PrivateTrainer:
         self._sampling = _generator(seed)
         self._noise = _generator(None if seed is None else seed + 1)
         self._per_sample: dict[int, Callable[..., Any]] = {}
+        parameter_bytes = sum(p.numel() * p.element_size() for p in self._params.values())
+        self.physical_batch = max(1, min(PHYSICAL_BATCH, GRADIENT_MEMORY // max(1, parameter_bytes)))
 
     def _make_optimiser(self) -> torch.optim.Optimizer:
         params = list(self._params.values())
@@ -152,7 +156,7 @@ class PrivateTrainer:
 
     def per_sample_gradients(self, tensors: tuple[torch.Tensor, ...]) -> tuple[Tensors, torch.Tensor]:
         """Each sample's gradient (stacked on dim 0 per parameter) and loss, for a chunk of
-        at most PHYSICAL_BATCH samples, at the current parameters."""
+        at most ``physical_batch`` samples, at the current parameters."""
         grads, losses = self._per_sample_fn(len(tensors))(self._params, self._fixed, *tensors)
         return dict(grads), losses.detach()
 
@@ -161,8 +165,9 @@ class PrivateTrainer:
         (over all parameters together), and the sum of the samples' losses."""
         total = {name: torch.zeros_like(p) for name, p in self._params.items()}
         loss_sum = 0.0
-        for start in range(0, _lot_size(tensors), PHYSICAL_BATCH):
-            grads, losses = self.per_sample_gradients(tuple(t[start:start + PHYSICAL_BATCH] for t in tensors))
+        chunk = self.physical_batch
+        for start in range(0, _lot_size(tensors), chunk):
+            grads, losses = self.per_sample_gradients(tuple(t[start:start + chunk] for t in tensors))
             norms = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
             factor = (self.config.max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
             for name, g in grads.items():

@@ -200,3 +200,15 @@ def test_adam_trains_too():
     trainer.step((x, y))
     change = (trainer.state_dict()["layer.weight"] - before).abs()
     assert float(change.max()) == pytest.approx(0.01, rel=1e-3)  # Adam's first step moves every weight by lr
+
+
+def test_a_lot_in_several_chunks_steps_as_in_one():
+    module, (x, y) = TinyLoss(), lot(7)
+    whole = PrivateTrainer(module, 20, config())
+    chunked = PrivateTrainer(module, 20, config())
+    chunked.physical_batch = 3  # 3 + 3 + 1
+    whole.step((x, y))
+    chunked.step((x, y))
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(chunked.state_dict()[name], value, atol=1e-6, rtol=1e-5)
+    assert whole.physical_batch == 256  # a small model: the whole chunk
