@@ -13,7 +13,8 @@ scalar loss out. Each step:
 3. each gradient clipped to ``max_grad_norm`` (over all parameters together), summed,
    Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` added, divided
    by the EXPECTED lot size (dividing by the drawn size would leak it), and the optimiser's
-   step. An empty lot still takes a noised step.
+   step. An empty lot still takes a noised step; a sample whose gradient is not finite
+   adds nothing (a NaN is not bounded by clipping and would mark the parameters).
 
 The noise: torch's generator (Mersenne Twister), seeded from 64 bits of ``os.urandom`` per
 trainer and drawn as Opacus's ``secure_mode`` draws it (one draw thrown away, then the sum
@@ -170,8 +171,12 @@ class PrivateTrainer:
             grads, losses = self.per_sample_gradients(tuple(t[start:start + chunk] for t in tensors))
             norms = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
             factor = (self.config.max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
+            # A sample whose gradient is not finite counts as a zero gradient: clipping bounds
+            # no NaN, and one that reached the parameters would tell of its sample.
+            factor = torch.where(torch.isfinite(norms), factor, torch.zeros_like(factor))
             for name, g in grads.items():
-                total[name] += torch.einsum("i,i...->...", factor, g)
+                total[name] += torch.einsum("i,i...->...", factor, torch.nan_to_num(g, nan=0.0, posinf=0.0,
+                                                                                    neginf=0.0))
             loss_sum += float(losses.sum())
         return total, loss_sum
 

@@ -212,3 +212,15 @@ def test_a_lot_in_several_chunks_steps_as_in_one():
     for name, value in whole.state_dict().items():
         torch.testing.assert_close(chunked.state_dict()[name], value, atol=1e-6, rtol=1e-5)
     assert whole.physical_batch == 256  # a small model: the whole chunk
+
+
+def test_a_sample_with_a_gradient_that_is_not_finite_adds_nothing():
+    module, (x, y) = TinyLoss(), lot(5)
+    poisoned_x = torch.cat([x, torch.full((1, 3), float("nan"))])
+    poisoned_y = torch.cat([y, torch.zeros(1, dtype=torch.int64)])
+    clean, poisoned = PrivateTrainer(module, 20, config()), PrivateTrainer(module, 20, config())
+    clean.step((x, y))
+    poisoned.step((poisoned_x, poisoned_y))
+    for name, value in clean.state_dict().items():
+        assert torch.isfinite(poisoned.state_dict()[name]).all()
+        torch.testing.assert_close(poisoned.state_dict()[name], value, atol=1e-6, rtol=1e-5)
