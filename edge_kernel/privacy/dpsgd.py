@@ -13,7 +13,8 @@ scalar loss out. Each step:
 3. each gradient clipped to ``max_grad_norm`` (over all parameters together), summed,
    Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` added, divided
    by the EXPECTED lot size (dividing by the drawn size would leak it), and the optimiser's
-   step. An empty lot still takes a noised step.
+   step. An empty lot still takes a noised step; a sample whose gradient is not finite
+   adds nothing (a NaN is not bounded by clipping and would mark the parameters).
 
 The noise: torch's generator (Mersenne Twister), seeded from 64 bits of ``os.urandom`` per
 trainer and drawn as Opacus's ``secure_mode`` draws it (one draw thrown away, then the sum
@@ -41,8 +42,10 @@ from .accountant import check_budget, epsilon_spent, noise_multiplier_for
 from .errors import PrivacyError
 
 OPTIMISERS = ("sgd", "adam")
-# Samples whose gradients are held at once (memory: this many copies of the parameters).
+# Samples whose gradients are held at once: at most this many, and at most as many copies
+# of the parameters as fit in GRADIENT_MEMORY bytes.
 PHYSICAL_BATCH = 256
+GRADIENT_MEMORY = 2 << 30
 # Opacus's guard against a zero norm in the clipping factor, kept so that the two agree.
 CLIP_EPSILON = 1e-6
 
@@ -120,6 +123,8 @@ class PrivateTrainer:
         self._sampling = _generator(seed)
         self._noise = _generator(None if seed is None else seed + 1)
         self._per_sample: dict[int, Callable[..., Any]] = {}
+        parameter_bytes = sum(p.numel() * p.element_size() for p in self._params.values())
+        self.physical_batch = max(1, min(PHYSICAL_BATCH, GRADIENT_MEMORY // max(1, parameter_bytes)))
 
     def _make_optimiser(self) -> torch.optim.Optimizer:
         params = list(self._params.values())
@@ -150,21 +155,29 @@ class PrivateTrainer:
                                             randomness="different")
         return self._per_sample[fields]
 
+    def per_sample_gradients(self, tensors: tuple[torch.Tensor, ...]) -> tuple[Tensors, torch.Tensor]:
+        """Each sample's gradient (stacked on dim 0 per parameter) and loss, for a chunk of
+        at most ``physical_batch`` samples, at the current parameters."""
+        grads, losses = self._per_sample_fn(len(tensors))(self._params, self._fixed, *tensors)
+        return dict(grads), losses.detach()
+
     def clipped_sum(self, tensors: tuple[torch.Tensor, ...]) -> tuple[Tensors, float]:
-        """The sum over the lot of each sample's gradient clipped to ``max_grad_norm``,
-        and the sum of the samples' losses."""
+        """The sum over the lot of each sample's gradient clipped to ``max_grad_norm``
+        (over all parameters together), and the sum of the samples' losses."""
         total = {name: torch.zeros_like(p) for name, p in self._params.items()}
         loss_sum = 0.0
-        size = _lot_size(tensors)
-        per_sample = self._per_sample_fn(len(tensors))
-        for start in range(0, size, PHYSICAL_BATCH):
-            chunk = tuple(t[start:start + PHYSICAL_BATCH] for t in tensors)
-            grads, losses = per_sample(self._params, self._fixed, *chunk)
-            norms = torch.sqrt(sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()))
+        chunk = self.physical_batch
+        for start in range(0, _lot_size(tensors), chunk):
+            grads, losses = self.per_sample_gradients(tuple(t[start:start + chunk] for t in tensors))
+            norms = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
             factor = (self.config.max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
+            # A sample whose gradient is not finite counts as a zero gradient: clipping bounds
+            # no NaN, and one that reached the parameters would tell of its sample.
+            factor = torch.where(torch.isfinite(norms), factor, torch.zeros_like(factor))
             for name, g in grads.items():
-                total[name] += torch.einsum("i,i...->...", factor, g)
-            loss_sum += float(losses.detach().sum())
+                total[name] += torch.einsum("i,i...->...", factor, torch.nan_to_num(g, nan=0.0, posinf=0.0,
+                                                                                    neginf=0.0))
+            loss_sum += float(losses.sum())
         return total, loss_sum
 
     def step(self, tensors: tuple[torch.Tensor, ...]) -> float:

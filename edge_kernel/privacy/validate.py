@@ -6,6 +6,7 @@ batch can make one sample's gradient depend on another's. What this check catche
 program that would then train as something other than what the researcher wrote, or not
 at all, and it says so before any record is read:
 
+- the output: one scalar tensor (the lot's loss);
 - operators: only aten operators (``torch.ops.aten.*``) and ``operator.getitem``; a custom
   operator, a higher-order operator or a Python callable is refused;
 - batch norm in training mode (``aten.batch_norm``/``native_batch_norm``/
@@ -62,6 +63,7 @@ def check_private_program(program: ExportedProgram | GraphModule) -> None:
     graph_module = program.graph_module if isinstance(program, ExportedProgram) else program
     inputs = _user_inputs(program)
     batch = _batch_symbol(inputs)
+    _check_scalar_loss(program)
     batched: set[Node] = set()
     lot_level: set[Node] = set()
     for node in graph_module.graph.nodes:
@@ -127,6 +129,26 @@ def _user_inputs(program: ExportedProgram | GraphModule) -> set[Node]:
     if not placeholders:
         raise PrivacyError("the program takes no input")
     return set(placeholders)
+
+
+def _check_scalar_loss(program: ExportedProgram | GraphModule) -> None:
+    graph = program.graph_module.graph if isinstance(program, ExportedProgram) else program.graph
+    output = next(n for n in graph.nodes if n.op == "output")
+    found = [n for n in _flatten(output.args) if isinstance(n, Node)]
+    if isinstance(program, ExportedProgram):
+        names = set(program.graph_signature.user_outputs)
+        found = [n for n in found if n.name in names]
+    values = [n.meta.get("val") for n in found]
+    if len(values) != 1 or not isinstance(values[0], torch.Tensor) or values[0].dim() != 0:
+        shapes = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in values]
+        raise PrivacyError(f"the loss must be one scalar tensor, not {shapes}",
+                           hint="reduce the per-sample losses with .mean() over the batch")
+
+
+def _flatten(value: object) -> list[object]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    return [value]
 
 
 def _batch_symbol(inputs: Iterable[Node]) -> torch.SymInt:
