@@ -28,7 +28,7 @@ from web3 import Web3
 
 from jupyter_rapha.protocol import escrow_artifact
 from jupyter_rapha.protocol.errors import AnchorFault, BadInput
-from jupyter_rapha.protocol.escrow import job_key
+from jupyter_rapha.protocol.escrow import claim_block, job_key
 
 from .base import DEFAULT_TIP_WEI, dynamic_fees
 
@@ -161,6 +161,12 @@ class Escrow:
                 return Claim(job_id, int(records), int(paid), int(refunded), bytes(envelope).hex(), tx_hash,
                              int(block_number))
         raise AnchorFault("escrow claim transaction carries no Claimed event for the job")
+
+    def claim_block(self, claim: Claim, price_units: int) -> dict[str, Any]:
+        """The receipt's ``settlement_claim`` block for a mined claim."""
+        return claim_block(chain_id=self.chain.chain_id, contract=self.address, tx_hash=claim.tx_hash,
+                           block_number=claim.block_number, records=claim.records, paid=claim.paid,
+                           refunded=claim.refunded, price_units=price_units)
 
     # -- plumbing -------------------------------------------------------------------------
 
