@@ -15,6 +15,10 @@ from jupyter_rapha.chain import observe_claim
 from jupyter_rapha.protocol import escrow_artifact
 from jupyter_rapha.protocol.errors import AnchorFault
 from jupyter_rapha.protocol.escrow import CLAIMED_TOPIC, claim_matches
+from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.receipt import envelope_digest, sha256_hex, sign_receipt
+from jupyter_rapha.verify import verify_document
+from tests.receipts.receipt_factory import METRICS, WEIGHTS, predicate
 
 PRICE = 10**16
 ENVELOPE = "cd" * 32
@@ -31,8 +35,18 @@ def settled(tmp_path_factory):
         escrow.lock(researcher, job, PRICE, 50, now + 86_400)
     claim = escrow.claim(edge, "job-a", 21, ENVELOPE)
     other = escrow.claim(edge, "job-b", 50, "ee" * 32)
+    # a signed receipt (its meter: 40 records) and the claim naming its envelope
+    key = PrivateKey.generate()
+    document = sign_receipt(predicate(), sha256_hex(WEIGHTS), key)
+    job_id = predicate()["job"]["id"]
+    escrow.lock(researcher, job_id, PRICE, 50, now + 86_400)
+    signed = escrow.claim(edge, job_id, 40, envelope_digest(document["envelope"]))
+    RECEIPT.update(key=key, document=dict(document, settlement_claim=escrow.claim_block(signed, PRICE)))
     with serve_chain(chain) as server:
         yield server.url, escrow.claim_block(claim, PRICE), other
+
+
+RECEIPT: dict = {}
 
 
 def check(settled, block=None, **overrides):
@@ -84,3 +98,39 @@ def test_an_unknown_claim_transaction_is_a_failure_not_a_pass(settled):
         observe_claim(url, "0x" + "ab" * 32, timeout=5)
     with pytest.raises(AnchorFault, match="malformed"):
         observe_claim(url, "0x12", timeout=5)
+
+
+# -- rapha verify's settlement line ---------------------------------------------------------
+
+def settlement_line(settled, document=None, **kwargs):
+    url, _, _ = settled
+    document = RECEIPT["document"] if document is None else document
+    report = verify_document(document, RECEIPT["key"].public, weights=WEIGHTS, metrics=METRICS,
+                             **({"rpc_url": url} | kwargs))
+    return next(c for c in report.checks if c.name == "settlement"), report
+
+
+def test_verify_passes_the_claim_on_chain_that_matches_the_receipt(settled):
+    line, _ = settlement_line(settled)
+    assert line.status == "pass" and "claimed 40 records (0.4 paid)" in line.detail
+
+
+def test_verify_fails_when_the_claim_on_chain_differs_from_the_receipt(settled):
+    url, claim_a, _ = settled
+    tampered = dict(RECEIPT["document"])
+    tampered["settlement_claim"] = dict(tampered["settlement_claim"], refunded_units=0)
+    line, report = settlement_line(settled, tampered)
+    assert line.status == "fail" and "the receipt says 40" in line.detail and report.outcome == "failed"
+    # another job's claim (a real, mined one) put into this receipt
+    tampered["settlement_claim"] = claim_a
+    line, _ = settlement_line(settled, tampered)
+    assert line.status == "fail" and "the signed meter 40" in line.detail
+
+
+def test_an_unchecked_claim_is_a_skip_that_only_offline_allows(settled):
+    line, report = settlement_line(settled, rpc_url=None)
+    assert line.status == "skipped" and "--rpc" in line.detail and line in report.failures()
+    line, report = settlement_line(settled, rpc_url=None, offline=True)
+    assert line.status == "skipped" and line not in report.failures()
+    line, report = settlement_line(settled, rpc_url="http://127.0.0.1:9/chain")
+    assert line.status == "fail" and "cannot read the chain" in line.detail
