@@ -30,7 +30,7 @@ from jupyter_rapha.protocol import escrow_artifact
 from jupyter_rapha.protocol.errors import AnchorFault, BadInput
 from jupyter_rapha.protocol.escrow import claim_block, job_key
 
-from .base import DEFAULT_TIP_WEI, dynamic_fees
+from .base import DEFAULT_TIP_WEI, SignedAnchor, dynamic_fees
 
 ARTIFACT = Path(escrow_artifact.__file__).resolve()
 SOURCE = ARTIFACT.with_name("escrow.vy")
@@ -178,7 +178,7 @@ class Escrow:
         return result if isinstance(result, bytes) else bytes.fromhex(result[2:])
 
     @staticmethod
-    def _send(chain: Any, account: LocalAccount, to: str | None, data: bytes, value: int = 0) -> tuple[str, int]:
+    def _sign(chain: Any, account: LocalAccount, to: str | None, data: bytes, value: int = 0) -> SignedAnchor:
         from eth_tester.exceptions import TransactionFailed
 
         tester = chain.tester
@@ -191,16 +191,34 @@ class Escrow:
             gas = int(tester.estimate_gas(call))
         except TransactionFailed as exc:
             raise BadInput(f"escrow refused: {_reason(exc)}") from None
+        nonce = int(tester.get_nonce(account.address))
         tx: dict[str, Any] = {"value": value, "data": data, "gas": gas + gas // 5, "chainId": chain.chain_id,
-                              "nonce": tester.get_nonce(account.address),
-                              **dynamic_fees(chain.base_fee(), DEFAULT_TIP_WEI)}
+                              "nonce": nonce, **dynamic_fees(chain.base_fee(), DEFAULT_TIP_WEI)}
         if to is not None:
             tx["to"] = to
         raw = bytes(account.sign_transaction(tx).raw_transaction)
-        tx_hash, block = chain.submit_raw(raw)
+        return SignedAnchor(raw, "0x" + keccak(raw).hex(), nonce)
+
+    @classmethod
+    def _send(cls, chain: Any, account: LocalAccount, to: str | None, data: bytes, value: int = 0) -> tuple[str, int]:
+        tx_hash, block = chain.submit_raw(cls._sign(chain, account, to, data, value).raw)
         if chain.tester.get_transaction_receipt(tx_hash).get("status", 1) != 1:
             raise AnchorFault("escrow transaction failed on chain")
         return str(tx_hash), int(block)
+
+
+class EscrowClaimer:
+    """The outbox's claimer (``anchor.outbox.Claimer``): the edge's claims on its escrow."""
+
+    def __init__(self, escrow: Escrow, account: LocalAccount) -> None:
+        self.escrow, self.account = escrow, account
+
+    def sign_claim(self, job_id: str, records: int, envelope_sha256: str) -> SignedAnchor:
+        data = self.escrow._data("claim", job_key(job_id), int(records), _digest(envelope_sha256))
+        return Escrow._sign(self.escrow.chain, self.account, self.escrow.address, data)
+
+    def claim_result(self, job_id: str, tx_hash: str, block_number: int, price_units: int) -> dict[str, Any]:
+        return self.escrow.claim_block(self.escrow.claim_of(job_id, tx_hash, block_number), price_units)
 
 
 def _digest(text: str) -> bytes:
