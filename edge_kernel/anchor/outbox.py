@@ -205,7 +205,7 @@ class Outbox:
         something moved (the loop then goes again at once)."""
         moved = self._publish_ready()
         open_batch = self._open_batch()
-        if open_batch is None and self._due():
+        if open_batch is None and self._due() and not self._claim_in_flight():
             open_batch = self._form_batch()
         if open_batch is not None:
             self._finish(open_batch)
@@ -219,6 +219,11 @@ class Outbox:
         return moved
 
     # -- escrow claims --------------------------------------------------------------------
+    def _claim_in_flight(self) -> bool:
+        """A claim signed (and stored) but not yet recorded mined: it holds the next nonce."""
+        return self.claimer is not None and bool(
+            self.db.query("SELECT 1 FROM escrow_claims WHERE state='signed' LIMIT 1"))
+
     def _claim_round(self) -> bool:
         """Finish a claim that was signed (after a crash too: the same stored bytes are
         sent again), then sign and finish the oldest queued claim whose receipt is anchored."""

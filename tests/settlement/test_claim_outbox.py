@@ -136,10 +136,13 @@ def test_killed_after_the_claim_was_stored_before_it_was_sent(tmp_path, edge, re
     before = nonce(edge)
     assert before == stored["nonce"]  # signed, stored, never sent
     again = edge.restart(tmp_path, edge_account)
+    later = hashlib.sha256(b"a receipt released after the restart").hexdigest()
+    again.outbox.enqueue("job-2", later)  # its batch must not take the stored claim's nonce
     again.run()
     state = again.outbox.claim_of("job-1")
     assert state["state"] == "mined" and state["claim"]["tx_hash"] == stored["tx_hash"]  # the stored bytes
-    assert nonce(again) == before + 1  # one transaction: the claim
+    assert again.outbox.anchor_of(later) is not None
+    assert nonce(again) == before + 2  # the claim, then the new batch: nothing signed twice
     assert again.escrow.credit(edge_account.address) == 12 * PRICE
 
 
