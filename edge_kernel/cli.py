@@ -47,6 +47,9 @@ tls_key = {tls_key}
 backend = {chain_backend}
 rpc_url = {rpc_url}
 min_confirmations = {min_confirmations}
+# Decimal places of the token research is settled in (18: the chain's native currency);
+# a dataset price with more places is refused when the dataset is added.
+# token_decimals = 18
 
 [attestation]
 # "auto" finds TDX (configfs-tsm) or SGX (Gramine); "unsafe_software" is a signed stand-in
@@ -260,16 +263,21 @@ def cmd_researchers_list(args: argparse.Namespace) -> int:
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
     """Every check before anything is written: a refused add leaves the registry as it was."""
+    from jupyter_rapha.protocol.escrow import to_units
+
     from .data.registry import DatasetRegistry, parse_dataset, parse_price
     from .data.sample import sample_dataset
     from .settings import load_settings
 
-    config = load_settings(args.config).config_dir
+    settings = load_settings(args.config)
+    config = settings.config_dir
     registry = DatasetRegistry(config)
     if args.name in registry.all() and not args.replace:
         raise BadInput(f"a dataset named {args.name!r} is already registered",
                        hint="add --replace to replace it, or 'rapha-edge datasets remove NAME' first")
     parse_price(args.price, args.name)
+    # settled on chain as price x records in the token's smallest unit: exactly, or not at all
+    to_units(args.price, settings.chain.token_decimals, what=f"dataset {args.name}: --price")
     schema = read_schema(Path(args.schema))
     location = check_location(args.source, args.path, config)
     consent = check_opt_out(args.opt_out, config)

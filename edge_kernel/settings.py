@@ -45,6 +45,9 @@ class ChainSettings:
     retry_max_seconds: float = 300.0  # ... up to this; retries never stop while the edge runs
     rpc_timeout_seconds: float = 30.0
     fee_bump_seconds: float = 180.0  # an anchor unmined this long is sent again, same nonce, fees +12.5%
+    # Decimal places of the token researchers settle in on chain (18: the chain's native
+    # currency); a dataset price with more places is refused at 'datasets add'.
+    token_decimals: int = 18
 
 
 @dataclass(frozen=True)
@@ -239,10 +242,13 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         min_confirmations=_typed(chain, "chain.min_confirmations", "min_confirmations", int, _CHAIN.min_confirmations),
         key_file=_typed(chain, "chain.key_file", "key_file", str, _CHAIN.key_file),
         batch_size=_typed(chain, "chain.batch_size", "batch_size", int, _CHAIN.batch_size),
+        token_decimals=_typed(chain, "chain.token_decimals", "token_decimals", int, _CHAIN.token_decimals),
         **{key: _seconds(chain, key, default) for key, default in _CHAIN_SECONDS.items()},
     )
     if not 1 <= chain_settings.batch_size <= 100_000 or chain_settings.min_confirmations < 1:
         raise BadInput("chain.batch_size must be 1 to 100000 and chain.min_confirmations at least 1")
+    if not 0 <= chain_settings.token_decimals <= 36:
+        raise BadInput(f"chain.token_decimals in {CONFIG_FILE} must be 0 to 36, not {chain_settings.token_decimals}")
     if chain_settings.backend == "rpc" and not chain_settings.rpc_url:
         raise BadInput("chain.backend is 'rpc' but chain.rpc_url is empty")
     if chain_settings.backend == "rfc3161" and not (chain_settings.tsa_url and chain_settings.tsa_certificate):

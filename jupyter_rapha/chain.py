@@ -22,6 +22,7 @@ from jupyter_rapha.protocol.errors import AnchorFault
 with recursion_limit_kept():
     from web3 import HTTPProvider, Web3
     from web3.exceptions import TransactionNotFound, Web3Exception
+from jupyter_rapha.protocol.escrow import ClaimLog, ClaimObservation
 from jupyter_rapha.protocol.receipt import AnchorObservation
 
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -63,3 +64,30 @@ def _observation(chain_id: int, tx: Any, head: int) -> AnchorObservation:
         data=bytes(tx["input"]),
         head_block=head,
     )
+
+
+def observe_claim(rpc_url: str, tx_hash: str, timeout: float = 10) -> ClaimObservation:
+    """What the chain at ``rpc_url`` says about the escrow claim ``tx_hash`` (its receipt)."""
+    if not isinstance(tx_hash, str) or not _TX_HASH.match(tx_hash):
+        raise AnchorFault("the settlement claim names a malformed transaction hash")
+    if not rpc_url.startswith(("http://", "https://")):
+        raise AnchorFault("chain RPC URL must be http:// or https://")
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout},
+                           exception_retry_configuration=None))
+    try:
+        chain_id = int(w3.eth.chain_id)
+        receipt = w3.eth.get_transaction_receipt(HexStr(tx_hash))
+        logs = tuple(ClaimLog(str(log["address"]), tuple("0x" + bytes(t).hex() for t in log["topics"]),
+                              bytes(log["data"])) for log in receipt["logs"])
+        block_number = receipt.get("blockNumber")
+        return ClaimObservation(chain_id=chain_id, tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+                                block_number=None if block_number is None else int(block_number),
+                                to=str(receipt.get("to") or ""), status=int(receipt["status"]), logs=logs)
+    except TransactionNotFound:
+        raise AnchorFault(f"settlement claim {tx_hash} not found on the chain at {rpc_url}") from None
+    except requests.Timeout as exc:
+        raise AnchorFault(f"chain RPC {rpc_url} did not answer within {timeout:g} s") from exc
+    except requests.ConnectionError as exc:
+        raise AnchorFault(f"chain RPC {rpc_url} is unreachable") from exc
+    except (requests.RequestException, Web3Exception, ValueError, KeyError, TypeError) as exc:
+        raise AnchorFault(f"chain RPC {rpc_url} gave an unusable answer", hint=type(exc).__name__) from exc

@@ -81,6 +81,9 @@ def _run_parser(sub: Any) -> None:
                      help="job parameter the cell reads as rapha.params[K] (repeatable)")
     run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
     run.add_argument("--max-seconds", type=int, default=3600, help="time budget of the job (default 3600)")
+    run.add_argument("--max-cost", default="",
+                     help="refuse locally, before the cell leaves, when the budget could cost more than this"
+                          " (the edge's price per record x --budget, in the edge's currency)")
     run.add_argument("--out", required=True, help="directory for weights, metrics, receipt, edge.pub")
     run.add_argument("--artifact", action="append", default=[], metavar="NAME=PATH",
                      help="safetensors weights the job reads with rapha.artifact(NAME); repeatable")
@@ -223,10 +226,43 @@ def _run(args: argparse.Namespace) -> int:
                            max_seconds=args.max_seconds, artifacts=parse_artifact_args(args.artifact),
                            includes=read_includes(args.include))
     gateway = in_process(args.edge, load_key(args.key or None))
+    _check_cost(gateway.datasets(), request.dataset, request.budget, args.max_cost)
     check_cell(gateway, request, None, _say, run_preflight=not args.no_preflight)
     [result] = ship(gateway, request, None, False,
                     lambda job_id, site: collect_watched(gateway, job_id, _progress(job_id, request.epochs)))
     return _save_result("run", result, out, args.edge)
+
+
+def _check_cost(datasets: list[dict[str, Any]], dataset: str, budget: int, max_cost: str) -> None:
+    """Say what the budget can cost at each edge offering ``dataset`` (price per record x
+    budget; only the records used are charged), and refuse before anything leaves when
+    that is more than ``max_cost``."""
+    from decimal import Decimal, InvalidOperation
+
+    limit = None
+    if max_cost:
+        try:
+            limit = Decimal(max_cost)
+        except InvalidOperation:
+            limit = None
+        if limit is None or not limit.is_finite() or limit < 0:
+            raise BadInput(f"--max-cost must be an amount of 0 or more, such as 5.00, not {max_cost!r}")
+    offers = next((d.get("offers") or {} for d in datasets if d.get("name") == dataset), {})
+    for site, offer in sorted(offers.items()):
+        try:
+            price = Decimal(str(offer.get("price_per_record", "")))
+        except InvalidOperation:
+            continue  # an edge that states no price: nothing to estimate
+        if not price.is_finite():
+            continue
+        currency, cost = str(offer.get("currency") or ""), price * budget
+        _say(f"cost at edge {site}: at most {cost} {currency} ({price} per record x {budget} records;"
+             " only the records used are charged)")
+        if limit is not None and cost > limit:
+            affordable = int(limit // price) if price else budget
+            raise BadInput(f"the budget could cost {cost} {currency} at edge {site}, more than --max-cost {max_cost}:"
+                           f" {cost - limit} over",
+                           hint=f"lower --budget to {affordable} or raise --max-cost; nothing was sent")
 
 
 def _fetch(args: argparse.Namespace) -> int:

@@ -97,7 +97,42 @@ def verify_document(document: Any, edge_key: PublicKey | None, *, weights: bytes
                           min_confirmations=min_confirmations, tsa_trust=tsa_trust, require_tee=require_tee)
     report.checks, report.statement = base.checks, base.statement
     _settle_anchor(report, rpc_url, offline, chain_error, _is_timestamp(document))
+    _check_settlement(report, document, rpc_url, offline)
     return report
+
+
+def _check_settlement(report: VerificationReport, document: Any, rpc_url: str | None, offline: bool) -> None:
+    """A receipt naming an escrow claim (``settlement_claim``) gets a ``settlement`` line:
+    the claim read from the chain at ``rpc_url`` against the signed statement's job and
+    meter and the envelope's digest. Unchecked is a skip that only ``offline`` allows."""
+    claim = document.get("settlement_claim") if isinstance(document, dict) else None
+    if claim is None:
+        return
+    predicate = (report.statement or {}).get("predicate")
+    if not isinstance(claim, dict) or not isinstance(predicate, dict):
+        report.add("settlement", False, "the receipt's settlement claim cannot be checked: no verified statement"
+                   if isinstance(claim, dict) else "the receipt's settlement claim is malformed")
+        return
+    if offline:
+        report.checks.append(Check("settlement", "skipped", "offline: chain not consulted"))
+        return
+    if not rpc_url:
+        report.checks.append(Check("settlement", "skipped", "pass --rpc URL to check the settlement claim"))
+        return
+    from .chain import observe_claim
+    from .protocol.escrow import claim_matches
+    from .protocol.receipt import envelope_digest
+
+    try:
+        observation = observe_claim(rpc_url, str(claim.get("tx_hash")))
+        ok, detail = claim_matches(claim, job_id=str(predicate["job"]["id"]),
+                                   envelope_sha256=envelope_digest(document["envelope"]),
+                                   metered_records=int(predicate["settlement"]["records"]), obs=observation)
+    except RaphaError as exc:  # an unreachable chain is a failed check, never a pass
+        ok, detail = False, f"cannot read the chain at {rpc_url}: {exc.diagnostics()}"
+    except (KeyError, TypeError, ValueError):
+        ok, detail = False, "the signed statement has no job id or metered record count"
+    report.add("settlement", ok, detail)
 
 
 def _is_timestamp(document: Any) -> bool:

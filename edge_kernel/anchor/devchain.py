@@ -236,11 +236,17 @@ class EmbeddedChain:
         The funding transfer is journaled like every other transaction."""
         if self._tester.get_balance(self.address) >= FUNDING_WEI // 10:
             return
+        self.fund(self.address, FUNDING_WEI)
+
+    def fund(self, address: str, value: int) -> str:
+        """Send ``value`` wei to ``address`` from eth-tester's first pre-funded account
+        (the edge's gas money; a demo researcher's escrow deposits), journaled."""
         funder = self._backend.account_keys[0]
         funder_address = funder.public_key.to_checksum_address()
-        tx = {"to": self.address, "value": FUNDING_WEI, "gas": 21000, "chainId": self.chain_id,
-              "nonce": self._tester.get_nonce(funder_address), "data": b"",
-              **dynamic_fees(self.base_fee(), DEFAULT_TIP_WEI)}
-        from eth_account import Account  # local: only the funding path signs as the tester
+        with self._lock:
+            tx = {"to": address, "value": int(value), "gas": 21000, "chainId": self.chain_id,
+                  "nonce": self._tester.get_nonce(funder_address), "data": b"",
+                  **dynamic_fees(self.base_fee(), DEFAULT_TIP_WEI)}
+            from eth_account import Account  # local: only the funding path signs as the tester
 
-        self.submit_raw(bytes(Account.sign_transaction(tx, funder.to_bytes()).raw_transaction))
+            return self.submit_raw(bytes(Account.sign_transaction(tx, funder.to_bytes()).raw_transaction))[0]

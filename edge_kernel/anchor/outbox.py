@@ -29,11 +29,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from collections.abc import Callable
 
 from jupyter_rapha.protocol.anchor_proof import batch_anchor, batch_tree, with_audit_head
-from jupyter_rapha.protocol.errors import AnchorFault
+from jupyter_rapha.protocol.errors import AnchorFault, BadInput
 
 from .base import BatchAnchor, ReplaceableAnchor, SignedAnchor
 
@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS anchor_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, envelope_sha256 TEXT UNIQUE NOT NULL,
     job_id TEXT NOT NULL, enqueued REAL NOT NULL, batch_id INTEGER, anchor TEXT,
     published TEXT);
+CREATE TABLE IF NOT EXISTS escrow_claims (
+    job_id TEXT PRIMARY KEY, envelope_sha256 TEXT NOT NULL, records INTEGER NOT NULL,
+    price_units TEXT NOT NULL, state TEXT NOT NULL, raw TEXT, tx_hash TEXT, nonce INTEGER,
+    claim TEXT, detail TEXT, enqueued REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS anchor_batches (
     batch_id INTEGER PRIMARY KEY AUTOINCREMENT, root TEXT NOT NULL, size INTEGER NOT NULL,
     raw TEXT NOT NULL, tx_hash TEXT NOT NULL, nonce INTEGER NOT NULL, state TEXT NOT NULL,
@@ -54,6 +58,19 @@ CREATE TABLE IF NOT EXISTS anchor_batches (
 Publisher = Callable[[str, str, dict[str, Any]], str]
 # The audit log's head now: (entries, head hash).
 AuditHeadSource = Callable[[], tuple[int, str]]
+
+
+class Claimer(Protocol):
+    """Claims a job's escrow (``anchor/escrow.EscrowClaimer``), in the outbox's two phases."""
+
+    def sign_claim(self, job_id: str, records: int, envelope_sha256: str) -> SignedAnchor:
+        """Sign the claim at the edge account's next nonce; BadInput when the contract
+        refuses it (no lock for the job, already claimed, over its budget)."""
+        ...
+
+    def claim_result(self, job_id: str, tx_hash: str, block_number: int, price_units: int) -> dict[str, Any]:
+        """The receipt's ``settlement_claim`` block for the mined claim."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -72,9 +89,9 @@ class OutboxConfig:
 
 class Outbox:
     def __init__(self, db: Any, anchor: BatchAnchor, publish: Publisher, config: OutboxConfig = OutboxConfig(),
-                 audit_head: AuditHeadSource | None = None) -> None:
+                 audit_head: AuditHeadSource | None = None, claimer: Claimer | None = None) -> None:
         self.db, self.anchor, self.publish, self.config = db, anchor, publish, config
-        self.audit_head = audit_head
+        self.audit_head, self.claimer = audit_head, claimer
         with db.transaction() as conn:
             for statement in _statements(SCHEMA):  # executescript would end the transaction
                 conn.execute(statement)
@@ -97,6 +114,24 @@ class Outbox:
             conn.execute("INSERT OR IGNORE INTO anchor_outbox (envelope_sha256, job_id, enqueued) VALUES (?,?,?)",
                          (envelope_sha256, job_id, time.time()))
         self._wake.set()
+
+    def enqueue_claim(self, job_id: str, envelope_sha256: str, records: int, price_units: int) -> None:
+        """Queue the escrow claim for a released job. The job id is the key: a job is
+        queued once, whatever calls this again (and the contract refuses a second claim)."""
+        with self.db.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO escrow_claims (job_id, envelope_sha256, records, price_units, state,"
+                         " enqueued) VALUES (?,?,?,?,'queued',?)",
+                         (job_id, envelope_sha256, int(records), str(int(price_units)), time.time()))
+        self._wake.set()
+
+    def claim_of(self, job_id: str) -> dict[str, Any]:
+        """``{"state": "queued" | "signed" | "mined" | "refused", "claim"?, "detail"?}``."""
+        rows = self.db.query("SELECT state, claim, detail FROM escrow_claims WHERE job_id=?", (job_id,))
+        if not rows:
+            return {"state": "none"}
+        row = rows[0]
+        return {"state": row["state"], **({"claim": json.loads(row["claim"])} if row["claim"] else {}),
+                **({"detail": row["detail"]} if row["detail"] else {})}
 
     def wait_anchored(self, envelope_sha256: str, timeout: float) -> dict[str, Any] | None:
         """The anchor block once the receipt is anchored; None when the time is up or a
@@ -170,13 +205,78 @@ class Outbox:
         something moved (the loop then goes again at once)."""
         moved = self._publish_ready()
         open_batch = self._open_batch()
-        if open_batch is None and self._due():
+        if open_batch is None and self._due() and not self._claim_in_flight():
             open_batch = self._form_batch()
         if open_batch is not None:
             self._finish(open_batch)
             moved = True
             self._publish_ready()
+        # Claims after anchors, one edge transaction in flight at a time: a claim is signed
+        # only when no anchor batch is open, and a batch is formed only after the claim
+        # signed before it is mined, so the two never take the same nonce.
+        if self.claimer is not None and self._open_batch() is None:
+            moved = self._claim_round() or moved
         return moved
+
+    # -- escrow claims --------------------------------------------------------------------
+    def _claim_in_flight(self) -> bool:
+        """A claim signed (and stored) but not yet recorded mined: it holds the next nonce."""
+        return self.claimer is not None and bool(
+            self.db.query("SELECT 1 FROM escrow_claims WHERE state='signed' LIMIT 1"))
+
+    def _claim_round(self) -> bool:
+        """Finish a claim that was signed (after a crash too: the same stored bytes are
+        sent again), then sign and finish the oldest queued claim whose receipt is anchored."""
+        claimer = self.claimer
+        assert claimer is not None
+        rows = self.db.query("SELECT * FROM escrow_claims WHERE state='signed' ORDER BY enqueued LIMIT 1")
+        if not rows:
+            rows = self.db.query(
+                "SELECT c.* FROM escrow_claims c JOIN anchor_outbox a ON a.envelope_sha256 = c.envelope_sha256"
+                " WHERE c.state='queued' AND a.anchor IS NOT NULL ORDER BY c.enqueued LIMIT 1")
+            if not rows:
+                return False
+            row = dict(rows[0])
+            try:
+                signed = claimer.sign_claim(row["job_id"], int(row["records"]), row["envelope_sha256"])
+            except BadInput as exc:  # the contract refuses it: no lock, already claimed, ...
+                log.warning("escrow claim for job %s refused: %s", row["job_id"], exc.diagnostics())
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE escrow_claims SET state='refused', detail=? WHERE job_id=?",
+                                 (exc.diagnostics(), row["job_id"]))
+                return True
+            with self.db.transaction() as conn:  # stored before it is sent, as every anchor transaction
+                conn.execute("UPDATE escrow_claims SET state='signed', raw=?, tx_hash=?, nonce=? WHERE job_id=?",
+                             (signed.raw.hex(), signed.tx_hash, signed.nonce, row["job_id"]))
+            row.update(raw=signed.raw.hex(), tx_hash=signed.tx_hash, nonce=signed.nonce)
+        else:
+            row = dict(rows[0])
+        block = self.anchor.mined_block(row["tx_hash"])
+        if block is None and self.anchor.confirmed_nonce() > int(row["nonce"]):
+            block = self.anchor.mined_block(row["tx_hash"])
+            if block is None:  # the nonce went to another transaction: sign again (the contract
+                with self.db.transaction() as conn:  # refuses it if the job was claimed meanwhile)
+                    conn.execute("UPDATE escrow_claims SET state='queued', raw=NULL, tx_hash=NULL, nonce=NULL"
+                                 " WHERE job_id=?", (row["job_id"],))
+                return True
+        if block is None:
+            self.anchor.broadcast(bytes.fromhex(row["raw"]))
+            block = self._wait_claim_mined(row["tx_hash"])
+        self._wait_confirmed(block)
+        result = claimer.claim_result(row["job_id"], row["tx_hash"], block, int(row["price_units"]))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE escrow_claims SET state='mined', claim=? WHERE job_id=?",
+                         (json.dumps(result, sort_keys=True), row["job_id"]))
+        return True
+
+    def _wait_claim_mined(self, tx_hash: str) -> int:
+        deadline = time.monotonic() + self.config.mine_timeout_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            block = self.anchor.mined_block(tx_hash)
+            if block is not None:
+                return block
+            time.sleep(self.config.poll_seconds)
+        raise AnchorFault("the escrow claim was not mined in time; it is sent again on the next round")
 
     def _due(self) -> bool:
         row = self.db.query("SELECT COUNT(*) AS n, MIN(enqueued) AS oldest FROM anchor_outbox"

@@ -65,6 +65,17 @@ def test_a_mistaken_add_is_refused_and_writes_nothing(edge_dir, capsys, args, wo
     assert registry_bytes(edge_dir) == before
 
 
+def test_a_price_with_more_decimals_than_the_settlement_token_is_refused_at_add(edge_dir, capsys):
+    config = edge_dir / "edge.toml"
+    config.write_text(config.read_text().replace("# token_decimals = 18", "token_decimals = 2"))
+    assert add(edge_dir, "--price", "0.005") == 1
+    err = capsys.readouterr().err
+    assert "dataset cxr: --price 0.005 has 3 decimal places; the settlement token has 2" in err
+    assert "use at most 2 decimal places" in err
+    assert registry_bytes(edge_dir) is None
+    assert add(edge_dir, "--price", "0.50") == 0  # trailing zeros are not places the token lacks
+
+
 def test_a_relative_path_from_the_wrong_directory_says_how_to_fix_it(edge_dir, tmp_path, capsys, monkeypatch):
     make_synthetic_dataset(tmp_path / "elsewhere", 4, seed=1)
     monkeypatch.chdir(tmp_path)
