@@ -23,7 +23,8 @@ import numpy as np
 from jupyter_rapha.protocol.errors import SandboxFault
 
 from . import dicom_record
-from .record_store import BackgroundWriter, encode_parts, entry_name, parts_size, read_entry, reading_digest, write_entry
+from .record_store import (BackgroundWriter, encode_parts, entry_name, parts_size, read_entry, reading_digest,
+                           write_entry)
 from .registry import FieldSpec
 from .source import RecordRef
 

@@ -67,7 +67,7 @@ def encode_parts(arrays: dict[str, np.ndarray]) -> list[bytes | memoryview]:
     written piece by piece (a decoded record is copied once fewer than by joining)."""
     header = json.dumps({name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}).encode()
     prefix = struct.pack("<I", len(header)) + header
-    pixels = [memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)) for a in arrays.values()]
+    pixels = [np.ascontiguousarray(a).reshape(-1).view(np.uint8).data for a in arrays.values()]
     digest = hashlib.sha256(prefix)
     for part in pixels:
         digest.update(part)
