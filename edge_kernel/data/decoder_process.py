@@ -7,7 +7,9 @@ outside the sandbox, started by the broker for one job. It receives a
 It imports only the decoding modules (not the edge's service), so it starts in well
 under a second, and it never runs researcher code.
 
-It ends with its job (the broker kills it), with the edge thread that started it (the
+It writes the disk cache's entries in a background thread (``BackgroundWriter``) and
+finishes them when the broker closes its end. It ends with its job (the broker closes
+its end, waits briefly, then kills it), with the edge thread that started it (the
 parent-death signal), and at once if the edge is already gone when it starts.
 """
 
@@ -27,12 +29,14 @@ from pathlib import Path
 from jupyter_rapha.protocol.errors import RaphaError, SandboxFault
 
 from .record_decoder import FolderDecoder, Prepared
+from .record_store import BackgroundWriter
 from .source import RecordRef
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 KILL_WAIT_SECONDS = 5.0
+DRAIN_SECONDS = 10.0  # a decoder's last cache writes, at most (the broker's wait is shorter)
 
 
 class DecoderProcess:
@@ -75,6 +79,23 @@ class DecoderProcess:
             raise SandboxFault("a decoder process stopped during the job") from exc
         return self.in_flight.pop(0), found
 
+    def end(self) -> None:
+        """Shut the broker's sending side: the decoder answers what it was asked, finishes
+        its cache writes and exits (``wait`` for it, then ``kill``). The receiving side
+        stays open, so a broker thread reading an answer is not left on a closed socket."""
+        try:
+            with socket.socket(fileno=os.dup(self.connection.fileno())) as handle:
+                handle.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # closed or dead already: kill() follows
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.process.wait(max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def kill(self) -> None:
         try:
             self.process.kill()
@@ -95,9 +116,9 @@ def _tie_to_edge(edge_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C reaches the edge, which ends us
 
 
-def _prepare(decoder: FolderDecoder, ref: RecordRef) -> Prepared | str:
+def _prepare(decoder: FolderDecoder, ref: RecordRef, writer: BackgroundWriter | None) -> Prepared | str:
     try:
-        return decoder.prepare(ref)
+        return decoder.prepare(ref, writer)
     except RaphaError as error:
         return error.message  # one of the decoder's own fixed texts
     except Exception as exc:  # any other failure: the record is not served, the job fails
@@ -112,15 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _tie_to_edge(args.edge_pid)
     connection = Connection(args.fd)
+    writer: BackgroundWriter | None = None
     try:
         decoder = connection.recv()
         if not isinstance(decoder, FolderDecoder):
             return 2
+        writer = BackgroundWriter() if decoder.store_root is not None else None
         while True:
             ref = connection.recv()
-            connection.send(_prepare(decoder, ref) if isinstance(ref, RecordRef) else "unknown request")
+            connection.send(_prepare(decoder, ref, writer) if isinstance(ref, RecordRef) else "unknown request")
     except (EOFError, OSError):
-        return 0  # the broker closed its end: the job is over
+        if writer is not None:  # the broker closed its end: the job is over; finish the cache's writes
+            writer.drain(DRAIN_SECONDS)
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ pool, so a pool of any size gives the same meter.
 Each decoder is a process of its own (``decoder_process.py``), asked for records in
 turn and answering in order. A decoder that dies, hangs past ``DECODE_TIMEOUT_SECONDS``
 or fails makes the batch a ``SandboxFault`` (the job fails); nothing waits for it for
-ever. Decoders end with the job (``close``, which kills them), die with the edge
+ever. Decoders end with the job (``close``: at most ``CLOSE_WAIT_SECONDS`` for their
+last cache writes, then killed), die with the edge
 (parent-death signal), and one whose edge is already gone when it starts exits at once.
 
 Sources that cannot hand out a decoder (DICOMweb, FHIR, CSV) are read by ``load`` in the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -33,12 +35,13 @@ from jupyter_rapha.protocol.errors import SandboxFault
 
 from .decoder_process import DecoderProcess
 from .record_decoder import FolderDecoder, Prepared
-from .record_store import RecordStore
+from .record_store import BackgroundWriter, RecordStore
 from .source import RecordCache, RecordRef, Source
 
 log = logging.getLogger(__name__)
 
 DECODE_TIMEOUT_SECONDS = 300.0
+CLOSE_WAIT_SECONDS = 3.0  # for the decoders' last disk cache writes when the job ends
 AHEAD_PER_WORKER = 4  # records prepared ahead per decoder, beyond the batch asked for
 AHEAD_MAX_BYTES = 256 * 1024 * 1024  # ... and never more than this many bytes of them
 MAX_IN_FLIGHT = 64  # records asked of one decoder ahead of need, at most
@@ -66,6 +69,8 @@ class Feeder:
         self._decoder = decoder.with_store(store.root) if decoder is not None and store is not None else decoder
         self._memory = RecordCache(memory_bytes)
         self._processes: list[DecoderProcess] = []
+        # the broker thread's own share is written to the disk cache in the background too
+        self._writer: BackgroundWriter | None = None
         self._asked: dict[bytes, DecoderProcess] = {}  # pseudonym -> the decoder preparing it
         self._answered: dict[bytes, Prepared | str] = {}  # answers read before they were wanted
         self._closed = False
@@ -105,12 +110,20 @@ class Feeder:
         return [process.pid for process in self._processes]
 
     def close(self) -> None:
-        """Stop the decoders now: they hold nothing worth waiting for (a half-written
-        cache entry has a temporary name, removed when the store is next opened)."""
+        """Stop the decoders: each is told the job is over, given ``CLOSE_WAIT_SECONDS``
+        (all together) to finish its disk cache writes, then killed. Nothing else is worth
+        waiting for: an unfinished write costs a later decode, and a half-written entry
+        has a temporary name, removed when the store is next opened."""
         with self._lock:
             self._closed = True
             processes, self._processes = self._processes, []
         for process in processes:
+            process.end()
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        if self._writer is not None:
+            self._writer.close(CLOSE_WAIT_SECONDS)
+        for process in processes:
+            process.wait(deadline - time.monotonic())
             process.kill()
 
     def _here(self, ref: RecordRef) -> dict[str, np.ndarray]:
@@ -119,7 +132,7 @@ class Feeder:
             return found
         if self._decoder is None:
             return self.source.load(ref)
-        return self._taken(ref, self._decoder.prepare(ref))
+        return self._taken(ref, self._decoder.prepare(ref, self._writer))
 
     def _taken(self, ref: RecordRef, prepared: Prepared | str) -> dict[str, np.ndarray]:
         if isinstance(prepared, str):
@@ -178,6 +191,8 @@ class Feeder:
             if self._closed:
                 raise ConnectionAbortedError("the job ended")  # the broker reads it as a closed channel
             if not self._processes and self._decoder is not None:
+                if self._decoder.store_root is not None and self._writer is None:
+                    self._writer = BackgroundWriter()
                 try:
                     for _ in range(self.workers):
                         self._processes.append(DecoderProcess(self._decoder))

@@ -5,7 +5,8 @@ when there are none.
 Trusted code, outside the sandbox: it reads the dataset's file, checks that it still is
 the file that was indexed and counted (its SHA-256, then its pseudonym), decodes and
 preprocesses it (``dicom_record.extract``, ``preprocess.apply``), and keeps the result in
-the disk cache (``record_store.py``). It never runs researcher code. A decoder is a
+the disk cache (``record_store.py``; a decoder process writes there in a background
+thread, ``BackgroundWriter``). It never runs researcher code. A decoder is a
 plain picklable value, so a decoder process receives it once, when it starts.
 """
 
@@ -22,7 +23,8 @@ import numpy as np
 from jupyter_rapha.protocol.errors import SandboxFault
 
 from . import dicom_record
-from .record_store import entry_name, read_entry, reading_digest, write_entry
+from .record_store import (BackgroundWriter, encode_parts, entry_name, parts_size, read_entry, reading_digest,
+                           write_entry)
 from .registry import FieldSpec
 from .source import RecordRef
 
@@ -55,7 +57,9 @@ class FolderDecoder:
         return FolderDecoder(self.key, self.specs, self.labels, self.max_bytes,
                              reading_digest(self.specs, self.labels), root)
 
-    def prepare(self, ref: RecordRef) -> Prepared:
+    def prepare(self, ref: RecordRef, writer: BackgroundWriter | None = None) -> Prepared:
+        """The record's arrays, from the disk cache or decoded (and then kept there: by
+        ``writer`` in the background if given, else before returning)."""
         name = entry_name(ref.digest, self.reading) if self.store_root is not None and ref.digest else None
         damaged = False
         if name is not None and self.store_root is not None:
@@ -65,6 +69,10 @@ class FolderDecoder:
         arrays = self.decode(ref)
         if name is None or self.store_root is None:
             return Prepared(arrays)
+        if writer is not None:
+            parts = encode_parts(arrays)  # hashed now, written by the writer's thread
+            writer.put(self.store_root / name, parts)
+            return Prepared(arrays, name, parts_size(parts), decoded=True, damaged=damaged)
         try:
             size = write_entry(self.store_root / name, arrays)
         except OSError:  # a full or failing cache disk costs a later decode, never the job

@@ -24,14 +24,17 @@ import hashlib
 import json
 import os
 import struct
+import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .registry import Dataset, FieldSpec
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"RAPHARC1"
 _PREFIX = len(MAGIC) + 32 + 4
@@ -59,11 +62,16 @@ def entry_name(content_digest: bytes, reading: bytes) -> str:
     return hashlib.sha256(b"rapha record\0" + content_digest + reading).hexdigest()
 
 
-def encode_entry(arrays: dict[str, np.ndarray]) -> bytes:
+def encode_parts(arrays: dict[str, np.ndarray]) -> list[bytes | memoryview]:
+    """An entry as the pieces that make it, the arrays' bytes not copied: hashed and
+    written piece by piece (a decoded record is copied once fewer than by joining)."""
     header = json.dumps({name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}).encode()
-    body = struct.pack("<I", len(header)) + header + b"".join(np.ascontiguousarray(a).tobytes()
-                                                             for a in arrays.values())
-    return MAGIC + hashlib.sha256(body).digest() + body
+    prefix = struct.pack("<I", len(header)) + header
+    pixels = [np.ascontiguousarray(a).reshape(-1).view(np.uint8).data for a in arrays.values()]
+    digest = hashlib.sha256(prefix)
+    for part in pixels:
+        digest.update(part)
+    return [MAGIC, digest.digest(), prefix, *pixels]
 
 
 def decode_entry(blob: bytes) -> dict[str, np.ndarray] | None:
@@ -104,17 +112,89 @@ def read_entry(path: Path) -> tuple[dict[str, np.ndarray] | None, bool, int]:
 
 def write_entry(path: Path, arrays: dict[str, np.ndarray]) -> int:
     """Write an entry atomically; returns its size in bytes."""
-    blob = encode_entry(arrays)
+    parts = encode_parts(arrays)
+    write_parts(path, parts)
+    return parts_size(parts)
+
+
+def parts_size(parts: list[bytes | memoryview]) -> int:
+    return sum(len(part) for part in parts)
+
+
+def write_parts(path: Path, parts: list[bytes | memoryview]) -> None:
+    """Write an encoded entry atomically: a temporary name, then a rename."""
     staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}{PARTIAL_SUFFIX}")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
+            for part in parts:
+                handle.write(part)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    return len(blob)
+
+
+class BackgroundWriter:
+    """Writes encoded entries in a thread of their own, for a decoder process: creating,
+    writing and renaming a file mostly waits on the file system (1.5 ms of wall time per
+    256 KiB entry for 0.3 ms of CPU, measured), time the decoder spends on the next record
+    instead. At most ``max_bytes`` wait; ``put`` blocks beyond that. An entry that cannot
+    be written is dropped (a later decode, never a failed job); ``drain`` waits for the
+    rest, and a process killed first leaves only temporary names (removed when the store
+    next opens), never a half entry under an entry's name."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._pending: deque[tuple[Path, list[bytes | memoryview], int]] = deque()
+        self._bytes = 0
+        self._busy = self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="record-store-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, path: Path, parts: list[bytes | memoryview]) -> None:
+        size = parts_size(parts)
+        with self._changed:
+            while self._pending and self._bytes + size > self.max_bytes and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return
+            self._pending.append((path, parts, size))
+            self._bytes += size
+            self._changed.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every entry put is written (or dropped); False on a timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """``drain``, then end the thread (entries still waiting after ``timeout`` are
+        dropped)."""
+        self.drain(timeout)
+        with self._changed:
+            self._closed = True
+            self._pending.clear()
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+                if self._closed:
+                    return
+                path, parts, size = self._pending.popleft()
+                self._busy = True
+            try:
+                write_parts(path, parts)
+            except Exception as exc:  # a full or failing cache disk costs a later decode, never the job
+                log.warning("a decoded record could not be kept in the disk cache: %s", type(exc).__name__)
+            finally:
+                with self._changed:
+                    self._bytes -= size
+                    self._busy = False
+                    self._changed.notify_all()
 
 
 class RecordStore:

@@ -18,7 +18,8 @@ import pytest
 from edge_kernel.data.broker import Broker
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.feeder import Feeder, default_workers
-from edge_kernel.data.record_store import MAGIC, PARTIAL_SUFFIX, RecordStore
+from edge_kernel.data.record_store import (MAGIC, PARTIAL_SUFFIX, BackgroundWriter, RecordStore, encode_parts,
+                                           read_entry, write_entry)
 from edge_kernel.data.registry import Dataset
 from edge_kernel.data.source import Index
 from edge_kernel.wire.channel import Channel
@@ -317,3 +318,47 @@ def test_decoders_die_with_an_edge_that_is_killed(synth_folder: Path) -> None:
     while _alive(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _alive(pids) == []
+
+
+def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> None:
+    arrays = {"image": np.arange(12, dtype=np.float32).reshape(1, 3, 4), "finding": np.asarray(1, np.int64)}
+    size = write_entry(tmp_path / "inplace", arrays)
+    writer = BackgroundWriter(max_bytes=2 * size)  # the third put waits for the writer's thread
+    for name in ("a", "b", "c"):
+        writer.put(tmp_path / name, encode_parts(arrays))
+    assert writer.drain(10)
+    for name in ("a", "b", "c"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "inplace").read_bytes()
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+        found, damaged, read = read_entry(tmp_path / name)
+        assert found is not None and not damaged and read == size
+        assert found["image"].tobytes() == arrays["image"].tobytes()
+    writer.close(10)
+    writer.put(tmp_path / "late", encode_parts(arrays))  # after close: dropped, never half-written
+    assert not (tmp_path / "late").exists()
+    assert not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
+
+
+def test_a_background_write_that_fails_is_dropped_and_the_rest_written(tmp_path: Path) -> None:
+    arrays = {"image": np.ones((1, 4, 4), np.float32)}
+    writer = BackgroundWriter()
+    writer.put(tmp_path / "missing-folder" / "x", encode_parts(arrays))  # fails: no such folder
+    writer.put(tmp_path / "y", encode_parts(arrays))
+    assert writer.drain(10)
+    writer.close(10)
+    assert not (tmp_path / "missing-folder").exists()
+    assert read_entry(tmp_path / "y")[0] is not None
+
+
+def test_decoders_finish_their_cache_writes_when_the_feeder_closes(synth_folder: Path, synth_entry: Dataset,
+                                                                  tmp_path: Path) -> None:
+    source, index = _source(synth_folder, synth_entry)
+    feeder = Feeder(source, workers=2, store=RecordStore(tmp_path / "records", 1 << 30))
+    try:
+        feeder.records(index.records[:20])
+    finally:
+        feeder.close()
+    assert feeder.decoded == 20
+    entries = [p for p in (tmp_path / "records").iterdir()]
+    assert len(entries) == 20 and not [p for p in entries if p.name.endswith(PARTIAL_SUFFIX)]
+    assert all(read_entry(p)[0] is not None for p in entries)
