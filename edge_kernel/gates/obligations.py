@@ -15,7 +15,8 @@ from jupyter_rapha.protocol.jobspec import JobSpec
 
 from ..data.holdback import Holdback, parse_holdback
 
-KNOWN = ("max_epochs", "max_seconds", "dp_required", "holdback")
+KNOWN = ("max_epochs", "max_seconds", "dp_required", "holdback", "run_approval")
+RUN_APPROVAL_MODES = ("none", "one", "two_person")  # how many data stewards approve before the job runs
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Limits:
     max_seconds: int | None = None
     # records the broker holds back from the job for the membership-inference check
     holdback: Holdback | None = None
+    # data stewards' approval before the job runs (``run_approval.py``): none, one, two_person
+    run_approval: str = "none"
 
     def apply(self, spec: JobSpec) -> JobSpec:
         if self.max_seconds is None or self.max_seconds >= spec.budget.max_seconds:
@@ -41,8 +44,12 @@ def enforceable(obligations: dict[str, Any]) -> Limits:
                            reasons=["this dataset may only be trained with differential privacy, "
                                     "which this edge does not enforce yet"])
     holdback = obligations.get("holdback")
+    run_approval = obligations.get("run_approval", "none")
+    if run_approval not in RUN_APPROVAL_MODES:
+        raise PolicyDenied("obligation 'run_approval' is not one of " + ", ".join(RUN_APPROVAL_MODES),
+                           reasons=["the policy's obligation 'run_approval' is malformed"])
     return Limits(_positive(obligations, "max_epochs"), _positive(obligations, "max_seconds"),
-                  parse_holdback(holdback) if holdback is not None else None)
+                  parse_holdback(holdback) if holdback is not None else None, str(run_approval))
 
 
 def _positive(obligations: dict[str, Any], name: str) -> int | None:
