@@ -285,7 +285,8 @@ class JobManager:
         kept = read_kept(target, APPROVALS_FILE) or []
         outcome = approval_outcome(mode, job.job_id, job.researcher_key_id, registered_stewards(self.researchers),
                                    votes_of(kept))
-        if outcome.status == REJECT:
+        if outcome.status == REJECT:  # a kept reject (read again after a restart): it never runs
+            self.audit.append("approval.reject", job_id=job.job_id, detail={"reasons": list(outcome.reasons)})
             self.store.transition(job.job_id, "denied", gates=entries, reasons=_rejected(outcome.reasons))
             return False
         if outcome.status != PENDING:

@@ -18,11 +18,13 @@ import pytest
 
 from edge_kernel.admin import AdminClient
 from edge_kernel.cli import main as edge_cli
+from edge_kernel.edge import EDGE_KEY_FILE
 from edge_kernel.settings import load_settings
 from jupyter_rapha.client import EdgeClient, make_jobspec
 from jupyter_rapha.protocol.approval import ApprovalSubject, sign_approval
 from jupyter_rapha.protocol.errors import AuthError, RaphaError
 from jupyter_rapha.protocol.keys import PrivateKey
+from jupyter_rapha.protocol.receipt import verify_receipt
 from tests.harness import init_edge, start_edge
 
 pytestmark = pytest.mark.slow
@@ -170,7 +172,12 @@ def test_two_person_runs_only_after_two_distinct_stewards(site, capsys):
     code, out, _ = site.decide(capsys, "approve", job_id, "ben")
     assert code == 0 and "approved to run" in out, out
     site.wait_for(job_id, "completed")
-    envelope = site.client().receipt(job_id)["envelope"]
+    receipt = site.client().receipt(job_id)
+    edge_key = PrivateKey.from_pem((load_settings(site.root).keys_dir / EDGE_KEY_FILE).read_bytes()).public
+    check = verify_receipt(receipt, edge_key, weights=site.client().weights(job_id),
+                           metrics=site.client().metrics(job_id))
+    assert check.statement and not [c for c in check.checks if c.status == "fail"], check.checks
+    envelope = receipt["envelope"]
     section = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["approval"]
     assert section["mode"] == "two_person"
     assert [a["steward_key_id"] for a in section["approvals"]] == [site.keys["ada"].key_id, site.keys["ben"].key_id]
