@@ -80,7 +80,8 @@ class Site:
         spec = make_jobspec(CELL, "synthetic-cxr", ["image", "finding"], 8, 120, {"epochs": 1},
                             self.keys["alice"].key_id)
         job_id = self.client().submit(spec)
-        self.wait_for(job_id, "awaiting_approval")
+        # the researcher's wait returns: a steward decides, maybe days from now
+        assert self.client().wait(job_id, poll=0.3, timeout=240)["state"] == "awaiting_approval"
         return job_id
 
     def wait_for(self, job_id: str, state: str, timeout: float = 240) -> dict:
