@@ -168,3 +168,30 @@ def test_the_obligation_is_enforced_and_an_unknown_mode_denies():
     for bad in ("two-person", "unknown: [\"twice\"]", 2, None):
         with pytest.raises(PolicyDenied, match="run_approval"):
             enforceable({"run_approval": bad})
+
+
+def test_status_says_when_a_run_approval_lacks_stewards(tmp_path, capsys):
+    import json
+
+    from edge_kernel.cli import main as edge_cli
+
+    root = tmp_path / "demo"
+    assert edge_cli(["init", str(root), "--demo"]) == 0
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--config", str(root)]) == 0
+    assert "run approval: none asked (jobs run once their gates pass)" in capsys.readouterr().out
+    data_path = root / "policies" / "data.json"
+    data = json.loads(data_path.read_text())
+    data["hospital"]["datasets"]["synthetic-cxr"]["run_approval"] = "two_person"
+    data["hospital"]["run_approval"] = {"purposes": {"demo": "twice"}}
+    data_path.write_text(json.dumps(data))
+    assert edge_cli(["researchers", "add", "ada", KEYS["ada"].public.to_text(), "--role", "data-steward",
+                     "--config", str(root)]) == 0
+    capsys.readouterr()
+    assert edge_cli(["status", "--no-probe", "--config", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "run approval: synthetic-cxr two_person, purpose demo twice" in out and "data stewards: ada" in out
+    assert "dataset synthetic-cxr: run approval two_person needs 2 data steward(s), 1 registered" in out
+    assert "purpose demo: run approval 'twice' is not none, one or two_person: its jobs are denied" in out
+    assert edge_cli(["status", "--no-probe", "--json", "--config", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["run_approval"]["modes"] == {"synthetic-cxr": "two_person"}
