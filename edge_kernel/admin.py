@@ -6,13 +6,17 @@ edge's 0700 state directory) is reachable only by whoever may read the edge's co
 directory, the same people ``rapha-edge jobs list`` and ``researchers add`` already trust,
 and never from a job: the sandbox covers the config directory and runs as another uid
 (S1). What changes a job's fate needs more than the socket: an output checker's decision
-is a statement signed with the checker's registered key (``release/desk.py``).
+is a statement signed with the checker's registered key (``release/desk.py``), a data
+steward's run approval one signed with the steward's (``approval_desk.py``).
 
 Routes (JSON; errors as on the researcher API, one place maps them):
 
     GET  /admin/v1/release               {"jobs": [held job lines]}
     GET  /admin/v1/release/JOB           the held job's checks, figures, decisions, outputs summary
     POST /admin/v1/release/JOB/decision  {"checker": NAME, "statement": DSSE envelope}
+    GET  /admin/v1/approval              {"jobs": [jobs awaiting a data steward's approval]}
+    GET  /admin/v1/approval/JOB          the cell, scan findings, policy result, budget, cost, decisions
+    POST /admin/v1/approval/JOB/decision {"steward": NAME, "statement": DSSE envelope}
 
 The command-line side (``AdminClient``) speaks HTTP/1.1 over the same socket.
 """
@@ -37,6 +41,7 @@ from jupyter_rapha.protocol import bounded
 from jupyter_rapha.protocol.errors import BadInput, Fault, NotFound, RaphaError, StorageFault
 from jupyter_rapha.protocol.review import MAX_STATEMENT_BYTES
 
+from .approval_desk import ApprovalDesk
 from .release.desk import ReleaseDesk
 from .service import DRAIN_BODY_BYTES, BaseHandler, api
 
@@ -103,6 +108,40 @@ class DecisionHandler(AdminHandler):
         self.write_json(answer)
 
 
+class ApprovalHandler(BaseHandler):
+    def initialize(self, approvals: ApprovalDesk) -> None:  # type: ignore[override]
+        self.approvals = approvals
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+
+    def audit_refusal(self, exc: Any) -> None:
+        """The desk writes its own row for each refused decision."""
+
+
+class WaitingListHandler(ApprovalHandler):
+    @api
+    def get(self) -> None:
+        self.write_json({"jobs": self.approvals.list()})
+
+
+class WaitingJobHandler(ApprovalHandler):
+    @api
+    def get(self, job_ref: str) -> None:
+        self.write_json(self.approvals.show(job_ref))
+
+
+class ApprovalDecisionHandler(ApprovalHandler):
+    @api
+    async def post(self, job_ref: str) -> None:
+        body = bounded.loads(self.request.body, what="approval request", max_bytes=2 * MAX_STATEMENT_BYTES,
+                             max_depth=10)
+        if not isinstance(body, dict) or set(body) != {"steward", "statement"} or not isinstance(body["steward"], str):
+            raise BadInput('an approval request is {"steward": NAME, "statement": {DSSE envelope}}')
+        answer = await tornado.ioloop.IOLoop.current().run_in_executor(
+            None, self.approvals.decide, job_ref, body["steward"], body["statement"])
+        self.write_json(answer)
+
+
 class UnknownAdminRoute(AdminHandler):
     @api
     def unknown(self, *args: str) -> None:
@@ -111,10 +150,17 @@ class UnknownAdminRoute(AdminHandler):
     get = post = put = patch = delete = options = unknown
 
 
-def make_admin_app(desk: ReleaseDesk) -> tornado.web.Application:
+def make_admin_app(desk: ReleaseDesk, approvals: ApprovalDesk | None = None) -> tornado.web.Application:
     args = {"desk": desk}
     job = r"([0-9a-zA-Z]{1,64})"  # checked by the desk, which says what a job id looks like
+    waiting: list[Any] = []
+    if approvals is not None:
+        approval_args = {"approvals": approvals}
+        waiting = [(r"/admin/v1/approval", WaitingListHandler, approval_args),
+                   (rf"/admin/v1/approval/{job}", WaitingJobHandler, approval_args),
+                   (rf"/admin/v1/approval/{job}/decision", ApprovalDecisionHandler, approval_args)]
     return tornado.web.Application([
+        *waiting,
         (r"/admin/v1/release", HeldListHandler, args),
         (rf"/admin/v1/release/{job}", HeldJobHandler, args),
         (rf"/admin/v1/release/{job}/decision", DecisionHandler, args),
@@ -124,11 +170,11 @@ def make_admin_app(desk: ReleaseDesk) -> tornado.web.Application:
 class AdminServer:
     """The admin socket served beside the researcher listener, on the same event loop."""
 
-    def __init__(self, desk: ReleaseDesk, path: Path) -> None:
+    def __init__(self, desk: ReleaseDesk, path: Path, approvals: ApprovalDesk | None = None) -> None:
         from tornado.httpserver import HTTPServer
 
         self.path = path
-        self.server = HTTPServer(make_admin_app(desk), max_body_size=DRAIN_BODY_BYTES)
+        self.server = HTTPServer(make_admin_app(desk, approvals), max_body_size=DRAIN_BODY_BYTES)
         self.server.add_socket(bind_admin_socket(path))
 
     def stop(self) -> None:
@@ -142,6 +188,12 @@ def edge_desk(edge: Any) -> ReleaseDesk:
     """The desk over a composed ``Edge``: its held jobs, store, registry and audit log."""
     return ReleaseDesk(held=edge.jobs, store=edge.store, researchers=edge.researchers, audit=edge.audit,
                        edge_key=edge.key.public, held_outputs=held_outputs_reader(edge.settings.jobs_dir))
+
+
+def edge_approval_desk(edge: Any) -> ApprovalDesk:
+    """The data stewards' desk over a composed ``Edge``: its job walk, store, registry and audit log."""
+    return ApprovalDesk(jobs=edge.jobs, store=edge.store, researchers=edge.researchers, audit=edge.audit,
+                        edge_key=edge.key.public, jobs_dir=edge.settings.jobs_dir)
 
 
 def held_outputs_reader(jobs_dir: Path) -> Any:

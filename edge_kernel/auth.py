@@ -53,6 +53,13 @@ class Authenticator:
             raise AuthError("this key is registered as an output checker only: it signs release decisions "
                             "('rapha-edge release'), not researcher requests",
                             hint="register a separate researcher key, or add --role researcher to this entry")
+        if researcher.is_staff_only:
+            # The same for a data steward's key: it signs run approvals, it never submits a
+            # job it could then approve, nor reads anyone's.
+            raise AuthError("this key is registered for hospital staff roles only "
+                            f"({', '.join(researcher.roles)}): it signs decisions at the edge, not researcher "
+                            "requests",
+                            hint="register a separate researcher key, or add --role researcher to this entry")
         try:
             self._spend_nonce(auth.nonce, auth.key_id, now)
         except StorageUnavailable:

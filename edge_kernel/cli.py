@@ -590,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pubkey", help="'ed25519:BASE64', a PEM, or a file holding either")
     p.add_argument("--role", action="append",
                    help="a role the policy grants datasets to (repeatable; default: researcher); "
-                        "output-checker: may approve or reject held outputs with 'rapha-edge release'")
+                        "output-checker: may approve or reject held outputs with 'rapha-edge release'; "
+                        "data-steward: may approve or reject a job before it runs with 'rapha-edge approval'")
     p.add_argument("--purpose", action="append",
                    help="a purpose this researcher may train for (repeatable; default: research)")
     p.add_argument("--replace", action="store_true",
@@ -672,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .release.commands import add_release_commands
 
     add_release_commands(sub, command)
+    from .approval_commands import add_approval_commands
+
+    add_approval_commands(sub, command)
     return parser
 
 

@@ -29,6 +29,10 @@ from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.receipt import envelope_digest
 
+from jupyter_rapha.protocol.approval import ApprovalRefused, RunApproval
+
+from .approval_desk import (APPROVALS_FILE, AWAITING, REQUEST_FILE, approval_dir, read_kept, receipt_section,
+                            write_kept)
 from .release import receipts
 from .anchor.outbox import Outbox
 from .audit import AuditLog, utc_now
@@ -44,7 +48,10 @@ from .release.disclosure import HELD_PROGRESS
 from .release.files import Release
 from .release.held import Held, held_dir, read_held, remove_held
 from .release.releaser import Releaser
+from .release.receipts import settlement
 from .researchers import Researcher, ResearcherRegistry
+from .run_approval import (PENDING, REJECT, StewardVote, admit, approval_outcome, kept_entry, registered_stewards,
+                           votes_of)
 from .sandbox.wan import WanGate
 from .settings import Settings
 from .store import JobRecord, JobStore
@@ -112,14 +119,15 @@ class JobManager:
             event = self._cancels.get(job_id)
             if event is not None:
                 event.set()
-            if job_id not in self._active and self.store.get(job_id).state == "submitted":
+            if job_id not in self._active and self.store.get(job_id).state in ("submitted", AWAITING):
                 self.store.transition(job_id, "cancelled", reasons=[CANCELLED])
         return self.store.get(job_id)
 
     def recover(self) -> None:
         """After a restart, before any job runs: stop what the last run left behind (a
         SandboxFault stops the start when that fails); finish releases already written;
-        fail jobs cut off before; queued jobs run again from the gates."""
+        fail jobs cut off before; queued jobs run again from the gates; jobs awaiting a data
+        steward's approval keep waiting."""
         from .sandbox.lifeline import stop_leftovers
 
         for job_id in stop_leftovers(self.settings.jobs_dir):
@@ -264,7 +272,85 @@ class JobManager:
         if cancel is not None and cancel.is_set():  # asked while its gates ran: it never starts
             self.store.transition(job_id, "cancelled", gates=entries, reasons=[CANCELLED])
             return
+        if limits.run_approval != "none" and not self._approved(job, spec, ctx, entries, limits.run_approval):
+            return  # waits for the data stewards, or one of them rejected it
         self._run(job, limits.apply(spec), ctx, outcome.results)
+
+    # ---- approval before the job runs ---------------------------------------------
+    def _approved(self, job: JobRecord, spec: JobSpec, ctx: GateContext, entries: list[dict[str, Any]],
+                  mode: str) -> bool:
+        """True when enough data stewards approved this job's request; else the job waits in
+        awaiting_approval (audited first: S7) with what the steward decides on, or ends
+        denied when a kept decision rejects it."""
+        target = approval_dir(self.settings.jobs_dir, job.job_id)
+        kept = read_kept(target, APPROVALS_FILE) or []
+        outcome = approval_outcome(mode, job.job_id, job.researcher_key_id, registered_stewards(self.researchers),
+                                   votes_of(kept))
+        if outcome.status == REJECT:  # a kept reject (read again after a restart): it never runs
+            self.audit.append("approval.reject", job_id=job.job_id, detail={"reasons": list(outcome.reasons)})
+            self.store.transition(job.job_id, "denied", gates=entries, reasons=_rejected(outcome.reasons))
+            return False
+        if outcome.status != PENDING:
+            return True
+        write_kept(target, REQUEST_FILE, self._approval_request(spec, ctx, mode, outcome.needed))
+        self.audit.append("approval.wait", job_id=job.job_id,
+                          detail={"mode": mode, "approvals_needed": outcome.needed,
+                                  "approvals": len(outcome.approved_by), "request_sha256": job.request_sha256})
+        self.store.transition(job.job_id, AWAITING, gates=entries,
+                              progress={"approvals": len(outcome.approved_by), "approvals_needed": outcome.needed})
+        return False
+
+    def _approval_request(self, spec: JobSpec, ctx: GateContext, mode: str, needed: int) -> dict[str, Any]:
+        """What a steward is shown: the cell and its files, the scan's findings, the
+        policy's decision, the budget and the most the job may cost (never record data)."""
+        scan, policy = ctx.results.get("scan"), ctx.results.get("policy")
+        data = spec.to_dict()
+        dataset = ctx.dataset
+        price = dataset.price_per_record if dataset is not None else "0"
+        return {"mode": mode, "approvals_needed": needed, "code": spec.code, "code_sha256": spec.code_sha256,
+                "includes": data.get("includes", []), "artifacts": data.get("artifacts", []),
+                "fields": list(spec.fields), "params": data.get("params", {}), "budget": data["budget"],
+                "cost": settlement(price, spec.budget.max_records, self.releaser.currency),
+                "scan": dict(scan.evidence) if scan is not None else None,
+                "policy": (policy.evidence.get("decision") if policy is not None else None)}
+
+    def decide_waiting(self, job_id: str, approval: RunApproval) -> JobRecord:
+        """One data steward's verified decision on a job awaiting approval: admitted by the
+        rules (run_approval.py), audited, kept, then acted on: the job runs once enough
+        stewards approved (back to submitted: its gates run again), ends denied on a reject,
+        or keeps waiting. Nothing changes when it is refused."""
+        job = self.store.get(job_id)
+        if job.state != AWAITING:
+            raise ApprovalRefused(f"job {job_id} is {job.state}, not awaiting approval: there is nothing to decide")
+        target = approval_dir(self.settings.jobs_dir, job_id)
+        request = read_kept(target, REQUEST_FILE)
+        if request is None:
+            raise ApprovalRefused(f"job {job_id} has no approval request kept; it cannot be decided")
+        kept = read_kept(target, APPROVALS_FILE) or []
+        stewards = registered_stewards(self.researchers)
+        steward = admit(StewardVote.of(approval), job_id, job.researcher_key_id, stewards, votes_of(kept))
+        entry = kept_entry(steward, approval)
+        self.audit.append("approval.decide", job_id=job_id, actor=steward.key_id,
+                          detail={k: v for k, v in entry.items() if k != "envelope"})
+        kept = [*kept, entry]
+        write_kept(target, APPROVALS_FILE, kept)
+        outcome = approval_outcome(request.get("mode"), job_id, job.researcher_key_id, stewards, votes_of(kept))
+        with self._claim:  # a cancel takes the same lock: one of us ends or moves it, never both
+            if self.store.get(job_id).state != AWAITING:
+                return self.store.get(job_id)
+            if outcome.status == REJECT:
+                self.audit.append("approval.reject", job_id=job_id, detail={"reasons": list(outcome.reasons)})
+                self.store.transition(job_id, "denied", reasons=_rejected(outcome.reasons))
+            elif outcome.status == PENDING:
+                self.store.set_progress(job_id, {**job.progress, "approvals": len(outcome.approved_by),
+                                                 "approvals_needed": outcome.needed})
+            else:
+                self.audit.append("approval.granted", job_id=job_id,
+                                  detail={"approved_by": [s.key_id for s in outcome.approved_by]})
+                self.store.transition(job_id, "submitted", progress={
+                    **job.progress, "approvals": len(outcome.approved_by), "approvals_needed": outcome.needed})
+                self._enqueue(job_id)
+        return self.store.get(job_id)
 
     def _run(self, job: JobRecord, spec: JobSpec, ctx: GateContext, results: list[GateResult]) -> None:
         job_id, started = job.job_id, utc_now()
@@ -310,6 +396,11 @@ class JobManager:
             return
         times = {"submitted": job.submitted, "started": started, "finished": utc_now()}
         predicate = self.releaser.predicate(job, spec, [*results, checked.gate], run, checked, times)
+        target = approval_dir(self.settings.jobs_dir, job_id)
+        request = read_kept(target, REQUEST_FILE)
+        if request is not None:  # run after the data stewards' approval: their statements, named
+            predicate = {**predicate, "approval": receipt_section(request.get("mode", ""),
+                                                                  read_kept(target, APPROVALS_FILE) or [])}
         # Held, not released (S5): the outputs wait edge-side for the disclosure checks and
         # the release decision. The job's status keeps the gates before release: even the
         # release gate's evidence digest is over tensor counts and metric names.
@@ -426,6 +517,11 @@ class JobManager:
         batches) with the meter's records."""
         return {**self._reported.pop(job_id, {}), "records_used": meter.records_used,
                 "cohort_size": meter.cohort_size}
+
+
+def _rejected(reasons: tuple[str, ...] | list[str]) -> list[str]:
+    return [f"approval: a data steward rejected the job: {reason}".rstrip(": ") for reason in reasons] or [
+        "approval: a data steward rejected the job"]
 
 
 def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:

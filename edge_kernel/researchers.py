@@ -6,7 +6,9 @@ administrator says ``replace``, so no registration is dropped without being name
 
 Roles are the policy's to interpret, with one the edge itself reads: ``output-checker``,
 held by hospital staff who approve or reject the release of held outputs (``rapha-edge
-release``). A checker's decisions are statements signed with the key registered here.
+release``), and ``data-steward``, held by those who approve or reject a job before it runs
+where a dataset's policy asks for that (``run_approval``). Their decisions are statements
+signed with the key registered here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from .parsed_file import ParsedFile
 REGISTRY_FILE = "researchers.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 OUTPUT_CHECKER = "output-checker"
+DATA_STEWARD = "data-steward"
+EDGE_ROLES = (OUTPUT_CHECKER, DATA_STEWARD)  # the roles the edge itself reads
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,15 @@ class Researcher:
     @property
     def is_output_checker(self) -> bool:
         return OUTPUT_CHECKER in self.roles
+
+    @property
+    def is_data_steward(self) -> bool:
+        return DATA_STEWARD in self.roles
+
+    @property
+    def is_staff_only(self) -> bool:
+        """Held only roles the edge reads for hospital staff: such a key decides, it never submits."""
+        return bool(self.roles) and set(self.roles) <= set(EDGE_ROLES)
 
 
 @dataclass(frozen=True)
@@ -138,13 +151,16 @@ class ResearcherRegistry:
 
 
 def check_role(role: str) -> None:
-    """A role is a plain name; one a letter or two from ``output-checker`` is a typo that
-    would leave a checker unable to decide, so it is refused when it is made."""
+    """A role is a plain name; one a letter or two from ``output-checker`` or
+    ``data-steward`` is a typo that would leave a checker or steward unable to decide, so it
+    is refused when it is made."""
     if not _NAME.match(role):
         raise BadInput(f"role {role!r} must be letters, digits, '.', '_', '@' or '-'")
-    if role != OUTPUT_CHECKER and difflib.get_close_matches(role.lower(), [OUTPUT_CHECKER], n=1, cutoff=0.8):
-        raise BadInput(f"role {role!r} is not {OUTPUT_CHECKER!r}; did you mean {OUTPUT_CHECKER}?",
-                       hint="roles other than output-checker are read by the policy (policies/data.json)")
+    close = difflib.get_close_matches(role.lower(), EDGE_ROLES, n=1, cutoff=0.8)
+    if role not in EDGE_ROLES and close:
+        raise BadInput(f"role {role!r} is not {close[0]!r}; did you mean {close[0]}?",
+                       hint="roles other than output-checker and data-steward are read by the policy "
+                            "(policies/data.json)")
 
 
 def _clash(researcher: Researcher, key_id: str, clashing: list[Researcher]) -> str:

@@ -13,7 +13,7 @@ import tornado.netutil
 
 from jupyter_rapha.protocol.errors import RaphaError
 
-from .admin import AdminServer, admin_socket_path, edge_desk
+from .admin import AdminServer, admin_socket_path, edge_approval_desk, edge_desk
 from .audit import RefusalTally
 from .edge import Edge
 from .service import DRAIN_BODY_BYTES, make_app, tls_context
@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def _serve_admin(edge: Edge) -> Any:
-    """The admin socket (``rapha-edge release``): a Unix socket in the state directory,
-    never on the researcher listener."""
-    return AdminServer(edge_desk(edge), admin_socket_path(edge.settings.state_dir))
+    """The admin socket (``rapha-edge release``, ``rapha-edge approval``): a Unix socket in
+    the state directory, never on the researcher listener."""
+    return AdminServer(edge_desk(edge), admin_socket_path(edge.settings.state_dir), edge_approval_desk(edge))
 
 
 async def serve(edge: Edge, host: str, port: int, ready: Callable[[int], None] | None = None) -> None:

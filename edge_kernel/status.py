@@ -41,6 +41,7 @@ def edge_status(config_dir: str | Path, *, probe: bool = True) -> dict[str, Any]
     }
     status["datasets"], status["policy"] = _datasets(settings)
     status["release"] = release_readiness(settings, [d["name"] for d in status["datasets"]])
+    status["run_approval"] = approval_readiness(settings, [d["name"] for d in status["datasets"]])
     status["running"] = probe_running(settings, public_key.to_text()) if probe else None
     return status
 
@@ -121,6 +122,33 @@ def _datasets(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return datasets, policy
 
 
+def approval_readiness(settings: Settings, datasets: list[str]) -> dict[str, Any]:
+    """Each dataset's run approval mode (where set) and whether enough data stewards are
+    registered for it: a job awaiting approval waits, unseen, until they are."""
+    from jupyter_rapha.protocol.policy import DATA_FILE
+
+    from .researchers import ResearcherRegistry
+    from .run_approval import MODES
+
+    stewards = [r.name for r in ResearcherRegistry(settings.config_dir).all() if r.is_data_steward]
+    try:
+        hospital = json.loads((settings.policies_dir / DATA_FILE).read_text("utf-8"))["hospital"]
+        modes = {name: hospital["datasets"][name]["run_approval"] for name in datasets
+                 if "run_approval" in (hospital.get("datasets", {}).get(name) or {})}
+        purposes = dict((hospital.get("run_approval") or {}).get("purposes") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"stewards": stewards, "modes": {}, "purposes": {}, "problems": []}
+    problems = []
+    for where, mode in [*(("dataset " + n, m) for n, m in modes.items()),
+                        *(("purpose " + p, m) for p, m in purposes.items())]:
+        if mode not in MODES:
+            problems.append(f"{where}: run approval {mode!r} is not none, one or two_person: its jobs are denied")
+        elif len(stewards) < MODES[mode]:
+            problems.append(f"{where}: run approval {mode} needs {MODES[mode]} data steward(s), {len(stewards)} "
+                            "registered: its jobs wait until they are")
+    return {"stewards": stewards, "modes": modes, "purposes": purposes, "problems": problems}
+
+
 def release_readiness(settings: Settings, datasets: list[str]) -> dict[str, Any]:
     """Each dataset's release mode and whether enough output checkers are registered for
     it: a job held for review waits, unseen, until they are."""
@@ -179,6 +207,7 @@ def render(status: dict[str, Any]) -> str:
     lines += [f"  note: {note}" for note in status["notes"]]
     lines += ["datasets:"] + _render_datasets(status) + ["attestation:", _render_tee(status["tee"])]
     lines += _render_release(status["release"])
+    lines += _render_approval(status["run_approval"])
     lines.append("unsafe settings in force: " + (", ".join(status["unsafe"]) or "none"))
     lines += _render_running(status["running"])
     return "\n".join(lines)
@@ -203,6 +232,16 @@ def _render_datasets(status: dict[str, Any]) -> list[str]:
     for name in policy["unregistered"]:
         lines.append(f"  {name}: granted in {policy['file']} but not registered (rapha-edge datasets add)")
     return lines
+
+
+def _render_approval(approval: dict[str, Any]) -> list[str]:
+    asked = [f"{name} {mode}" for name, mode in sorted(approval["modes"].items())]
+    asked += [f"purpose {name} {mode}" for name, mode in sorted(approval["purposes"].items())]
+    if not asked and not approval["stewards"]:
+        return ["run approval: none asked (jobs run once their gates pass)"]
+    return ([f"run approval: {', '.join(asked) or 'none asked'}",
+             f"  data stewards: {', '.join(approval['stewards']) or 'none'}"]
+            + [f"  PROBLEM: {problem}" for problem in approval["problems"]])
 
 
 def _render_release(release: dict[str, Any]) -> list[str]:

@@ -8,6 +8,11 @@
          |          |
          +----------+-> cancelled (the researcher asked: DELETE /v1/jobs/{id})
 
+Where the dataset's policy asks for a data steward's approval before code runs
+(``run_approval``), a job whose gates passed goes ``submitted -> awaiting_approval`` and
+waits there (a restart leaves it waiting); approved, it goes back to ``submitted`` and its
+gates run again; rejected, it ends ``denied``; the researcher may cancel it meanwhile.
+
 ``held`` is neither terminal nor cancellable: the job's outputs wait edge-side, in
 ``state/jobs/ID/held/``, for the disclosure checks and the release decision.
 
@@ -40,15 +45,18 @@ _JOB_REF = re.compile(rf"^[0-9a-f]{{{MIN_JOB_PREFIX},{JOB_ID_LENGTH}}}$")
 STATES = tuple(JobState)
 TERMINAL = tuple(state for state in JobState if state in TERMINAL_STATES)
 _FROM = {
+    # back from awaiting_approval once the stewards approved: its gates run again
+    "submitted": ("awaiting_approval",),
+    "awaiting_approval": ("submitted",),
     "running": ("submitted",),
     "held": ("running",),
     "completed": ("running", "held"),
     "refused": ("held",),
-    "denied": ("submitted", "running"),
+    "denied": ("submitted", "awaiting_approval", "running"),
     # from held only through an edge fault (the held outputs are removed first): a check
     # that fails refuses, it never fails the job into a state a retry could release from
     "failed": ("submitted", "running", "held"),
-    "cancelled": ("submitted", "running"),
+    "cancelled": ("submitted", "awaiting_approval", "running"),
 }
 
 

@@ -66,10 +66,21 @@ class JobHeld(errors.RaphaError):
     nothing has been released yet. Not an error of the job: fetch it once it is released."""
 
 
+class JobAwaitingApproval(JobHeld):
+    """The job waits at the edge for the hospital's data stewards to approve it before it
+    runs: nothing has run yet. Not an error of the job: fetch it once it has run."""
+
+
 def held_for_review(status: dict[str, Any]) -> bool:
     """Held, its checks done, and waiting for an output checker (which may take days)."""
     progress = status.get("progress") or {}
     return status.get("state") == JobState.HELD and bool(progress.get("review_needed"))
+
+
+def waits_for_people(status: dict[str, Any]) -> bool:
+    """Held for review, or awaiting a data steward's approval before it runs: either may
+    take days, so a caller stops waiting and fetches later."""
+    return held_for_review(status) or status.get("state") == JobState.AWAITING_APPROVAL
 
 
 class EdgeClient:
@@ -163,7 +174,8 @@ class EdgeClient:
 
     def wait(self, job_id: str, poll: float = 0.5, timeout: float | None = None,
              on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until the job reaches a final state or waits for an output checker;
+        """Poll until the job reaches a final state or waits for people (an output checker,
+        or a data steward's approval before it runs);
         ``on_status`` sees every change. The time a job is held while its disclosure checks
         run does not count against ``timeout`` (the edge bounds the checks itself)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -173,7 +185,7 @@ class EdgeClient:
             if status != last and on_status is not None:
                 on_status(status)
             last = status
-            if status.get("state") in FINAL_STATES or held_for_review(status):
+            if status.get("state") in FINAL_STATES or waits_for_people(status):
                 return status
             if deadline is not None and status.get("state") == JobState.HELD:
                 deadline = max(deadline, time.monotonic() + poll)
@@ -284,8 +296,8 @@ def _error_body(content: bytes) -> tuple[str, str, list[str]]:
 def require_finished(status: dict[str, Any], not_yet: errors.RaphaError) -> None:
     """Raise ``not_yet`` while the job runs, and the job's own refusal or failure once it
     has ended other than completed."""
-    if held_for_review(status):
-        raise final_error(status) or not_yet  # JobHeld: waiting for the hospital's output checkers
+    if waits_for_people(status):
+        raise final_error(status) or not_yet  # JobHeld: waiting for the hospital's checkers or stewards
     if status.get("state") not in FINAL_STATES:
         raise not_yet
     error = final_error(status)
@@ -305,6 +317,14 @@ def final_error(status: dict[str, Any]) -> errors.RaphaError | None:
                        f"{int(progress.get('approvals_needed', 1))} approvals). Nothing has been released yet",
                        hint=f"rapha fetch {str(status.get('job_id'))[:12]} once it is released; a refusal "
                             "comes with the checker's reason")
+    if state == JobState.AWAITING_APPROVAL:
+        progress = status.get("progress") or {}
+        return JobAwaitingApproval(
+            f"job {status.get('job_id')} waits at the edge for the hospital's data stewards to approve it before "
+            f"it runs ({int(progress.get('approvals', 0))} of {int(progress.get('approvals_needed', 1))} "
+            "approvals). Nothing has run yet",
+            hint=f"rapha fetch {str(status.get('job_id'))[:12]} once it has run; a reject comes with the "
+                 "steward's reason")
     if state == JobState.REFUSED:
         reasons = [str(r) for r in status.get("reasons") or []] or ["the edge refused to release the outputs"]
         return errors.ReleaseDenied(f"job {status.get('job_id')} ran, but the edge refused to release its outputs",

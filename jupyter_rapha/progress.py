@@ -37,6 +37,7 @@ TEXT_ENV = "RAPHA_PROGRESS"  # "text" forces the text line
 # What each state means to the researcher; the edge's word is kept in brackets where it differs.
 STATE_TEXT: dict[str, str] = {
     JobState.SUBMITTED: "queued at the edge", JobState.RUNNING: "running",
+    JobState.AWAITING_APPROVAL: "awaiting approval by the hospital's data stewards before it runs",
     JobState.HELD: "ran; outputs held at the edge for release checks", JobState.COMPLETED: "completed",
     JobState.REFUSED: "ran; release of the outputs refused", JobState.DENIED: "denied",
     JobState.FAILED: "failed", JobState.CANCELLED: "cancelled",
@@ -184,6 +185,9 @@ class JobProgress:
             return f"edge unreachable (last seen: {STATE_TEXT.get(self.state, self.state)})"
         if self.state == JobState.HELD:
             return self._held_text()
+        if self.state == JobState.AWAITING_APPROVAL and "approvals_needed" in self.checks:
+            return (f"awaiting approval before it runs ({int(self.checks.get('approvals', 0))}/"
+                    f"{int(self.checks['approvals_needed'])} data steward approvals)")
         return STATE_TEXT.get(self.state, self.state)
 
     def _held_text(self) -> str:

@@ -170,6 +170,8 @@ def collect(gateway: Gateway, job_id: str, on_event: Callable[[dict[str, Any]], 
         state = str(data.get("state", state)) if event.get("kind") == "state" else state
         if state == JobState.HELD and data.get("review_needed"):
             break  # an output checker decides, maybe days from now: %rapha_attach follows it again
+        if state == JobState.AWAITING_APPROVAL:
+            break  # a data steward decides before it runs: the same
     error = final_error(gateway.status(job_id))
     if error is not None:
         raise error

@@ -17,7 +17,8 @@ from jupyter_rapha.protocol.private import MODE_DP, MODE_STANDARD
 
 from ..data.holdback import Holdback, parse_holdback
 
-KNOWN = ("max_epochs", "max_seconds", "dp_required", "holdback", "privacy")
+KNOWN = ("max_epochs", "max_seconds", "dp_required", "holdback", "privacy", "run_approval")
+RUN_APPROVAL_MODES = ("none", "one", "two_person")  # how many data stewards approve before the job runs
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Limits:
     holdback: Holdback | None = None
     # a DP job's privacy budget; None for a standard job (a DP job without one never runs)
     privacy: PrivacyBudget | None = None
+    # data stewards' approval before the job runs (``run_approval.py``): none, one, two_person
+    run_approval: str = "none"
 
     def apply(self, spec: JobSpec) -> JobSpec:
         if self.max_seconds is None or self.max_seconds >= spec.budget.max_seconds:
@@ -60,8 +63,13 @@ def enforceable(obligations: dict[str, Any], *, mode: str = MODE_STANDARD) -> Li
                                     "hand the model and the loss to rapha.fit_private"])
     privacy = _privacy(obligations.get("privacy")) if mode == MODE_DP else None
     holdback = obligations.get("holdback")
+    run_approval = obligations.get("run_approval", "none")
+    if run_approval not in RUN_APPROVAL_MODES:
+        raise PolicyDenied("obligation 'run_approval' is not one of " + ", ".join(RUN_APPROVAL_MODES),
+                           reasons=["the policy's obligation 'run_approval' is malformed"])
     return Limits(_positive(obligations, "max_epochs"), _positive(obligations, "max_seconds"),
-                  parse_holdback(holdback) if holdback is not None else None, privacy)
+                  parse_holdback(holdback) if holdback is not None else None, privacy=privacy,
+                  run_approval=str(run_approval))
 
 
 def _privacy(value: Any) -> PrivacyBudget:

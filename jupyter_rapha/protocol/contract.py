@@ -83,11 +83,14 @@ class JobState(StrEnum):
 
     submitted -> running -> held -> completed (released) | refused (release refused);
     denied (a gate said no), failed (the job or the edge broke) and cancelled (the
-    researcher asked) end a job before anything is released. The values are the wire
+    researcher asked) end a job before anything is released. Where the dataset's policy
+    asks for a data steward's approval before code runs, a job whose gates passed waits in
+    awaiting_approval, and goes back to submitted (its gates run again) once approved. The values are the wire
     format: lowercase words, stored in SQLite, sent in JSON and compared in TypeScript.
     """
 
     SUBMITTED = "submitted"
+    AWAITING_APPROVAL = "awaiting_approval"  # gates passed; waits for the data stewards' approval
     RUNNING = "running"
     HELD = "held"  # finished; outputs held at the edge until the disclosure checks decide
     COMPLETED = "completed"
@@ -102,7 +105,8 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
 ACTIVE_STATES: frozenset[JobState] = frozenset(set(JobState) - TERMINAL_STATES)
 # Held is not cancellable: the job has run and its records are counted; what is left is the
 # hospital's decision on its outputs, which a researcher must not be able to cut short.
-CANCELLABLE_STATES: frozenset[JobState] = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+CANCELLABLE_STATES: frozenset[JobState] = frozenset(
+    {JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.RUNNING})
 
 
 def contract_document() -> dict[str, Any]:

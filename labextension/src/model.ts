@@ -93,7 +93,7 @@ const BADGES: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'W
 const KNOWN: readonly string[] = ['pass', 'fail', 'skipped', 'pending', 'warn'];
 
 /** Where the edge's word alone would mislead: a held job has run, its outputs wait for the release checks. */
-const STATE_WORDS: Record<string, string> = { refused: 'release refused' };
+const STATE_WORDS: Record<string, string> = { refused: 'release refused', awaiting_approval: 'awaiting approval' };
 
 function text(value: unknown, fallback = '?'): string {
   return typeof value === 'string' && value.length > 0 ? value : fallback;

@@ -133,3 +133,11 @@ test('a held job says whether its checks run or it waits for review, with the fi
   const refused = jobRow({ job_id: 'f'.repeat(32), state: 'refused', reasons: ['release: 48 of the records copied'] });
   assert.equal(refused.detail, 'release: 48 of the records copied');
 });
+
+test('a job awaiting approval is active and cancellable, worded for the researcher', () => {
+  const { CANCELLABLE_STATES, ACTIVE_STATES } = require('../test-build/contract.js');
+  assert.ok(CANCELLABLE_STATES.includes('awaiting_approval') && ACTIVE_STATES.includes('awaiting_approval'));
+  const waiting = jobRow({ job_id: 'f'.repeat(32), state: 'awaiting_approval' });
+  assert.equal(waiting.stateText, 'awaiting approval');
+  assert.equal(waiting.canCancel, true);
+});

@@ -80,11 +80,11 @@ def test_limits_are_data_with_safe_defaults():
 
 
 def test_job_states_are_the_wire_words():
-    assert [s.value for s in JobState] == ["submitted", "running", "held", "completed", "refused", "denied",
-                                           "failed", "cancelled"]
+    assert [s.value for s in JobState] == ["submitted", "awaiting_approval", "running", "held", "completed",
+                                           "refused", "denied", "failed", "cancelled"]
     assert TERMINAL_STATES == {"completed", "refused", "denied", "failed", "cancelled"}
-    assert ACTIVE_STATES == {"submitted", "running", "held"}
-    assert CANCELLABLE_STATES == {"submitted", "running"}
+    assert ACTIVE_STATES == {"submitted", "awaiting_approval", "running", "held"}
+    assert CANCELLABLE_STATES == {"submitted", "awaiting_approval", "running"}
     assert JobState.HELD not in TERMINAL_STATES and JobState.HELD not in CANCELLABLE_STATES
 
 

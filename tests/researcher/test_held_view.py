@@ -120,3 +120,34 @@ def test_collect_stops_at_review_and_fetches_nothing():
     with pytest.raises(JobHeld):
         collect(gateway, JOB, seen.append)
     assert gateway.fetched == [] and len(seen) == 6
+
+
+def test_awaiting_approval_is_a_wait_not_a_failure():
+    from jupyter_rapha.client import JobAwaitingApproval, waits_for_people
+
+    waiting = status("awaiting_approval", approvals=1, approvals_needed=2)
+    assert waits_for_people(waiting) and not held_for_review(waiting)
+    error = final_error(waiting)
+    assert isinstance(error, JobAwaitingApproval) and isinstance(error, JobHeld)
+    assert "data stewards to approve it before it runs (1 of 2 approvals)" in error.message
+    assert "rapha fetch" in error.diagnostics()
+    with pytest.raises(JobAwaitingApproval):
+        require_finished(waiting, BadInput("not yet"))
+
+
+class WaitingGateway(HeldGateway):
+    def follow(self, job_id, after):
+        yield event(1, "state", state="awaiting_approval", approvals=0, approvals_needed=1)
+        raise AssertionError("collect kept following a job awaiting approval")
+
+    def status(self, job_id):
+        return status("awaiting_approval", approvals=0, approvals_needed=1)
+
+
+def test_collect_stops_at_awaiting_approval_and_fetches_nothing():
+    from jupyter_rapha.client import JobAwaitingApproval
+
+    gateway, seen = WaitingGateway(), []
+    with pytest.raises(JobAwaitingApproval):
+        collect(gateway, JOB, seen.append)
+    assert gateway.fetched == [] and len(seen) == 1

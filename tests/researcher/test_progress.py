@@ -196,3 +196,13 @@ def test_the_chart_fills_from_released_values_only():
     # At release the released series is drawn whole, per logged step.
     running.set_series({"loss": [0.61, 0.42, 0.28]})
     assert running.curve() == ("loss", [(1.0, 0.61), (2.0, 0.42), (3.0, 0.28)]) and running.x_label == "step"
+
+
+def test_a_job_awaiting_approval_says_so_with_its_count():
+    model = fed(2)
+    model.update({"seq": 11, "ts": "2026-12-02T17:02:40Z", "kind": "state", "data": {"state": "awaiting_approval"}})
+    assert model.state_text() == "awaiting approval by the hospital's data stewards before it runs"
+    assert not model.final
+    model.update({"seq": 12, "ts": "2026-12-02T17:02:41Z", "kind": "state",
+                  "data": {"state": "awaiting_approval", "approvals": 1, "approvals_needed": 2}})
+    assert model.state_text() == "awaiting approval before it runs (1/2 data steward approvals)"
