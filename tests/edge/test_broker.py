@@ -392,7 +392,10 @@ def test_loaders_are_bounded(synth_folder, synth_entry):
 def test_a_job_that_sends_arrays_is_cut_off(synth_folder, synth_entry):
     broker = make_broker(synth_folder, synth_entry, max_records=8)
     with served(broker) as (channel, _):
-        channel.send({"op": "open"}, {"records_used": np.zeros(3)})
+        try:
+            channel.send({"op": "open"}, {"records_used": np.zeros(3)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the broker read the header, saw arrays and cut the job off before the rest arrived
         assert_cut_off(channel)
     assert broker.job_misbehaved
 
