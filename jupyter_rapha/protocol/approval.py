@@ -36,6 +36,7 @@ from .dsse import sign_envelope, verify_envelope
 from .errors import BadInput, BadSignature, Expired, GateDenied, VerificationError
 from .keys import PrivateKey, PublicKey
 from .review import DECISIONS, MAX_SKEW_SECONDS, MAX_STATEMENT_BYTES, MAX_TIMESTAMP, check_reason
+from .review import load_envelope as load_statement
 
 APPROVAL_PAYLOAD_TYPE = "application/vnd.jupyter-rapha.run-approval+json"
 STATEMENT_TYPE = "https://jupyter-rapha.org/run-approval/v1"
@@ -114,10 +115,7 @@ def sign_approval(key: PrivateKey, subject: ApprovalSubject, decision: str, reas
 
 def load_envelope(data: bytes) -> dict[str, Any]:
     """Bounded parsing of a statement as it arrives (an admin request body, a file)."""
-    envelope = bounded.loads(data, what="run approval statement", max_bytes=MAX_STATEMENT_BYTES, max_depth=8)
-    if not isinstance(envelope, dict):
-        raise BadInput("a run approval statement is a DSSE envelope: a JSON object")
-    return envelope
+    return load_statement(data, "run approval statement")
 
 
 def verify_approval(envelope: Any, key: PublicKey, expected: ApprovalSubject, now: int,

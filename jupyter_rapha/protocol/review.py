@@ -129,11 +129,12 @@ def sign_decision(key: PrivateKey, subject: DecisionSubject, decision: str, reas
     return sign_envelope(canonical_json(statement), DECISION_PAYLOAD_TYPE, key)
 
 
-def load_envelope(data: bytes) -> dict[str, Any]:
-    """Bounded parsing of a statement as it arrives (an admin request body)."""
-    envelope = bounded.loads(data, what="decision statement", max_bytes=MAX_STATEMENT_BYTES, max_depth=8)
+def load_envelope(data: bytes, what: str = "decision statement") -> dict[str, Any]:
+    """Bounded parsing of a signed statement as it arrives (an admin request body, a file);
+    ``what`` names it in the error (run approvals use it too)."""
+    envelope = bounded.loads(data, what=what, max_bytes=MAX_STATEMENT_BYTES, max_depth=8)
     if not isinstance(envelope, dict):
-        raise BadInput("a decision statement is a DSSE envelope: a JSON object")
+        raise BadInput(f"a {what} is a DSSE envelope: a JSON object")
     return envelope
 
 
