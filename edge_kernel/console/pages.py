@@ -280,8 +280,8 @@ def release_page(detail: dict[str, Any], nonce: NonceMaker | None) -> str:
     outputs = detail.get("outputs") or {}
     facts.append(["Outputs", e(json.dumps(outputs))])
     facts.append(["Outputs digest", f'<code>{e(detail["subject"]["outputs_sha256"])}</code>'])
-    held_checks = detail.get("checks") if isinstance(detail.get("checks"), dict) else {}
-    checks = held_checks.get("checks") if isinstance(held_checks.get("checks"), dict) else {}
+    held_checks: dict[str, Any] = detail["checks"] if isinstance(detail.get("checks"), dict) else {}
+    checks: dict[str, Any] = held_checks["checks"] if isinstance(held_checks.get("checks"), dict) else {}
     rows = [[e(name), e(", ".join(f"{k}={_figure(v)}" for k, v in sorted(figures.items()))
                         if isinstance(figures, dict) else str(figures))] for name, figures in sorted(checks.items())]
     parts = [f"<h2>Disclosure checks</h2><p>Held-back records: {e(str(held_checks.get('holdback_size', 0)))}</p>",
