@@ -1,20 +1,28 @@
 """``rapha-edge console``: the hospital's web console, against a real edge.
 
-Unit tests of the sessions and nonces; then one edge and one console (``rapha-edge
-console`` as a subprocess, as a hospital person starts it): 401 on every route without a
-session, 403 on every route with researcher credentials (also beside a session), the
-login token working once, a key without an admin role refused at start; a job on a
-``run_approval: one`` dataset whose release mode is ``review`` approved and released from
-the console's forms, each action audited as the CLI's are, and a forged, replayed,
-misdirected or wrong-state POST refused with a clear error and nothing changed."""
+Unit tests of the sessions and nonces; then one edge (``run_approval: one`` and release
+``review`` on synthetic-cxr) and the console as a hospital person starts it (``rapha-edge
+console``, a subprocess): 401 on every route without a session, 403 on every route with
+researcher credentials (also beside a session), the login token working once, a key
+without an admin role (or the researcher port) refused at start, the forms bounded by the
+key's roles; a reject from the console audited as the CLI's, with forged, replayed,
+misdirected and wrong-state POSTs refused with a clear error and nothing changed. Then, in
+Debian's Chromium (headless, over the DevTools protocol): an approver logs in with the URL
+the console printed, approves a job, releases it at review, and the researcher's client
+receives the outputs; the screenshots are decoded and checked for the key elements (the
+header, the decision buttons, the notice) and the DOM for what each page must say."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import sqlite3
+import struct
 import subprocess
 import sys
+import zlib
 import time
 from pathlib import Path
 
@@ -27,6 +35,7 @@ from edge_kernel.settings import load_settings
 from jupyter_rapha.client import EdgeClient, make_jobspec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.request import sign_request
+from tests.extension.test_labextension import Browser
 from tests.harness import init_edge, start_edge, stop_process
 
 CELL = """
@@ -96,6 +105,12 @@ class Site:
         path.write_text(json.dumps(data))
         self.edge = start_edge(root)
         self.console, self.base, self.token = start_console(root, self.key_files["ada"])
+
+    def fresh_console(self) -> tuple[str, str]:
+        """A restarted console, for a new one-time login token."""
+        stop_process(self.console)
+        self.console, self.base, self.token = start_console(self.root, self.key_files["ada"])
+        return self.base, self.token
 
     def stop(self) -> None:
         stop_process(self.console)
@@ -193,7 +208,7 @@ def test_no_session_401_and_researcher_credentials_403_on_every_route(site):
 
 
 @pytest.mark.slow
-def test_a_researcher_key_or_the_researcher_port_is_refused_at_start(site, capsys):
+def test_a_researcher_key_or_the_researcher_port_is_refused_at_start_and_roles_bound_the_forms(site, capsys):
     code = edge_cli(["console", "--config", str(site.root), "--key", str(site.key_files["bob"])])
     assert code == 1 and "a researcher key cannot open the console" in capsys.readouterr().err
     stranger = site.root.parent / "stranger.pem"
@@ -201,72 +216,207 @@ def test_a_researcher_key_or_the_researcher_port_is_refused_at_start(site, capsy
     stranger.chmod(0o600)
     code = edge_cli(["console", "--config", str(site.root), "--key", str(stranger)])
     assert code == 1 and "is not registered at this edge" in capsys.readouterr().err
+    # a steward-only key: the console offers no release form, and a release POST is refused unsigned
+    steward = PrivateKey.generate()
+    steward_file = site.root.parent / "cy.pem"
+    steward_file.write_bytes(steward.to_pem())
+    steward_file.chmod(0o600)
+    assert edge_cli(["researchers", "add", "cy", steward.public.to_text(), "--role=data-steward",
+                     "--config", str(site.root)]) == 0
+    process, base, token = start_console(site.root, steward_file)
+    try:
+        browser = login(base, token)
+        refused = browser.post(f"{base}/releases/abcdef0123456789/decide", data={"nonce": "x"}, timeout=30)
+        assert refused.status_code == 403 and "does not hold the role output-checker" in refused.text
+        compliance = browser.get(f"{base}/compliance", timeout=30)
+        style = re.search(r"<style>(.*?)</style>", compliance.text, re.S).group(1)
+        digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in compliance.headers["Content-Security-Policy"]  # its one inline style, no other
+    finally:
+        stop_process(process)
     port = str(load_settings(site.root).port)
     code = edge_cli(["console", "--config", str(site.root), "--key", str(site.key_files["ada"]), "--port", port])
     assert code == 1 and "the researcher API's port" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_approve_and_release_from_the_console_audited_and_bad_posts_change_nothing(site):
+def test_a_reject_from_the_console_is_audited_and_bad_posts_change_nothing(site):
     job_id = site.submit()
-    # a fresh console: the module's other test spent the first one's token
-    stop_process(site.console)
-    site.console, site.base, site.token = start_console(site.root, site.key_files["ada"])
-    browser = login(site.base, site.token)
-    assert job_id[:12] in browser.get(f"{site.base}/approvals", timeout=30).text
-    page = browser.get(f"{site.base}/approvals/{job_id}", timeout=30).text
+    base, token = site.fresh_console()
+    browser = login(base, token)
+    assert job_id[:12] in browser.get(f"{base}/approvals", timeout=30).text
+    page = browser.get(f"{base}/approvals/{job_id}", timeout=30).text
     assert "rapha.save(model)" in page and "Cost at most" in page and "one: 0 of 1 approvals" in page
-    first, second = nonce_of(page), nonce_of(browser.get(f"{site.base}/approvals/{job_id}", timeout=30).text)
-    decide = f"{site.base}/approvals/{job_id}/decide"
+    first, second = nonce_of(page), nonce_of(browser.get(f"{base}/approvals/{job_id}", timeout=30).text)
+    decide = f"{base}/approvals/{job_id}/decide"
 
     forged = browser.post(decide, data={"nonce": "forged", "decision": "approve", "reason": "ok"}, timeout=30)
     assert forged.status_code == 403 and "nothing was signed" in forged.text
-    elsewhere = browser.post(f"{site.base}/releases/{job_id}/decide",
+    elsewhere = browser.post(f"{base}/releases/{job_id}/decide",
                              data={"nonce": first, "decision": "approve", "reason": "ok"}, timeout=30)
     assert elsewhere.status_code == 403  # a nonce for the approval form is no release; and it is spent now
-    first = nonce_of(browser.get(f"{site.base}/approvals/{job_id}", timeout=30).text)
-    no_reason = browser.post(decide, data={"nonce": first, "decision": "approve", "reason": " "}, timeout=30)
+    first = nonce_of(browser.get(f"{base}/approvals/{job_id}", timeout=30).text)
+    no_reason = browser.post(decide, data={"nonce": first, "decision": "reject", "reason": " "}, timeout=30)
     assert no_reason.status_code == 400 and "needs a reason" in no_reason.text
-    assert requests.post(decide, data={"nonce": second, "decision": "approve", "reason": "ok"},
+    assert requests.post(decide, data={"nonce": second, "decision": "reject", "reason": "no"},
                          timeout=30).status_code == 401  # a nonce without its session's cookie
     assert site.client().status(job_id)["state"] == "awaiting_approval"
     assert not [e for e, _, _ in site.audit(job_id) if e in ("approval.decide", "approval.refused")]
 
-    first = nonce_of(browser.get(f"{site.base}/approvals/{job_id}", timeout=30).text)
-    done = browser.post(decide, data={"nonce": first, "decision": "approve", "reason": "cohort and code as agreed"},
+    first = nonce_of(browser.get(f"{base}/approvals/{job_id}", timeout=30).text)
+    done = browser.post(decide, data={"nonce": first, "decision": "reject", "reason": "not the purpose agreed"},
                         timeout=60)
-    assert done.status_code == 200 and f"approved job {job_id} as ada" in done.text, done.text
-    replay = browser.post(decide, data={"nonce": first, "decision": "approve", "reason": "again"}, timeout=30)
+    assert done.status_code == 200 and f"rejected job {job_id} as ada: the job will not run" in done.text, done.text
+    replay = browser.post(decide, data={"nonce": first, "decision": "reject", "reason": "again"}, timeout=30)
     assert replay.status_code == 403 and "already sent" in replay.text
-    late = browser.post(decide, data={"nonce": second, "decision": "reject", "reason": "changed my mind"},
+    late = browser.post(decide, data={"nonce": second, "decision": "approve", "reason": "changed my mind"},
                         timeout=30)  # a fresh form, but the job no longer waits: the same error as the CLI's
-    assert late.status_code == 400 and "not awaiting approval" in late.text and "nothing changed" in late.text
-
-    site.wait_for(job_id, lambda s: s["state"] == "held" and s["progress"].get("review_needed"))
-    page = browser.get(f"{site.base}/releases/{job_id}", timeout=30).text
-    assert 'id="checks"' in page and "Outputs digest" in page and "Release to the researcher" in page
-    assert "<svg" in page and "<script" not in page
-    nonce = nonce_of(page)
-    released = browser.post(f"{site.base}/releases/{job_id}/decide",
-                            data={"nonce": nonce, "decision": "approve", "reason": "aggregate model, checks clean"},
-                            timeout=150)
-    assert released.status_code == 200 and "released to the researcher" in released.text, released.text
-    assert site.client().status(job_id)["state"] == "completed"
-    assert site.client().weights(job_id)
-
+    assert late.status_code == 400 and "is denied, not awaiting approval" in late.text, late.text
+    assert "nothing changed" in late.text
+    status = site.client().status(job_id)
+    assert status["state"] == "denied" and "not the purpose agreed" in "; ".join(status["reasons"])
     events = site.audit(job_id)
-    decide_rows = [(a, d) for e, a, d in events if e == "approval.decide"]
-    review_rows = [(a, d) for e, a, d in events if e == "release.review"]
-    assert len(decide_rows) == 1 and len(review_rows) == 1, events
-    assert site.keys["ada"].key_id in json.dumps(decide_rows) and site.keys["ada"].key_id in json.dumps(review_rows)
-    assert [e for e, _, _ in events].count("approval.refused") == 0  # the late form was stopped before signing
+    decided = [(a, d) for e, a, d in events if e == "approval.decide"]
+    assert len(decided) == 1 and site.keys["ada"].key_id in json.dumps(decided), events
+    assert [e for e, _, _ in events].count("approval.refused") == 0  # the bad POSTs never reached the edge
 
-    pages = {route: browser.get(site.base + route, timeout=30).text for route in
-             ("/", "/datasets", "/researchers", "/audit", "/edge", "/compliance", f"/jobs/{job_id}")}
-    assert "records-plot" in pages["/"] and job_id[:12] in pages["/"]
-    assert "synthetic-cxr" in pages["/datasets"] and "one" in pages["/datasets"]
-    assert "data-steward, output-checker" in pages["/researchers"]
-    assert "Chain verified" in pages["/audit"] and "release.review" in pages["/audit"]
-    attestation = re.search(r"<table id=\"attestation\">.*?</table>", pages["/edge"]).group(0)
-    assert "last quote SHA-256" in attestation and "unsafe_software" in attestation, attestation
-    assert "Compliance of edge" in pages["/compliance"] and "<script" not in pages["/compliance"]
+
+# ---- in Chromium ------------------------------------------------------------------------
+
+GREEN, NOTICE, HEADER = (0, 102, 0), (221, 255, 221), (11, 61, 92)  # pages.STYLESHEET's #060, #dfd, #0b3d5c
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes], int]:
+    """A PNG screenshot's rows (8-bit RGB or RGBA, not interlaced, as Chromium writes them)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = {}, 8
+    idat = b""
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        else:
+            chunks[kind] = body
+        at += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert depth == 8 and colour in (2, 6) and interlace == 0
+    step = 3 if colour == 2 else 4
+    raw, stride, rows = zlib.decompress(idat), width * step, []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - step] if i >= step else 0
+            up, corner = previous[i], previous[i - step] if i >= step else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, height, rows, step
+
+
+def screenshot(browser: Browser) -> tuple[int, int, list[bytes], int]:
+    return png_pixels(base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"]))
+
+
+def colour_at(shot: tuple[int, int, list[bytes], int], x: float, y: float) -> tuple[int, int, int]:
+    _, _, rows, step = shot
+    row = rows[int(y)]
+    return tuple(row[int(x) * step:int(x) * step + 3])  # type: ignore[return-value]
+
+
+def box(browser: Browser, selector: str) -> list[float]:
+    """The element's box in the viewport, scrolled into view first."""
+    found = browser.wait_for(f"(() => {{ const e = document.querySelector('{selector}'); if (!e) return null;"
+                             " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+                             " return r.width > 0 ? [r.x, r.y, r.width, r.height] : null; })()", timeout=30)
+    return found
+
+
+def inside_corner(browser: Browser, selector: str) -> tuple[int, int, int]:
+    """The colour, in a screenshot, just inside an element's top-left corner (past a 2-pixel
+    border, before its text), once it is scrolled into view."""
+    x, y, _, _ = box(browser, selector)
+    return colour_at(screenshot(browser), x + 4, y + 4)
+
+
+def decide(browser: Browser, reason: str, button: str) -> None:
+    browser.click("#form-approve input[name=reason]")
+    browser.call("Input.insertText", text=reason)
+    browser.click(button)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_browser
+def test_an_approver_approves_and_releases_a_job_in_chromium_and_the_researcher_gets_the_outputs(site):
+    job_id = site.submit()
+    base, token = site.fresh_console()
+    browser = Browser()
+    try:
+        browser.call("Page.navigate", url=f"{base}/login?token={token}")
+        browser.wait_for("document.querySelector('h1')?.textContent === 'Jobs'", timeout=30)
+        assert browser.evaluate("document.cookie") == ""  # the session cookie is HttpOnly
+        assert browser.evaluate(f"document.querySelector('#jobs').innerText.includes('{job_id[:12]}')")
+        assert browser.evaluate("document.querySelector('#jobs').innerText.includes('awaiting_approval')")
+        shot = screenshot(browser)
+        assert colour_at(shot, 3, 3) == HEADER  # the console's header bar: its own stylesheet loaded under the CSP
+
+        browser.click('header a[href="/approvals"]')
+        browser.click(f'#approvals a[href="/approvals/{job_id}"]')
+        browser.wait_for("document.querySelector('#cell')?.textContent.includes('rapha.save(model)')", timeout=30)
+        facts = browser.evaluate("document.querySelector('#approval').innerText")
+        assert "one: 0 of 1 approvals" in facts and "Cost at most" in facts and "Request digest" in facts, facts
+        assert inside_corner(browser, "#form-approve button") == GREEN
+        decide(browser, "cohort and code as agreed with the DAC", "#form-approve button")
+        notice = browser.wait_for("document.querySelector('#notice')?.textContent", timeout=60)
+        assert f"approved job {job_id} as ada: approved to run" in notice, notice
+        assert inside_corner(browser, "#notice") == NOTICE
+        assert browser.evaluate("document.querySelector('#form-approve') === null")  # nothing left to decide
+
+        site.wait_for(job_id, lambda s: s["state"] == "held" and s["progress"].get("review_needed"))
+        browser.call("Page.navigate", url=f"{base}/releases")
+        browser.click(f'#releases a[href="/releases/{job_id}"]')
+        checks = browser.wait_for("document.querySelector('#checks')?.innerText", timeout=30)
+        assert "membership" in checks and "record_copies" in checks and "capacity" in checks, checks
+        assert browser.evaluate("document.querySelector('#membership-plot rect') !== null")
+        assert browser.evaluate("document.querySelectorAll('script').length") == 0
+        assert inside_corner(browser, "#form-approve button") == GREEN
+        assert browser.evaluate("document.querySelector('#form-approve button').textContent") == \
+            "Release to the researcher"
+        decide(browser, "aggregate model, checks clean", "#form-approve button")
+        notice = browser.wait_for("document.querySelector('#notice')?.textContent", timeout=150)
+        assert f"approved job {job_id} as ada: released to the researcher" in notice, notice
+
+        browser.call("Page.navigate", url=f"{base}/audit")
+        audit = browser.wait_for("document.querySelector('#audit')?.innerText", timeout=30)
+        assert "approval.decide" in audit and "release.review" in audit
+        assert browser.evaluate("document.querySelector('#chain').textContent").startswith("Chain verified")
+        for route, selector, words in (
+                ("/", "#records-plot", ""), ("/", "#jobs", "completed"), ("/datasets", "#datasets", "synthetic-cxr"),
+                ("/researchers", "#researchers", "data-steward, output-checker"),
+                ("/edge", "#attestation", "last quote SHA-256"), ("/edge", "#outbox", "receipts in the outbox"),
+                (f"/jobs/{job_id}", "#job", "completed")):
+            browser.call("Page.navigate", url=f"{base}{route}")
+            text = browser.wait_for(f"document.querySelector('{selector}')?.outerHTML", timeout=30)
+            assert words in text, (route, text[:2000])
+        browser.call("Page.navigate", url=f"{base}/compliance")
+        assert "Compliance of edge" in browser.wait_for("document.querySelector('h1')?.textContent", timeout=30)
+        # its stylesheet applied under the page's CSP (by its digest): the status column of a met control is green
+        assert browser.evaluate("getComputedStyle(document.querySelector('tr.met td:nth-child(5)')).color") == \
+            "rgb(0, 102, 0)"
+    finally:
+        browser.close()
+
+    # the researcher's client receives the outputs the approver released
+    client = site.client()
+    assert client.status(job_id)["state"] == "completed"
+    assert len(client.weights(job_id)) > 0 and client.metrics(job_id)
