@@ -158,6 +158,10 @@ class ConsoleHandler(tornado.web.RequestHandler):
         self.clear_header("Server")
 
     def prepare(self) -> None:
+        if self.request.host_name not in ("127.0.0.1", "localhost"):
+            # a page elsewhere that renamed itself to this address (DNS rebinding) reads nothing
+            self._refuse(403, "Wrong host", "the console answers at 127.0.0.1 only, by that name")
+            return
         if "Authorization" in self.request.headers:
             self._refuse(403, "Researcher credentials refused",
                          "this is the hospital's console: a researcher's signed request (an Authorization header) "

@@ -80,6 +80,31 @@ def test_the_login_token_works_once_and_a_nonce_once_for_its_own_action_and_job(
     assert sessions.get(cookie) is None  # the session ended
 
 
+def test_the_pages_escape_what_they_show_and_draw_progress_and_plots():
+    from edge_kernel.console import pages
+
+    running = {"job_id": "ab" * 16, "state": "running", "dataset": "<b>x</b>", "researcher": "alice",
+               "submitted": "2026-01-01T10:00:00Z", "updated": "2026-01-01T10:01:00Z", "reasons": ["a & b"],
+               "progress": {"records_used": 12}, "max_records": 40, "gates": []}
+    ended = [{**running, "job_id": f"{i:032x}", "state": "completed", "updated": f"2026-01-0{i}T10:00:00Z",
+              "progress": {"records_used": 10 * i}} for i in (1, 2, 3)]
+    html = pages.jobs_page([running, *ended])
+    assert '<progress class="job-progress" max="40" value="12"></progress> 12 of 40 records' in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "a &amp; b" in html
+    plot = re.search(r'<svg id="records-plot".*?</svg>', html).group(0)
+    assert plot.count("<circle") == 3 and ">60</text>" in plot  # cumulative: 10, 30, 60
+    assert pages.progress_bar({**running, "state": "completed"}) == ""
+    figures = {"membership": {"status": "checked", "auc": 0.55, "tpr_at_1pct_fpr": 0.02},
+               "record_copies": {"max_correlation": 0.31, "records_matched": 0}}
+    bars = pages.membership_plot(figures)
+    assert bars.count("<rect") == 3 and "0.550" in bars and "0.5 (chance)" in bars
+    note = pages.membership_plot({"membership": {"status": "not_checkable", "auc": None, "records_used": 8,
+                                                 "holdback_size": 0}})
+    assert "could not be made" in note and "<svg" not in note
+    page = pages.page("t", "", who="<i>ada</i>", error="<script>")
+    assert "<script>" not in page and "&lt;i&gt;ada" in page
+
+
 # ---- against a real edge -----------------------------------------------------------------
 
 
@@ -146,20 +171,20 @@ class Site:
 
 
 def start_console(root: Path, key: Path, timeout: float = 60) -> tuple[subprocess.Popen, str, str]:
-    process = subprocess.Popen([sys.executable, "-m", "edge_kernel.cli", "console", "--config", str(root),
-                                "--key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = root.parent / "console.log"
+    with open(log, "w") as handle:  # a file, not a pipe: the console's log lines never block it
+        process = subprocess.Popen([sys.executable, "-m", "edge_kernel.cli", "console", "--config", str(root),
+                                    "--key", str(key)], stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    lines = []
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        match = _URL.search(line)
+        match = _URL.search(log.read_text(errors="replace"))
         if match:
             return process, match.group(1), match.group(2)
-        if not line and process.poll() is not None:
+        if process.poll() is not None:
             break
+        time.sleep(0.1)
     process.kill()
-    raise RuntimeError("the console did not start: " + "".join(lines))
+    raise RuntimeError("the console did not start: " + log.read_text(errors="replace"))
 
 
 def login(base: str, token: str) -> requests.Session:
@@ -203,6 +228,8 @@ def test_no_session_401_and_researcher_credentials_403_on_every_route(site):
     for route in POSTS:
         header = {"Authorization": sign_request(signer, "POST", route, b"", int(time.time()))}
         assert browser.post(site.base + route, data={"nonce": "x"}, headers=header, timeout=30).status_code == 403
+    rebound = browser.get(site.base + "/", headers={"Host": "attacker.example"}, timeout=30)
+    assert rebound.status_code == 403 and "127.0.0.1 only" in rebound.text
     for route in ROUTES[:-1]:  # with the session: each page is served
         assert browser.get(site.base + route, timeout=30).status_code in (200, 404), route
 
