@@ -242,7 +242,6 @@ class PageHandler(ConsoleHandler):
             return
         self.show(title, body)
 
-
     def _compliance(self, document: str) -> None:
         """Its one inline stylesheet is allowed by its digest, nothing else inline; the
         console's navigation goes on top."""
@@ -381,8 +380,7 @@ class Console:
             (r"/audit", PageHandler, page(views.audit)),
             (r"/edge", PageHandler, page(views.edge)),
             (r"/compliance", PageHandler, page(views.compliance)),
-        ], default_handler_class=UnknownRoute, default_handler_args=args, compress_response=False,
-            xheaders=False)
+        ], default_handler_class=UnknownRoute, default_handler_args=args, compress_response=False)
 
 
 def serve(console: Console, port: int, on_ready: Callable[[str], Awaitable[None] | None]) -> None:
