@@ -38,7 +38,7 @@ import tornado.netutil
 import tornado.web
 
 from jupyter_rapha.protocol import bounded
-from jupyter_rapha.protocol.errors import BadInput, Fault, NotFound, RaphaError, StorageFault
+from jupyter_rapha.protocol.errors import AuthError, BadInput, Fault, NotFound, RaphaError, StorageFault
 from jupyter_rapha.protocol.review import MAX_STATEMENT_BYTES
 
 from .approval_desk import ApprovalDesk
@@ -267,4 +267,6 @@ def _answer(status: int, data: bytes) -> Any:
         return value
     error = value.get("error") if isinstance(value, dict) else None
     message = error.get("message") if isinstance(error, dict) else f"the edge answered HTTP {status}"
-    raise RaphaError(str(message))
+    # the kind the edge's status names, so that a caller (the console) can say it the same way
+    kind = {400: BadInput, 401: AuthError, 403: AuthError, 404: NotFound}.get(status, RaphaError)
+    raise kind(str(message))

@@ -56,8 +56,17 @@ def cmd_approval_decide(args: argparse.Namespace) -> int:
     key = read_checker_key(Path(args.key))
     reason = check_reason(args.reason)
     edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
-    client = _client(args)
-    shown = client.get(f"{ROUTE}/{args.job}")
+    answer = send_approval(_client(args), key, edge_key_id, args.job, args.steward, args.decision, reason,
+                           request=args.request)
+    print(decided_line(answer))
+    return 0
+
+
+def send_approval(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, steward: str, decision: str,
+                  reason: str, *, request: str = "") -> dict[str, Any]:
+    """Sign ``steward``'s decision on a waiting job with ``key`` and hand it to the edge over
+    the admin socket (``client``): what ``approval approve|reject`` and the web console both send."""
+    shown = client.get(f"{ROUTE}/{job_ref}")
     if shown["state"] != AWAITING or "subject" not in shown:
         raise BadInput(f"job {shown['job_id']} is {shown['state']}, not awaiting approval: there is nothing to "
                        "decide; nothing was signed")
@@ -65,14 +74,14 @@ def cmd_approval_decide(args: argparse.Namespace) -> int:
     if subject["edge_key_id"] != edge_key_id:
         raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
                        f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
-    if args.request and not subject["request_sha256"].startswith(args.request.lower()):
-        raise BadInput(f"job {subject['job_id']}'s request is {subject['request_sha256']}, not the {args.request} "
+    if request and not subject["request_sha256"].startswith(request.lower()):
+        raise BadInput(f"job {subject['job_id']}'s request is {subject['request_sha256']}, not the {request} "
                        "given with --request; nothing was signed", hint="run 'rapha-edge approval show JOB' again")
     statement = sign_approval(key, ApprovalSubject(edge_key_id, subject["job_id"], subject["request_sha256"]),
-                              args.decision, reason, int(time.time()))
-    answer = client.post(f"{ROUTE}/{subject['job_id']}/decision", {"steward": args.steward, "statement": statement})
-    print(decided_line(answer))
-    return 0
+                              decision, reason, int(time.time()))
+    answer: dict[str, Any] = client.post(f"{ROUTE}/{subject['job_id']}/decision",
+                                         {"steward": steward, "statement": statement})
+    return answer
 
 
 def _client(args: argparse.Namespace) -> Any:

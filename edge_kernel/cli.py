@@ -525,6 +525,27 @@ def cmd_compliance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from .console.app import Console, console_identity, serve
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    if args.port and args.port == settings.port:
+        raise BadInput(f"--port {args.port} is the researcher API's port (server.port): the console listens apart "
+                       "from it", hint="give another --port, or 0 for any free one")
+    console = Console(settings, console_identity(settings, Path(args.key)))
+
+    def ready(url: str) -> None:
+        print(f"console for edge {settings.edge_id}, signing as {console.identity.name} "
+              f"({', '.join(console.identity.roles)}); open (the token works once):\n  {url}", flush=True)
+
+    try:
+        serve(console, args.port, ready)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     from .db import Database
     from .settings import load_settings
@@ -668,6 +689,13 @@ def build_parser() -> argparse.ArgumentParser:
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print every control with its evidence as JSON")
     shown.add_argument("--html", action="store_true", help="print one self-contained HTML page (for the DPO)")
+    p = command("console", cmd_console, "the hospital's web console on 127.0.0.1: jobs, approvals, release "
+                "reviews, datasets, audit log, compliance; decisions signed with --key")
+    p.add_argument("--key", required=True, help="your private key (PEM), registered with the role data-steward "
+                                                "and/or output-checker; the console signs your decisions with it")
+    p.add_argument("--port", type=port_number, default=0,
+                   help="TCP port on 127.0.0.1 (default: 0, any free port; the URL printed names it); never "
+                        "server.port")
     jobs = sub.add_parser("jobs", help="jobs at this edge (admin)").add_subparsers(dest="sub", required=True)
     command("list", cmd_jobs_list, "list jobs", jobs)
     from .release.commands import add_release_commands

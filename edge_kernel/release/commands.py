@@ -50,8 +50,17 @@ def cmd_release_decide(args: argparse.Namespace) -> int:
     key = read_checker_key(Path(args.key))
     reason = check_reason(args.reason)
     edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
-    client = _client(args)
-    shown = client.get(f"{ROUTE}/{args.job}")
+    answer = send_decision(_client(args), key, edge_key_id, args.job, args.checker, args.decision, reason,
+                           outputs=args.outputs)
+    print(decided_line(answer))
+    return 0
+
+
+def send_decision(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, checker: str, decision: str,
+                  reason: str, *, outputs: str = "") -> dict[str, Any]:
+    """Sign ``checker``'s decision on a held job with ``key`` and hand it to the edge over the
+    admin socket (``client``): what ``release approve|reject`` and the web console both send."""
+    shown = client.get(f"{ROUTE}/{job_ref}")
     if shown["state"] != "held":
         raise BadInput(f"job {shown['job_id']} is {shown['state']}, not held: its release was already decided"
                        if shown["state"] in ("completed", "refused") else
@@ -60,14 +69,14 @@ def cmd_release_decide(args: argparse.Namespace) -> int:
     if subject["edge_key_id"] != edge_key_id:
         raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
                        f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
-    if args.outputs and not subject["outputs_sha256"].startswith(args.outputs.lower()):
-        raise BadInput(f"job {subject['job_id']} holds outputs {subject['outputs_sha256']}, not the {args.outputs} "
+    if outputs and not subject["outputs_sha256"].startswith(outputs.lower()):
+        raise BadInput(f"job {subject['job_id']} holds outputs {subject['outputs_sha256']}, not the {outputs} "
                        "given with --outputs; nothing was signed", hint="run 'rapha-edge release show JOB' again")
     statement = sign_decision(key, DecisionSubject(edge_key_id, subject["job_id"], subject["outputs_sha256"]),
-                              args.decision, reason, int(time.time()))
-    answer = client.post(f"{ROUTE}/{subject['job_id']}/decision", {"checker": args.checker, "statement": statement})
-    print(decided_line(answer))
-    return 0
+                              decision, reason, int(time.time()))
+    answer: dict[str, Any] = client.post(f"{ROUTE}/{subject['job_id']}/decision",
+                                         {"checker": checker, "statement": statement})
+    return answer
 
 
 def read_checker_key(path: Path) -> PrivateKey:
