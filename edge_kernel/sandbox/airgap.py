@@ -81,13 +81,19 @@ def airgap_command(
     hidden_paths: Sequence[Path] = (),
     exposed_paths: Sequence[Path] = (),
     die_with_caller: bool = True,
+    private_dev: bool = False,
+    device_options: Sequence[str] = (),
 ) -> list[str]:
     """``rapha-airgap exec [limits] ... -- cmd``. The job directory must be writable by
     ``uid``; every hidden path must be absolute.
 
     With ``die_with_caller`` the sandbox is killed when this process dies (a job must
     never outlive the edge); the command must then be started by this very process, from
-    a thread that lives as long as the job (the parent-death signal follows the thread)."""
+    a thread that lives as long as the job (the parent-death signal follows the thread).
+
+    ``private_dev``: a /dev of the job's own with the standard nodes only, so that no device
+    of the host is in view (its GPUs included); ``device_options``: a GPU grant's
+    ``--dev-bind``/``--ro-bind`` (``gpus.GpuGrant``), which implies it."""
     if not cmd:
         raise SandboxFault("no job command to run under the air-gap")
     if uid == 0 or gid == 0:
@@ -109,6 +115,8 @@ def airgap_command(
             if not Path(path).is_absolute():
                 raise SandboxFault(f"air-gap {flag} needs an absolute path")
             line += [flag, str(path)]
+    if private_dev or device_options:
+        line += ["--private-dev", *device_options]
     return line + ["--", *cmd]
 
 

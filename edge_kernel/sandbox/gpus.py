@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_rapha.protocol.errors import BadInput
+from jupyter_rapha.protocol.errors import BadInput, SandboxFault
 
 from ..settings import SandboxSettings
 
@@ -106,6 +106,15 @@ def grant(sandbox: SandboxSettings, root: Path = Path("/"), ldconfig: str | None
     nodes = _device_nodes(root / "dev", [d.index for d in devices])
     libraries = _libraries(root, version, sandbox.gpu_library_dirs, ldconfig)
     return GpuGrant(devices=devices, driver_version=version, device_nodes=nodes, read_only=(proc, *libraries))
+
+
+def job_grant(sandbox: SandboxSettings) -> GpuGrant:
+    """The grant found again for one job: a driver unloaded or a GPU gone since the edge
+    started fails the job (the sandbox is not built without what the setting promises)."""
+    try:
+        return grant(sandbox)
+    except BadInput as refused:
+        raise SandboxFault("the GPUs of sandbox.gpus are no longer there", hint=refused.message) from None
 
 
 def _refused(reason: str) -> BadInput:

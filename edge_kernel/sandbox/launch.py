@@ -24,6 +24,7 @@ from ..artifacts import INPUTS_DIR
 from ..data.registry import DatasetRegistry
 from ..settings import Settings
 from .airgap import NOBODY, airgap_command, find_airgap_binary
+from .gpus import job_grant
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[i
         max_cpu_seconds=spec.budget.max_seconds * 4,  # CPU seconds: several threads, same wall budget
         max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES,
         max_file_bytes=spec.output_policy.max_weights_bytes + OUTPUT_SLACK_BYTES,
-        hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)))
+        hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)),
+        private_dev=True, device_options=job_grant(settings.sandbox).airgap_options())
 
 
 def job_inputs(workdir: Path) -> tuple[Path, ...]:
