@@ -176,8 +176,9 @@ def check_record(record: Any, host: dict[str, int]) -> None:
 
 
 def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
-               exposed_paths: Sequence[Path] = ()) -> dict[str, Any]:
+               exposed_paths: Sequence[Path] = (), device_options: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``rapha-airgap probe`` inside a sandbox; return ``{"record", "sha256"}``.
+    ``device_options``: the job's GPU binds, so that the probe runs with the devices in view.
 
     ``sha256`` is over the exact bytes the probe printed, so the receipt can commit to
     the record as produced.
@@ -196,7 +197,7 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
                                  max_memory_bytes=1 << 30, max_cpu_seconds=SELF_CHECK_SECONDS,
                                  max_wall_seconds=SELF_CHECK_SECONDS, max_processes=4096,
                                  max_file_bytes=1 << 20, hidden_paths=hidden_paths,
-                                 exposed_paths=exposed_paths)
+                                 exposed_paths=exposed_paths, private_dev=True, device_options=device_options)
             output = _run_probe(cmd)
         heard = listeners.heard_anything()
     finally:
