@@ -146,7 +146,8 @@ def test_the_edge_refuses_to_start_with_gpus_on_a_host_without_the_driver(tmp_pa
 
     assert main(["init", str(tmp_path / "edge")]) == 0
     config = tmp_path / "edge" / "edge.toml"
-    config.write_text(config.read_text().replace("[sandbox]\n", "[sandbox]\ngpus = [0]\n", 1))
+    assert "\ngpus = []\n" in config.read_text()  # the default, written out for the hospital to edit
+    config.write_text(config.read_text().replace("\ngpus = []\n", "\ngpus = [0]\n"))
     from edge_kernel.edge import Edge
 
     with pytest.raises(BadInput, match="sandbox.gpus in edge.toml cannot be honoured"):
