@@ -91,7 +91,7 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
                     run_times: tuple[str, str] | None = None) -> dict[str, Any]:
     """``privacy``: a DP job's section, from the edge's trainer (checked as it was read);
     ``run_times``: when the job process started and ended, for its GPU-seconds."""
-    predicate = {
+    predicate: dict[str, Any] = {
         "receipt_version": PREDICATE_VERSION,
         "job": job_entry(spec, request_sha256),
         "edge": edge,

@@ -95,7 +95,7 @@ def grant(sandbox: SandboxSettings, root: Path = Path("/"), ldconfig: str | None
     proc = root / DRIVER_PROC
     version = driver_version(proc)
     present = gpus_present(proc)
-    wanted = sorted(present) if sandbox.gpus == "all" else list(sandbox.gpus)
+    wanted: list[int] = sorted(present) if isinstance(sandbox.gpus, str) else list(sandbox.gpus)
     if not present:
         raise _refused("the NVIDIA driver reports no GPU on this host")
     missing = [index for index in wanted if index not in present]

@@ -19,6 +19,7 @@ import pytest
 
 from edge_kernel.sandbox.airgap import self_check
 from edge_kernel.sandbox.gpus import grant
+from edge_kernel.sandbox.launch import GPU_ADDRESS_SPACE_BYTES
 from edge_kernel.settings import SandboxSettings
 from jupyter_rapha.protocol.errors import SandboxFault
 from tests.edge.test_airgap import Edge, airgap_binary  # noqa: F401  (the fixture)
@@ -129,7 +130,8 @@ print(torch.cuda.get_device_name(0))
 @pytest.mark.needs_gpu
 def test_a_cuda_training_step_runs_inside_the_sandbox(airgap_binary, edge):  # noqa: F811
     granted = grant(SandboxSettings(gpus=(0,)))  # the host's real driver
-    result = edge.python(airgap_binary, CUDA_STEP, device_options=granted.airgap_options())
+    result = edge.python(airgap_binary, CUDA_STEP, device_options=granted.airgap_options(),
+                         max_memory_bytes=GPU_ADDRESS_SPACE_BYTES)  # CUDA fails under a low RLIMIT_AS
     assert result.returncode == 0, result.stderr
     name, model = result.stdout.strip(), granted.devices[0].model
     assert name and (name in model or model in name)

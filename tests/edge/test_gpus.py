@@ -186,8 +186,8 @@ def test_bad_gpu_settings_are_refused_naming_the_setting(tmp_path, toml, expecte
 def test_the_airgap_command_gets_a_private_dev_with_the_grant(tmp_path):
     granted = grant(sandbox(gpus=(0,)), fake_host(tmp_path))
     limits = dict(max_memory_bytes=1, max_cpu_seconds=1, max_wall_seconds=1, max_processes=1, max_file_bytes=1)
-    line = airgap_command(Path("/bin/rapha-airgap"), ["true"], workdir=tmp_path, device_options=granted.airgap_options(),
-                          **limits)  # type: ignore[arg-type]
+    line = airgap_command(Path("/bin/rapha-airgap"), ["true"], workdir=tmp_path,
+                          device_options=granted.airgap_options(), **limits)  # type: ignore[arg-type]
     tail = line[line.index("--private-dev"):]
     assert tail[1:3] == ["--dev-bind", str(tmp_path / "dev/nvidia0")] and tail[-2:] == ["--", "true"]
     plain = airgap_command(Path("/bin/rapha-airgap"), ["true"], workdir=tmp_path, **limits)  # type: ignore[arg-type]
