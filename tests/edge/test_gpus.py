@@ -196,6 +196,13 @@ def test_the_airgap_command_gets_a_private_dev_with_the_grant(tmp_path):
                                              **limits)  # type: ignore[arg-type]
 
 
+def test_the_job_reads_its_gpu_count_from_job_json_and_nothing_else_counts():
+    from edge_kernel.inside.job_main import _granted_gpus
+
+    assert _granted_gpus({"gpus": 2}) == 2
+    assert [_granted_gpus(job) for job in ({}, {"gpus": True}, {"gpus": -1}, {"gpus": "2"})] == [0, 0, 0, 0]
+
+
 def test_rapha_device_is_cuda_only_when_granted_and_seen():
     assert job_device(0, True) == "cpu"
     assert job_device(1, False) == "cpu"
