@@ -67,9 +67,11 @@ try:
     writable = True
 except OSError:
     writable = False
-proc = [line.split()[4:6] for line in open("/proc/self/mountinfo") if line.split()[4] == "/proc/driver"]
+mounts = [line.split()[4:6] for line in open("/proc/self/mountinfo")]
+proc = [m for m in mounts if m[0] == "/proc/driver"]
+sys_mounts = [m for m in mounts if m[0] == "/sys" or m[0].startswith("/sys/")]
 print(json.dumps({{"dev": dev, "char": stat.S_ISCHR(nvidia1.st_mode), "lib_readable": readable,
-                  "lib_writable": writable, "proc_driver": proc}}))
+                  "lib_writable": writable, "proc_driver": proc, "sys": sys_mounts}}))
 """
 
 
@@ -85,6 +87,7 @@ def test_the_granted_gpu_nodes_alone_are_in_the_jobs_dev(airgap_binary, edge, fa
                            "shm", "stderr", "stdin", "stdout", "urandom", "zero"]
     assert seen["char"] and seen["lib_readable"] and not seen["lib_writable"]
     assert seen["proc_driver"] and seen["proc_driver"][0][1].startswith("ro,")
+    assert seen["sys"] and all(options.startswith("ro,") for _, options in seen["sys"])
 
 
 def test_a_job_without_gpus_sees_no_device_of_the_host(airgap_binary, edge):  # noqa: F811
