@@ -32,6 +32,8 @@ NOBODY = 65534
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILT_BINARY = REPO_ROOT / "rust" / "airgap" / "target" / "release" / BINARY_NAME
 NAMESPACES = ("net", "mnt", "pid")
+# What rapha-airgap --private-dev puts in every job's /dev (rust/airgap/src/devices.rs).
+STANDARD_DEV = frozenset({"fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"})
 SELF_CHECK_SECONDS = 30
 
 
@@ -209,7 +211,22 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
     except ValueError as exc:
         raise SandboxFault("air-gap self-check: the probe record is not JSON") from exc
     check_record(record, host_namespaces())
+    check_devices(record, device_options)
     return {"record": record, "sha256": hashlib.sha256(output).hexdigest()}
+
+
+def check_devices(record: dict[str, Any], device_options: Sequence[str]) -> None:
+    """The probe's /dev holds the standard nodes and the granted devices, nothing else: a
+    host device in view (a GPU not granted, a disk) or a granted one missing denies. The
+    names stay out of the message (they describe the hospital's machine)."""
+    granted = {Path(device_options[i + 1]).name for i, flag in enumerate(device_options[:-1]) if flag == "--dev-bind"}
+    seen = record.get("dev")
+    if not isinstance(seen, list) or not all(isinstance(name, str) for name in seen):
+        raise SandboxFault("air-gap self-check: the probe record does not list the job's /dev")
+    if set(seen) - STANDARD_DEV - granted:
+        raise SandboxFault("air-gap self-check: the job's /dev holds a device it was not granted")
+    if granted - set(seen):
+        raise SandboxFault("air-gap self-check: a granted device is missing from the job's /dev")
 
 
 def _run_probe(cmd: list[str]) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_kernel.sandbox.airgap import self_check
+from edge_kernel.sandbox.airgap import STANDARD_DEV, check_devices, self_check
 from edge_kernel.sandbox.gpus import grant
 from edge_kernel.sandbox.launch import GPU_ADDRESS_SPACE_BYTES
 from edge_kernel.settings import SandboxSettings
@@ -109,6 +109,18 @@ def test_the_probe_still_finds_every_way_out_blocked_with_gpus_bound(airgap_bina
     record = evidence["record"]
     assert record["all_blocked"] is True and record["sealed"] is True
     assert all(p["outcome"] == "blocked: EPERM" for p in record["probes"].values())
+    assert set(record["dev"]) == STANDARD_DEV | {"nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-modeset"}
+
+
+def test_a_device_in_view_that_was_not_granted_or_a_granted_one_missing_denies():
+    record = {"dev": sorted(STANDARD_DEV | {"nvidia0", "nvidiactl"})}
+    check_devices(record, ["--dev-bind", "/dev/nvidia0", "--dev-bind", "/dev/nvidiactl", "--ro-bind", "/x"])
+    with pytest.raises(SandboxFault, match="not granted"):
+        check_devices(record, ["--dev-bind", "/dev/nvidiactl"])
+    with pytest.raises(SandboxFault, match="missing"):
+        check_devices(record, ["--dev-bind", "/dev/nvidia0", "--dev-bind", "/dev/nvidiactl", "--dev-bind", "/dev/x"])
+    with pytest.raises(SandboxFault, match="does not list"):
+        check_devices({}, [])
 
 
 def test_the_self_check_fails_on_a_device_bind_it_cannot_make(airgap_binary, tmp_path):  # noqa: F811
