@@ -25,6 +25,7 @@ never a GPU's UUID or bus location, which name the hospital's machine.
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ REQUIRED_LIBRARIES = ("libcuda", "libnvidia-ml")
 # Where the loader looks when there is no cache to ask (a test root, a minimal host).
 DEFAULT_LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib64", "usr/lib", "lib64")
 LDCONFIG_SECONDS = 10
+# The loader cache's tag for this machine's own ABI: a 32-bit libcuda of the same version
+# (i386 packages) must not be bound in place of the 64-bit one.
+NATIVE_TAGS = {"x86_64": "x86-64", "aarch64": "AArch64"}
 SETTING = "sandbox.gpus"
 
 
@@ -203,9 +207,10 @@ def ldconfig_paths(root: Path, listing: str) -> list[Path]:
     """The files the cache lists ('\\tlibcuda.so.1 (libc6,x86-64) => /usr/lib/.../libcuda.so.1'),
     resolved to the versioned files their sonames point at."""
     paths: list[Path] = []
+    tag = NATIVE_TAGS.get(platform.machine(), "")
     for line in listing.splitlines():
-        _, arrow, target = line.partition(" => ")
-        if arrow and "(libc6,x86-32)" not in line and target.strip().startswith("/"):
+        name, arrow, target = line.partition(" => ")
+        if arrow and (not tag or f",{tag}" in name) and target.strip().startswith("/"):
             path = (root / target.strip().lstrip("/")).resolve()
             if path.is_file():
                 paths.append(path)

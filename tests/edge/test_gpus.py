@@ -7,19 +7,21 @@ information file per GPU), /dev nodes and the driver's libraries. No GPU is need
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
 
 from edge_kernel.inside.runtime import Rapha
 from edge_kernel.sandbox.airgap import airgap_command
-from edge_kernel.sandbox.gpus import NO_GPUS, grant, job_grant, ldconfig_paths
+from edge_kernel.sandbox.gpus import NATIVE_TAGS, NO_GPUS, grant, job_grant, ldconfig_paths
 from edge_kernel.settings import SandboxSettings, _settings
 from jupyter_rapha.local import make_runtime
 from jupyter_rapha.protocol.device import job_device
 from jupyter_rapha.protocol.errors import BadInput, SandboxFault
 
 VERSION = "550.54.15"
+TAG = NATIVE_TAGS.get(platform.machine(), "x86-64")  # the loader cache's tag for this machine's ABI
 LIBS = "usr/lib/x86_64-linux-gnu"
 INFO = """Model: \t\t NVIDIA H200
 IRQ:   \t\t 155
@@ -88,14 +90,19 @@ def test_listed_indices_give_only_their_own_device_node(tmp_path):
 
 def test_libraries_are_found_through_the_loader_cache_listing(tmp_path):
     root = fake_host(tmp_path)
+    i386 = root / "usr/lib/i386-linux-gnu"
+    i386.mkdir(parents=True)
+    (i386 / f"libcuda.so.{VERSION}").write_bytes(b"\x7fELF")  # the 32-bit build of the same driver
+    (i386 / "libcuda.so.1").symlink_to(f"libcuda.so.{VERSION}")
     listing = (f"\t3 libs found in cache `/etc/ld.so.cache'\n"
-               f"\tlibcuda.so.1 (libc6,x86-64) => /{LIBS}/libcuda.so.1\n"
-               f"\tlibnvidia-ml.so.1 (libc6,x86-64) => /{LIBS}/libnvidia-ml.so.1\n"
+               f"\tlibcuda.so.1 (libc6) => /usr/lib/i386-linux-gnu/libcuda.so.1\n"
+               f"\tlibcuda.so.1 (libc6,{TAG}) => /{LIBS}/libcuda.so.1\n"
+               f"\tlibnvidia-ml.so.1 (libc6,{TAG}) => /{LIBS}/libnvidia-ml.so.1\n"
                f"\tlibcuda.so.1 (libc6) => /usr/lib32/libcuda.so.1\n"
-               f"\tlibc.so.6 (libc6,x86-64) => /{LIBS}/libc.so.6\n")
+               f"\tlibc.so.6 (libc6,{TAG}) => /{LIBS}/libc.so.6\n")
     assert ldconfig_paths(root, listing)[0] == root / LIBS / f"libcuda.so.{VERSION}"  # the soname resolved
     granted = grant(sandbox(gpus="all"), root, ldconfig=listing)
-    assert [p.name for p in granted.read_only[1:]] == [f"libcuda.so.{VERSION}", f"libnvidia-ml.so.{VERSION}"]
+    assert granted.read_only[1:] == (root / LIBS / f"libcuda.so.{VERSION}", root / LIBS / f"libnvidia-ml.so.{VERSION}")
 
 
 def test_library_dirs_from_the_settings_are_searched_instead(tmp_path):
