@@ -66,6 +66,9 @@ airgap_binary = {airgap_binary}
 # cell's imports before it leaves; empty: every one installed in the job interpreter. The
 # key ones (torch, numpy, monai, pydicom, safetensors) are always named.
 listed_packages = {listed_packages}
+# NVIDIA GPUs given to each job's sandbox: "all", indices such as [0, 1], or [] for none.
+# The edge refuses to start if the host's driver cannot honour it.
+gpus = []
 """
 
 

@@ -56,6 +56,7 @@ class Edge:
         self.artifacts = ArtifactStore.of(settings)
         self.researchers.all()  # a malformed registry stops the start, naming the file
         self.datasets.all()
+        self.gpus = _check_gpus(settings)
         self.environment = SiteEnvironment(settings)
         self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out,
                                         cache_root=settings.cache_dir)
@@ -143,6 +144,13 @@ def _job_runner(datasets: DatasetRegistry, pseudonym_key: bytes, settings: Setti
     from .sandbox.runner import JobRunner  # pulls in every data source: not needed to open the records
 
     return JobRunner(datasets, pseudonym_key, settings)
+
+
+def _check_gpus(settings: Settings) -> Any:
+    """``sandbox.gpus`` the host cannot honour (no driver, no such GPU) stops the start."""
+    from .sandbox.gpus import grant
+
+    return grant(settings.sandbox)
 
 
 def _check_process(settings: Settings, datasets: DatasetRegistry) -> Any:

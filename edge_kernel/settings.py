@@ -66,6 +66,12 @@ class SandboxSettings:
     # The distributions the catalog names with their versions; empty: every one installed.
     # The key ones (torch, numpy, monai, pydicom, safetensors) are named whenever installed.
     listed_packages: tuple[str, ...] = ()
+    # The NVIDIA GPUs a job's sandbox is given: "all", a list of indices ([0, 1]), or none
+    # (the default). Checked against the host's driver when the edge starts (sandbox/gpus.py).
+    gpus: str | tuple[int, ...] = ()
+    # Where the driver's user-space libraries (libcuda, libnvidia-ml, ...) are; empty: the
+    # dynamic loader's cache (ldconfig -p), as the NVIDIA Container Toolkit finds them.
+    gpu_library_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -264,7 +270,8 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     )
     _refuse_renamed(sandbox, "sandbox", "keep_job_files", "unsafe_keep_job_files")
     sandbox_settings = replace(sandbox_settings, listed_packages=_names(sandbox, "sandbox.listed_packages",
-                                                                        "listed_packages"))
+                                                                        "listed_packages"),
+                               gpus=_gpus(sandbox), gpu_library_dirs=_library_dirs(sandbox))
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"),
                         _ATTESTATION.backend),
@@ -352,6 +359,33 @@ def _names(table: dict[str, Any], label: str, key: str) -> tuple[str, ...]:
     if not all(isinstance(name, str) and name.strip() for name in value):
         raise BadInput(f"{label} in {CONFIG_FILE} must be a list of distribution names in quotes")
     return tuple(name.strip() for name in value)
+
+
+MAX_GPU_INDEX = 255
+
+
+def _gpus(table: dict[str, Any]) -> str | tuple[int, ...]:
+    value = table.get("gpus", [])
+    if value == "all":
+        return "all"
+    fix = 'write "all", a list of GPU indices such as [0, 1], or [] for none'
+    if not isinstance(value, list):
+        raise BadInput(f"sandbox.gpus in {CONFIG_FILE} must be \"all\" or a list of GPU indices, "
+                       f"not {json.dumps(value, default=str)}", hint=fix)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_GPU_INDEX for i in value):
+        raise BadInput(f"sandbox.gpus in {CONFIG_FILE} must list GPU indices from 0 to {MAX_GPU_INDEX}, "
+                       f"not {json.dumps(value, default=str)}", hint=fix)
+    if len(set(value)) != len(value):
+        raise BadInput(f"sandbox.gpus in {CONFIG_FILE} names a GPU twice: {json.dumps(value)}", hint=fix)
+    return tuple(sorted(value))
+
+
+def _library_dirs(table: dict[str, Any]) -> tuple[str, ...]:
+    value = _typed(table, "sandbox.gpu_library_dirs", "gpu_library_dirs", list, [])
+    if not all(isinstance(d, str) and d.startswith("/") for d in value):
+        raise BadInput(f"sandbox.gpu_library_dirs in {CONFIG_FILE} must be a list of absolute folder paths "
+                       "in quotes")
+    return tuple(value)
 
 
 _KINDS: dict[type, str] = {str: "a string in quotes", int: "a whole number", bool: "true or false",

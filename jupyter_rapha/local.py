@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from .client import JobFailed
 from .protocol.cellinfo import metric_name_problems
 from .protocol.contract import metric_name_refusal
+from .protocol.device import job_device
 from .protocol.environment import CodeFile, Environment, check_imports, version_differences
 from .protocol.errors import BadInput, RaphaError
 
@@ -96,6 +97,12 @@ class LocalRuntime:
     weights: bytes | None = None
     records_seen: set[int] = field(default_factory=set)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> the checked local safetensors file
+
+    @property
+    def device(self) -> str:
+        """The edge's rule, with this machine's GPUs standing for the granted ones."""
+        torch = _torch()
+        return job_device(torch.cuda.device_count(), torch.cuda.is_available())
 
     def artifact(self, name: str) -> dict[str, Any]:
         """The state dict of ``--artifact NAME=PATH``, as the edge's ``rapha.artifact`` gives it."""

@@ -36,3 +36,20 @@ deny contains sprintf("%d epochs requested; at most %d are allowed", [input.job.
 obligations["max_epochs"] := ceilings.max_epochs
 
 obligations["max_seconds"] := min([input.job.budget.max_seconds, ceilings.max_seconds])
+
+# Control: HIPAA 164.308(a)(7) (availability) - GPU time is bounded like wall time.
+# GPU-seconds: the job's time budget times the GPUs the edge grants it (sandbox.gpus,
+# read from the air-gap gate's evidence, which probed a sandbox holding those GPUs).
+gpus_granted := count(input.airgap.gpus.devices) if input.airgap.gpus.devices
+else := 0
+
+job_gpu_seconds := input.job.budget.max_seconds * gpus_granted
+
+deny contains sprintf("the job may use %d GPU-seconds; the ceiling is %d", [job_gpu_seconds, ceilings.max_gpu_seconds_per_job]) if {
+	job_gpu_seconds > ceilings.max_gpu_seconds_per_job
+}
+
+deny contains sprintf("the job may use %d GPU-seconds; dataset %s allows %d", [job_gpu_seconds, input.dataset.name, limit]) if {
+	limit := data.hospital.datasets[input.dataset.name].max_gpu_seconds
+	job_gpu_seconds > limit
+}

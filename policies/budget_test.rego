@@ -28,3 +28,19 @@ test_obligations_carry_limits if {
 	d.obligations.max_seconds == 600
 	d.obligations.dp_required == false
 }
+
+two_gpus := {"sealed": true, "gpus": {"driver_version": "550.54.15", "devices": [{"model": "NVIDIA H200", "memory_mib": null}, {"model": "NVIDIA H200", "memory_mib": null}]}}
+
+test_gpu_seconds_within_the_ceiling_allowed if allows(vary("airgap", two_gpus))
+
+test_gpu_seconds_over_the_ceiling_denied if {
+	refuses(vary("airgap", two_gpus), "1200 GPU-seconds; the ceiling is 1000") with data.hospital.budget.max_gpu_seconds_per_job as 1000
+}
+
+test_gpu_seconds_over_a_datasets_limit_denied if {
+	refuses(vary("airgap", two_gpus), "dataset synthetic-cxr allows 600") with data.hospital.datasets["synthetic-cxr"].max_gpu_seconds as 600
+}
+
+test_no_gpus_no_gpu_seconds if {
+	allows(good) with data.hospital.datasets["synthetic-cxr"].max_gpu_seconds as 0
+}

@@ -3,7 +3,10 @@
 The gate runs ``rapha-airgap probe`` inside the same kind of sandbox the job will get
 (same hidden paths, same uid) with listeners on the host's loopback; any way out, or any
 packet heard, denies (S1, S4). The probe's record and its digest are the evidence that
-the policy gate requires and the receipt carries.
+the policy gate requires and the receipt carries. With ``sandbox.gpus`` the probe's
+sandbox holds the same device binds as the job's, and the evidence names the GPUs granted
+(model, memory where known, driver version): the policy's GPU-seconds and the receipt's
+``devices`` are read from it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from jupyter_rapha.protocol.errors import RaphaError
 
 from ..sandbox.airgap import find_airgap_binary, self_check
+from ..sandbox.gpus import job_grant
 from ..sandbox.launch import exposed_paths, hidden_paths
 from .pipeline import GateContext, GateResult
 
@@ -32,11 +36,13 @@ class AirgapGate:
         try:
             binary = find_airgap_binary(settings)
             hidden = hidden_paths(settings)
-            result = self_check(binary, hidden_paths=hidden, exposed_paths=exposed_paths(hidden))
+            gpus = job_grant(settings.sandbox)
+            result = self_check(binary, hidden_paths=hidden, exposed_paths=exposed_paths(hidden),
+                                device_options=gpus.airgap_options())
         except RaphaError as exc:
             return GateResult(self.name, "deny", {"sealed": False, "fault": exc.message}, (exc.diagnostics(),))
         evidence = {"sealed": True, "binary_sha256": _digest(binary), "probe_sha256": result["sha256"],
-                    "probe": result["record"]}
+                    "probe": result["record"], "gpus": gpus.description()}
         return GateResult(self.name, "pass", evidence)
 
 

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     rapha = kind(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
                   job.get("schema", {}), OUT_DIR, shared)
     _take_inputs(job, rapha)
+    rapha.gpus = _granted_gpus(job)
     try:
         _run_cell(code, rapha)
     except BaseException as exc:  # every failure leaves as type + line, nothing else
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sock.close()
     return _finish(rapha)
+
+
+def _granted_gpus(job: dict[str, Any]) -> int:
+    gpus = job.get("gpus", 0)
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0 else 0
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:

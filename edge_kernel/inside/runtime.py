@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from jupyter_rapha.protocol.contract import METRIC_NAME_RULE, is_metric_name
+from jupyter_rapha.protocol.device import job_device
 
 from ..wire.channel import SHM_ALIGN, Channel, SharedArena, shm_items
 from ..wire.messages import FIT_PRIVATE_NOT_DP, MAX_METRIC_POINTS
@@ -203,6 +204,12 @@ class Rapha:
         self._points = 0
         self.saved = False
         self.artifacts: dict[str, str] = {}  # name -> staged safetensors file (read-only), set by job_main
+        self.gpus = 0  # GPUs the edge granted the job (job.json), set by job_main
+
+    @property
+    def device(self) -> str:
+        """"cuda" when the edge granted GPUs and torch sees one, else "cpu"."""
+        return job_device(self.gpus, torch.cuda.is_available())
 
     @property
     def epochs(self) -> int:

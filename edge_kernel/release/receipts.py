@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from jupyter_rapha.protocol.devices import devices_section
 from jupyter_rapha.protocol.jobspec import JobSpec
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.private import job_mode
@@ -86,9 +87,11 @@ def job_entry(spec: JobSpec, request_sha256: str) -> dict[str, Any]:
 def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any], dataset: Any,
                     meter: Any, weights: bytes, weights_tensors: int, metrics: dict[str, Any],
                     gates: list[GateResult], unsafe: tuple[str, ...], times: dict[str, str],
-                    currency: str, privacy: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``privacy``: a DP job's section, from the edge's trainer (checked as it was read)."""
-    predicate = {
+                    currency: str, privacy: dict[str, Any] | None = None,
+                    run_times: tuple[str, str] | None = None) -> dict[str, Any]:
+    """``privacy``: a DP job's section, from the edge's trainer (checked as it was read);
+    ``run_times``: when the job process started and ended, for its GPU-seconds."""
+    predicate: dict[str, Any] = {
         "receipt_version": PREDICATE_VERSION,
         "job": job_entry(spec, request_sha256),
         "edge": edge,
@@ -105,6 +108,12 @@ def build_predicate(*, spec: JobSpec, request_sha256: str, edge: dict[str, Any],
     }
     if privacy is not None:
         predicate["privacy"] = dict(privacy)
+    airgap = next((r.evidence for r in gates if r.name == "airgap"), {})
+    devices = devices_section(airgap.get("gpus") or {},
+                              *(run_times or (times.get("started", ""), times.get("finished", ""))))
+    if devices is not None:  # GPU-seconds: the budget's ceiling, and what the job used
+        predicate["devices"] = devices
+        predicate["budget"]["max_gpu_seconds"] = spec.budget.max_seconds * len(devices["gpus"])
     return predicate
 
 

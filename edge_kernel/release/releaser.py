@@ -82,7 +82,7 @@ class Releaser:
             spec=spec, request_sha256=job.request_sha256, edge=self.identity(), dataset=self.datasets.get(spec.dataset),
             meter=run.meter, weights=checked.weights_bytes, weights_tensors=checked.weights.tensors,
             metrics=checked.metrics, gates=gates, unsafe=self.unsafe, times=times, currency=self.currency,
-            privacy=getattr(run, "privacy", None))
+            privacy=getattr(run, "privacy", None), run_times=(run.started, run.finished))
 
     # ---- a held job let go ----------------------------------------------------------
     def sign(self, predicate: dict[str, Any], weights: bytes) -> dict[str, Any]:

@@ -32,6 +32,8 @@ NOBODY = 65534
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILT_BINARY = REPO_ROOT / "rust" / "airgap" / "target" / "release" / BINARY_NAME
 NAMESPACES = ("net", "mnt", "pid")
+# What rapha-airgap --private-dev puts in every job's /dev (rust/airgap/src/devices.rs).
+STANDARD_DEV = frozenset({"fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"})
 SELF_CHECK_SECONDS = 30
 
 
@@ -81,13 +83,19 @@ def airgap_command(
     hidden_paths: Sequence[Path] = (),
     exposed_paths: Sequence[Path] = (),
     die_with_caller: bool = True,
+    private_dev: bool = False,
+    device_options: Sequence[str] = (),
 ) -> list[str]:
     """``rapha-airgap exec [limits] ... -- cmd``. The job directory must be writable by
     ``uid``; every hidden path must be absolute.
 
     With ``die_with_caller`` the sandbox is killed when this process dies (a job must
     never outlive the edge); the command must then be started by this very process, from
-    a thread that lives as long as the job (the parent-death signal follows the thread)."""
+    a thread that lives as long as the job (the parent-death signal follows the thread).
+
+    ``private_dev``: a /dev of the job's own with the standard nodes only, so that no device
+    of the host is in view (its GPUs included); ``device_options``: a GPU grant's
+    ``--dev-bind``/``--ro-bind`` (``gpus.GpuGrant``), which implies it."""
     if not cmd:
         raise SandboxFault("no job command to run under the air-gap")
     if uid == 0 or gid == 0:
@@ -109,6 +117,8 @@ def airgap_command(
             if not Path(path).is_absolute():
                 raise SandboxFault(f"air-gap {flag} needs an absolute path")
             line += [flag, str(path)]
+    if private_dev or device_options:
+        line += ["--private-dev", *device_options]
     return line + ["--", *cmd]
 
 
@@ -168,8 +178,9 @@ def check_record(record: Any, host: dict[str, int]) -> None:
 
 
 def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
-               exposed_paths: Sequence[Path] = ()) -> dict[str, Any]:
+               exposed_paths: Sequence[Path] = (), device_options: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``rapha-airgap probe`` inside a sandbox; return ``{"record", "sha256"}``.
+    ``device_options``: the job's GPU binds, so that the probe runs with the devices in view.
 
     ``sha256`` is over the exact bytes the probe printed, so the receipt can commit to
     the record as produced.
@@ -188,7 +199,7 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
                                  max_memory_bytes=1 << 30, max_cpu_seconds=SELF_CHECK_SECONDS,
                                  max_wall_seconds=SELF_CHECK_SECONDS, max_processes=4096,
                                  max_file_bytes=1 << 20, hidden_paths=hidden_paths,
-                                 exposed_paths=exposed_paths)
+                                 exposed_paths=exposed_paths, private_dev=True, device_options=device_options)
             output = _run_probe(cmd)
         heard = listeners.heard_anything()
     finally:
@@ -200,7 +211,22 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
     except ValueError as exc:
         raise SandboxFault("air-gap self-check: the probe record is not JSON") from exc
     check_record(record, host_namespaces())
+    check_devices(record, device_options)
     return {"record": record, "sha256": hashlib.sha256(output).hexdigest()}
+
+
+def check_devices(record: dict[str, Any], device_options: Sequence[str]) -> None:
+    """The probe's /dev holds the standard nodes and the granted devices, nothing else: a
+    host device in view (a GPU not granted, a disk) or a granted one missing denies. The
+    names stay out of the message (they describe the hospital's machine)."""
+    granted = {Path(device_options[i + 1]).name for i, flag in enumerate(device_options[:-1]) if flag == "--dev-bind"}
+    seen = record.get("dev")
+    if not isinstance(seen, list) or not all(isinstance(name, str) for name in seen):
+        raise SandboxFault("air-gap self-check: the probe record does not list the job's /dev")
+    if set(seen) - STANDARD_DEV - granted:
+        raise SandboxFault("air-gap self-check: the job's /dev holds a device it was not granted")
+    if granted - set(seen):
+        raise SandboxFault("air-gap self-check: a granted device is missing from the job's /dev")
 
 
 def _run_probe(cmd: list[str]) -> bytes:

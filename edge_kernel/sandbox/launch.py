@@ -24,6 +24,7 @@ from ..artifacts import INPUTS_DIR
 from ..data.registry import DatasetRegistry
 from ..settings import Settings
 from .airgap import NOBODY, airgap_command, find_airgap_binary
+from .gpus import job_grant
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ HOST_SECRETS = (Path("/run"), Path("/var/run"), Path("/root"), Path("/home"), Pa
 PRIVATE_MOUNTS = (Path("/tmp"), Path("/dev/shm"))
 MAX_PROCESSES = 512  # RLIMIT_NPROC counts threads; torch starts a pool per core
 MAX_MEMORY_BYTES = 16 * 1024**3  # address space: torch reserves far more than it touches
+# CUDA reserves address space for unified memory far beyond any RAM (its context creation
+# fails under a low RLIMIT_AS), so a job with GPUs gets the whole 47-bit user space: the
+# limit then bounds nothing, and host memory is bounded only by the machine.
+GPU_ADDRESS_SPACE_BYTES = 1 << 47
 OUTPUT_SLACK_BYTES = 64 * 1024**2
 
 
@@ -44,12 +49,15 @@ def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[i
     binary = find_airgap_binary(settings)
     hidden = hidden_paths(settings)
     os.chown(workdir, NOBODY, NOBODY)  # the one place the job may write
+    gpus = job_grant(settings.sandbox)
     return airgap_command(
-        binary, cmd, workdir=workdir, keep_fds=keep_fds, max_memory_bytes=MAX_MEMORY_BYTES,
+        binary, cmd, workdir=workdir, keep_fds=keep_fds,
+        max_memory_bytes=GPU_ADDRESS_SPACE_BYTES if gpus.count else MAX_MEMORY_BYTES,
         max_cpu_seconds=spec.budget.max_seconds * 4,  # CPU seconds: several threads, same wall budget
         max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES,
         max_file_bytes=spec.output_policy.max_weights_bytes + OUTPUT_SLACK_BYTES,
-        hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)))
+        hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)),
+        private_dev=True, device_options=gpus.airgap_options())
 
 
 def job_inputs(workdir: Path) -> tuple[Path, ...]:

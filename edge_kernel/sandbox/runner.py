@@ -44,6 +44,7 @@ from ..data.source import Index, Source
 from ..data.sources import open_source
 from ..settings import Settings
 from ..wire.channel import SharedArena
+from .gpus import job_grant
 from .launch import wrap_command
 from .lifeline import PROCESS_FILE, JobProcess, write_process_file
 from .private import NotTrainable, TrainerResult, prepare_trainer, read_trainer, trainer_command
@@ -327,7 +328,7 @@ def _prepare_workdir(workdir: Path, spec: JobSpec, source: Source, settings: Set
     schema = {name: {"dtype": s.dtype, "shape": list(s.shape), "kind": s.kind} for name, s in source.specs.items()}
     (workdir / "cell.py").write_text(spec.code, "utf-8")
     job: dict[str, Any] = {"job_id": spec.job_id, "params": spec.params, "schema": schema, "epochs": spec.epochs,
-                           "mode": job_mode(spec.code)}
+                           "mode": job_mode(spec.code), "gpus": job_grant(settings.sandbox).count}
     job.update(_stage_inputs(spec, workdir.parent, settings))
     (workdir / "job.json").write_text(json.dumps(job, indent=2), "utf-8")
 

@@ -33,6 +33,7 @@ from .canonical import canonical_json
 from .checks import Verification
 from .anchor_proof import AnchorObservation as AnchorObservation  # re-exported: callers import it from here
 from .anchor_proof import anchor_matches, anchored_data, audit_head_inclusion, is_pending
+from .devices import devices_problem, devices_summary
 from .disclosure import DISCLOSURE_SINCE_MINOR, disclosure_problem, disclosure_summary
 from .private import MODE_DP, MODE_STANDARD, PRIVACY_SINCE_MINOR, privacy_problem, privacy_summary, state_digest
 from .dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope, verify_envelope
@@ -180,6 +181,7 @@ def _verify(document: Any, edge_key: PublicKey, weights: bytes | None, metrics: 
     _check_preprocessing(statement["predicate"], result)
     _check_disclosure(statement["predicate"], result)
     _check_privacy(statement["predicate"], weights, result)
+    _check_devices(statement["predicate"], result)
     _check_outputs(statement, weights, metrics, result)
     result.checks.append(check_attestation(statement["predicate"], edge_key, require_tee=options.require_tee,
                                            now=options.now))
@@ -291,6 +293,19 @@ def _check_privacy(predicate: dict[str, Any], weights: bytes | None, result: Ver
             result.add("privacy", False, "the weights are not the parameters the edge's DP trainer recorded")
             return
     result.add("privacy", True, privacy_summary(section))
+
+
+def _check_devices(predicate: dict[str, Any], result: Verification) -> None:
+    """The GPUs the job was granted (``devices.py``), where it was granted any: an added
+    field of 1.x, so a receipt without it (a CPU job, an older edge) gets no line."""
+    section = predicate.get("devices")
+    if section is None:
+        return
+    problem = devices_problem(section)
+    if problem:
+        result.add("devices", False, problem)
+        return
+    result.add("devices", True, devices_summary(section))
 
 
 def _step_name(step: Any) -> str:

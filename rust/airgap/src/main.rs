@@ -4,6 +4,7 @@
 //! under `exec`), `digest` (the seccomp filter's sha256), and `sever`, `restore`,
 //! `status` (the WAN gate). See README.md.
 
+mod devices;
 mod json;
 mod limits;
 mod net;

@@ -27,13 +27,20 @@ pub struct ExecOptions {
     /// The process that started us and whose death must end the sandbox (the edge).
     pub parent_pid: Option<i32>,
     pub command: Vec<String>,
+    /// A /dev of the job's own (standard nodes only, plus `dev_binds`): see devices.rs.
+    pub private_dev: bool,
+    /// Character devices bound into the private /dev under their own names (GPUs).
+    pub dev_binds: Vec<PathBuf>,
+    /// Paths bound read-only at their own place; under /proc, bound after the job's proc.
+    pub ro_binds: Vec<PathBuf>,
 }
 
 pub const USAGE: &str = "usage:
   rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
                     [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
                     [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...] [--expose PATH ...]
-                    [--uid UID] [--gid GID] [--parent-pid PID] -- CMD [ARG ...]
+                    [--uid UID] [--gid GID] [--parent-pid PID]
+                    [--private-dev] [--dev-bind CHARDEV ...] [--ro-bind PATH ...] -- CMD [ARG ...]
   rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
   rapha-airgap digest            print the seccomp filter's sha256
   rapha-airgap sever --wan IFACE | restore --wan IFACE | status --wan IFACE";
@@ -64,6 +71,9 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
         tmp_bytes: 512 << 20,
         parent_pid: None,
         command: Vec::new(),
+        private_dev: false,
+        dev_binds: Vec::new(),
+        ro_binds: Vec::new(),
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -87,11 +97,18 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
             "--uid" => opts.uid = id(flag, iter.next())?,
             "--gid" => opts.gid = id(flag, iter.next())?,
             "--parent-pid" => opts.parent_pid = Some(parent_pid(iter.next())?),
+            "--private-dev" => opts.private_dev = true,
+            "--dev-bind" => opts.dev_binds.push(path(flag, iter.next())?),
+            "--ro-bind" => opts.ro_binds.push(path(flag, iter.next())?),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
     if opts.command.is_empty() {
         return Err("no command after --".into());
+    }
+    if !opts.dev_binds.is_empty() && !opts.private_dev {
+        // On the host's /dev every device would stay in view beside the granted ones.
+        return Err("--dev-bind needs --private-dev".into());
     }
     Ok(opts)
 }
@@ -155,5 +172,18 @@ mod tests {
     fn parses_the_parent_pid() {
         assert_eq!(parse_exec(&args("--parent-pid 4242 -- /bin/true")).unwrap().parent_pid, Some(4242));
         assert_eq!(parse_exec(&args("-- /bin/true")).unwrap().parent_pid, None);
+    }
+
+    #[test]
+    fn parses_device_and_read_only_binds() {
+        let opts = parse_exec(&args("--private-dev --dev-bind /dev/nvidia0 --ro-bind /proc/driver/nvidia -- /bin/true"))
+            .unwrap();
+        assert!(opts.private_dev);
+        assert_eq!(opts.dev_binds, vec![PathBuf::from("/dev/nvidia0")]);
+        assert_eq!(opts.ro_binds, vec![PathBuf::from("/proc/driver/nvidia")]);
+        assert!(!parse_exec(&args("-- /bin/true")).unwrap().private_dev);
+        assert!(parse_exec(&args("--dev-bind /dev/nvidia0 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--private-dev --dev-bind nvidia0 -- /bin/true")).is_err());
+        assert!(parse_exec(&args("--ro-bind -- /bin/true")).is_err());
     }
 }

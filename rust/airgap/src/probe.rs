@@ -145,6 +145,16 @@ fn interfaces() -> Vec<String> {
     text.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_string()).collect()
 }
 
+/// The device nodes in the job's /dev (names only, sorted): with --private-dev the
+/// standard ones and those granted, which the edge checks.
+fn device_nodes() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir("/dev").map(|entries| {
+        entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().map(String::from)).collect()
+    }).unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn namespace(kind: &str) -> String {
     let link = fs::read_link(format!("/proc/self/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_default();
     let inode = link.trim_start_matches(&format!("{kind}:[")).trim_end_matches(']');
@@ -212,7 +222,7 @@ pub fn run(ports: &Ports) -> i32 {
     record
         .string("tool", "rapha-airgap").string("version", env!("CARGO_PKG_VERSION"))
         .string("arch", std::env::consts::ARCH).raw("pid", &std::process::id().to_string())
-        .raw("namespaces", &ns.finish()).raw("interfaces", &list(&interfaces))
+        .raw("namespaces", &ns.finish()).raw("interfaces", &list(&interfaces)).raw("dev", &list(&device_nodes()))
         .raw("seccomp", &filter.finish())
         .raw("no_new_privs", &(status_field(&status, "NoNewPrivs:") == "1").to_string())
         .raw("uid", &id_list(&status_field(&status, "Uid:"))).raw("gid", &id_list(&status_field(&status, "Gid:")))

@@ -22,7 +22,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use crate::options::ExecOptions;
-use crate::{net, seccomp, sys, view};
+use crate::{devices, net, seccomp, sys, view};
 
 pub const EXIT_TIMEOUT: i32 = 124;
 pub const EXIT_SETUP: i32 = 125;
@@ -58,6 +58,8 @@ fn prepare(opts: &mut ExecOptions) -> Result<(), String> {
         opts.workdir = Some(dir);
     }
     opts.hidden = view::resolve_hidden(&opts.hidden);
+    devices::check_dev_binds(&opts.dev_binds)?;
+    opts.exposed.extend(devices::outside_proc(&opts.ro_binds));
     let exposed: Result<Vec<PathBuf>, String> = opts.exposed.iter()
         .map(|p| fs::canonicalize(p).map_err(|e| format!("--expose {}: {e}", p.display())))
         .collect();
@@ -224,6 +226,9 @@ fn build_namespaces(opts: &ExecOptions) -> Result<(), String> {
         hidden: &opts.hidden,
         exposed: &opts.exposed,
         tmp_bytes: opts.tmp_bytes,
+        private_dev: opts.private_dev,
+        dev_binds: &opts.dev_binds,
+        ro_binds: &opts.ro_binds,
     })?;
     net::loopback_up()
 }

@@ -14,20 +14,23 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr;
 
-use crate::sys;
+use crate::{devices, sys};
 
 pub struct View<'a> {
     pub workdir: Option<&'a Path>,
     pub hidden: &'a [PathBuf],
     pub exposed: &'a [PathBuf],
     pub tmp_bytes: u64,
+    pub private_dev: bool,
+    pub dev_binds: &'a [PathBuf],
+    pub ro_binds: &'a [PathBuf],
 }
 
 fn c(path: &Path) -> Result<CString, String> {
     sys::cstr(path.to_str().ok_or("path is not UTF-8")?)
 }
 
-fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<(), String> {
+pub(crate) fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: u64, data: Option<&str>) -> Result<(), String> {
     let src_c = src.map(sys::cstr).transpose()?;
     let fstype_c = fstype.map(sys::cstr).transpose()?;
     let data_c = data.map(sys::cstr).transpose()?;
@@ -44,7 +47,7 @@ fn mount(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: u64, dat
     sys::check(ret as i64, &format!("mount on {}", target.display())).map(|_| ())
 }
 
-fn set_attr(target: &Path, recursive: bool, set: u64, clear: u64) -> Result<(), String> {
+pub(crate) fn set_attr(target: &Path, recursive: bool, set: u64, clear: u64) -> Result<(), String> {
     let attr = sys::MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
     let target_c = c(target)?;
     let flags = if recursive { sys::AT_RECURSIVE } else { 0 };
@@ -145,7 +148,11 @@ pub fn build(view: &View) -> Result<(), String> {
         None => None,
     };
     let exposed = open_all(view.exposed)?;
+    let held = if view.private_dev { devices::hold_nodes(view.dev_binds)? } else { Vec::new() };
     read_only_everywhere()?;
+    if view.private_dev {
+        devices::build_private_dev(&held)?;
+    }
     let tmp_options = format!("mode=1777,size={}", view.tmp_bytes.max(4096));
     tmpfs(Path::new("/tmp"), &tmp_options)?;
     if Path::new("/dev/shm").is_dir() {
@@ -175,8 +182,12 @@ pub fn build(view: &View) -> Result<(), String> {
     for path in covered {
         set_attr(path, false, sys::MOUNT_ATTR_RDONLY, 0)?;
     }
+    if view.private_dev {
+        devices::seal_private_dev()?;
+    }
     // A proc of the new PID namespace: the job sees only its own processes.
-    mount(Some("proc"), Path::new("/proc"), Some("proc"), sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, None)
+    mount(Some("proc"), Path::new("/proc"), Some("proc"), sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, None)?;
+    devices::read_only_proc(view.ro_binds)
 }
 
 /// Canonical, existing paths for the hidden list (symlinks like /var/run resolved, so
