@@ -163,20 +163,29 @@ def _print_error(command: str, exc: RaphaError, source: str | None = None) -> No
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .keystore import create_key, default_key_path, load_key, public_key_line
+    from .keystore import chain_key_path, create_key, default_key_path, ensure_chain_account, load_key, public_key_line
 
     path = Path(args.out).expanduser() if args.out else default_key_path()
     if args.show:
         if args.force:
             raise BadInput("give --show or --force, not both: --show never writes a key")
         key = load_key(path)
+        if chain_key_path(path).exists():
+            _say_chain_account(*ensure_chain_account(path), chain_key_path(path))
         print(f"{path}: register this public key with the hospital:", file=sys.stderr)
         print(public_key_line(key))
         return 0
     key = create_key(path, force=args.force)
+    _say_chain_account(*ensure_chain_account(path), chain_key_path(path))
     print(f"wrote {path} (mode 0600); register this public key with the hospital:", file=sys.stderr)
     print(public_key_line(key))
     return 0
+
+
+def _say_chain_account(address: str, created: bool, path: Path) -> None:
+    print(f"{'wrote' if created else 'kept'} {path} (mode 0600): your chain account {address} pays the escrow of "
+          "jobs on priced datasets; give the hospital this address too (researchers add --chain-address)",
+          file=sys.stderr)
 
 
 def _edges(args: argparse.Namespace) -> int:
