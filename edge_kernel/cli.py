@@ -114,9 +114,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.demo:
         _add_demo_dataset(root, args.records)
     _start_audit_log(root, edge_id)
+    if args.settlement:
+        print(f"escrow contract {_deploy_escrow(root)} deployed on the embedded chain")
     print(f"edge {edge_id} initialised in {root}")
     print(next_steps(root, args.demo))
     return 0
+
+
+def _deploy_escrow(root: Path) -> str:
+    """The escrow contract on the new edge's embedded chain, recorded in its state."""
+    from .anchor.account import load_chain_account
+    from .anchor.devchain import EmbeddedChain
+    from .anchor.escrow import open_escrow
+
+    account = load_chain_account(root / "keys" / "chain.key")
+    chain_dir = root / "state" / "chain"
+    return open_escrow(EmbeddedChain(chain_dir, account), account, chain_dir).address
 
 
 def next_steps(root: Path, demo: bool) -> str:

@@ -439,7 +439,7 @@ class JobManager:
         digest = envelope_digest(document["envelope"])
         started = time.monotonic()
         anchor = self._anchor(job_id, digest, wait_seconds)
-        claimed = self._claim(job_id, digest, predicate)
+        claimed = self._queue_claim(job_id, digest, predicate)
         if not is_pending(anchor):
             document = dict(document, anchor=anchor)
             if claimed and self.settlement is not None:
@@ -452,7 +452,7 @@ class JobManager:
         self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in release.metrics.items() if v})
         self.store.transition(job_id, "completed", gates=gates, receipt=document, progress=progress)
 
-    def _claim(self, job_id: str, digest: str, predicate: dict[str, Any]) -> bool:
+    def _queue_claim(self, job_id: str, digest: str, predicate: dict[str, Any]) -> bool:
         """Queue the escrow claim of the records the signed meter counted (after the
         anchor, by the outbox); False where nothing is claimed."""
         if self.settlement is None:

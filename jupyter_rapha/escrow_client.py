@@ -80,7 +80,7 @@ class EscrowRpc:
         self.chain_id = served
 
     def balance(self, address: str) -> int:
-        return self._ask("read the balance", lambda: int(self._w3.eth.get_balance(to_checksum_address(address))))
+        return int(self._ask("read the balance", lambda: int(self._w3.eth.get_balance(to_checksum_address(address)))))
 
     def lock_of(self, job_id: str) -> dict[str, Any]:
         data = self._data("locks", job_key(job_id))

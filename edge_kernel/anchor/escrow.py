@@ -227,7 +227,7 @@ def open_escrow(chain: Any, account: LocalAccount, state_dir: Path) -> Escrow:
         try:
             escrow = Escrow(chain, str(json.loads(record.read_text())["address"]))
             edge = escrow.edge()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # unreadable record, no contract at the address, undecodable answer
             raise AnchorFault(f"the recorded escrow contract ({record.name}) cannot be read on the chain",
                               hint="restore the chain state directory from backup") from exc
         if edge != account.address:

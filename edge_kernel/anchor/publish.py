@@ -3,8 +3,9 @@
 The outbox calls ``ReceiptPublisher`` once a receipt's batch is on chain. The receipt the
 researcher fetches (``release/receipt.json``, read by GET /v1/jobs/{id}/receipt) is
 replaced atomically (write beside, fsync, rename), and then the stored copy in the jobs
-table. The same for a mined escrow claim (``settlement_claim``). Only that block changes: the signed envelope is compared byte for byte
-first, so a confused outbox can never attach an anchor to another receipt.
+table. The same for a mined escrow claim (``settlement_claim``). Only that block changes:
+the signed envelope is compared byte for byte first, so a confused outbox can never attach
+an anchor or a claim to another receipt.
 """
 
 from __future__ import annotations

@@ -242,7 +242,7 @@ def escrow_write_methods(chain: ChainState, escrow: str, selectors: frozenset[by
 
 
 def _escrow_transaction(raw: bytes, contract: str, selectors: frozenset[bytes]) -> bool:
-    from eth_account.typed_transactions import TypedTransaction
+    from eth_account.typed_transactions.typed_transaction import TypedTransaction
     from hexbytes import HexBytes
 
     if raw[:1] != b"\x02":

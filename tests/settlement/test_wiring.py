@@ -18,7 +18,7 @@ from edge_kernel.anchor.rpcserver import ChainServer
 from edge_kernel.db import Database
 from edge_kernel.settlement import NO_LOCK, Settlement
 from jupyter_rapha.escrow_client import EscrowRpc, lock_for_job
-from jupyter_rapha.protocol.errors import BadInput
+from jupyter_rapha.protocol.errors import AnchorFault, BadInput
 
 PRICE = "0.01"
 UNITS = 10**16
@@ -163,7 +163,8 @@ def test_a_job_that_ended_without_release_is_refunded_in_full(world):
 
 
 def test_the_recorded_contract_is_reopened_after_a_restart(world, tmp_path):
-    again = EmbeddedChain(tmp_path / "chain2", world.edge_account)
-    with pytest.raises(Exception):
-        open_escrow(again, Account.create(), tmp_path / "chain")  # another edge account: refused
+    with pytest.raises(AnchorFault, match="pays another edge account"):
+        open_escrow(world.chain, Account.create(), tmp_path / "chain")
+    with pytest.raises(AnchorFault, match="cannot be read on the chain"):  # a chain that lost the contract
+        open_escrow(EmbeddedChain(tmp_path / "other", world.edge_account), world.edge_account, tmp_path / "chain")
     assert open_escrow(world.chain, world.edge_account, tmp_path / "chain").address == world.escrow.address
