@@ -484,6 +484,20 @@ def _audit_status(settings: Any) -> tuple[Any, Any]:
     return open_audit_status(settings)
 
 
+def cmd_settlement(args: argparse.Namespace) -> int:
+    from .db import Database
+    from .researchers import ResearcherRegistry
+    from .settings import load_settings
+    from .settlement_report import claim_rows, parse_since, render
+
+    settings = load_settings(args.config)
+    since = parse_since(args.since) if args.since else 0.0
+    names = {r.key_id: r.name for r in ResearcherRegistry(settings.config_dir).all()}
+    rows = claim_rows(Database(settings.db_path), names, since, settings.chain.token_decimals)
+    print(render(rows, "json" if args.json else "csv" if args.csv else "text"))
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
@@ -679,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="name the files in a random order")
     p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
                    help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
+    p = command("settlement", cmd_settlement, "the escrow claims this edge made, per researcher and dataset")
+    p.add_argument("--since", default="", help="only claims queued from this UTC date (2026-12-01) or time on")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="claims and totals as JSON")
+    style.add_argument("--csv", action="store_true", help="claims as CSV, for a spreadsheet")
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)
     command("verify", cmd_audit_verify, "check every hash in the audit log and that it reaches its recorded head",
             audit)

@@ -95,3 +95,15 @@ def test_a_researcher_without_a_lock_is_refused_before_the_job_runs(edge, monkey
     status = client.wait(spec.job_id, timeout=120)
     assert status["state"] == "denied"
     assert status["reasons"][0].startswith("no escrow lock for this job: the escrow contract")
+
+
+def test_the_edge_settlement_statement_shows_the_claims(edge, capsys):
+    """After the tests above: the released job's claim and the denied job's refund."""
+    running, _ = edge
+    capsys.readouterr()
+    assert edge_cli(["settlement", "--json", "--config", str(running.config)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    mined = [c for c in document["claims"] if c["state"] == "mined"]
+    assert {c["researcher"] for c in mined} == {"alice"} and {c["dataset"] for c in mined} == {"synthetic-cxr"}
+    assert sorted(c["records"] for c in mined)[0] == 0 and len(mined) >= 2
+    assert document["totals"][0]["jobs"] == len(mined)

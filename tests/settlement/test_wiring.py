@@ -5,6 +5,7 @@ the claim at release into the receipt, the refund of a job that ended without re
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from types import SimpleNamespace
 
@@ -42,7 +43,7 @@ def world(tmp_path):
                     claimer=EscrowClaimer(escrow, edge_account),
                     publish_claim=lambda *a: published.append(a) or "done")
     settlement = Settlement(escrow, outbox, Datasets(), 18)
-    chain.fund(researcher.address, 10**18)
+    chain.fund(researcher.address, 10**19)
     with ChainServer(chain) as server:
         yield SimpleNamespace(chain=chain, escrow=escrow, outbox=outbox, settlement=settlement, url=server.url,
                               researcher=researcher, edge_account=edge_account, published=published,
@@ -168,3 +169,25 @@ def test_the_recorded_contract_is_reopened_after_a_restart(world, tmp_path):
     with pytest.raises(AnchorFault, match="cannot be read on the chain"):  # a chain that lost the contract
         open_escrow(EmbeddedChain(tmp_path / "other", world.edge_account), world.edge_account, tmp_path / "chain")
     assert open_escrow(world.chain, world.edge_account, tmp_path / "chain").address == world.escrow.address
+
+
+def test_the_settlement_statement_lists_claims_and_refunds_with_totals(world):
+    from edge_kernel.settlement_report import claim_rows, parse_since, render
+
+    paid, refunded = "3" * 32, "4" * 32
+    lock(world, paid)
+    lock(world, refunded)
+    world.outbox.enqueue(paid, "ab" * 32)
+    world.settlement.claim(paid, "ab" * 32, 37, Datasets().get("priced"))
+    world.settlement.refund(refunded, Datasets().get("priced"))
+    run(world.outbox)
+    rows = claim_rows(world.outbox.db, {}, 0)
+    assert [(r["job_id"], r["state"], r["records"], r["paid"], r["refunded"]) for r in rows] == [
+        (paid, "mined", 37, "0.37", "0.13"), (refunded, "mined", 0, "0", "0.5")]
+    document = json.loads(render(rows, "json"))
+    assert document["totals"][0]["paid"] == "0.37" and document["totals"][0]["refunded"] == "0.63"
+    csv_text = render(rows, "csv").splitlines()
+    assert csv_text[0].startswith("queued,job_id,researcher,dataset,state,records") and len(csv_text) == 3
+    assert claim_rows(world.outbox.db, {}, parse_since("2999-01-01")) == []
+    with pytest.raises(BadInput, match="is not a date"):
+        parse_since("yesterday")
