@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from jupyter_rapha.protocol.errors import BadInput
@@ -32,7 +32,7 @@ def parse_since(text: str) -> float:
     except ValueError:
         raise BadInput(f"--since {text!r} is not a date such as 2026-12-01 or 2026-12-01T09:00") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -47,7 +47,7 @@ def claim_rows(db: Any, names: dict[str, str], since: float = 0.0, decimals: int
         price = int(row["price_units"])
         places = int(claim.get("decimals", decimals))
         out.append({
-            "queued": datetime.fromtimestamp(float(row["enqueued"]), timezone.utc).isoformat(timespec="seconds"),
+            "queued": datetime.fromtimestamp(float(row["enqueued"]), UTC).isoformat(timespec="seconds"),
             "job_id": row["job_id"], "researcher": names.get(row["researcher_key_id"] or "", row["researcher_key_id"]),
             "dataset": row["dataset"] or "", "state": row["state"], "records": int(row["records"]),
             "price_per_record": from_units(price, places),

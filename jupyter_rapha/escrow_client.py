@@ -129,6 +129,32 @@ class EscrowRpc:
         return Lock(job_id, self.contract, amount, int(price_units), int(max_records), int(expiry),
                     "0x" + bytes(tx_hash).hex(), decimals)
 
+    def credit(self, address: str) -> int:
+        """What the contract holds for ``address`` to withdraw (refunds; an edge's pay)."""
+        data = self._data("credit", to_checksum_address(address))
+        raw = self._ask("read the escrow credit", lambda: bytes(self._w3.eth.call({"to": self.contract, "data": data})))
+        return int(decode(["uint256"], raw)[0])
+
+    def withdraw(self, account: LocalAccount) -> str:
+        """Pull this account's credit out of the contract; the transaction hash."""
+        data = self._data("withdraw")
+        call: dict[str, Any] = {"from": account.address, "to": self.contract, "value": 0, "data": data}
+        try:
+            gas = int(self._w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+        except Web3Exception as exc:
+            raise BadInput(f"the escrow contract refuses the withdrawal: {exc}") from None
+        nonce = self._ask("read the account nonce",
+                          lambda: int(self._w3.eth.get_transaction_count(account.address, "pending")))
+        tx = {"to": self.contract, "value": 0, "data": bytes.fromhex(data[2:]), "gas": gas + gas // 5,
+              "chainId": self.chain_id, "nonce": nonce, **self._fees()}
+        signed = account.sign_transaction(tx)
+        tx_hash = self._ask("send the withdrawal", lambda: self._w3.eth.send_raw_transaction(signed.raw_transaction))
+        receipt = self._ask("see the withdrawal mined", lambda: self._w3.eth.wait_for_transaction_receipt(
+            tx_hash, timeout=self.timeout, poll_latency=0.2))
+        if int(receipt["status"]) != 1:
+            raise AnchorFault("the withdrawal failed on chain")
+        return "0x" + bytes(tx_hash).hex()
+
     def _fees(self) -> dict[str, int]:
         price = self._ask("read the gas price", lambda: int(self._w3.eth.gas_price))
         return {"maxFeePerGas": 2 * price + TIP_WEI, "maxPriorityFeePerGas": TIP_WEI}
@@ -173,6 +199,45 @@ def lock_for_job(edge_url: str, info: dict[str, Any], offer: dict[str, Any], acc
     expiry = (int(time.time()) + int(max_seconds) + int(settlement.get("expiry_margin_seconds", 0))
               + EXTRA_EXPIRY_SECONDS)
     return escrow.lock(account, job_id, price, max_records, expiry, decimals)
+
+
+def escrow_of(client: Any) -> tuple[EscrowRpc, int]:
+    """The escrow of the edge ``client`` talks to, and its token's decimals."""
+    info = client.edge_info()
+    settlement = info.get("settlement")
+    if not isinstance(settlement, dict):
+        raise BadInput(f"edge {client.url} does not settle on chain")
+    rpc = str((info.get("chain") or {}).get("rpc") or "")
+    rpc_url = client.url.rstrip("/") + rpc if rpc.startswith("/") else rpc
+    chain_id = settlement.get("chain_id")
+    return (EscrowRpc(rpc_url, str(settlement["contract"]), chain_id=int(chain_id) if chain_id else None),
+            int(settlement.get("token_decimals", 18)))
+
+
+def statement_of(client: Any, account: LocalAccount, *, withdraw: bool = False) -> dict[str, Any]:
+    """The researcher's statement at one edge: each of their jobs there (as the edge lists
+    them) with its lock as the chain holds it, their balance and their credit in the
+    contract; ``withdraw`` pulls the credit out first."""
+    escrow, decimals = escrow_of(client)
+    jobs = []
+    for job in client.jobs():
+        entry = escrow.lock_of(str(job["job_id"]))
+        if entry["state"] == "free":
+            continue  # a free dataset, or never locked
+        paid = int(entry["records"]) * int(entry["price"]) if entry["state"] == "claimed" else 0
+        refunded = int(entry["amount"]) - paid if entry["state"] in ("claimed", "cancelled") else 0
+        jobs.append({"job_id": job["job_id"], "dataset": job.get("dataset", ""), "job_state": job.get("state", ""),
+                     "state": entry["state"], "locked": from_units(entry["amount"], decimals),
+                     "records": int(entry["records"]), "paid": from_units(paid, decimals),
+                     "refunded": from_units(refunded, decimals), "expiry": int(entry["expiry"]),
+                     "mine": entry["researcher"] == account.address})
+    document: dict[str, Any] = {"edge": client.url, "contract": escrow.contract, "account": str(account.address),
+                                "jobs": jobs}
+    if withdraw and escrow.credit(account.address) > 0:
+        document["withdrawn"] = escrow.withdraw(account)
+    document["credit"] = from_units(escrow.credit(account.address), decimals)
+    document["balance"] = from_units(escrow.balance(account.address), decimals)
+    return document
 
 
 def checksum(address: str) -> ChecksumAddress:

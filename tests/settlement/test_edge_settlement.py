@@ -107,3 +107,16 @@ def test_the_edge_settlement_statement_shows_the_claims(edge, capsys):
     assert {c["researcher"] for c in mined} == {"alice"} and {c["dataset"] for c in mined} == {"synthetic-cxr"}
     assert sorted(c["records"] for c in mined)[0] == 0 and len(mined) >= 2
     assert document["totals"][0]["jobs"] == len(mined)
+
+
+def test_the_researcher_statement_reads_the_chain_and_withdraws_refunds(edge, capsys):
+    from jupyter_rapha.cli import main as rapha_cli
+
+    running, _ = edge
+    capsys.readouterr()
+    assert rapha_cli(["statement", "--edge", running.url, "--key", str(running.config / "alice.pem"),
+                      "--json", "--withdraw"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    states = sorted((job["state"], job["records"]) for job in document["jobs"])
+    assert states[0] == ("claimed", 0) and all(job["mine"] for job in document["jobs"])
+    assert document["withdrawn"].startswith("0x") and document["credit"] == "0"
