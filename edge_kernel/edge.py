@@ -9,11 +9,13 @@ every hash holds and that reaches the head recorded outside it (``audit_head.py`
 from __future__ import annotations
 
 import logging
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from jupyter_rapha import __version__
-from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, StorageUnavailable
+from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
+from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.keys import PrivateKey
 
 from .artifacts import ArtifactStore
@@ -116,6 +118,24 @@ class Edge:
                 "labels": sorted(dataset.labels), "price_per_record": dataset.price_per_record,
                 "currency": self.settings.currency, "max_records": dataset.max_records,
                 "sensitivity": dataset.sensitivity, "description": dataset.description}
+
+    def job_status(self, job: Any) -> dict[str, Any]:
+        """A job's status for its researcher, with its cost where the dataset is priced:
+        ``charged`` is price x records used ("0" for a job that ended without release: its
+        lock is refunded), ``max`` price x the budget (what was locked)."""
+        status: dict[str, Any] = job.status()
+        try:
+            price = Decimal(self.datasets.get(job.dataset).price_per_record)
+            budget = int(job.spec["budget"]["max_records"])
+        except (RaphaError, InvalidOperation, KeyError, TypeError, ValueError):
+            return status
+        if price <= 0:
+            return status
+        used = int((job.progress or {}).get("records_used", 0) or 0)
+        released = job.state not in TERMINAL_STATES or job.state == JobState.COMPLETED
+        status["cost"] = {"price_per_record": str(price), "currency": self.settings.currency,
+                          "max": str(price * budget), "charged": str(price * used) if released else "0"}
+        return status
 
     def release_dir(self, job_id: str) -> Path:
         return job_release_dir(self.settings.jobs_dir, job_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -62,6 +63,8 @@ def test_a_job_locks_runs_and_its_receipt_carries_the_claim_verified_on_chain(ed
     claim = receipt["settlement_claim"]
     used = status["progress"]["records_used"]  # every usable record, fewer than the budget of 40
     assert 0 < used < 40
+    cost = client.status(spec.job_id)["cost"]  # what the side panel shows
+    assert (cost["price_per_record"], cost["max"], cost["charged"]) == ("0.01", "0.40", str(Decimal("0.01") * used))
     assert (claim["records"], claim["paid_units"], claim["refunded_units"]) == (used, used * UNITS, (40 - used) * UNITS)
     path = tmp_path / "receipt.json"
     path.write_text(json.dumps(receipt))
@@ -76,7 +79,8 @@ def test_a_denied_job_is_refunded_in_full(edge):
     client = EdgeClient(running.url, key)
     spec = make_jobspec("import socket\nsocket.socket()\n", "synthetic-cxr", ["image"], 10, 60, {}, key.key_id)
     client.submit(spec)
-    assert client.wait(spec.job_id, timeout=120)["state"] == "denied"
+    status = client.wait(spec.job_id, timeout=120)
+    assert status["state"] == "denied" and status["cost"]["charged"] == "0"
     escrow = EscrowRpc(running.url + "/chain", client.edge_info()["settlement"]["contract"])
     deadline = time.monotonic() + 30
     while escrow.lock_of(spec.job_id)["state"] == "locked" and time.monotonic() < deadline:
