@@ -55,11 +55,14 @@ class Lock:
     expiry: int
     tx_hash: str  # "" when the job was locked before (the same spec submitted again)
     decimals: int
+    balance_units: int = -1  # the account's balance after the lock; -1 when not read
 
     def line(self) -> str:
         done = f"in {self.tx_hash}" if self.tx_hash else "(locked before)"
+        left = f"; your account now holds {from_units(self.balance_units, self.decimals)}" \
+            if self.balance_units >= 0 else ""
         return (f"escrow: locked {from_units(self.amount_units, self.decimals)} for job {self.job_id[:12]}"
-                f" ({from_units(self.price_units, self.decimals)} per record x {self.max_records}) {done}")
+                f" ({from_units(self.price_units, self.decimals)} per record x {self.max_records}) {done}{left}")
 
 
 class EscrowRpc:
@@ -127,7 +130,7 @@ class EscrowRpc:
         if int(receipt["status"]) != 1:
             raise AnchorFault("the escrow lock failed on chain")
         return Lock(job_id, self.contract, amount, int(price_units), int(max_records), int(expiry),
-                    "0x" + bytes(tx_hash).hex(), decimals)
+                    "0x" + bytes(tx_hash).hex(), decimals, self.balance(account.address))
 
     def credit(self, address: str) -> int:
         """What the contract holds for ``address`` to withdraw (refunds; an edge's pay)."""

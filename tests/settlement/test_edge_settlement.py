@@ -27,9 +27,9 @@ READ = "import torch\nfor b in rapha.loader(batch_size=4):\n    pass\nrapha.save
 UNITS = 10**16  # the synthetic dataset's 0.01 per record, in wei
 
 
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory):
-    root = tmp_path_factory.mktemp("settle") / "edge"
+def settled_edge(root):
+    """A demo edge with settlement on and alice registered with her chain account (and bob
+    without one); alice's signing key."""
     assert edge_cli(["init", str(root), "--demo", "--settlement", "--records", "32"]) == 0
     (root / "edge.toml").write_text((root / "edge.toml").read_text().replace(
         "[chain]\n", "[chain]\nbatch_interval_seconds = 0.3\nrelease_wait_seconds = 15\n"))
@@ -41,6 +41,13 @@ def edge(tmp_path_factory):
                      "--config", str(root)]) == 0
     assert edge_cli(["researchers", "add", "bob", PrivateKey.generate().public.to_text(),
                      "--config", str(root)]) == 0
+    return key
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    root = tmp_path_factory.mktemp("settle") / "edge"
+    key = settled_edge(root)
     running = start_edge(root)
     try:
         yield running, key

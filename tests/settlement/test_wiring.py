@@ -67,6 +67,8 @@ def lock(world, job_id, budget=50, account=None):
 def test_the_lock_goes_through_the_public_chain_endpoint_and_lets_the_job_run(world):
     made = lock(world, "a" * 32)
     assert made.amount_units == 50 * UNITS and made.tx_hash
+    assert made.line().startswith(f"escrow: locked 0.5 for job {'a' * 12} (0.01 per record x 50) in 0x")
+    assert "; your account now holds 9.49" in made.line()  # 10 less the lock and its gas
     assert world.settlement.refusal(spec("a" * 32), who(world.researcher.address), Datasets().get("priced")) is None
     again = lock(world, "a" * 32)  # the same spec submitted again: nothing more is locked
     assert again.tx_hash == "" and world.escrow.credit(world.researcher.address) == 0
