@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from eth_abi.abi import decode
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress, HexStr
+from eth_typing import HexStr
 from eth_utils.address import to_checksum_address
 
 from .protocol import escrow_artifact
@@ -242,6 +242,3 @@ def statement_of(client: Any, account: LocalAccount, *, withdraw: bool = False) 
     document["balance"] = from_units(escrow.balance(account.address), decimals)
     return document
 
-
-def checksum(address: str) -> ChecksumAddress:
-    return to_checksum_address(address)
