@@ -160,10 +160,12 @@ class ResearcherRegistry:
 def check_chain_address(text: str) -> str:
     """A researcher's chain address, checksummed; a malformed one (or one whose mixed case
     fails its checksum, a typo) is refused when it is registered."""
-    from eth_utils.address import is_address, to_checksum_address
+    from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
     value = str(text).strip()
-    if not is_address(value) or not value.startswith("0x"):
+    digits = value[2:]
+    mixed = digits != digits.lower() and digits != digits.upper()
+    if not value.startswith("0x") or not is_address(value) or (mixed and not is_checksum_address(value)):
         raise BadInput(f"chain address {value!r} is not a 20-byte 0x address (or its checksum fails)",
                        hint="give the address 'rapha keygen' printed for the researcher")
     return str(to_checksum_address(value))

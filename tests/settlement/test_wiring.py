@@ -193,3 +193,30 @@ def test_the_settlement_statement_lists_claims_and_refunds_with_totals(world):
     assert claim_rows(world.outbox.db, {}, parse_since("2999-01-01")) == []
     with pytest.raises(BadInput, match="is not a date"):
         parse_since("yesterday")
+
+
+def test_settlement_is_refused_on_a_chain_the_escrow_cannot_drive(tmp_path):
+    from edge_kernel.cli import edge_toml
+    from edge_kernel.settings import load_settings
+
+    (tmp_path / "edge.toml").write_text(edge_toml("e", demo=True, port=8470, settlement=True).replace(
+        'backend = "embedded"\nrpc_url = ""', 'backend = "rpc"\nrpc_url = "http://127.0.0.1:1"'))
+    with pytest.raises(BadInput, match="chain.settlement in edge.toml needs chain.backend"):
+        load_settings(tmp_path)
+    (tmp_path / "edge.toml").write_text(edge_toml("e", demo=True, port=8470, settlement=True))
+    assert load_settings(tmp_path).chain.settlement is True
+
+
+def test_a_chain_address_is_checked_when_it_is_registered(tmp_path):
+    from edge_kernel.researchers import Researcher, ResearcherRegistry
+    from jupyter_rapha.protocol.keys import PrivateKey
+
+    registry = ResearcherRegistry(tmp_path)
+    key = PrivateKey.generate().public.to_text()
+    address = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55's own example
+    typo = address.replace("E0F", "e0F")  # one letter's case changed: its checksum fails
+    for bad in (typo, "0x1234", "52908400098527886E0F7030069857D2E4169EE7"):
+        with pytest.raises(BadInput, match="is not a 20-byte 0x address"):
+            registry.add(Researcher("alice", key, chain_address=bad))
+    registry.add(Researcher("alice", key, chain_address=address.lower()))
+    assert registry.by_name("alice").chain_address == address  # stored checksummed
