@@ -50,6 +50,10 @@ min_confirmations = {min_confirmations}
 # Decimal places of the token research is settled in (18: the chain's native currency);
 # a dataset price with more places is refused when the dataset is added.
 # token_decimals = 18
+# Settle priced datasets on chain through the edge's escrow contract (embedded chain only):
+# a job runs only when its researcher locked price x budget for it; its release claims the
+# records used; a job that ends without release is refunded in full.
+settlement = {settlement}
 
 [attestation]
 # "auto" finds TDX (configfs-tsm) or SGX (Gramine); "unsafe_software" is a signed stand-in
@@ -72,14 +76,14 @@ gpus = []
 """
 
 
-def edge_toml(edge_id: str, *, demo: bool, port: int) -> str:
+def edge_toml(edge_id: str, *, demo: bool, port: int, settlement: bool = False) -> str:
     """A new edge's edge.toml: every value but the id, demo mode, port and attestation backend
     is the settings' own default (written once, in settings.py), so the file and an empty
     table mean the same."""
     chain, sandbox, attestation = ChainSettings(), SandboxSettings(), AttestationSettings()
     quoted = json.dumps  # a TOML basic string, for the plain values written here
     return EDGE_TOML.format(
-        edge_id=edge_id, demo=str(demo).lower(), port=port,
+        edge_id=edge_id, demo=str(demo).lower(), port=port, settlement=str(settlement).lower(),
         attestation="unsafe_software" if demo else attestation.backend,
         currency=quoted(DEFAULTS["currency"]), host=quoted(DEFAULTS["host"]),
         tls_cert=quoted(DEFAULTS["tls_cert"]), tls_key=quoted(DEFAULTS["tls_key"]),
@@ -108,14 +112,27 @@ def cmd_init(args: argparse.Namespace) -> int:
     _secret(keys / "pseudonym.key", secrets.token_hex(32).encode() + b"\n")
     create_chain_account(keys / "chain.key")
     edge_id = args.edge_id or ("demo-edge" if args.demo else root.name)
-    (root / CONFIG_FILE).write_text(edge_toml(edge_id, demo=args.demo, port=args.port))
+    (root / CONFIG_FILE).write_text(edge_toml(edge_id, demo=args.demo, port=args.port, settlement=args.settlement))
     _copy_policies(root)
     if args.demo:
         _add_demo_dataset(root, args.records)
     _start_audit_log(root, edge_id)
+    if args.settlement:
+        print(f"escrow contract {_deploy_escrow(root)} deployed on the embedded chain")
     print(f"edge {edge_id} initialised in {root}")
     print(next_steps(root, args.demo))
     return 0
+
+
+def _deploy_escrow(root: Path) -> str:
+    """The escrow contract on the new edge's embedded chain, recorded in its state."""
+    from .anchor.account import load_chain_account
+    from .anchor.devchain import EmbeddedChain
+    from .anchor.escrow import open_escrow
+
+    account = load_chain_account(root / "keys" / "chain.key")
+    chain_dir = root / "state" / "chain"
+    return open_escrow(EmbeddedChain(chain_dir, account), account, chain_dir).address
 
 
 def next_steps(root: Path, demo: bool) -> str:
@@ -239,11 +256,13 @@ def cmd_researchers_add(args: argparse.Namespace) -> int:
     config = load_settings(args.config).config_dir  # a wrong --config is named, not filled with a registry
     key_text = Path(args.pubkey).read_text() if Path(args.pubkey).is_file() else args.pubkey
     researcher = Researcher(args.name, key_text.strip(), tuple(args.role or ["researcher"]),
-                            tuple(args.purpose or ["research"]))
+                            tuple(args.purpose or ["research"]), args.chain_address or "")
     replaced = ResearcherRegistry(config).add(researcher, replace=args.replace)
     for old in replaced:
         print(f"replaced {old.name} (key {old.key_id})")
-    print(f"registered {researcher.name} (key {researcher.key_id})")
+    address = ResearcherRegistry(config).by_name(researcher.name).chain_address
+    print(f"registered {researcher.name} (key {researcher.key_id}"
+          + (f", pays escrow from {address})" if address else ")"))
     return 0
 
 
@@ -260,7 +279,8 @@ def cmd_researchers_list(args: argparse.Namespace) -> int:
     from .researchers import ResearcherRegistry
 
     for r in ResearcherRegistry(Path(args.config)).all():
-        print(f"{r.name}\t{r.key_id}\troles={','.join(r.roles)}\tpurposes={','.join(r.purposes)}")
+        print(f"{r.name}\t{r.key_id}\troles={','.join(r.roles)}\tpurposes={','.join(r.purposes)}"
+              + (f"\tchain={r.chain_address}" if r.chain_address else ""))
     return 0
 
 
@@ -467,6 +487,20 @@ def _audit_status(settings: Any) -> tuple[Any, Any]:
     return open_audit_status(settings)
 
 
+def cmd_settlement(args: argparse.Namespace) -> int:
+    from .db import Database
+    from .researchers import ResearcherRegistry
+    from .settings import load_settings
+    from .settlement_report import claim_rows, parse_since, render
+
+    settings = load_settings(args.config)
+    since = parse_since(args.since) if args.since else 0.0
+    names = {r.key_id: r.name for r in ResearcherRegistry(settings.config_dir).all()}
+    rows = claim_rows(Database(settings.db_path), names, since, settings.chain.token_decimals)
+    print(render(rows, "json" if args.json else "csv" if args.csv else "text"))
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
@@ -598,6 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-id", default="", help="the edge's name (default: the directory's name)")
     p.add_argument("--port", type=port_number, default=8470, help="server.port to write (default: 8470)")
     p.add_argument("--records", type=int, default=120, help="synthetic records for --demo")
+    p.add_argument("--settlement", action="store_true",
+                   help="settle priced datasets on the embedded chain: deploys the escrow contract now and "
+                        "writes chain.settlement = true (with --demo, registered researchers' chain accounts "
+                        "are funded from the dev chain at each start)")
     p = command("serve", cmd_serve, "serve the edge over HTTP")
     p.add_argument("--port", type=port_number, default=None,
                    help="TCP port, 1 to 65535, or 0 for any free port (the port taken is printed); "
@@ -620,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a purpose this researcher may train for (repeatable; default: research)")
     p.add_argument("--replace", action="store_true",
                    help="replace the entry of this name, and any entry holding this key, instead of refusing")
+    p.add_argument("--chain-address", default="",
+                   help="the researcher's chain account (0x..., printed by their 'rapha keygen'): the only "
+                        "account whose escrow lock lets their jobs on priced datasets run where settlement is on")
     command("list", cmd_researchers_list, "list registered researchers", researchers)
     p = command("remove", cmd_researchers_remove, "unregister a researcher: their key is refused from now on",
                 researchers)
@@ -676,6 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="name the files in a random order")
     p.add_argument("--transfer-syntax", dest="transfer_syntax", default="explicit", choices=["explicit", "rle"],
                    help="explicit: Explicit VR Little Endian; rle: RLE Lossless")
+    p = command("settlement", cmd_settlement, "the escrow claims this edge made, per researcher and dataset")
+    p.add_argument("--since", default="", help="only claims queued from this UTC date (2026-12-01) or time on")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="claims and totals as JSON")
+    style.add_argument("--csv", action="store_true", help="claims as CSV, for a spreadsheet")
     audit = sub.add_parser("audit", help="the hash-chained audit log").add_subparsers(dest="sub", required=True)
     command("verify", cmd_audit_verify, "check every hash in the audit log and that it reaches its recorded head",
             audit)

@@ -9,11 +9,13 @@ every hash holds and that reaches the head recorded outside it (``audit_head.py`
 from __future__ import annotations
 
 import logging
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from jupyter_rapha import __version__
-from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, StorageUnavailable
+from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
+from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.keys import PrivateKey
 
 from .artifacts import ArtifactStore
@@ -31,6 +33,7 @@ from .jobs import JobManager, Runner
 from .release.releaser import Releaser, job_release_dir
 from .researchers import ResearcherRegistry
 from .settings import Settings, load_settings
+from .settlement import Settlement
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,12 @@ class Edge:
         self.cohort_sizes = CohortSizes(self.pseudonym_key, self.datasets.resolve, self.datasets.resolve_opt_out,
                                         cache_root=settings.cache_dir)
         self.chain, self.anchor = _open_chain(settings)
+        self.escrow = _open_escrow(settings, self.chain)
         self.gates = build_gates(settings, self.key)
         self.wan = _open_wan(settings)
         self.outbox = _open_outbox(self)
+        self.settlement = (Settlement(self.escrow, self.outbox, self.datasets, settings.chain.token_decimals)
+                           if self.escrow is not None else None)
         self.jobs = JobManager(
             settings=settings, store=self.store, audit=self.audit, health=self.health,
             researchers=self.researchers, datasets=self.datasets, cohort_sizes=self.cohort_sizes,
@@ -72,7 +78,7 @@ class Edge:
                               unsafe=settings.unsafe, currency=settings.currency),
             outbox=self.outbox, key=self.key, wan=self.wan,
             checks=_check_process(settings, self.datasets), release_policy=_release_policy(self.gates),
-            reviews=_review_rule(self.researchers))
+            reviews=_review_rule(self.researchers), settlement=self.settlement)
 
     @classmethod
     def open(cls, config_dir: str | Path) -> Edge:
@@ -80,6 +86,8 @@ class Edge:
 
     def start(self) -> None:
         self.audit.append("edge.start", detail={"version": __version__})
+        if self.escrow is not None and self.settings.demo:
+            fund_demo_researchers(self.chain, self.researchers)
         self.jobs.recover()
         self.outbox.start()  # anchors left pending before a restart are sent now
         self.environment.start()  # measured once, beside the start; the first catalog request waits for it
@@ -99,15 +107,36 @@ class Edge:
 
     def info(self) -> dict[str, Any]:
         rpc = {"embedded": "/chain", "rfc3161": ""}.get(self.settings.chain.backend, self.settings.chain.rpc_url)
-        return {"edge_id": self.settings.edge_id, "public_key": self.key.public.to_text(),
+        info = {"edge_id": self.settings.edge_id, "public_key": self.key.public.to_text(),
                 "key_id": self.key.key_id, "version": __version__, "demo": self.settings.demo,
                 "chain": {"chain_id": self.anchor.chain_id, "anchor_address": self.anchor.address, "rpc": rpc}}
+        if self.settlement is not None:
+            info["settlement"] = self.settlement.info()
+        return info
 
     def catalog_entry(self, dataset: Dataset) -> dict[str, Any]:
         return {"name": dataset.name, "version": dataset.version, "schema": dataset.schema(),
                 "labels": sorted(dataset.labels), "price_per_record": dataset.price_per_record,
                 "currency": self.settings.currency, "max_records": dataset.max_records,
                 "sensitivity": dataset.sensitivity, "description": dataset.description}
+
+    def job_status(self, job: Any) -> dict[str, Any]:
+        """A job's status for its researcher, with its cost where the dataset is priced:
+        ``charged`` is price x records used ("0" for a job that ended without release: its
+        lock is refunded), ``max`` price x the budget (what was locked)."""
+        status: dict[str, Any] = job.status()
+        try:
+            price = Decimal(self.datasets.get(job.dataset).price_per_record)
+            budget = int(job.spec["budget"]["max_records"])
+        except (RaphaError, InvalidOperation, KeyError, TypeError, ValueError):
+            return status
+        if price <= 0:
+            return status
+        used = int((job.progress or {}).get("records_used", 0) or 0)
+        released = job.state not in TERMINAL_STATES or job.state == JobState.COMPLETED
+        status["cost"] = {"price_per_record": str(price), "currency": self.settings.currency,
+                          "max": str(price * budget), "charged": str(price * used) if released else "0"}
+        return status
 
     def release_dir(self, job_id: str) -> Path:
         return job_release_dir(self.settings.jobs_dir, job_id)
@@ -219,6 +248,33 @@ def _open_chain(settings: Settings) -> tuple[Any, Any]:
                            timeout=settings.chain.rpc_timeout_seconds)
 
 
+def _open_escrow(settings: Settings, chain: Any) -> Any:
+    """The escrow contract on the embedded chain (deployed at the first open), served to
+    researchers' wallets on the public /chain for lock, cancel and withdraw only; None
+    where settlement is off."""
+    if not settings.chain.settlement or chain is None:
+        return None
+    from .anchor.account import load_chain_account
+    from .anchor.escrow import open_escrow, researcher_selectors
+
+    account = load_chain_account(settings.path(settings.chain.key_file) or settings.keys_dir / CHAIN_KEY_FILE)
+    escrow = open_escrow(chain, account, settings.state_dir / "chain")
+    chain.serve_escrow(escrow.address, researcher_selectors())
+    return escrow
+
+
+DEMO_FUNDING_WEI = 100 * 10**18
+
+
+def fund_demo_researchers(chain: Any, researchers: ResearcherRegistry) -> None:
+    """Demo edges on the embedded chain only: each registered chain account without funds
+    gets 100 of the dev chain's coin from its pre-funded account, to lock escrow with."""
+    for researcher in researchers.all():
+        if researcher.chain_address and chain.tester.get_balance(researcher.chain_address) == 0:
+            chain.fund(researcher.chain_address, DEMO_FUNDING_WEI)
+            log.info("demo: funded %s's chain account %s", researcher.name, researcher.chain_address)
+
+
 def _open_outbox(edge: Edge) -> Any:
     from .anchor.outbox import Outbox, OutboxConfig
     from .anchor.publish import ReceiptPublisher
@@ -230,8 +286,17 @@ def _open_outbox(edge: Edge) -> Any:
                           retry_initial_seconds=chain.retry_initial_seconds,
                           retry_max_seconds=chain.retry_max_seconds, mine_timeout_seconds=chain.rpc_timeout_seconds * 4,
                           bump_after_seconds=chain.fee_bump_seconds)
-    return Outbox(edge.db, edge.anchor, ReceiptPublisher(edge.store, edge.audit, edge.release_dir), config,
-                  audit_head=edge.audit.head)
+    publisher = ReceiptPublisher(edge.store, edge.audit, edge.release_dir)
+    claimer = None
+    if edge.escrow is not None:
+        from .anchor.account import load_chain_account
+        from .anchor.escrow import EscrowClaimer
+
+        settings = edge.settings
+        claimer = EscrowClaimer(edge.escrow, load_chain_account(settings.path(settings.chain.key_file)
+                                                                or settings.keys_dir / CHAIN_KEY_FILE))
+    return Outbox(edge.db, edge.anchor, publisher, config, audit_head=edge.audit.head, claimer=claimer,
+                  publish_claim=publisher.claim if claimer is not None else None)
 
 
 def _read_secret(path: Path) -> bytes:

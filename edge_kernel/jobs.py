@@ -17,6 +17,7 @@ import contextlib
 import logging
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,6 +55,7 @@ from .run_approval import (PENDING, REJECT, StewardVote, admit, approval_outcome
                            votes_of)
 from .sandbox.wan import WanGate
 from .settings import Settings
+from .settlement import Settlement
 from .store import JobRecord, JobStore
 
 if TYPE_CHECKING:  # the runner pulls in every data source: imported when a job first runs
@@ -80,8 +82,11 @@ class JobManager:
                  researchers: ResearcherRegistry, datasets: DatasetRegistry, cohort_sizes: CohortSizes,
                  gates: list[Gate], runner: Runner, releaser: Releaser, outbox: Outbox, key: PrivateKey,
                  wan: WanGate | None, checks: CheckRunner, release_policy: ReleasePolicy,
-                 reviews: ReviewRule | None = None) -> None:
+                 reviews: ReviewRule | None = None, settlement: Settlement | None = None) -> None:
         self.settings, self.store, self.audit, self.health = settings, store, audit, health
+        self.settlement = settlement
+        if settlement is not None:
+            store.on_end = self._settle_end
         self.researchers, self.datasets, self.cohort_sizes = researchers, datasets, cohort_sizes
         self.gates, self.runner, self.outbox, self.wan = gates, runner, outbox, wan
         self.releaser, self.key = releaser, key
@@ -258,6 +263,12 @@ class JobManager:
         if not outcome.allowed:
             self.store.transition(job_id, "denied", gates=entries, reasons=outcome.reasons)
             return
+        if self.settlement is not None:  # fail closed: no lock on chain for a priced dataset, no run
+            refusal = self.settlement.refusal(spec, researcher, dataset)
+            if refusal is not None:
+                self.audit.append("escrow.deny", job_id=job_id, detail={"reason": refusal})
+                self.store.transition(job_id, "denied", gates=entries, reasons=[refusal])
+                return
         policy = ctx.results.get("policy")
         try:
             limits = enforceable(policy.obligations if policy is not None else {}, mode=job_mode(spec.code))
@@ -419,20 +430,50 @@ class JobManager:
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
         release = self.releaser.write(job_id, held, document)  # the durable point; anchored only after
         progress = {k: v for k, v in self.store.get(job_id).progress.items() if k not in HELD_PROGRESS}
-        self._complete(job_id, release, predicate["gates"], progress, self.settings.chain.release_wait_seconds)
+        self._complete(job_id, release, predicate, progress, self.settings.chain.release_wait_seconds)
 
-    def _complete(self, job_id: str, release: Release, gates: list[dict[str, Any]], progress: dict[str, Any],
+    def _complete(self, job_id: str, release: Release, predicate: dict[str, Any], progress: dict[str, Any],
                   wait_seconds: float) -> None:
+        gates: list[dict[str, Any]] = predicate["gates"]
         document = release.receipt
         digest = envelope_digest(document["envelope"])
+        started = time.monotonic()
         anchor = self._anchor(job_id, digest, wait_seconds)
+        claimed = self._queue_claim(job_id, digest, predicate)
         if not is_pending(anchor):
             document = dict(document, anchor=anchor)
+            if claimed and self.settlement is not None:
+                claim = self.settlement.wait_claimed(job_id, max(0.0, wait_seconds - (time.monotonic() - started)))
+                if claim is not None:  # else the outbox puts it into the released receipt once mined
+                    document = dict(document, settlement_claim=claim)
             self.releaser.write_anchored(job_id, document)
         self.audit.append("job.complete", job_id=job_id, detail={"envelope_sha256": digest})
         # Released metrics only (checked before release): the latest value under each declared name.
         self.store.append_event(job_id, "metrics", {k: v[-1] for k, v in release.metrics.items() if v})
         self.store.transition(job_id, "completed", gates=gates, receipt=document, progress=progress)
+
+    def _queue_claim(self, job_id: str, digest: str, predicate: dict[str, Any]) -> bool:
+        """Queue the escrow claim of the records the signed meter counted (after the
+        anchor, by the outbox); False where nothing is claimed."""
+        if self.settlement is None:
+            return False
+        dataset = self._dataset_or_none(str(predicate["dataset"]["id"]))
+        records = int(predicate["dataset"]["records_used"])
+        if not self.settlement.claim(job_id, digest, records, dataset):
+            return False
+        self.audit.append("escrow.claim.queue", job_id=job_id, detail={"records": records, "envelope_sha256": digest})
+        return True
+
+    def _settle_end(self, job_id: str, state: str) -> None:
+        """A job that ended without release: its lock refunded in full (a claim of 0)."""
+        if state == "completed" or self.settlement is None:
+            return
+        try:
+            dataset = self._dataset_or_none(parse_jobspec(self.store.get(job_id).spec).dataset)
+        except Exception:
+            log.exception("job %s: its dataset could not be read for the escrow refund", job_id)
+            return
+        self.settlement.refund(job_id, dataset)
 
     def _anchor(self, job_id: str, digest: str, wait_seconds: float) -> dict[str, Any]:
         """Queue the receipt in the durable outbox (once: queuing it again is a no-op) and
@@ -459,7 +500,7 @@ class JobManager:
         self.audit.append("release.resume", job_id=job.job_id,
                           detail={"envelope_sha256": envelope_digest(release.receipt["envelope"])})
         progress = {**job.progress, **{k: predicate["dataset"][k] for k in ("records_used", "cohort_size")}}
-        self._complete(job.job_id, release, predicate["gates"], progress, wait_seconds=0)
+        self._complete(job.job_id, release, predicate, progress, wait_seconds=0)
         return True
 
     def _fail_cut_off(self, job: JobRecord) -> None:

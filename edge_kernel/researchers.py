@@ -38,6 +38,10 @@ class Researcher:
     public_key: str
     roles: tuple[str, ...] = ("researcher",)
     purposes: tuple[str, ...] = ("research",)
+    # The researcher's own chain account (0x address, checksummed), from which they lock
+    # escrow for their jobs; "" when none is registered (then no job on a priced dataset
+    # runs on an edge that settles on chain).
+    chain_address: str = ""
 
     @property
     def key(self) -> PublicKey:
@@ -109,7 +113,8 @@ class ResearcherRegistry:
         try:
             raw = json.loads(self.path.read_text("utf-8"))
             found = [Researcher(r["name"], r["public_key"], tuple(r.get("roles", ["researcher"])),
-                                tuple(r.get("purposes", ["research"]))) for r in raw.get("researchers", [])]
+                                tuple(r.get("purposes", ["research"])), str(r.get("chain_address", "")))
+                     for r in raw.get("researchers", [])]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise config_fault(self.path, "each entry needs name and public_key",
                                hint="fix it or re-register with 'rapha-edge researchers add'") from exc
@@ -127,6 +132,8 @@ class ResearcherRegistry:
             raise BadInput("researcher name must be letters, digits, '.', '_', '@' or '-'")
         for role in researcher.roles:
             check_role(role)
+        if researcher.chain_address:
+            researcher = replace_address(researcher, check_chain_address(researcher.chain_address))
         key_id = researcher.key_id  # validates the key text
         current = self.all()
         clashing = [r for r in current if r.name == researcher.name or r.key_id == key_id]
@@ -148,6 +155,26 @@ class ResearcherRegistry:
 
     def _write(self, researchers: list[Researcher]) -> None:
         write_json_atomically(self.path, {"researchers": [asdict(r) for r in researchers]})
+
+
+def check_chain_address(text: str) -> str:
+    """A researcher's chain address, checksummed; a malformed one (or one whose mixed case
+    fails its checksum, a typo) is refused when it is registered."""
+    from eth_utils.address import is_address, is_checksum_address, to_checksum_address
+
+    value = str(text).strip()
+    digits = value[2:]
+    mixed = digits != digits.lower() and digits != digits.upper()
+    if not value.startswith("0x") or not is_address(value) or (mixed and not is_checksum_address(value)):
+        raise BadInput(f"chain address {value!r} is not a 20-byte 0x address (or its checksum fails)",
+                       hint="give the address 'rapha keygen' printed for the researcher")
+    return str(to_checksum_address(value))
+
+
+def replace_address(researcher: Researcher, address: str) -> Researcher:
+    from dataclasses import replace
+
+    return replace(researcher, chain_address=address)
 
 
 def check_role(role: str) -> None:

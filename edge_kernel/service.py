@@ -257,7 +257,7 @@ class JobsHandler(BaseHandler):
     @api
     def get(self) -> None:
         researcher = self.researcher()
-        self.write_json({"jobs": [j.status() for j in self.edge.store.list(researcher.key_id)]})
+        self.write_json({"jobs": [self.edge.job_status(j) for j in self.edge.store.list(researcher.key_id)]})
 
     @api
     def post(self) -> None:
@@ -279,13 +279,13 @@ class JobHandler(BaseHandler):
     def get(self, job_ref: str) -> None:
         researcher = self.researcher()
         job_id = self.edge.store.resolve(job_ref, researcher.key_id)
-        self.write_json(self.edge.store.get(job_id, researcher.key_id).status())
+        self.write_json(self.edge.job_status(self.edge.store.get(job_id, researcher.key_id)))
 
     @api
     def delete(self, job_ref: str) -> None:
         researcher = self.researcher()
         job_id = self.edge.store.resolve(job_ref, researcher.key_id)
-        self.write_json(self.edge.jobs.cancel(job_id, researcher).status())
+        self.write_json(self.edge.job_status(self.edge.jobs.cancel(job_id, researcher)))
 
 
 class JobFileHandler(BaseHandler):

@@ -48,6 +48,11 @@ class ChainSettings:
     # Decimal places of the token researchers settle in on chain (18: the chain's native
     # currency); a dataset price with more places is refused at 'datasets add'.
     token_decimals: int = 18
+    # Settle priced datasets on chain (embedded chain only, so far): the edge's escrow
+    # contract is deployed on its chain, a job on a dataset with a price > 0 runs only when
+    # its researcher's registered chain account locked price x budget for it, and its
+    # release claims records used x price (a job that ends without release claims 0).
+    settlement: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,12 +254,16 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         key_file=_typed(chain, "chain.key_file", "key_file", str, _CHAIN.key_file),
         batch_size=_typed(chain, "chain.batch_size", "batch_size", int, _CHAIN.batch_size),
         token_decimals=_typed(chain, "chain.token_decimals", "token_decimals", int, _CHAIN.token_decimals),
+        settlement=_typed(chain, "chain.settlement", "settlement", bool, _CHAIN.settlement),
         **{key: _seconds(chain, key, default) for key, default in _CHAIN_SECONDS.items()},
     )
     if not 1 <= chain_settings.batch_size <= 100_000 or chain_settings.min_confirmations < 1:
         raise BadInput("chain.batch_size must be 1 to 100000 and chain.min_confirmations at least 1")
     if not 0 <= chain_settings.token_decimals <= 36:
         raise BadInput(f"chain.token_decimals in {CONFIG_FILE} must be 0 to 36, not {chain_settings.token_decimals}")
+    if chain_settings.settlement and chain_settings.backend != "embedded":
+        raise BadInput(f"chain.settlement in {CONFIG_FILE} needs chain.backend = \"embedded\" for now",
+                       hint="the escrow is driven on the embedded chain only; set settlement = false")
     if chain_settings.backend == "rpc" and not chain_settings.rpc_url:
         raise BadInput("chain.backend is 'rpc' but chain.rpc_url is empty")
     if chain_settings.backend == "rfc3161" and not (chain_settings.tsa_url and chain_settings.tsa_certificate):

@@ -27,6 +27,7 @@ import builtins
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,9 @@ def _record(row: Any) -> JobRecord:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Told (job id, state) after each move into an ended state (the settlement's refund
+        # of a job that ended without release); what it raises is its own to log.
+        self.on_end: Callable[[str, str], None] | None = None
 
     def create(self, spec: JobSpec, request_sha256: str) -> tuple[JobRecord, bool]:
         """Store a new job; return (job, created). The same spec again returns the existing job."""
@@ -174,6 +178,7 @@ class JobStore:
             sets.append(f"{name}=?")
             values.append(None if value is None else json.dumps(value))
         starts = _FROM[to_state]
+        ended = False
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 f"UPDATE jobs SET {', '.join(sets)} WHERE job_id=? AND state IN ({','.join('?' * len(starts))})",
@@ -187,6 +192,9 @@ class JobStore:
             else:
                 # In the same transaction as the state: an event is never lost or duplicated.
                 _append_event(conn, job_id, "state", {"state": to_state, **_counters(fields.get("progress"))})
+                ended = to_state in TERMINAL
+        if ended and self.on_end is not None:
+            self.on_end(job_id, to_state)
         return self.get(job_id)
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:

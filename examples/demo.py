@@ -1,11 +1,16 @@
 """`make demo`: the whole product on one machine, on embedded defaults.
 
-1. a fresh demo edge (`rapha-edge init --demo`: keys, synthetic DICOM with fake
-   identifiers, embedded EVM chain) and a researcher key registered with it;
+1. a fresh demo edge (`rapha-edge init --demo --settlement`: keys, synthetic DICOM with fake
+   identifiers, embedded EVM chain with the escrow contract) and a researcher key and chain
+   account registered with it (the edge funds the account from the dev chain when it starts);
 2. the edge served on loopback;
-3. examples/quickstart.ipynb executed headless: a local dry run, a remote run, the receipt;
-4. `rapha verify` on the receipt, against the edge's chain over JSON-RPC;
-5. the edge stopped; demo-out/ holds weights.safetensors, metrics.json, receipt.json, edge.pub.
+3. examples/quickstart.ipynb executed headless: a local dry run, a remote run (its client
+   locks price x budget in escrow before the job leaves; the release claims the records
+   used and refunds the rest), the receipt;
+4. `rapha verify` on the receipt, against the edge's chain over JSON-RPC (the anchor and the
+   escrow claim);
+5. a job the edge denies: its lock refunded in full (a claim of 0 records);
+6. the edge stopped; demo-out/ holds weights.safetensors, metrics.json, receipt.json, edge.pub.
 """
 
 from __future__ import annotations
@@ -59,11 +64,50 @@ def execute_notebook(url: str, key: Path) -> None:
     print(f"notebook executed: {OUT / 'quickstart.executed.ipynb'}")
 
 
+def chain_address(path: Path) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(path.read_text().strip()).address)
+
+
+def show_settlement(receipt_path: Path) -> None:
+    import json
+
+    claim = json.loads(receipt_path.read_text()).get("settlement_claim")
+    if claim is None:
+        sys.exit("the released receipt carries no settlement claim")
+    print(f"escrow claim: {claim['records']} records, {claim['paid']} paid to the edge, {claim['refunded']} refunded"
+          f" to the researcher, in {claim['tx_hash']} (contract {claim['contract']})")
+
+
+def show_refund(url: str, key: Path) -> None:
+    """A cell the scan gate denies: the client locks, the edge refuses, the lock comes back."""
+    from jupyter_rapha.client import EdgeClient, make_jobspec
+    from jupyter_rapha.escrow_client import EscrowRpc
+    from jupyter_rapha.keystore import load_key
+
+    client = EdgeClient(url, load_key(key))
+    spec = make_jobspec("import socket\nsocket.socket()\n", "synthetic-cxr", ["image"], 20, 60, {},
+                        client.key.key_id)
+    client.submit(spec)
+    status = client.wait(spec.job_id, timeout=120)
+    settlement = client.edge_info()["settlement"]
+    escrow = EscrowRpc(url + "/chain", settlement["contract"])
+    deadline = time.monotonic() + 60
+    while escrow.lock_of(spec.job_id)["state"] == "locked" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    entry = escrow.lock_of(spec.job_id)
+    if entry["state"] != "claimed" or entry["records"] != 0:
+        sys.exit(f"the denied job's lock was not refunded: {entry['state']}")
+    print(f"refund: job {spec.job_id[:12]} {status['state']}; its lock of {entry['amount'] / 10**18:g} was "
+          "refunded in full (a claim of 0 records)")
+
+
 def main() -> int:
     shutil.rmtree(EDGE_DIR, ignore_errors=True)
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
-    run(str(BIN / "rapha-edge"), "init", str(EDGE_DIR), "--demo")
+    run(str(BIN / "rapha-edge"), "init", str(EDGE_DIR), "--demo", "--settlement")
     if os.geteuid() != 0:
         # The air-gap needs root (namespaces, seccomp, a uid switch). Without it the demo
         # still runs, loudly unsafe: every receipt lists unsafe_no_airgap.
@@ -72,13 +116,17 @@ def main() -> int:
         (EDGE_DIR / "edge.toml").write_text(toml)
     key = EDGE_DIR / "researcher.pem"
     public = run(str(BIN / "rapha"), "keygen", "--out", str(key)).strip().splitlines()[-1].split()[-1]
-    run(str(BIN / "rapha-edge"), "researchers", "add", "demo-researcher", public, "--config", str(EDGE_DIR))
+    address = chain_address(EDGE_DIR / "researcher.chain.key")
+    run(str(BIN / "rapha-edge"), "researchers", "add", "demo-researcher", public, "--chain-address", address,
+        "--config", str(EDGE_DIR))
     process, url = start_edge()
     try:
         print(f"edge serving on {url}")
         execute_notebook(url, key)
+        show_settlement(OUT / "receipt.json")
         run(str(BIN / "rapha"), "verify", str(OUT / "receipt.json"), "--edge-key", str(OUT / "edge.pub"),
             "--rpc", url + "/chain")
+        show_refund(url, key)
     finally:
         process.terminate()
         process.wait(timeout=30)

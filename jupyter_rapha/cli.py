@@ -46,7 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _fetch_parser(sub)
     _verify_parser(sub)
+    _statement_parser(sub)
     return parser
+
+
+def _statement_parser(sub: Any) -> None:
+    statement = sub.add_parser("statement",
+                               help="your escrow locks, claims and refunds at an edge, read from its chain")
+    statement.add_argument("--edge", required=True, help=EDGE_HELP)
+    statement.add_argument("--key", default="", help=KEY_HELP)
+    statement.add_argument("--json", action="store_true", help="print the statement as JSON")
+    statement.add_argument("--withdraw", action="store_true",
+                           help="then withdraw your refunds credited in the escrow contract to your chain account")
 
 
 def _keygen_parser(sub: Any) -> None:
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage message
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
-    commands = {"keygen": _keygen, "edges": _edges, "run": _run, "fetch": _fetch, "verify": _verify}
+    commands = {"keygen": _keygen, "edges": _edges, "run": _run, "fetch": _fetch, "verify": _verify,
+                "statement": _statement}
     from .client import JobHeld
 
     try:
@@ -163,20 +175,53 @@ def _print_error(command: str, exc: RaphaError, source: str | None = None) -> No
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .keystore import create_key, default_key_path, load_key, public_key_line
+    from .keystore import chain_key_path, create_key, default_key_path, ensure_chain_account, load_key, public_key_line
 
     path = Path(args.out).expanduser() if args.out else default_key_path()
     if args.show:
         if args.force:
             raise BadInput("give --show or --force, not both: --show never writes a key")
         key = load_key(path)
+        if chain_key_path(path).exists():
+            _say_chain_account(*ensure_chain_account(path), chain_key_path(path))
         print(f"{path}: register this public key with the hospital:", file=sys.stderr)
         print(public_key_line(key))
         return 0
     key = create_key(path, force=args.force)
+    _say_chain_account(*ensure_chain_account(path), chain_key_path(path))
     print(f"wrote {path} (mode 0600); register this public key with the hospital:", file=sys.stderr)
     print(public_key_line(key))
     return 0
+
+
+def _statement(args: argparse.Namespace) -> int:
+    """Each of your jobs at the edge with its escrow lock as the chain holds it: locked,
+    claimed (records, paid, refunded) or cancelled; then your account's balance and the
+    refunds waiting in the contract (``--withdraw`` takes them)."""
+    from .client import EdgeClient
+    from .escrow_client import statement_of
+    from .keystore import chain_key_of, load_key
+    from .protocol.chain_account import load_chain_account
+
+    client = EdgeClient(args.edge, load_key(args.key or None))
+    account = load_chain_account(chain_key_of(client.key))
+    document = statement_of(client, account, withdraw=args.withdraw)
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return 0
+    for job in document["jobs"]:
+        print(f"{job['job_id'][:12]}  {job['dataset']}  {job['state']}  locked {job['locked']}"
+              + (f"  {job['records']} records: {job['paid']} paid, {job['refunded']} refunded"
+                 if job["state"] == "claimed" else ""))
+    print(f"account {document['account']}: balance {document['balance']}, refunds to withdraw {document['credit']}"
+          + (f"; withdrawn in {document['withdrawn']}" if document.get("withdrawn") else ""))
+    return 0
+
+
+def _say_chain_account(address: str, created: bool, path: Path) -> None:
+    print(f"{'wrote' if created else 'kept'} {path} (mode 0600): your chain account {address} pays the escrow of "
+          "jobs on priced datasets; give the hospital this address too (researchers add --chain-address)",
+          file=sys.stderr)
 
 
 def _edges(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ project's error tree: the caller sees ``GateDenied`` when the hospital said no a
 from __future__ import annotations
 
 import os
+import sys
 import re
 import secrets
 import time
@@ -111,12 +112,36 @@ class EdgeClient:
         raise errors.NotFound(f"edge {self.url} offers no dataset named {name!r}")
 
     def submit(self, spec: JobSpec) -> str:
+        self.lock_escrow(spec)
         body = canonical_json({"spec": spec.to_dict()})
         answer = self._json("POST", "/v1/jobs", body)
         job_id = answer.get("job_id")
         if not isinstance(job_id, str):
             raise errors.Fault(f"edge {self.url} answered the submission without a job id")
         return job_id
+
+    def lock_escrow(self, spec: JobSpec) -> Any:
+        """Where the edge settles the job's dataset on chain: lock its maximum cost for
+        the job first (``escrow_client``), printing what was locked. An edge that does not
+        say how it settles is left to refuse the job itself."""
+        from .escrow_client import lock_for_job
+        from .keystore import chain_key_of
+        from .protocol.chain_account import load_chain_account
+
+        try:
+            info = self.edge_info()
+        except errors.RaphaError:
+            return None
+        if not isinstance(info.get("settlement"), dict):
+            return None
+        offer = self.dataset(spec.dataset)
+        path = chain_key_of(self.key)
+        account = load_chain_account(path) if path.exists() else None
+        lock = lock_for_job(self.url, info, offer, account, spec.job_id, spec.budget.max_records,
+                            spec.budget.max_seconds, verify=self._verify)
+        if lock is not None:
+            print(lock.line(), file=sys.stderr)
+        return lock
 
     def upload_artifact(self, path: str, sha256: str, size: int) -> dict[str, Any]:
         """Stream the file at ``path`` to ``PUT /v1/artifacts/{sha256}``. The request is

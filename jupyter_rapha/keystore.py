@@ -15,6 +15,8 @@ from .protocol.errors import BadInput, NotFound
 from .protocol.keys import PrivateKey
 
 KEY_ENV = "RAPHA_KEY"
+CHAIN_KEY_SUFFIX = ".chain.key"
+_PATHS: dict[str, Path] = {}  # key id -> the file each key was read from or written to
 DEFAULT_KEY_PATH = Path("~/.config/rapha/researcher_ed25519.pem")
 
 
@@ -33,6 +35,7 @@ def create_key(path: str | Path | None = None, *, force: bool = False) -> Privat
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = PrivateKey.generate()
     _write_private(target, key.to_pem())
+    _PATHS[key.key_id] = target
     return key
 
 
@@ -40,7 +43,32 @@ def load_key(path: str | Path | None = None) -> PrivateKey:
     target = Path(path).expanduser() if path else default_key_path()
     if not target.is_file():
         raise NotFound(f"no researcher key at {target}", hint="create one with 'rapha keygen'")
-    return PrivateKey.from_pem(target.read_bytes())
+    key = PrivateKey.from_pem(target.read_bytes())
+    _PATHS[key.key_id] = target
+    return key
+
+
+def chain_key_path(signing_key: Path) -> Path:
+    """The researcher's chain account key, beside their signing key: ``NAME.chain.key``."""
+    return signing_key.with_name(signing_key.stem + CHAIN_KEY_SUFFIX)
+
+
+def chain_key_of(key: PrivateKey) -> Path:
+    """Where the chain key of a signing key loaded here lives (beside the signing key's
+    file; beside the default key path for one made in memory)."""
+    return chain_key_path(_PATHS.get(key.key_id, default_key_path()))
+
+
+def ensure_chain_account(signing_key: Path) -> tuple[str, bool]:
+    """The chain address beside ``signing_key``, creating the key (0600) when there is
+    none; the flag says whether it was created. An existing one is never replaced: its
+    locks and refunds belong to it."""
+    from .protocol.chain_account import create_chain_account, load_chain_account
+
+    path = chain_key_path(signing_key)
+    if path.exists():
+        return str(load_chain_account(path).address), False
+    return create_chain_account(path), True
 
 
 def load_or_create_key(path: str | Path | None = None) -> tuple[PrivateKey, bool]:

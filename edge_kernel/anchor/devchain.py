@@ -184,6 +184,17 @@ class EmbeddedChain:
 
     # -- JSON-RPC ----------------------------------------------------------------------
 
+    def serve_escrow(self, address: str, selectors: frozenset[bytes]) -> None:
+        """Take, on the public endpoint too, the escrow operations a researcher's wallet
+        sends to the contract at ``address`` (``rpcserver.escrow_write_methods``)."""
+        from .rpcserver import escrow_write_methods
+
+        with self._lock:
+            methods = dict(self._methods)
+            for name, method in escrow_write_methods(self, address, selectors).items():
+                methods.setdefault(name, method)  # an allow_writes chain keeps its full methods
+            self._methods = methods
+
     def rpc(self, request: Any) -> Any:
         with self._lock:
             return dispatch(self._methods, request)

@@ -32,6 +32,9 @@ from jupyter_rapha.protocol.escrow import claim_block, job_key
 
 from .base import DEFAULT_TIP_WEI, SignedAnchor, dynamic_fees
 
+ESCROW_FILE = "escrow.json"  # in the chain's state directory: the deployed contract's address
+# What a researcher's wallet may send to the contract through the edge's public /chain.
+RESEARCHER_METHODS = ("lock(bytes32,uint256,uint256,uint256)", "cancel(bytes32)", "withdraw()")
 ARTIFACT = Path(escrow_artifact.__file__).resolve()
 SOURCE = ARTIFACT.with_name("escrow.vy")
 STATES = {0: "free", 1: "locked", 2: "claimed", 3: "cancelled"}
@@ -205,6 +208,34 @@ class Escrow:
         if chain.tester.get_transaction_receipt(tx_hash).get("status", 1) != 1:
             raise AnchorFault("escrow transaction failed on chain")
         return str(tx_hash), int(block)
+
+
+def researcher_selectors() -> frozenset[bytes]:
+    return frozenset(keccak(text=signature)[:4] for signature in RESEARCHER_METHODS)
+
+
+def open_escrow(chain: Any, account: LocalAccount, state_dir: Path) -> Escrow:
+    """The edge's escrow on its embedded chain: the contract recorded in ``state_dir``, or
+    deployed now (from the edge account, the only claimant) and recorded. A recorded
+    contract whose claimant is not this edge's account stops the start."""
+    import json
+
+    from ..config_files import write_json_atomically
+
+    record = Path(state_dir) / ESCROW_FILE
+    if record.is_file():
+        try:
+            escrow = Escrow(chain, str(json.loads(record.read_text())["address"]))
+            edge = escrow.edge()
+        except Exception as exc:  # unreadable record, no contract at the address, undecodable answer
+            raise AnchorFault(f"the recorded escrow contract ({record.name}) cannot be read on the chain",
+                              hint="restore the chain state directory from backup") from exc
+        if edge != account.address:
+            raise AnchorFault("the recorded escrow contract pays another edge account")
+        return escrow
+    escrow = Escrow.deploy(chain, account)
+    write_json_atomically(record, {"address": escrow.address, "edge": str(account.address)})
+    return escrow
 
 
 class EscrowClaimer:

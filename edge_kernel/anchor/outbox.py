@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS anchor_batches (
 # publish() answers: "done" (the released receipt now carries the anchor), "later" (the
 # job is not released yet; try again next round) or "dropped" (the job will never be).
 Publisher = Callable[[str, str, dict[str, Any]], str]
+# publish_claim() answers the same for a mined escrow claim (the receipt's settlement_claim).
+ClaimPublisher = Callable[[str, str, dict[str, Any]], str]
+# A claim of 0 records (a job that ended without release: its lock refunded) names no receipt.
+NO_ENVELOPE = "00" * 32
 # The audit log's head now: (entries, head hash).
 AuditHeadSource = Callable[[], tuple[int, str]]
 
@@ -89,9 +93,10 @@ class OutboxConfig:
 
 class Outbox:
     def __init__(self, db: Any, anchor: BatchAnchor, publish: Publisher, config: OutboxConfig = OutboxConfig(),
-                 audit_head: AuditHeadSource | None = None, claimer: Claimer | None = None) -> None:
+                 audit_head: AuditHeadSource | None = None, claimer: Claimer | None = None,
+                 publish_claim: ClaimPublisher | None = None) -> None:
         self.db, self.anchor, self.publish, self.config = db, anchor, publish, config
-        self.audit_head, self.claimer = audit_head, claimer
+        self.audit_head, self.claimer, self.publish_claim = audit_head, claimer, publish_claim
         with db.transaction() as conn:
             for statement in _statements(SCHEMA):  # executescript would end the transaction
                 conn.execute(statement)
@@ -100,6 +105,8 @@ class Outbox:
             for column, kind in added:  # added after the first release
                 if column not in columns:
                     conn.execute(f"ALTER TABLE anchor_batches ADD COLUMN {column} {kind}")
+            if "published" not in {row[1] for row in conn.execute("PRAGMA table_info(escrow_claims)")}:
+                conn.execute("ALTER TABLE escrow_claims ADD COLUMN published TEXT")
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -216,6 +223,23 @@ class Outbox:
         # signed before it is mined, so the two never take the same nonce.
         if self.claimer is not None and self._open_batch() is None:
             moved = self._claim_round() or moved
+            moved = self._publish_claims() or moved
+        return moved
+
+    def _publish_claims(self) -> bool:
+        """Hand each mined claim of a released job to ``publish_claim`` (the released
+        receipt's settlement_claim), until it answers done or dropped."""
+        if self.publish_claim is None:
+            return False
+        rows = self.db.query("SELECT job_id, envelope_sha256, claim FROM escrow_claims WHERE state='mined'"
+                             " AND published IS NULL AND envelope_sha256 != ? ORDER BY enqueued", (NO_ENVELOPE,))
+        moved = False
+        for row in rows:
+            outcome = self.publish_claim(row["job_id"], row["envelope_sha256"], json.loads(row["claim"]))
+            if outcome in ("done", "dropped"):
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE escrow_claims SET published=? WHERE job_id=?", (outcome, row["job_id"]))
+                moved = True
         return moved
 
     # -- escrow claims --------------------------------------------------------------------
@@ -231,9 +255,10 @@ class Outbox:
         assert claimer is not None
         rows = self.db.query("SELECT * FROM escrow_claims WHERE state='signed' ORDER BY enqueued LIMIT 1")
         if not rows:
-            rows = self.db.query(
-                "SELECT c.* FROM escrow_claims c JOIN anchor_outbox a ON a.envelope_sha256 = c.envelope_sha256"
-                " WHERE c.state='queued' AND a.anchor IS NOT NULL ORDER BY c.enqueued LIMIT 1")
+            rows = self.db.query(  # a released job's claim waits for its receipt's anchor; a refund does not
+                "SELECT c.* FROM escrow_claims c LEFT JOIN anchor_outbox a ON a.envelope_sha256 = c.envelope_sha256"
+                " WHERE c.state='queued' AND (a.anchor IS NOT NULL OR (c.envelope_sha256 = ? AND c.records = 0))"
+                " ORDER BY c.enqueued LIMIT 1", (NO_ENVELOPE,))
             if not rows:
                 return False
             row = dict(rows[0])

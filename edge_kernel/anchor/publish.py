@@ -3,8 +3,9 @@
 The outbox calls ``ReceiptPublisher`` once a receipt's batch is on chain. The receipt the
 researcher fetches (``release/receipt.json``, read by GET /v1/jobs/{id}/receipt) is
 replaced atomically (write beside, fsync, rename), and then the stored copy in the jobs
-table. Only the ``anchor`` block changes: the signed envelope is compared byte for byte
-first, so a confused outbox can never attach an anchor to another receipt.
+table. The same for a mined escrow claim (``settlement_claim``). Only that block changes:
+the signed envelope is compared byte for byte first, so a confused outbox can never attach
+an anchor or a claim to another receipt.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ class ReceiptPublisher:
         self.store, self.audit, self.release_dir = store, audit, release_dir
 
     def __call__(self, job_id: str, envelope_sha256: str, anchor: dict[str, Any]) -> str:
+        return self._put(job_id, envelope_sha256, "anchor", anchor, "anchor.publish")
+
+    def claim(self, job_id: str, envelope_sha256: str, claim: dict[str, Any]) -> str:
+        """The mined escrow claim into the released receipt, beside the envelope (the claim
+        names the envelope's digest, so it cannot be inside it)."""
+        return self._put(job_id, envelope_sha256, "settlement_claim", claim, "settlement.publish")
+
+    def _put(self, job_id: str, envelope_sha256: str, name: str, block: dict[str, Any], event: str) -> str:
         try:
             job = self.store.get(job_id)
         except NotFound:
@@ -36,11 +45,11 @@ class ReceiptPublisher:
             return "later"  # the release is being written right now
         if envelope_digest(job.receipt["envelope"]) != envelope_sha256:
             return "dropped"
-        if job.receipt.get("anchor") == anchor:
+        if job.receipt.get(name) == block:
             return "done"
-        document = dict(job.receipt, anchor=anchor)
-        self.audit.append("anchor.publish", job_id=job_id,
-                          detail={"envelope_sha256": envelope_sha256, "tx_hash": anchor.get("tx_hash")})
+        document = {**job.receipt, name: block}
+        self.audit.append(event, job_id=job_id,
+                          detail={"envelope_sha256": envelope_sha256, "tx_hash": block.get("tx_hash")})
         write_atomically(self.release_dir(job_id) / RECEIPT_FILE, json.dumps(document, indent=2).encode())
         self.store.set_receipt(job_id, document)
         return "done"

@@ -195,6 +195,67 @@ def rpc_methods(chain: ChainState, *, allow_writes: bool = False) -> dict[str, M
     return methods
 
 
+def escrow_write_methods(chain: ChainState, escrow: str, selectors: frozenset[bytes]) -> dict[str, Method]:
+    """What a researcher's wallet needs to lock, cancel and withdraw on the edge's escrow
+    contract, and nothing more: calls to the contract only, and raw transactions only when
+    they are EIP-1559 transactions sent to the contract naming one of ``selectors``. Any
+    other transaction is refused before it reaches the journal, so the public endpoint
+    adds no block that is not an escrow operation."""
+    tester = chain.tester
+    contract = escrow.lower()
+    caller = str(getattr(chain, "address", escrow))  # eth-tester wants a funded sender for a call without one
+
+    def call(params: list[Any]) -> str:
+        request = {"from": caller, **_call(params, 0)}
+        if str(request.get("to", "")).lower() != contract:
+            raise RpcError(INVALID_PARAMS, "eth_call is served for the escrow contract only")
+        try:
+            result = tester.call(request, _block_id(params, 1))
+        except Exception:
+            raise RpcError(TX_REJECTED, "execution reverted") from None
+        return "0x" + (result.hex() if isinstance(result, bytes) else str(result).removeprefix("0x"))
+
+    def estimate(params: list[Any]) -> str:
+        request = {"from": caller, **_call(params, 0)}
+        if str(request.get("to", "")).lower() != contract:
+            raise RpcError(INVALID_PARAMS, "eth_estimateGas is served for the escrow contract only")
+        try:
+            return quantity(tester.estimate_gas(request, _block_id(params, 1)))
+        except Exception:
+            raise RpcError(TX_REJECTED, "execution reverted") from None
+
+    def send(params: list[Any]) -> str:
+        raw = _param(params, 0)
+        if not is_hexstr(raw) or len(raw) < 4:
+            raise RpcError(INVALID_PARAMS, "expected signed transaction bytes as 0x hex")
+        body = bytes.fromhex(raw[2:])
+        if not _escrow_transaction(body, contract, selectors):
+            raise RpcError(TX_REJECTED, "this endpoint takes only escrow lock, cancel and withdraw transactions")
+        return _send_raw(chain, params)
+
+    return {
+        "eth_call": call, "eth_estimateGas": estimate, "eth_sendRawTransaction": send,
+        "eth_getTransactionCount": lambda p: quantity(tester.get_nonce(_address(p, 0), _block_id(p, 1))),
+        "eth_gasPrice": lambda p: quantity(chain.base_fee() + DEFAULT_TIP_WEI),
+        "eth_maxPriorityFeePerGas": lambda p: quantity(DEFAULT_TIP_WEI),
+    }
+
+
+def _escrow_transaction(raw: bytes, contract: str, selectors: frozenset[bytes]) -> bool:
+    from eth_account.typed_transactions.typed_transaction import TypedTransaction
+    from hexbytes import HexBytes
+
+    if raw[:1] != b"\x02":
+        return False
+    try:
+        tx = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+    except Exception:
+        return False
+    to, data = tx.get("to") or b"", bytes(tx.get("data") or b"")
+    to_text = "0x" + bytes(to).hex() if isinstance(to, (bytes, bytearray)) else str(to)
+    return to_text.lower() == contract and data[:4] in selectors
+
+
 def _found(fetch: Callable[[], Any]) -> Any:
     # JSON-RPC answers null for an unknown transaction or block, not an error.
     try:

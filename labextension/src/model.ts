@@ -38,6 +38,17 @@ export interface JobStatus {
   progress?: Progress;
   /** The epochs the job asked for (from its spec, as the edge reports it). */
   epochs_asked?: number | null;
+  /** A priced dataset's cost, as the edge reports it (decimal texts). */
+  cost?: Cost;
+}
+
+export interface Cost {
+  price_per_record?: string;
+  currency?: string;
+  /** price x the job's record budget: what is locked or could be charged. */
+  max?: string;
+  /** price x the records used so far; "0" for a job that ended without release (refunded). */
+  charged?: string;
 }
 
 export interface Check {
@@ -65,6 +76,8 @@ export interface JobRow {
   detail: string;
   canCancel: boolean;
   canVerify: boolean;
+  /** "cost 0.37 GBP (0.01 per record; at most 0.50)", or "" for a free dataset. */
+  cost: string;
 }
 
 export type VerdictKind = 'pass' | 'warn' | 'pending' | 'fail';
@@ -161,6 +174,32 @@ export function checksText(progress: unknown): string {
   return parts.join(', ');
 }
 
+const DECIMAL = /^[0-9]+(\.[0-9]+)?$/;
+
+function decimal(value: unknown): string | null {
+  return typeof value === 'string' && DECIMAL.test(value) ? value : null;
+}
+
+/** What a job costs, from the edge's figures: charged so far (or in the end) and at most. */
+export function costText(cost: unknown, state: string): string {
+  if (typeof cost !== 'object' || cost === null) {
+    return '';
+  }
+  const c = cost as Cost;
+  const charged = decimal(c.charged);
+  const most = decimal(c.max);
+  const price = decimal(c.price_per_record);
+  if (charged === null || most === null || price === null) {
+    return '';
+  }
+  const currency = typeof c.currency === 'string' && c.currency.length > 0 ? ` ${c.currency}` : '';
+  const ended = FINAL_STATES.includes(state);
+  if (ended && state !== 'completed') {
+    return `cost 0${currency}: refunded (at most ${most} was locked)`;
+  }
+  return `${ended ? 'cost' : 'cost so far'} ${charged}${currency} (${price} per record; at most ${most})`;
+}
+
 /** One job as the panel lists it; anything malformed in the JSON shows as "?". A job
  * whose edge stopped answering is shown as last seen, never as still "running". */
 export function jobRow(job: unknown): JobRow {
@@ -186,7 +225,8 @@ export function jobRow(job: unknown): JobRow {
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
     canCancel: CANCELLABLE_STATES.includes(edgeState),
-    canVerify: edgeState === 'completed'
+    canVerify: edgeState === 'completed',
+    cost: costText(j.cost, edgeState)
   };
   return j.edge_unreachable === true ? unreachable(row, 'edge') : row;
 }

@@ -2,7 +2,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const {
-  FINAL_STATES, VERDICT_COLOURS, jobRow, jobRows, progressText, verdict, errorMessage, unreachable, unreachableEdges
+  FINAL_STATES, VERDICT_COLOURS, jobRow, jobRows, progressText, verdict, errorMessage, unreachable, unreachableEdges,
+  costText
 } = require('../test-build/model.js');
 
 test('a running job shows its counters and can be cancelled, not verified', () => {
@@ -140,4 +141,16 @@ test('a job awaiting approval is active and cancellable, worded for the research
   const waiting = jobRow({ job_id: 'f'.repeat(32), state: 'awaiting_approval' });
   assert.equal(waiting.stateText, 'awaiting approval');
   assert.equal(waiting.canCancel, true);
+});
+
+test('a job on a priced dataset shows its cost: so far, in the end, or refunded', () => {
+  const cost = { price_per_record: '0.01', currency: 'GBP', max: '0.50', charged: '0.37' };
+  assert.equal(jobRow({ job_id: 'e'.repeat(32), state: 'running', cost }).cost,
+    'cost so far 0.37 GBP (0.01 per record; at most 0.50)');
+  assert.equal(jobRow({ job_id: 'e'.repeat(32), state: 'completed', cost }).cost,
+    'cost 0.37 GBP (0.01 per record; at most 0.50)');
+  assert.equal(jobRow({ job_id: 'e'.repeat(32), state: 'denied', cost: { ...cost, charged: '0' } }).cost,
+    'cost 0 GBP: refunded (at most 0.50 was locked)');
+  assert.equal(jobRow({ job_id: 'e'.repeat(32), state: 'running' }).cost, '');
+  assert.equal(costText({ ...cost, charged: '1e9' }, 'running'), '');
 });
