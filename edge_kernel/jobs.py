@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
-from jupyter_rapha.protocol.contract import CANCELLABLE_STATES
+from jupyter_rapha.protocol.contract import CANCELLABLE_STATES, PRIVACY_PROGRESS
 from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
@@ -544,7 +544,7 @@ def spent_progress(predicate: dict[str, Any]) -> dict[str, float]:
     section = predicate.get("privacy")
     if not isinstance(section, dict):
         return {}
-    return {k: section[k] for k in ("epsilon_target", "epsilon_spent", "delta") if k in section}
+    return {k: section[k] for k in PRIVACY_PROGRESS if k in section}
 
 
 def _plain(update: dict[str, Any]) -> dict[str, Any]:

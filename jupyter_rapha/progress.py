@@ -27,7 +27,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Callable
 
-from .protocol.contract import TERMINAL_STATES, JobState
+from .protocol.contract import PRIVACY_PROGRESS, TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -49,7 +49,7 @@ HELD_COUNTERS = ("checks_done", "checks_total", "review_needed", "approvals", "a
                  "mia_checkable", "parameters_per_record")
 
 # A DP job's privacy budget and, once released, what its trainer spent (from the receipt).
-PRIVACY_COUNTERS = ("epsilon_target", "epsilon_spent", "delta")
+PRIVACY_COUNTERS = PRIVACY_PROGRESS
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,9 @@ export class JobsPanel extends Widget {
     const detail = document.createElement('div');
     detail.className = 'jp-RaphaJobs-detail';
     detail.textContent = row.detail;
+    const privacy = document.createElement('div');
+    privacy.className = 'jp-RaphaJobs-detail jp-RaphaJobs-privacy';
+    privacy.textContent = row.privacy;
     const actions = document.createElement('div');
     actions.className = 'jp-RaphaJobs-actions';
     if (row.canCancel) {
@@ -127,7 +130,7 @@ export class JobsPanel extends Widget {
     if (row.canVerify) {
       actions.append(this.button('Verify receipt', 'jp-RaphaJobs-verify', () => this.verify(row.id)));
     }
-    item.append(title, detail, actions);
+    item.append(title, detail, ...(row.privacy ? [privacy] : []), actions);
     const kept = this.reports.get(row.id);
     if (kept) {
       item.append(kept); // a verification shown stays across refreshes
