@@ -91,4 +91,5 @@ def test_the_cell_output_says_what_was_spent_of_the_budget(edge_key):
                          verify_receipt(document, edge_key.public, weights=WEIGHTS, metrics=METRICS))
     assert result.privacy_line.startswith("privacy: DP-SGD: epsilon 7.99 spent of 8 (delta 0.001)")
     standard = signed(edge_key, mode="standard", privacy=None)
-    assert TrainResult("j", {}, WEIGHTS, METRICS, standard, verify_receipt(standard, edge_key.public)).privacy_line == ""
+    plain = TrainResult("j", {}, WEIGHTS, METRICS, standard, verify_receipt(standard, edge_key.public))
+    assert plain.privacy_line == ""
