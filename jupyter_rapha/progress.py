@@ -179,7 +179,7 @@ class JobProgress:
         target, spent, delta = (self.privacy.get(k) for k in PRIVACY_COUNTERS)
         if target is None:
             return ""
-        said = f"epsilon {spent:.3g} spent of {target:.3g}" if spent is not None else f"epsilon budget {target:.3g}"
+        said = f"epsilon {spent:.4g} spent of {target:.3g}" if spent is not None else f"epsilon budget {target:.3g}"
         return said + (f" (delta {delta:.3g})" if delta is not None else "")
 
     def _metrics(self, data: dict[str, Any]) -> None:

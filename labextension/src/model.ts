@@ -150,7 +150,9 @@ export function privacyText(progress: unknown): string {
     return '';
   }
   const shown = (value: number): string => String(Number(value.toPrecision(3)));
-  const said = spent !== null ? `epsilon ${shown(spent)} spent of ${shown(target)}` : `epsilon budget ${shown(target)}`;
+  // four digits for the spent: 7.9989 of 8 reads "7.999", never as if the whole budget or more were gone
+  const said = spent !== null ? `epsilon ${Number(spent.toPrecision(4))} spent of ${shown(target)}`
+    : `epsilon budget ${shown(target)}`;
   return `DP: ${said}${delta !== null ? ` (delta ${shown(delta)})` : ''}`;
 }
 

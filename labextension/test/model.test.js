@@ -152,9 +152,9 @@ test('a DP job shows the trainer\'s steps and epochs and a privacy line: the bud
   assert.equal(running.privacy, 'DP: epsilon budget 8 (delta 0.001)');
   const done = jobRow({
     job_id: 'b'.repeat(32), state: 'completed',
-    progress: { epochs: 2, epochs_total: 2, steps: 12, steps_total: 12, epsilon_target: 8, epsilon_spent: 7.9912,
+    progress: { epochs: 2, epochs_total: 2, steps: 12, steps_total: 12, epsilon_target: 8, epsilon_spent: 7.99885,
       delta: 0.001 }
   });
-  assert.equal(done.privacy, 'DP: epsilon 7.99 spent of 8 (delta 0.001)');
+  assert.equal(done.privacy, 'DP: epsilon 7.999 spent of 8 (delta 0.001)');
   assert.equal(jobRow({ job_id: 'c'.repeat(32), state: 'running', progress: { epsilon_target: 'x' } }).privacy, '');
 });
