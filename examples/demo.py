@@ -28,9 +28,13 @@ OUT = ROOT / "demo-out"
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, **kwargs) -> str:
+def run(*args: str, said: tuple[str, ...] = (), **kwargs) -> str:
+    """Run a command and print its output (and the lines of its stderr that hold one of ``said``)."""
     print("$", " ".join(args), flush=True)
     done = subprocess.run(args, check=True, text=True, capture_output=True, **kwargs)
+    for line in done.stderr.splitlines():
+        if any(words in line for words in said):
+            print(line)
     if done.stdout.strip():
         print(done.stdout.strip())
     return done.stdout
@@ -74,7 +78,8 @@ def run_private_job(url: str, key: Path) -> None:
     cell = OUT / "private_cell.py"
     cell.write_text(PRIVATE_CELL, "utf-8")
     out = run(str(BIN / "rapha"), "run", str(cell), "--edge", url, "--dataset", "synthetic-cxr", "--budget", "48",
-              "--key", str(key), "--out", str(OUT / "private"))
+              "--key", str(key), "--out", str(OUT / "private"),
+              said=("privacy budget", "can be trained privately", "becomes GroupNorm"))
     spent = [line.split("privacy: ", 1)[1] for line in out.splitlines() if "privacy: DP-SGD" in line]
     if not spent:
         sys.exit("the DP job's receipt shows no privacy section")

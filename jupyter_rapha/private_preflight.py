@@ -83,13 +83,17 @@ def check_private_cell(code: str, schema: dict[str, Any], *, fields: list[str] |
     chosen = _select(schema, fields)
     runtime = PreflightRapha(schema=chosen, params=dict(params or {}), epochs=epochs, cohort_size=EXAMPLE_RECORDS,
                              artifacts=dict(artifacts or {}))
-    try:
-        exec(compile(code, CELL_FILENAME, "exec"), {"rapha": runtime})  # noqa: S102 - the user's own cell
-    except _Handed as handed:
-        return _check_handed(handed, chosen)
-    except Exception as exc:
-        failed = _cell_failed(exc, first_line)
-        return ProgramCheck(f"the cell failed before it reached rapha.fit_private: {failed.message}")
+    import torch
+
+    # fork_rng: the cell's torch.manual_seed (and the export's draws) leave the kernel's own generator as it was
+    with torch.random.fork_rng(devices=[]):
+        try:
+            exec(compile(code, CELL_FILENAME, "exec"), {"rapha": runtime})  # noqa: S102 - the user's own cell
+        except _Handed as handed:
+            return _check_handed(handed, chosen)
+        except Exception as exc:
+            failed = _cell_failed(exc, first_line)
+            return ProgramCheck(f"the cell failed before it reached rapha.fit_private: {failed.message}")
     return ProgramCheck("the cell finished without calling rapha.fit_private: the edge's trainer would get no model")
 
 

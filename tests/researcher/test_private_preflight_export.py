@@ -119,3 +119,13 @@ def test_check_cell_stops_a_model_the_trainer_cannot_train_before_anything_is_se
                    None, lambda line: None)
     assert any("layer '0' (FunctionalNorm)" in reason for reason in stopped.value.reasons)
     assert gateway.sent == []
+
+
+def test_the_preflight_leaves_the_kernels_random_state_as_it_was():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert check_private_cell(cell().replace("model = ", "torch.manual_seed(0)\nmodel = ", 1), SCHEMA).trainable
+    assert torch.equal(torch.rand(3), expected)
