@@ -110,26 +110,30 @@ def _check_handed(handed: _Handed, schema: dict[str, Any]) -> ProgramCheck:
     features = [name for name in fields if schema[name].get("kind") == "feature"]
     if not features:
         return ProgramCheck("the dataset's schema has no feature field to call the model on")
-    notes = fixed_layers(handed.model)
-    model = fix_in_place(handed.model)
+    before = {name: type(module) for name, module in handed.model.named_modules()}
+    try:
+        model = fix_in_place(handed.model)
+    except Exception:  # as at the edge: what could not be fixed is left for the check to name
+        model = handed.model
+    notes = fixed_layers(before, model)
     try:
         program = export_loss_program(torch, model, handed.loss_fn, schema, fields, features)
         check_private_program(program)
     except PrivateProgramError as refused:
         return ProgramCheck(refused.diagnostics(), tuple(notes))
-    notes.append(f"the model and loss export ({operator_count(program)} aten operators) and can be trained "
+    except Exception as exc:  # the check itself failed on this program: the edge's, the same code, would too
+        return ProgramCheck(f"the exported program could not be checked: {_first_line(exc)}", tuple(notes))
+    notes.append(f"the model and loss export ({operator_count(program)} operator calls) and can be trained "
                  "privately by the edge's trainer")
     return ProgramCheck(None, tuple(notes))
 
 
-def fixed_layers(model: Any) -> list[str]:
-    """The layers ``ModuleValidator.fix`` replaces at export, named."""
-    from opacus.validators import ModuleValidator
-
-    return [f"layer {name!r} ({type(module).__name__}) becomes GroupNorm at export, as at the edge "
-            "(opacus ModuleValidator.fix): its running statistics are not trained"
-            for name, module in model.named_modules() if type(module) in ModuleValidator.FIXERS
-            and "BatchNorm" in type(module).__name__]
+def fixed_layers(before: dict[str, type], model: Any) -> list[str]:
+    """The layers ``ModuleValidator.fix`` replaced (``before``: each layer's type), named."""
+    after = {name: type(module) for name, module in model.named_modules()}
+    return [f"layer {name!r} ({kind.__name__}) becomes {after[name].__name__} at export, as at the edge "
+            "(opacus ModuleValidator.fix): fresh affine parameters, no running statistics"
+            for name, kind in before.items() if name in after and after[name] is not kind]
 
 
 def export_loss_program(torch: Any, model: Any, loss_fn: Any, schema: dict[str, Any], fields: list[str],

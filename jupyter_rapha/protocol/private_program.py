@@ -96,7 +96,7 @@ def check_private_program(program: Any) -> None:
 
 
 def operator_count(program: Any) -> int:
-    """How many operator calls the program makes (for a preflight's one line)."""
+    """How many operator calls the program's graph makes (for a preflight's one line)."""
     graph_module = program.graph_module if _is_exported(program) else program
     return sum(1 for node in graph_module.graph.nodes if node.op == "call_function")
 

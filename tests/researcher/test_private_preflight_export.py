@@ -129,3 +129,10 @@ def test_the_preflight_leaves_the_kernels_random_state_as_it_was():
     torch.manual_seed(123)
     assert check_private_cell(cell().replace("model = ", "torch.manual_seed(0)\nmodel = ", 1), SCHEMA).trainable
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_batch_norm_the_fix_leaves_is_refused_not_said_to_be_fixed():
+    found = check_private_cell(cell(model="nn.Sequential(nn.BatchNorm2d(1, affine=False), nn.Flatten(), "
+                                          "nn.Linear(64, 2))"), SCHEMA)
+    assert not found.trainable and "layer '0' (BatchNorm2d) is batch norm in training mode" in str(found.refusal)
+    assert not any("becomes" in note for note in found.notes)
