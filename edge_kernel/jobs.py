@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_rapha.protocol.anchor_proof import is_pending, pending_anchor
-from jupyter_rapha.protocol.contract import CANCELLABLE_STATES
+from jupyter_rapha.protocol.contract import CANCELLABLE_STATES, PRIVACY_PROGRESS
 from jupyter_rapha.protocol.errors import GateDenied, NotFound, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.private import job_mode
 from jupyter_rapha.protocol.jobspec import JobSpec, parse_jobspec
@@ -368,7 +368,8 @@ class JobManager:
         self.audit.append("job.run", job_id=job_id, detail={"fields": list(spec.fields)})
         self.store.transition(job_id, "running", gates=receipts.gate_entries(results))
         with self._wan_severed(job_id):
-            run = self.runner.run(spec, ctx.limits, self._cancels.get(job_id), self._progress_callback(job_id))
+            run = self.runner.run(spec, ctx.limits, self._cancels.get(job_id),
+                                  self._progress_callback(job_id, budget_progress(ctx.limits)))
         # per-patient provenance: the sorted pseudonyms stay edge-side, never released
         save_provenance(self.settings.jobs_dir / job_id, run.meter,
                         reading_digest(self.datasets.get(spec.dataset), spec.fields))
@@ -430,6 +431,7 @@ class JobManager:
         self.audit.append("receipt.sign", job_id=job_id, detail={"envelope_sha256": digest})
         release = self.releaser.write(job_id, held, document)  # the durable point; anchored only after
         progress = {k: v for k, v in self.store.get(job_id).progress.items() if k not in HELD_PROGRESS}
+        progress.update(spent_progress(predicate))
         self._complete(job_id, release, predicate, progress, self.settings.chain.release_wait_seconds)
 
     def _complete(self, job_id: str, release: Release, predicate: dict[str, Any], progress: dict[str, Any],
@@ -499,7 +501,8 @@ class JobManager:
             return False
         self.audit.append("release.resume", job_id=job.job_id,
                           detail={"envelope_sha256": envelope_digest(release.receipt["envelope"])})
-        progress = {**job.progress, **{k: predicate["dataset"][k] for k in ("records_used", "cohort_size")}}
+        progress = {**job.progress, **{k: predicate["dataset"][k] for k in ("records_used", "cohort_size")},
+                    **spent_progress(predicate)}
         self._complete(job.job_id, release, predicate, progress, wait_seconds=0)
         return True
 
@@ -544,11 +547,11 @@ class JobManager:
         return extras
 
     # ---- progress -----------------------------------------------------------------
-    def _progress_callback(self, job_id: str) -> Any:
+    def _progress_callback(self, job_id: str, extra: dict[str, float] | None = None) -> Any:
         def on_progress(update: dict[str, Any]) -> None:
             # The runner sends at most twice a second, and always its latest counts: each is
             # stored, so a crash loses at most half a second of them.
-            self._reported[job_id] = _plain(update)
+            self._reported[job_id] = _plain({**update, **(extra or {})})
             self.store.set_progress(job_id, self._reported[job_id])
 
         return on_progress
@@ -567,6 +570,22 @@ def _rejected(reasons: tuple[str, ...] | list[str]) -> list[str]:
 
 def _log_removal_error(function: Any, path: str, excinfo: Any) -> None:
     log.error("could not remove part of a job directory (%s): %s", function.__name__, excinfo[0].__name__)
+
+
+def budget_progress(limits: Any) -> dict[str, float]:
+    """A DP job's privacy budget, shown with its progress while it runs (the policy's
+    numbers, no record data)."""
+    budget = getattr(limits, "privacy", None)
+    return {} if budget is None else {"epsilon_target": budget.epsilon, "delta": budget.delta}
+
+
+def spent_progress(predicate: dict[str, Any]) -> dict[str, float]:
+    """What a released DP job spent, from its signed privacy section (at release: the
+    receipt that says it leaves with it)."""
+    section = predicate.get("privacy")
+    if not isinstance(section, dict):
+        return {}
+    return {k: section[k] for k in PRIVACY_PROGRESS if k in section}
 
 
 def _plain(update: dict[str, Any]) -> dict[str, Any]:

@@ -335,6 +335,8 @@ def _save_result(command: str, result: Any, out: Path, edge: str) -> int:
     result.save(out)
     for line in _warnings(result):
         print(f"rapha {command}: {line}", file=sys.stderr)
+    if result.privacy_line:  # a DP job: what the edge's trainer spent of the budget
+        print(f"rapha {command}: {result.privacy_line}")
     if outcome == "pending":
         print(f"rapha {command}: job {result.job_id} completed, signature verified; wrote {', '.join(OUTPUT_FILES)} "
               f"to {out}; anchor pending: fetch the receipt again later with "

@@ -9,6 +9,7 @@ concerns; the edge still decides, and it re-checks everything it is sent.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
@@ -17,12 +18,14 @@ from .preflight import Preflight, preflight
 from .protocol.environment import CodeFile, Environment, parse_environment
 from .protocol.errors import GateDenied, NotFound
 from .protocol.policy import PolicyBundle
+from .protocol.private import MODE_DP, job_mode
 from .protocol.scan import DEFAULT_ALLOWED_MODULES
 from .protocol.scan_job import place, scan_job
 from .protocol.scan_rules import HIGH
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .private_preflight import ProgramCheck
 
 Say = Callable[[str], None]
 # The scan rules the default policy refuses at any severity (policies/data.json, network).
@@ -63,20 +66,59 @@ def check_cell(gateway: Gateway, request: Any, site: str | None, say: Say, run_p
     offers = {d["name"]: d for d in gateway.datasets()}.get(request.dataset, {}).get("offers", {})
     if run_preflight:
         check_includes(request, say)
+    checked: dict[str, ProgramCheck] = {}  # by schema: edges offering the same schema check once
     for entry in target_edges(gateway, request.dataset, site):
         say(attestation_line(entry))
         if not run_preflight:
             say(f"preflight skipped (--no-preflight): edge {entry['name']} decides")
             continue
-        result = preflight_at(gateway, entry["name"], request, offers.get(entry["name"]) or {}, say,
-                              environment=edge_environment(entry, say))
+        offer = offers.get(entry["name"]) or {}
+        result = preflight_at(gateway, entry["name"], request, offer, say, environment=edge_environment(entry, say))
+        who = entry.get("edge_id") or entry["name"]
         if not result.likely_allowed:
-            raise PreflightStopped(f"preflight stopped the cell before it left (the rules of edge "
-                                   f"{entry.get('edge_id') or entry['name']}); "
+            raise PreflightStopped(f"preflight stopped the cell before it left (the rules of edge {who}); "
                                    "fix what is named, or pass --no-preflight to let the edge decide",
                                    reasons=list(result.explanations) or ["the dry run refused the job"])
         for line in result.explanations:  # findings that do not refuse: notes
             say(line)
+        if job_mode(request.code) == MODE_DP:
+            say_budget(result, request.dataset, who, say)
+            check_program(request, offer.get("schema") or {}, who, say, checked)
+
+
+def say_budget(result: Preflight, dataset: str, who: str, say: Say) -> None:
+    """The privacy budget the dry run gives a DP job on ``dataset`` at edge ``who``."""
+    budget = (result.decision.obligations.get("privacy") if result.decision is not None else None) or {}
+    if isinstance(budget.get("epsilon"), (int, float)) and isinstance(budget.get("delta"), (int, float)):
+        say(f"edge {who}: privacy budget of {dataset}: epsilon {budget['epsilon']:g}, delta {budget['delta']:g} "
+            "(the edge's DP-SGD trainer sets its noise for it and stops when it is spent)")
+
+
+def check_program(request: Any, schema: dict[str, Any], who: str, say: Say,
+                  checked: dict[str, ProgramCheck]) -> None:
+    """A DP cell's model and loss, exported here on ``schema``-shaped synthetic records and
+    checked as the edge's trainer checks them; ``PreflightStopped`` naming what to change
+    when it could not train them privately."""
+    from .private_preflight import check_private_cell, torch_available
+
+    if not schema:
+        say(f"edge {who} publishes no schema for {request.dataset}: the model is not exported before it leaves")
+        return
+    if not torch_available():
+        say("torch is not installed in this kernel: the model is not exported before it leaves (the edge checks it)")
+        return
+    key = json.dumps(schema, sort_keys=True)
+    if key not in checked:
+        checked[key] = check_private_cell(request.code, schema, fields=request.fields, params=request.job_params(),
+                                          epochs=request.epochs, first_line=request.cell_first_line,
+                                          artifacts={a.name: a.path for a in getattr(request, "artifacts", ())})
+    found = checked[key]
+    if not found.trainable:
+        raise PreflightStopped(f"preflight stopped the cell before it left: edge {who}'s trainer could not train "
+                               "this model privately; change what is named, or pass --no-preflight to let the "
+                               "edge decide", reasons=[*found.notes, str(found.refusal)])
+    for line in found.notes:
+        say(line)
 
 
 def edge_environment(entry: dict[str, Any], say: Say | None = None) -> Environment | None:

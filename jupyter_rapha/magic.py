@@ -282,6 +282,8 @@ def _collect(gateway: Gateway, job_id: str, site: str, epochs: int) -> Any:
 
     result = collect_watched(gateway, job_id, progress_view(job_id, site, epochs))
     print(f"rapha: job {result.job_id}{' at ' + site if site else ''} completed; {_verdict(result)}")
+    if result.privacy_line:  # a DP job: what the edge's trainer spent of the budget
+        print(f"rapha: {result.privacy_line}")
     return result
 
 

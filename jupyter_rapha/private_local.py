@@ -33,7 +33,7 @@ def fit_private_locally(data: dict[str, Any], schema: dict[str, dict[str, Any]],
         raise BadInput(f"rapha.fit_private: {bad}") from None
     if not isinstance(model, torch.nn.Module) or not callable(loss_fn):
         raise BadInput("rapha.fit_private takes a torch.nn.Module and a loss function loss_fn(output, batch)")
-    fixed = _fixed(model)
+    fixed = fix_in_place(model)
     problems = ModuleValidator.validate(fixed, strict=False)
     if problems:
         raise BadInput("the model cannot be trained privately: " + "; ".join(str(p) for p in problems),
@@ -44,7 +44,7 @@ def fit_private_locally(data: dict[str, Any], schema: dict[str, dict[str, Any]],
     return _train(torch, fixed, loss_fn, data, fields, features, request)
 
 
-def _fixed(model: Any) -> Any:
+def fix_in_place(model: Any) -> Any:
     """``ModuleValidator.fix``'s replacements, made in place: its own copy of the model
     pickles it, which a class defined in a notebook cell does not survive."""
     from opacus.utils.module_utils import get_submodule, trainable_modules

@@ -27,7 +27,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Callable
 
-from .protocol.contract import TERMINAL_STATES, JobState
+from .protocol.contract import PRIVACY_PROGRESS, TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -48,10 +48,13 @@ HELD_COUNTERS = ("checks_done", "checks_total", "review_needed", "approvals", "a
                  "copies_records_matched", "copies_max_correlation", "mia_auc", "mia_tpr_at_1pct_fpr",
                  "mia_checkable", "parameters_per_record")
 
+# A DP job's privacy budget and, once released, what its trainer spent (from the receipt).
+PRIVACY_COUNTERS = PRIVACY_PROGRESS
+
 
 @dataclass(frozen=True)
 class Bar:
-    label: str  # "epoch", "records", "batches"
+    label: str  # "epoch", "records", "batches" ("steps" for a DP job's trainer)
     value: int
     total: int | None  # None: a count with no known end (batches before the first epoch ends)
 
@@ -110,6 +113,11 @@ class JobProgress:
         self._batches_at_epoch: dict[int, int] = {}
         self._first_epoch_batches = 0
         self.checks: dict[str, float] = {}  # a held job's check progress and figures
+        # A DP job: the edge's trainer counts its steps (Poisson lots) of the planned total, and
+        # its epochs of fit_private's own; the budget is the policy's, the spent the receipt's.
+        self.steps = 0
+        self.steps_total: int | None = None
+        self.privacy: dict[str, float] = {}
 
     # -- reading events ------------------------------------------------------------------
     def update(self, event: dict[str, Any]) -> None:
@@ -140,6 +148,7 @@ class JobProgress:
         cohort = _number(data.get("cohort_size"))
         if cohort is not None and cohort >= 0:
             self.cohort = int(cohort)
+        self._trainer_counters(data)
         if self.epoch and self.epoch not in self._batches_at_epoch:
             self._batches_at_epoch[self.epoch] = self.batches
         if self.epoch == 1 and self.cohort and self.records >= self.cohort:
@@ -151,6 +160,27 @@ class JobProgress:
             value = _number(data.get(name))
             if value is not None:
                 self.checks[name] = value
+
+    def _trainer_counters(self, data: dict[str, Any]) -> None:
+        steps, steps_total, epochs_total = (_number(data.get(k)) for k in ("steps", "steps_total", "epochs_total"))
+        if steps is not None and steps >= 0:
+            self.steps = int(steps)
+        if steps_total is not None and steps_total > 0:
+            self.steps_total = int(steps_total)
+        if epochs_total is not None and epochs_total > 0:
+            self.epochs_total = int(epochs_total)  # fit_private's epochs, not the cell's --epochs
+        for name in PRIVACY_COUNTERS:
+            value = _number(data.get(name))
+            if value is not None and value >= 0:
+                self.privacy[name] = value
+
+    def privacy_text(self) -> str:
+        """"epsilon 7.99 spent of 8 (delta 0.001)", or the budget alone before the release."""
+        target, spent, delta = (self.privacy.get(k) for k in PRIVACY_COUNTERS)
+        if target is None:
+            return ""
+        said = f"epsilon {spent:.4g} spent of {target:.3g}" if spent is not None else f"epsilon budget {target:.3g}"
+        return said + (f" (delta {delta:.3g})" if delta is not None else "")
 
     def _metrics(self, data: dict[str, Any]) -> None:
         for name, raw in data.items():
@@ -216,6 +246,8 @@ class JobProgress:
     def bars(self) -> list[Bar]:
         bars = [Bar("epoch", self.epoch, self.epochs_total or None),
                 Bar("records", self.records, self.cohort or None)]
+        if self.steps_total:  # a DP job: the trainer's steps are its batches, counted against the plan
+            return [*bars, Bar("steps", self.steps, self.steps_total)]
         per_epoch = self._batches_per_epoch()
         total = per_epoch * self.epochs_total if per_epoch and self.epochs_total else None
         if self.final and self.state == JobState.COMPLETED:
@@ -238,6 +270,8 @@ class JobProgress:
         """How much of the job is done, 0..1, or None before anything is known."""
         if self.state == JobState.COMPLETED:
             return 1.0
+        if self.steps_total:
+            return min(self.steps / self.steps_total, 1.0)
         if not self.epochs_total or not self.epoch:
             return None
         per_epoch = self._batches_per_epoch()
@@ -284,6 +318,8 @@ class JobProgress:
             parts += [bar.text() for bar in self.bars()]
         if self.metrics:
             parts.append(self.metrics_text())
+        if self.privacy_text():
+            parts.append(self.privacy_text())
         if self.state in (JobState.HELD, JobState.REFUSED, JobState.COMPLETED) and self.checks_text():
             parts.append(self.checks_text())
         timing = self.timing_text(now)
@@ -394,12 +430,13 @@ class ProgressWidget:
         colour = _STATE_COLOUR.get(model.state, "#57606a" if not model.unreachable else "#9a6700")
         self.header.value = (f"<b>{escape(model.title())}</b>: "
                              f"<span style='color:{colour};font-weight:bold'>{escape(model.state_text())}</span>")
-        for bar in model.bars():
-            widget, number = self.rows[bar.label]
+        for (widget, number), bar in zip(self.rows.values(), model.bars(), strict=True):
+            widget.description = bar.label  # a DP job's third bar counts the trainer's steps
             widget.value = bar.fraction if bar.total else 0.0
             widget.bar_style = _BAR_STYLE.get(model.state, "")
             number.value = f"{bar.value}/{bar.total}" if bar.total else str(bar.value)
-        pieces = [escape(model.metrics_text()), escape(model.checks_text()), escape(model.timing_text())]
+        pieces = [escape(model.metrics_text()), escape(model.privacy_text()), escape(model.checks_text()),
+                  escape(model.timing_text())]
         self.footer.value = " &middot; ".join(p for p in pieces if p)
         if chart:
             self.chart.value = _chart_html(model)

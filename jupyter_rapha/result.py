@@ -71,6 +71,13 @@ class TrainResult:
     def receipt_widget(self) -> ReceiptWidget:
         return ReceiptWidget(self.receipt or {}, self.verification)
 
+    @property
+    def privacy_line(self) -> str:
+        """A DP job's budget and what the edge's trainer spent of it, from the receipt's
+        privacy section ("privacy: DP-SGD: epsilon 7.99 spent of 8 ..."); "" for a standard job."""
+        said: str = self.receipt_widget.summary["privacy"]
+        return f"privacy: {said}" if said else ""
+
     def output_files(self) -> dict[str, bytes]:
         """The files ``rapha run`` writes: weights, metrics, receipt and the edge's key."""
         if self.receipt is None:

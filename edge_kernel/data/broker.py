@@ -163,6 +163,7 @@ class Broker:
         self.arena = arena
         self.loaders: list[_Loader] = []
         self.batches_served = 0
+        self.trainer_progress: dict[str, int] = {}  # a DP job's step and epoch, as its trainer reports them
         self.fault: Fault | None = None
         self.job_misbehaved = False
 
@@ -187,8 +188,11 @@ class Broker:
         # Passes started across loaders, as max_epochs counts them: a cell that opens a fresh
         # rapha.loader() each epoch (the usual way to write it) is in epoch 3 after three.
         epochs = self.epochs_started if self.max_epochs is None else min(self.epochs_started, self.max_epochs)
-        return {"records_used": self.meter.records_used, "batches": self.batches_served,
-                "epochs": epochs, "cohort_size": len(self.cohort)}
+        counts = {"records_used": self.meter.records_used, "batches": self.batches_served,
+                  "epochs": epochs, "cohort_size": len(self.cohort)}
+        # A DP job: the edge's trainer says which step and epoch its lots are for (hyperparameters
+        # and counts of its own, no record data).
+        return {**counts, **self.trainer_progress}
 
     def serve(self, sock: socket.socket, *, trainer: bool = False) -> None:
         """Answer the job (or, ``trainer``, the edge's DP trainer) until it closes its end;
@@ -248,9 +252,19 @@ class Broker:
         columns = self._granted(self.feeder.records(refs))
         self.meter.admit([ref.pseudonym for ref in refs])  # BudgetDenied: refused, nothing handed over
         self.batches_served += 1
+        self._trainer_at(request)
         arrays = {name: _fill(np.empty((len(refs), *shape), dtype), columns[name]) if refs
                   else np.empty((0, *shape), dtype) for name, (dtype, shape) in self._layout.items()}
         return {"ok": True, "count": len(refs)}, arrays
+
+    def _trainer_at(self, request: dict[str, Any]) -> None:
+        """The trainer's step k of N and epoch e of E, for the job's progress; malformed
+        counts are ignored (the trainer is the edge's own code, the counts only a display)."""
+        names = {"step": "steps", "steps": "steps_total", "epoch": "epochs", "epochs": "epochs_total"}
+        counts = {shown: request.get(sent) for sent, shown in names.items()}
+        plain = {shown: value for shown, value in counts.items() if _plain_int(value, 0, 2**31)}
+        if len(plain) == len(names):
+            self.trainer_progress = plain
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
         batch_size, shuffle, seed = request.get("batch_size"), request.get("shuffle"), request.get("seed")

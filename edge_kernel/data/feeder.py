@@ -16,6 +16,11 @@ ever. Decoders end with the job (``close``: at most ``CLOSE_WAIT_SECONDS`` for t
 last cache writes, then killed), die with the edge
 (parent-death signal), and one whose edge is already gone when it starts exits at once.
 
+A DP job's records go to the edge's trainer, not the job: the runner starts the decoders
+with the trainer and stops them with it. The trainer draws each Poisson lot itself, so
+nothing is prepared ahead of a lot, but a lot's records are decoded by the pool in parallel
+and later epochs read them from the disk cache.
+
 Sources that cannot hand out a decoder (DICOMweb, FHIR, CSV) are read by ``load`` in the
 broker thread, as before.
 """

@@ -16,21 +16,25 @@ scalar loss out. Each step:
    step. An empty lot still takes a noised step; a sample whose gradient is not finite
    adds nothing (a NaN is not bounded by clipping and would mark the parameters).
 
-The noise: torch's generator (Mersenne Twister), seeded from 64 bits of ``os.urandom`` per
-trainer and drawn as Opacus's ``secure_mode`` draws it (one draw thrown away, then the sum
-of four draws halved, against the floating-point attacks of Jin et al. 2022 and Mironov
-2012). Opacus's ``secure_mode`` additionally takes the draws from a CSPRNG (torchcsprng,
-unmaintained and not built for this torch); we do not: the threat a CSPRNG adds defence
-against is someone predicting the generator's state from its outputs, and here no draw
-and no seed ever leaves the trainer's process (the researcher's code does not run in it),
-only the noised sum of the parameters' updates. ``DPConfig.seed`` fixes both generators,
-for tests only.
+The noise: torch's generator (Mersenne Twister), reseeded before every step with 64 bits
+from the operating system's CSPRNG (``secrets``), and drawn as Opacus's ``secure_mode``
+draws it (one draw thrown away, then the sum of four draws halved, against the
+floating-point attacks of Jin et al. 2022 and Mironov 2012). Opacus's ``secure_mode``
+additionally takes the draws themselves from a CSPRNG (torchcsprng, unmaintained and not
+built for this torch); we do not. The threat a CSPRNG defends against is someone
+predicting the generator's future draws from its past outputs; here no draw and no seed
+ever leaves the trainer's process (the researcher's code does not run in it), only noised
+sums, and the reseeding bounds what even a recovered generator state would give away to
+one step's noise: the next step's comes from a fresh seed that no output of this one
+determines. The Poisson lots' generator is seeded from ``os.urandom`` once per trainer.
+``DPConfig.seed`` fixes both generators (and stops the reseeding), for tests only.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -190,6 +194,8 @@ class PrivateTrainer:
         total, loss_sum = self.clipped_sum(tensors) if size else (
             {name: torch.zeros_like(p) for name, p in self._params.items()}, math.nan)
         std = self.noise_multiplier * self.config.max_grad_norm
+        if self.config.seed is None:  # a fresh seed from the OS's CSPRNG for every step's noise
+            self._noise.manual_seed(secrets.randbits(64))
         for name, p in self._params.items():
             noised = total[name] + draw_noise(p.shape, std, self._noise).to(p.dtype)
             p.grad = noised / self.config.batch_size

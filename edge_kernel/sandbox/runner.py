@@ -94,8 +94,7 @@ def run_job(spec: JobSpec, dataset: Dataset, dataset_path: Path, granted_fields:
     return run_source(spec, source, index, hmac_key, workdir,
                       settings, max_records=dataset.max_records, cancel=cancel, on_progress=on_progress,
                       max_epochs=max_epochs, process_file=process_file, holdback=holdback,
-                      feeder=None if job_mode(spec.code) == MODE_DP else job_feeder(source, settings, cache),
-                      privacy=privacy)  # a DP job's lots are read by the broker thread (no decoder pool yet)
+                      feeder=job_feeder(source, settings, cache), privacy=privacy)
 
 
 def job_feeder(source: Source, settings: Settings, cache: Path) -> Feeder:
@@ -183,7 +182,7 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
     trained: TrainerResult | None = None
     try:
         _prepare_workdir(workdir, spec, source, settings)
-        if feeder is not None:
+        if feeder is not None and not private:
             feeder.start()  # decoders start beside the job, in the thread that outlives it
         # This thread starts the job and stays with it until it is dead: the parent-death
         # signal that ties the job to the edge follows the thread that forked it.
@@ -198,12 +197,20 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
             _kill(process)
             if process_file is not None:
                 process_file.unlink(missing_ok=True)
-            if feeder is not None:
+            if feeder is not None and not private:
                 feeder.close()  # a broker waiting on a decoder wakes with a fault, then stops
             _stop_broker(parent, thread)
         if private and status == "completed" and broker.fault is None and not broker.job_misbehaved:
-            status, trained = _train(spec, workdir, source, broker, settings, privacy, max_epochs,
-                                     _Run(deadline, cancel, on_progress, process_file))
+            # A DP job's records go to its trainer only: the decoders start with it (a lot's
+            # records decoded in parallel, later epochs from the disk cache), and stop with it.
+            if feeder is not None:
+                feeder.start()
+            try:
+                status, trained = _train(spec, workdir, source, broker, settings, privacy, max_epochs,
+                                         _Run(deadline, cancel, on_progress, process_file))
+            finally:
+                if feeder is not None:
+                    feeder.close()
     finally:
         if arena is not None:
             arena.close()

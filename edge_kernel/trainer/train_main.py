@@ -103,7 +103,9 @@ def train(loss_program: Any, model_program: Any, config: dict[str, Any],
     steps_per_epoch = max(1, round(1 / trainer.sample_rate))
     epsilons: list[float] = []
     while trainer.budget_left():  # the planned steps are the budget: the accountant's epsilon at the last
-        tensors = lot(channel, trainer.poisson_indices(), fields)
+        where = {"step": trainer.steps_done + 1, "steps": trainer.steps_planned, "epochs": request["epochs"],
+                 "epoch": min(request["epochs"], trainer.steps_done // steps_per_epoch + 1)}
+        tensors = lot(channel, trainer.poisson_indices(), fields, where)
         trainer.step(tensors)
         if trainer.steps_done % steps_per_epoch == 0 or trainer.steps_done == trainer.steps_planned:
             epsilons.append(float(trainer.epsilon_spent()))
@@ -122,9 +124,11 @@ def train(loss_program: Any, model_program: Any, config: dict[str, Any],
     return weights, program, {EPSILON_METRIC: epsilons}, privacy
 
 
-def lot(channel: Channel, indices: list[int], fields: list[str]) -> tuple[torch.Tensor, ...]:
-    """The lot's records from the broker, as tensors in the loss program's input order."""
-    channel.send({"op": "lot", "indices": [int(i) for i in indices]})
+def lot(channel: Channel, indices: list[int], fields: list[str],
+        where: dict[str, int] | None = None) -> tuple[torch.Tensor, ...]:
+    """The lot's records from the broker, as tensors in the loss program's input order.
+    ``where`` (step k of N, epoch e of E) is the job's progress, which the broker shows."""
+    channel.send({"op": "lot", "indices": [int(i) for i in indices], **(where or {})})
     message = channel.recv()
     if message is None or not message.header.get("ok"):
         raise RuntimeError("the broker refused a lot")

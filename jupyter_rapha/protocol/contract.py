@@ -109,6 +109,12 @@ CANCELLABLE_STATES: frozenset[JobState] = frozenset(
     {JobState.SUBMITTED, JobState.AWAITING_APPROVAL, JobState.RUNNING})
 
 
+# A DP job's privacy counters in its progress, as the edge reports them and the notebook and
+# the side panel show them: the policy's budget while it runs, the trainer's spent (from the
+# signed privacy section) once released. The policy's numbers and the receipt's, no record data.
+PRIVACY_PROGRESS = ("epsilon_target", "epsilon_spent", "delta")
+
+
 def contract_document() -> dict[str, Any]:
     """The contract as plain JSON data, for the side panel's generated copy."""
     return {
@@ -119,4 +125,5 @@ def contract_document() -> dict[str, Any]:
         "metric_name_pattern": METRIC_NAME_PATTERN,
         "metric_name_rule": METRIC_NAME_RULE,
         "metric_name_max_chars": METRIC_NAME_MAX_CHARS,
+        "privacy_progress": list(PRIVACY_PROGRESS),
     }

@@ -111,7 +111,7 @@ def privacy_problem(section: Any) -> str:
 
 def privacy_summary(section: dict[str, Any]) -> str:
     """One line for ``rapha verify`` and the widget."""
-    return (f"{section['mechanism']}: epsilon {section['epsilon_spent']:.3g} spent of {section['epsilon_target']:.3g}"
+    return (f"{section['mechanism']}: epsilon {section['epsilon_spent']:.4g} spent of {section['epsilon_target']:.3g}"
             f" (delta {section['delta']:.3g}), noise multiplier {section['noise_multiplier']:.3g}, "
             f"clip {section['max_grad_norm']:.3g}, sampling rate {section['sampling_rate']:.3g}, "
             f"{section['steps']} steps, accountant {section['accountant']} {section['accountant_version']}, "

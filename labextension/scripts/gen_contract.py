@@ -1,6 +1,6 @@
 """Write labextension/src/contract.ts from jupyter_rapha/protocol/contract.py.
 
-The side panel compares job states and shows the metric-name rule; its copy of them is
+The side panel compares job states, shows the metric-name rule and a DP job's privacy line; its copy of them is
 generated, never written by hand, so that the panel cannot drift from the edge.
 
     python labextension/scripts/gen_contract.py          # write src/contract.ts
@@ -36,6 +36,8 @@ def render() -> str:
         f"export const METRIC_NAME_PATTERN = new RegExp({json.dumps(doc['metric_name_pattern'])});",
         f"export const METRIC_NAME_RULE = {json.dumps(doc['metric_name_rule'])};",
         f"export const METRIC_NAME_MAX_CHARS = {int(doc['metric_name_max_chars'])};",
+        "/** A DP job's privacy counters in its progress: the budget while it runs, the spent once released. */",
+        f"export const PRIVACY_PROGRESS: readonly string[] = {_list(doc['privacy_progress'])};",
         "",
     ]
     return "\n".join(lines)

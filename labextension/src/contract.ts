@@ -10,3 +10,5 @@ export const CANCELLABLE_STATES: readonly string[] = ['awaiting_approval', 'runn
 export const METRIC_NAME_PATTERN = new RegExp("^[A-Za-z][A-Za-z0-9_]{0,47}$");
 export const METRIC_NAME_RULE = "metric names are letters, digits and '_', start with a letter and are at most 48 characters";
 export const METRIC_NAME_MAX_CHARS = 48;
+/** A DP job's privacy counters in its progress: the budget while it runs, the spent once released. */
+export const PRIVACY_PROGRESS: readonly string[] = ['epsilon_target', 'epsilon_spent', 'delta'];

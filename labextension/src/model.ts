@@ -4,7 +4,7 @@
  * panel's logic, tested on their own.
  */
 
-import { CANCELLABLE_STATES, TERMINAL_STATES } from './contract';
+import { CANCELLABLE_STATES, PRIVACY_PROGRESS, TERMINAL_STATES } from './contract';
 
 /** The edge's final states, from the generated contract (src/contract.ts). */
 export const FINAL_STATES: readonly string[] = TERMINAL_STATES;
@@ -14,6 +14,14 @@ export interface Progress {
   batches?: number;
   epochs?: number;
   cohort_size?: number;
+  /** A DP job: the trainer's epochs of fit_private's, its steps of the planned total. */
+  epochs_total?: number;
+  steps?: number;
+  steps_total?: number;
+  /** A DP job's privacy counters (contract PRIVACY_PROGRESS): the budget, and once released the spent. */
+  epsilon_target?: number;
+  epsilon_spent?: number;
+  delta?: number;
   /** A held job's disclosure checks (the edge rounds the figures to two decimals). */
   checks_done?: number;
   checks_total?: number;
@@ -74,6 +82,8 @@ export interface JobRow {
   stateText: string;
   title: string;
   detail: string;
+  /** A DP job's privacy line: "DP: epsilon 7.99 spent of 8 (delta 0.001)"; '' for a standard job. */
+  privacy: string;
   canCancel: boolean;
   canVerify: boolean;
   /** "cost 0.37 GBP (0.01 per record; at most 0.50)", or "" for a free dataset. */
@@ -129,15 +139,34 @@ export function progressText(progress: unknown, epochsAsked: unknown = null): st
     parts.push(cohort !== null ? `${used} of ${cohort} records` : `${used} records`);
   }
   const batches = count(p.batches);
-  if (batches !== null) {
+  const stepsTotal = count(p.steps_total);
+  if (stepsTotal !== null && stepsTotal > 0) {
+    parts.push(`${count(p.steps) ?? 0}/${stepsTotal} steps`); // a DP job: its batches are the trainer's steps
+  } else if (batches !== null) {
     parts.push(`${batches} batches`);
   }
   const epochs = count(p.epochs);
   if (epochs !== null && epochs > 0) {
-    const asked = count(epochsAsked);
+    // a DP job's epochs are fit_private's (epochs_total), not the cell's --epochs
+    const asked = count(p.epochs_total) ?? count(epochsAsked);
     parts.push(asked !== null && asked >= epochs ? `epoch ${epochs}/${asked}` : `epoch ${epochs}`);
   }
   return parts.join(', ');
+}
+
+/** "DP: epsilon budget 8 (delta 0.001)" while a DP job runs; "DP: epsilon 7.99 spent of 8
+ * (delta 0.001)" once released; '' for a standard job. */
+export function privacyText(progress: unknown): string {
+  const p = (typeof progress === 'object' && progress !== null ? progress : {}) as Record<string, unknown>;
+  const [target, spent, delta] = PRIVACY_PROGRESS.map(name => count(p[name]));
+  if (target === null) {
+    return '';
+  }
+  const shown = (value: number): string => String(Number(value.toPrecision(3)));
+  // four digits for the spent: 7.9989 of 8 reads "7.999", never as if the whole budget or more were gone
+  const said = spent !== null ? `epsilon ${Number(spent.toPrecision(4))} spent of ${shown(target)}`
+    : `epsilon budget ${shown(target)}`;
+  return `DP: ${said}${delta !== null ? ` (delta ${shown(delta)})` : ''}`;
 }
 
 /** A held job's state in words: "held: checks running (1/3)", "held for review (0/2 approvals)". */
@@ -224,6 +253,7 @@ export function jobRow(job: unknown): JobRow {
     stateText: edgeState === 'held' ? heldText(j.progress) : STATE_WORDS[edgeState] ?? edgeState,
     title: `${text(j.dataset)} @ ${text(j.site)}`,
     detail,
+    privacy: privacyText(j.progress),
     canCancel: CANCELLABLE_STATES.includes(edgeState),
     canVerify: edgeState === 'completed',
     cost: costText(j.cost, edgeState)

@@ -122,6 +122,9 @@ export class JobsPanel extends Widget {
     const cost = document.createElement('div');
     cost.className = 'jp-RaphaJobs-cost';
     cost.textContent = row.cost;
+    const privacy = document.createElement('div');
+    privacy.className = 'jp-RaphaJobs-detail jp-RaphaJobs-privacy';
+    privacy.textContent = row.privacy;
     const actions = document.createElement('div');
     actions.className = 'jp-RaphaJobs-actions';
     if (row.canCancel) {
@@ -130,7 +133,7 @@ export class JobsPanel extends Widget {
     if (row.canVerify) {
       actions.append(this.button('Verify receipt', 'jp-RaphaJobs-verify', () => this.verify(row.id)));
     }
-    item.append(title, detail, ...(row.cost ? [cost] : []), actions);
+    item.append(title, detail, ...(row.cost ? [cost] : []), ...(row.privacy ? [privacy] : []), actions);
     const kept = this.reports.get(row.id);
     if (kept) {
       item.append(kept); // a verification shown stays across refreshes

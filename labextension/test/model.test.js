@@ -154,3 +154,20 @@ test('a job on a priced dataset shows its cost: so far, in the end, or refunded'
   assert.equal(jobRow({ job_id: 'e'.repeat(32), state: 'running' }).cost, '');
   assert.equal(costText({ ...cost, charged: '1e9' }, 'running'), '');
 });
+
+test('a DP job shows the trainer\'s steps and epochs and a privacy line: the budget, then the spent', () => {
+  const running = jobRow({
+    job_id: 'a'.repeat(32), state: 'running', epochs_asked: 1,
+    progress: { records_used: 47, cohort_size: 48, batches: 9, epochs: 2, epochs_total: 2, steps: 9, steps_total: 12,
+      epsilon_target: 8, delta: 0.001 }
+  });
+  assert.equal(running.detail, '47 of 48 records, 9/12 steps, epoch 2/2');
+  assert.equal(running.privacy, 'DP: epsilon budget 8 (delta 0.001)');
+  const done = jobRow({
+    job_id: 'b'.repeat(32), state: 'completed',
+    progress: { epochs: 2, epochs_total: 2, steps: 12, steps_total: 12, epsilon_target: 8, epsilon_spent: 7.99885,
+      delta: 0.001 }
+  });
+  assert.equal(done.privacy, 'DP: epsilon 7.999 spent of 8 (delta 0.001)');
+  assert.equal(jobRow({ job_id: 'c'.repeat(32), state: 'running', progress: { epsilon_target: 'x' } }).privacy, '');
+});

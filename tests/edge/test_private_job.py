@@ -4,6 +4,8 @@ DP-SGD on lots the broker meters, and only the trainer's parameters come out."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -57,8 +59,12 @@ def run(cell, synth_entry, synth_folder, settings, tmp_path, budget=BUDGET, **kw
 
 
 def test_a_dp_job_trains_in_the_trainer_and_only_its_parameters_come_out(synth_entry, synth_folder, settings,
-                                                                         tmp_path):
+                                                                         tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edge_kernel.sandbox.runner")
     outcome = run(DP_CELL, synth_entry, synth_folder, settings, tmp_path)
+    # The trainer's lots came through the decoder pool (the job's feeder, started for the trainer).
+    [pool] = [r.args for r in caplog.records if "records decoded" in r.getMessage()]
+    assert pool[1] > 0, pool
     assert outcome.status == "completed", (outcome.status, outcome.error, outcome.refusal, outcome.fault)
     privacy = outcome.privacy
     assert privacy is not None and privacy_problem(privacy) == "", privacy

@@ -224,3 +224,19 @@ def test_a_sample_with_a_gradient_that_is_not_finite_adds_nothing():
     for name, value in clean.state_dict().items():
         assert torch.isfinite(poisoned.state_dict()[name]).all()
         torch.testing.assert_close(poisoned.state_dict()[name], value, atol=1e-6, rtol=1e-5)
+
+
+def test_the_noise_is_reseeded_from_the_os_csprng_before_every_step(monkeypatch):
+    import edge_kernel.privacy.dpsgd as dpsgd
+
+    seeds = iter([7, 7, 8])
+    monkeypatch.setattr(dpsgd.secrets, "randbits", lambda bits: next(seeds))
+    trainer = PrivateTrainer(TinyLoss(), 20, config(seed=None))
+    empty = (torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64))  # the step's update is its noise alone
+    states = [trainer.state_dict()["layer.weight"]]
+    for _ in range(3):
+        trainer.step(empty)
+        states.append(trainer.state_dict()["layer.weight"])
+    moves = [after - before for before, after in zip(states, states[1:], strict=False)]
+    torch.testing.assert_close(moves[0], moves[1])  # the same seed: the same noise
+    assert not torch.allclose(moves[1], moves[2])  # a new seed: new noise

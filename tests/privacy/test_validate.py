@@ -52,7 +52,7 @@ def test_the_quickstart_program_passes_both_checks():
 def test_batch_norm_in_training_is_refused_with_the_layer_and_the_fix():
     module = LossModule(Normed())
     for program in (export(module, IMAGES, LABELS), export(module, IMAGES, LABELS).run_decompositions()):
-        says = r"layer 'model.norm' \(BatchNorm2d\) is batch norm in training"
+        says = r"layer 'norm' \(BatchNorm2d\) is batch norm in training"
         with pytest.raises(PrivacyError, match=says) as caught:
             check_private_program(program)
         assert "GroupNorm" in caught.value.diagnostics()

@@ -81,3 +81,15 @@ def test_the_widget_shows_the_privacy_line(edge_key):
     widget = ReceiptWidget(document, verify_receipt(document, edge_key.public, weights=WEIGHTS, metrics=METRICS))
     assert "privacy       DP-SGD: epsilon 7.99 spent of 8" in widget.text()
     assert "<th style='text-align:left;padding-right:1em'>privacy</th><td>DP-SGD" in widget._repr_html_()
+
+
+def test_the_cell_output_says_what_was_spent_of_the_budget(edge_key):
+    from jupyter_rapha.result import TrainResult
+
+    document = signed(edge_key)
+    result = TrainResult("j", {}, WEIGHTS, METRICS, document,
+                         verify_receipt(document, edge_key.public, weights=WEIGHTS, metrics=METRICS))
+    assert result.privacy_line.startswith("privacy: DP-SGD: epsilon 7.99 spent of 8 (delta 0.001)")
+    standard = signed(edge_key, mode="standard", privacy=None)
+    plain = TrainResult("j", {}, WEIGHTS, METRICS, standard, verify_receipt(standard, edge_key.public))
+    assert plain.privacy_line == ""

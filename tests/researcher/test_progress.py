@@ -206,3 +206,42 @@ def test_a_job_awaiting_approval_says_so_with_its_count():
     model.update({"seq": 12, "ts": "2026-12-02T17:02:41Z", "kind": "state",
                   "data": {"state": "awaiting_approval", "approvals": 1, "approvals_needed": 2}})
     assert model.state_text() == "awaiting approval before it runs (1/2 data steward approvals)"
+
+
+# A DP job (shaped as a demo edge reports it): the trainer's Poisson lots over a 48-record
+# cohort, 2 epochs of fit_private (the cell's --epochs is 1), 6 steps an epoch; the policy's
+# budget while it runs, and what the trainer spent once the receipt released it.
+PRIVATE = [
+    {"seq": 1, "ts": "2026-12-02T17:02:35.000000Z", "kind": "state", "data": {"state": "running"}},
+    {"seq": 2, "ts": "2026-12-02T17:02:36.000000Z", "kind": "progress",
+     "data": {"records_used": 30, "batches": 4, "epochs": 1, "cohort_size": 48, "epochs_total": 2, "steps": 4,
+              "steps_total": 12, "epsilon_target": 8.0, "delta": 0.001}},
+    {"seq": 3, "ts": "2026-12-02T17:02:38.000000Z", "kind": "progress",
+     "data": {"records_used": 47, "batches": 9, "epochs": 2, "cohort_size": 48, "epochs_total": 2, "steps": 9,
+              "steps_total": 12, "epsilon_target": 8.0, "delta": 0.001}},
+    {"seq": 4, "ts": "2026-12-02T17:02:40.000000Z", "kind": "state",
+     "data": {"state": "completed", "records_used": 48, "batches": 12, "epochs": 2, "cohort_size": 48,
+              "epochs_total": 2, "steps": 12, "steps_total": 12, "epsilon_target": 8.0, "epsilon_spent": 7.99,
+              "delta": 0.001}},
+]
+
+
+def test_a_dp_job_shows_the_trainers_epochs_and_steps_and_its_budget():
+    model = JobProgress(JOB, "north", 1)
+    for event in PRIVATE[:3]:
+        model.update(event)
+    assert [bar.text() for bar in model.bars()] == ["epoch 2/2", "records 47/48", "steps 9/12"]
+    assert model.fraction() == pytest.approx(9 / 12)
+    assert "epsilon budget 8 (delta 0.001)" in model.line()
+    model.update(PRIVATE[3])
+    assert [bar.text() for bar in model.bars()][-1] == "steps 12/12"
+    assert "epsilon 7.99 spent of 8 (delta 0.001)" in model.line()
+
+
+def test_the_widget_labels_a_dp_jobs_third_bar_steps():
+    widget = ProgressWidget(JOB, "north", 1, display=lambda view, display_id: FakeHandle())
+    for event in PRIVATE:
+        widget(event)
+    bar, number = list(widget.rows.values())[2]
+    assert bar.description == "steps" and number.value == "12/12"
+    assert "epsilon 7.99 spent of 8" in widget.footer.value
