@@ -112,3 +112,27 @@ def test_a_cell_that_logs_no_loss_draws_nothing(widget):
     chart.logged({"accuracy": 0.9}, 1)
     chart.finish()
     assert chart.html is None and stream.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_in_a_kernel_the_chart_is_a_widget_whose_saved_text_is_the_last_epoch(tmp_path):
+    """The magic in a real kernel (nbclient, headless): an ipywidgets chart, displayed once
+    and updated in place; the notebook keeps its final text form and the SVG in the widget state."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    schema = json.dumps(SCHEMA).replace(" ", "")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(nbformat.v4.new_code_cell("%load_ext jupyter_rapha"))
+    magic = f"%%rapha_train --dataset d --budget 12 --epochs 3 --local --schema {schema}\n"
+    notebook.cells.append(nbformat.v4.new_code_cell(magic + TRAINING.format(per_batch="")))
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(notebook, timeout=180, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    shown = [o for o in notebook.cells[1].outputs if o["output_type"] == "display_data"
+             and "application/vnd.jupyter.widget-view+json" in o["data"]]
+    assert len(shown) == 1, notebook.cells[1].outputs
+    text = shown[0]["data"]["text/plain"]
+    assert text.startswith("rapha: local epoch 3/3 | loss ") and text.endswith("over 3 epochs"), text
+    state = json.dumps(notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"])
+    assert "rapha-loss" in state and "x-label" in state and ">epoch<" in state
