@@ -105,7 +105,7 @@ def svg_curve(name: str, values: Sequence[float], xs: Sequence[float] | None = N
         return TOP + (y_high - y) / ((y_high - y_low) or 1.0) * plot_h
 
     scaled = [(px(x), py(y)) for x, y in zip(points_x, ys, strict=True)]
-    label = escape(f"{name}: {ys[0]:.4g} → {ys[-1]:.4g} over {len(ys)} {x_label}s")
+    label = escape(f"{name}: {ys[0]:.4g} → {ys[-1]:.4g} over {_count(len(ys), x_label)}")
     parts = [f"<svg class='rapha-loss' xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' "
              f"viewBox='0 0 {WIDTH} {HEIGHT}' role='img' aria-label='{label}' font-family='sans-serif' font-size='10'>",
              f"<title>{label}</title><rect width='{WIDTH}' height='{HEIGHT}' fill='#f6f8fa'/>",
@@ -150,4 +150,8 @@ def sparkline(values: list[float]) -> str:
 
 def curve_line(name: str, values: Sequence[float], x_label: str = "step") -> str:
     """The chart as one text line: ``loss ▇▅▂▁  0.69 -> 0.21 over 4 epochs``."""
-    return f"{name} {sparkline(list(values))}  {values[0]:.4g} -> {values[-1]:.4g} over {len(values)} {x_label}s"
+    return f"{name} {sparkline(list(values))}  {values[0]:.4g} -> {values[-1]:.4g} over {_count(len(values), x_label)}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -101,7 +101,7 @@ def test_without_widgets_the_magic_prints_a_line_per_epoch_as_it_trains(capsys):
     assert outcome.error_in_exec is None, outcome.error_in_exec
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rapha: local epoch")]
     assert [line.split(" | ")[0] for line in lines] == [f"rapha: local epoch {k}/3" for k in (1, 2, 3)]
-    assert lines[0].endswith("over 1 epochs") and lines[-1].endswith("over 3 epochs")
+    assert lines[0].endswith("over 1 epoch") and lines[-1].endswith("over 3 epochs")
     shell.user_ns.pop("_rapha_result", None)
 
 
