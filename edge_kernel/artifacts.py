@@ -10,6 +10,12 @@ with that size, and pass the same hand-parsed safetensors checks as released wei
 the hospital's limit. When the job starts, the runner copies each into the job's
 ``inputs/`` folder, hashing it again on the way (a file changed on the edge's disk is
 refused too), and the job reads them there, read-only.
+
+Each researcher's uploads together are held to ``artifacts.max_stored_mib``: an upload
+that would pass it is refused before its body is read (and one that sends more than it
+declared is cut off at the limit), naming the limit. An artifact no job waiting to run
+names, unused for ``artifacts.keep_unused_days`` (last uploaded, or staged for a job), is
+deleted; the edge looks at each upload (that researcher's) and at start (everyone's).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import mmap
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -36,14 +43,24 @@ _CHUNK = 1024 * 1024
 INPUTS_DIR = "inputs"
 ARTIFACTS_SUBDIR = "artifacts"
 CODE_SUBDIR = "code"
+_MIB = 1024 * 1024
+_DAY = 86400
+# The states in which a job has yet to stage its artifacts: what they name is never pruned.
+WAITING_STATES = ("submitted", "awaiting_approval")
+
+
+class QuotaExceeded(BadInput):
+    """An upload that would take a researcher's artifacts past the edge's limit (HTTP 413)."""
 
 
 class Upload:
     """One artifact upload in progress: written to a private temporary file, hashed as it
     goes, kept only if its digest is the one the signed request named."""
 
-    def __init__(self, store: ArtifactStore, key_id: str, sha256: str, max_bytes: int) -> None:
+    def __init__(self, store: ArtifactStore, key_id: str, sha256: str, max_bytes: int,
+                 quota: Callable[[int], QuotaExceeded] | None = None) -> None:
         self.store, self.key_id, self.sha256, self.max_bytes = store, key_id, sha256, max_bytes
+        self.quota = quota  # the refusal, by the size sent, when max_bytes is the quota's room
         store.incoming_dir.mkdir(parents=True, exist_ok=True)
         self.temp = store.incoming_dir / f"{secrets.token_hex(8)}.part"
         self._file: BinaryIO | None = open(self.temp, "xb")  # noqa: SIM115 (closed in finish/abort)
@@ -67,6 +84,8 @@ class Upload:
         are known to be (the audit entry, written before the file is taken in: S7)."""
         if self.too_large:
             self.abort()
+            if self.quota is not None:
+                raise self.quota(self.size)
             raise BadInput(f"the artifact is larger than this edge's upload limit of {self.max_bytes} bytes")
         if self._file is None:
             raise BadInput("the upload was cut off")
@@ -90,16 +109,73 @@ class Upload:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_stored_mib: int = 4096, keep_unused_days: int = 30) -> None:
         self.root = root
         self.incoming_dir = root / ".incoming"
+        self.max_stored_mib, self.keep_unused_days = max_stored_mib, keep_unused_days
 
     @classmethod
     def of(cls, settings: Any) -> ArtifactStore:
-        return cls(settings.state_dir / "artifacts")
+        return cls(settings.state_dir / "artifacts", settings.artifacts.max_stored_mib,
+                   settings.artifacts.keep_unused_days)
 
-    def upload(self, key_id: str, sha256: str, max_bytes: int = MAX_UPLOAD_BYTES) -> Upload:
-        return Upload(self, key_id, sha256, min(max_bytes, MAX_ARTIFACT_BYTES))
+    def upload(self, key_id: str, sha256: str, max_bytes: int = MAX_UPLOAD_BYTES,
+               declared: int | None = None) -> Upload:
+        """An upload within what ``key_id`` has left of the quota (the same bytes again
+        replace themselves, so they count once); refused now when ``declared`` (the
+        request's Content-Length) is already past it."""
+        room = self.max_stored_mib * _MIB - self.stored_bytes(key_id, besides=sha256)
+        if declared is not None and declared > room:
+            raise self._quota_refusal(key_id, sha256, declared)
+        limit = min(max_bytes, MAX_ARTIFACT_BYTES)
+        quota = (lambda size: self._quota_refusal(key_id, sha256, size)) if room < limit else None
+        return Upload(self, key_id, sha256, min(limit, max(room, 0)), quota)
+
+    def stored_bytes(self, key_id: str, besides: str = "") -> int:
+        """What ``key_id``'s uploads take here, leaving out the one named ``besides``."""
+        return sum(size for name, size, _ in self._files(key_id) if name != besides)
+
+    def _quota_refusal(self, key_id: str, sha256: str, size: int) -> QuotaExceeded:
+        stored = self.stored_bytes(key_id, besides=sha256)
+        return QuotaExceeded(
+            f"this artifact ({_mib(size)} MiB) would take your artifacts at this edge to {_mib(stored + size)} MiB, "
+            f"past the {self.max_stored_mib} MiB it keeps per researcher (artifacts.max_stored_mib); "
+            f"yours take {_mib(stored)} MiB now",
+            hint=f"this edge deletes an artifact no waiting job names after {self.keep_unused_days} days unused "
+                 "(artifacts.keep_unused_days), or the hospital can raise artifacts.max_stored_mib")
+
+    def expired(self, in_use: Iterable[str], key_id: str | None = None, now: float | None = None) -> list[str]:
+        """``KEY_ID/SHA256`` of the artifacts (``key_id``'s, or everyone's) that no waiting
+        job names (``in_use``: their sha256s) and that were last used before the keep period."""
+        keep = set(in_use)
+        cutoff = (time.time() if now is None else now) - self.keep_unused_days * _DAY
+        owners = [key_id] if key_id is not None else self._owners()
+        return [f"{owner}/{name}" for owner in owners for name, _, used in self._files(owner)
+                if name not in keep and used < cutoff]
+
+    def remove(self, names: Iterable[str]) -> None:
+        for name in names:
+            owner, _, sha256 = name.partition("/")
+            self.path(owner, sha256).unlink(missing_ok=True)
+
+    def _owners(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p != self.incoming_dir)
+
+    def _files(self, key_id: str) -> list[tuple[str, int, float]]:
+        """(sha256, size, last used) of each artifact ``key_id`` uploaded."""
+        folder = self.root / key_id
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # pruned or replaced meanwhile
+                continue
+            found.append((path.name, info.st_size, info.st_mtime))
+        return found
 
     def path(self, key_id: str, sha256: str) -> Path:
         return self.root / key_id / sha256
@@ -134,9 +210,21 @@ class ArtifactStore:
         staged = {}
         for entry in spec.artifacts:
             target = folder / f"{entry.name}.safetensors"
-            _copy_checked(self.path(key_id, entry.sha256), target, entry)
+            source = self.path(key_id, entry.sha256)
+            _copy_checked(source, target, entry)
+            os.utime(source)  # used now: its keep period starts again
             staged[entry.name] = str(target)
         return staged
+
+
+def artifacts_in_use(jobs: Iterable[Any]) -> set[str]:
+    """The sha256s that ``jobs`` (job records of the waiting states) name: kept whatever their age."""
+    return {str(a.get("sha256")) for job in jobs for a in (job.spec.get("artifacts") or [])
+            if isinstance(a, dict)}
+
+
+def _mib(size: int) -> str:
+    return f"{size / _MIB:.1f}"
 
 
 def check_artifact_format(entry: ArtifactEntry, data: bytes) -> None:

@@ -18,7 +18,7 @@ from jupyter_rapha.protocol.contract import TERMINAL_STATES, JobState
 from jupyter_rapha.protocol.errors import AuditDamaged, BadInput, RaphaError, StorageUnavailable
 from jupyter_rapha.protocol.keys import PrivateKey
 
-from .artifacts import ArtifactStore
+from .artifacts import WAITING_STATES, ArtifactStore, artifacts_in_use
 from .audit import AuditLog
 from .audit_head import HEAD_FILE, HeadFile, check_audit, last_anchored_head, missing_database
 from .auth import Authenticator
@@ -89,6 +89,7 @@ class Edge:
         if self.escrow is not None and self.settings.demo:
             fund_demo_researchers(self.chain, self.researchers)
         self.jobs.recover()
+        self.prune_artifacts()
         self.outbox.start()  # anchors left pending before a restart are sent now
         self.environment.start()  # measured once, beside the start; the first catalog request waits for it
 
@@ -100,6 +101,17 @@ class Edge:
         except StorageUnavailable:  # stopping on a full disk: the database still closes cleanly
             log.error("edge.stop not audited: the edge's storage takes no writes")
         self.db.close()
+
+    def prune_artifacts(self, key_id: str | None = None) -> None:
+        """Delete the uploads (``key_id``'s, or everyone's) past ``artifacts.keep_unused_days``
+        that no job waiting to run names; audited before they go (S7)."""
+        waiting = [job for state in WAITING_STATES for job in self.store.in_state(state)
+                   if key_id is None or job.researcher_key_id == key_id]
+        expired = self.artifacts.expired(artifacts_in_use(waiting), key_id)
+        if expired:
+            self.audit.append("artifact.prune", detail={"artifacts": expired,
+                                                        "keep_unused_days": self.artifacts.keep_unused_days})
+            self.artifacts.remove(expired)
 
     def identity(self) -> dict[str, Any]:
         return {"id": self.settings.edge_id, "key_id": self.key.key_id,

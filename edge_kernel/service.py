@@ -27,7 +27,7 @@ from jupyter_rapha.protocol.errors import (AuthError, BadInput, Fault, GateDenie
                                            StorageUnavailable)
 from jupyter_rapha.protocol.jobspec import parse_jobspec
 
-from .artifacts import MAX_UPLOAD_BYTES, Upload
+from .artifacts import MAX_UPLOAD_BYTES, QuotaExceeded, Upload
 from .audit import RefusalTally
 from .catalog import CatalogCache
 from .edge import Edge
@@ -54,8 +54,8 @@ def error_status(exc: BaseException) -> tuple[int, dict[str, Any]]:
         # tornado's own refusals of the request line (bad query encoding, missing argument)
         return exc.status_code, {"kind": "BadRequest", "message": http.client.responses.get(exc.status_code, "")}
     if isinstance(exc, RaphaError):
-        for kind, status in ((BodyTooLarge, 413), (BadInput, 400), (AuthError, 401), (GateDenied, 403),
-                             (NotFound, 404)):
+        for kind, status in ((BodyTooLarge, 413), (QuotaExceeded, 413), (BadInput, 400), (AuthError, 401),
+                             (GateDenied, 403), (NotFound, 404)):
             if isinstance(exc, kind):
                 body: dict[str, Any] = {"kind": type(exc).__name__, "message": exc.diagnostics()}
                 if isinstance(exc, GateDenied):
@@ -218,7 +218,9 @@ class ArtifactHandler(BaseHandler):
             researcher = self.edge.auth.authenticate(self.request.headers.get("Authorization"), "PUT",
                                                      self.request.uri or "", b"", body_sha256=sha256)
             self.key_id = researcher.key_id
-            self.upload = self.edge.artifacts.upload(researcher.key_id, sha256)
+            self.edge.prune_artifacts(researcher.key_id)  # expired ones first: they leave room
+            size = int(declared) if declared.isascii() and declared.isdigit() else None
+            self.upload = self.edge.artifacts.upload(researcher.key_id, sha256, declared=size)
             # the server reads other bodies only to 64 MiB; this authenticated one to its own limit
             self.request.connection.set_max_body_size(MAX_UPLOAD_BYTES)  # type: ignore[union-attr]
         except Exception as exc:

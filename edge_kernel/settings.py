@@ -103,6 +103,20 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class ArtifactSettings:
+    # What the uploaded artifacts of one researcher may take on the edge's disk together;
+    # an upload past it is refused before its body is read, naming this limit.
+    max_stored_mib: int = 4096
+    # An artifact that no job waiting to run names, and that no job used and its owner did
+    # not upload again for this many days, is deleted (checked at each upload and at start).
+    keep_unused_days: int = 30
+
+    @property
+    def max_stored_bytes(self) -> int:
+        return self.max_stored_mib * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Settings:
     config_dir: Path
     edge_id: str
@@ -116,6 +130,7 @@ class Settings:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attestation: AttestationSettings = field(default_factory=AttestationSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
     unsafe: tuple[str, ...] = ()
 
     @property
@@ -182,7 +197,8 @@ def _known_keys() -> dict[str, tuple[str, ...]]:
             "chain": tuple(f.name for f in fields(ChainSettings)),
             "sandbox": tuple(f.name for f in fields(SandboxSettings)),
             "attestation": tuple(f.name for f in fields(AttestationSettings)),
-            "data": tuple(f.name for f in fields(DataSettings))}
+            "data": tuple(f.name for f in fields(DataSettings)),
+            "artifacts": tuple(f.name for f in fields(ArtifactSettings))}
 
 
 class _Table(dict[str, Any]):
@@ -244,6 +260,7 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     sandbox = _table(data, "sandbox")
     attestation = _table(data, "attestation")
     data_settings = _data_settings(_table(data, "data"))
+    artifact_settings = _artifact_settings(_table(data, "artifacts"))
     chain_settings = ChainSettings(
         backend=_choice(chain, "chain.backend", "backend", ("embedded", "rpc", "rfc3161"), _CHAIN.backend),
         rpc_url=_typed(chain, "chain.rpc_url", "rpc_url", str, _CHAIN.rpc_url),
@@ -311,7 +328,7 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
         tls_cert=tls_cert, tls_key=tls_key,
         currency=_typed(edge, "edge.currency", "currency", str, DEFAULTS["currency"]),
         chain=chain_settings, sandbox=sandbox_settings, attestation=attestation_settings, data=data_settings,
-        unsafe=unsafe,
+        artifacts=artifact_settings, unsafe=unsafe,
     )
 
 
@@ -331,9 +348,20 @@ def _data_settings(table: dict[str, Any]) -> DataSettings:
     return DataSettings(decode_workers=workers, cache_max_mib=cache_mib)
 
 
+def _artifact_settings(table: dict[str, Any]) -> ArtifactSettings:
+    stored = _typed(table, "artifacts.max_stored_mib", "max_stored_mib", int, _ARTIFACTS.max_stored_mib)
+    if stored < 1:
+        raise BadInput("artifacts.max_stored_mib must be 1 or more (MiB of uploads kept per researcher)")
+    days = _typed(table, "artifacts.keep_unused_days", "keep_unused_days", int, _ARTIFACTS.keep_unused_days)
+    if days < 1:
+        raise BadInput("artifacts.keep_unused_days must be 1 or more (days an artifact no job uses is kept)")
+    return ArtifactSettings(max_stored_mib=stored, keep_unused_days=days)
+
+
 # Each default is written once, in the dataclasses above: the reader and `rapha-edge init`'s
 # edge.toml take theirs from here.
 _CHAIN, _SANDBOX, _ATTESTATION, _DATA = ChainSettings(), SandboxSettings(), AttestationSettings(), DataSettings()
+_ARTIFACTS = ArtifactSettings()
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
 _CHAIN_SECONDS = {name: getattr(_CHAIN, name) for name in (
     "batch_interval_seconds", "release_wait_seconds", "retry_initial_seconds", "retry_max_seconds",

@@ -291,10 +291,10 @@ def _reason(exc: requests.RequestException) -> str:
 
 def error_from_response(status: int, content: bytes, source: str) -> errors.RaphaError:
     """Turn an error answer from ``source`` ("edge https://…", "the Jupyter server") into
-    the matching error class (400/401/403/404/5xx)."""
+    the matching error class (400/401/403/404/5xx; 413, too large, is bad input too)."""
     kind, said, reasons = _error_body(content)
     message = said or f"{source} answered HTTP {status}"
-    if status == 400:
+    if status in (400, 413):
         return errors.BadInput(message)
     if status == 401:
         cls = errors.UnknownKey if kind == "UnknownKey" else errors.AuthError

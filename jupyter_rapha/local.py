@@ -13,7 +13,7 @@ import math
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from .client import JobFailed
 from .protocol.cellinfo import metric_name_problems
@@ -77,6 +77,7 @@ class LocalLoader:
         else:
             order = torch.arange(size)
         self._passes += 1
+        self.runtime.passes += 1
         for start in range(0, size, self.batch_size):
             index = order[start:start + self.batch_size]
             self.runtime.records_seen.update(int(i) for i in index)
@@ -97,6 +98,10 @@ class LocalRuntime:
     weights: bytes | None = None
     records_seen: set[int] = field(default_factory=set)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> the checked local safetensors file
+    passes: int = 0  # passes over the cohort begun, by every loader the cell made
+    # Told after each rapha.log: (the metrics of that call, the pass they came in). The
+    # dry run's live chart; nothing here reaches an edge.
+    on_log: Callable[[dict[str, float], int], None] | None = None
 
     @property
     def device(self) -> str:
@@ -119,11 +124,15 @@ class LocalRuntime:
         return LocalLoader(self, batch_size, shuffle, seed)
 
     def log(self, **metrics: Any) -> None:
-        for name, value in metrics.items():
+        for name in metrics:
             refusal = metric_name_refusal(name)  # a name built at run time, e.g. rapha.log(**values)
             if refusal is not None:
                 raise BadInput(refusal)
-            self.metrics.setdefault(name, []).append(_finite(name, value))
+        logged = {name: _finite(name, value) for name, value in metrics.items()}
+        for name, number in logged.items():
+            self.metrics.setdefault(name, []).append(number)
+        if self.on_log is not None:
+            self.on_log(logged, self.passes)
 
     def save(self, model_or_state: Any) -> None:
         from safetensors.torch import save

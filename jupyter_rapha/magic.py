@@ -140,12 +140,16 @@ class RaphaMagics(Magics):
 
     def _local(self, args: Any, request: Any, namespace: dict[str, Any]) -> Any:
         from .local import environment_warnings
+        from .local_chart import LocalChart
+        from .progress import widgets_render
         from .training import train_local
 
         schema = _schema_arg(args.schema) if args.schema else self._schema(args)
         for warning in environment_warnings(request.code, self._environments(args), CELL_FIRST_LINE):
             print(f"rapha: warning: {warning}")
-        result = train_local(request, namespace, schema or {}, seed=args.seed)
+        chart = LocalChart(request.epochs, widget=widgets_render())  # live: the values are synthetic, local
+        result = train_local(request, namespace, schema or {}, seed=args.seed, on_log=chart.logged)
+        chart.finish()
         print(f"rapha: local dry run on {result.extra['cohort_size']} synthetic records, "
               f"{result.extra['records_used']} used; nothing left this machine")
         return result

@@ -12,8 +12,11 @@ The loss chart is drawn from released values only. A metric value is a number th
 leaves the edge, so it leaves once the release checks have passed (S5: outputs are held at
 the edge until the disclosure checks and, where policy says, output checkers release
 them): the edge sends a ``metrics`` event only at release, and ``finish`` draws the released
-series whole. There is deliberately no live stream of values while a job runs or is held;
-the chart fills when the job completes.
+series whole, on labelled axes (epoch, or step, against the metric). There is deliberately
+no live stream of values while a job runs or is held: progress shows the counts the meter
+releases (epoch k/N, records k/N, batches, elapsed, ETA) and the chart says "loss is
+released after the output checks". A ``--local`` dry run, which touches nothing at an
+edge, draws its loss live instead (``local_chart.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Callable
 
 from .protocol.contract import PRIVACY_PROGRESS, TERMINAL_STATES, JobState
+from .receipt_chart import curve_line, x_label_for
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -199,7 +203,8 @@ class JobProgress:
                 if points:
                     self.history[name] = points
                     self.metrics[name] = points[-1][1]
-        self.x_label = "step"
+        curve = self.curve()
+        self.x_label = x_label_for(len(curve[1]), self.epochs_total) if curve else "step"
 
     def lost(self, why: str) -> None:
         """The edge (or the server in front of it) stopped answering."""
@@ -366,11 +371,14 @@ class ProgressLine:
         self._said = key
 
     def finish(self, metrics: dict[str, Any] | None = None) -> None:
-        if metrics:
-            self.model.set_series(metrics)
         if self._open:
             self._write("")
             self._open = False
+        if metrics:
+            self.model.set_series(metrics)
+            curve = self.model.curve()
+            if curve is not None:  # the released series, whole: the text form of the chart
+                self._write(f"{self.prefix}: {curve_line(curve[0], [v for _, v in curve[1]], self.model.x_label)}")
 
     def lost(self, why: str) -> None:
         self.model.lost(why)
@@ -463,11 +471,11 @@ def _display(view: Any, display: Callable[..., Any] | None) -> Any:
 
 
 def _chart_html(model: JobProgress) -> str:
-    from .receipt_chart import svg_curve
+    from .receipt_chart import pending_html, svg_curve
 
     curve = model.curve()
-    if curve is None:
-        return ""
+    if curve is None:  # while it runs or is held no value has left; after the end, none came
+        return "" if model.final or model.unreachable else pending_html()
     name, points = curve
     return svg_curve(name, [v for _, v in points], [x for x, _ in points], x_label=model.x_label)
 

@@ -18,6 +18,21 @@ WIDTH, HEIGHT = 320, 170
 # Room for the y tick labels on the left and the x tick labels and axis title below.
 LEFT, RIGHT, TOP, BOTTOM = 52, 10, 10, 36
 _AXIS = "#57606a"
+# What the chart says while a job runs or is held: a metric value leaves the edge only once
+# the output checks released it (S5), so a remote job's curve is drawn after release.
+RELEASED_AFTER_CHECKS = "loss is released after the output checks"
+
+
+def x_label_for(count: int, epochs: Any) -> str:
+    """The x axis of a released series: "epoch" when it holds one value per epoch the job
+    asked for (a cell that logs once per epoch), else "step" (one per ``rapha.log`` call)."""
+    asked = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+    return "epoch" if asked > 0 and count == asked else "step"
+
+
+def pending_html() -> str:
+    return (f"<div class='rapha-loss-pending' style='color:#57606a;font-size:11px;border:1px dashed #d0d7de;"
+            f"padding:6px;width:{WIDTH - 14}px'>{escape(RELEASED_AFTER_CHECKS)}</div>")
 
 
 def curve_metric(metrics: Any) -> tuple[str, list[float]] | None:
@@ -90,7 +105,7 @@ def svg_curve(name: str, values: Sequence[float], xs: Sequence[float] | None = N
         return TOP + (y_high - y) / ((y_high - y_low) or 1.0) * plot_h
 
     scaled = [(px(x), py(y)) for x, y in zip(points_x, ys, strict=True)]
-    label = escape(f"{name}: {ys[0]:.4g} → {ys[-1]:.4g} over {len(ys)} {x_label}s")
+    label = escape(f"{name}: {ys[0]:.4g} → {ys[-1]:.4g} over {_count(len(ys), x_label)}")
     parts = [f"<svg class='rapha-loss' xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' "
              f"viewBox='0 0 {WIDTH} {HEIGHT}' role='img' aria-label='{label}' font-family='sans-serif' font-size='10'>",
              f"<title>{label}</title><rect width='{WIDTH}' height='{HEIGHT}' fill='#f6f8fa'/>",
@@ -131,3 +146,12 @@ def sparkline(values: list[float]) -> str:
     low, high = min(values), max(values)
     span = (high - low) or 1.0
     return "".join(_SPARK[round((v - low) / span * (len(_SPARK) - 1))] for v in values)
+
+
+def curve_line(name: str, values: Sequence[float], x_label: str = "step") -> str:
+    """The chart as one text line: ``loss ▇▅▂▁  0.69 -> 0.21 over 4 epochs``."""
+    return f"{name} {sparkline(list(values))}  {values[0]:.4g} -> {values[-1]:.4g} over {_count(len(values), x_label)}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from .client import EdgeClient, final_error, make_jobspec, require_finished, upload_artifacts
 from .local import make_runtime, run_local
+from .local_includes import included_modules
 from .protocol.contract import JobState
 from .protocol.errors import BadInput, Fault, VerificationError
 from .protocol.keys import load_public_key
@@ -134,11 +135,14 @@ def fetch_job(client: EdgeClient, job_id: str, pinned_key: Any = None) -> TrainR
 
 
 def train_local(request: TrainRequest, namespace: dict[str, Any], schema: dict[str, Any],
-                seed: int = 0) -> TrainResult:
+                seed: int = 0, on_log: Callable[[dict[str, float], int], None] | None = None) -> TrainResult:
+    """The dry run here; ``on_log`` is told each ``rapha.log`` call as it happens (the live chart)."""
     runtime = make_runtime(schema, request.fields, request.budget, request.job_params(),
                            request.epochs, seed=seed)
     runtime.artifacts = {a.name: a.path for a in request.artifacts}
-    outcome = run_local(request.code, namespace, runtime, first_line=request.cell_first_line)
+    runtime.on_log = on_log
+    with included_modules(request.includes):  # importable under the names the edge gives them
+        outcome = run_local(request.code, namespace, runtime, first_line=request.cell_first_line)
     return TrainResult(job_id="local", state_dict=load_state_dict(outcome.weights),
                        weights_bytes=outcome.weights, metrics=outcome.metrics, receipt=None,
                        verification=None, local=True,

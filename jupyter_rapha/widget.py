@@ -17,7 +17,7 @@ from .protocol.anchor_proof import is_pending
 from .protocol.checks import Verification
 from .protocol.disclosure import disclosure_problem, disclosure_summary
 from .protocol.private import privacy_problem, privacy_summary
-from .receipt_chart import curve_metric, sparkline, svg_curve
+from .receipt_chart import curve_metric, sparkline, svg_curve, x_label_for
 from .verdict import MARKS, Verdict, verdict_of
 
 # Block explorers of the chains receipts are expected on; others show no link.
@@ -60,6 +60,7 @@ def receipt_summary(receipt: dict[str, Any], verification: Verification | None) 
         "anchor_tsa": anchor.get("tsa", "") if anchor.get("method") == "rfc3161-batch" else "",
         "anchor_time": anchor.get("gen_time", ""),
         "curve": curve_metric(predicate.get("metrics")),
+        "epochs": (job.get("params") or {}).get("epochs") if isinstance(job.get("params"), dict) else None,
         "attestation": _attestation_text(predicate),
         "disclosure": _disclosure_text(predicate),
         "privacy": _privacy_text(predicate),
@@ -222,7 +223,8 @@ class ReceiptWidget:
         if not self.summary["curve"]:
             return ""
         name, values = self.summary["curve"]
-        return f"<div><b>{escape(name)}</b></div>" + svg_curve(name, values)
+        return f"<div><b>{escape(name)}</b></div>" + svg_curve(name, values,
+                                                              x_label=x_label_for(len(values), self.summary["epochs"]))
 
     # -- text ------------------------------------------------------------------------
     def text(self) -> str:

@@ -41,6 +41,7 @@ export interface JobStatus {
   site?: string;
   dataset?: string;
   submitted?: string;
+  updated?: string;
   reasons?: string[];
   error?: { type?: string; line?: number } | null;
   progress?: Progress;
@@ -88,6 +89,11 @@ export interface JobRow {
   canVerify: boolean;
   /** "cost 0.37 GBP (0.01 per record; at most 0.50)", or "" for a free dataset. */
   cost: string;
+  /** The loss chart: 'pending' while no value may have left (running, held, queued),
+   * 'released' once completed (the panel fetches the released metrics), else 'none'. */
+  chart: 'pending' | 'released' | 'none';
+  /** The epochs the job asked for, or null: the chart's x axis is "epoch" when they match. */
+  epochsAsked: number | null;
 }
 
 export type VerdictKind = 'pass' | 'warn' | 'pending' | 'fail';
@@ -116,6 +122,8 @@ const BADGES: Record<string, string> = { pass: 'PASS', fail: 'FAIL', pending: 'W
 const KNOWN: readonly string[] = ['pass', 'fail', 'skipped', 'pending', 'warn'];
 
 /** Where the edge's word alone would mislead: a held job has run, its outputs wait for the release checks. */
+/** The states in which no metric value may have left the edge yet: the chart waits for the release. */
+const PENDING_STATES: readonly string[] = ['submitted', 'awaiting_approval', 'running', 'held'];
 const STATE_WORDS: Record<string, string> = { refused: 'release refused', awaiting_approval: 'awaiting approval' };
 
 function text(value: unknown, fallback = '?'): string {
@@ -167,6 +175,47 @@ export function privacyText(progress: unknown): string {
   const said = spent !== null ? `epsilon ${Number(spent.toPrecision(4))} spent of ${shown(target)}`
     : `epsilon budget ${shown(target)}`;
   return `DP: ${said}${delta !== null ? ` (delta ${shown(delta)})` : ''}`;
+}
+
+/** 0:07, 12:30, 1:02:03, as tqdm (and the notebook's progress line) writes durations. */
+export function clock(seconds: number): string {
+  const whole = Math.max(Math.round(seconds), 0);
+  const hours = Math.floor(whole / 3600);
+  const minutes = Math.floor((whole % 3600) / 60);
+  const secs = String(whole % 60).padStart(2, '0');
+  return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${secs}` : `${minutes}:${secs}`;
+}
+
+/** How much of a running job is done, 0..1, from the counters the meter releases: the
+ * epochs begun of those asked, and within the first epoch the records of the cohort. */
+export function doneFraction(progress: unknown, epochsAsked: unknown): number | null {
+  const p = (typeof progress === 'object' && progress !== null ? progress : {}) as Progress;
+  const asked = count(epochsAsked);
+  const epoch = count(p.epochs);
+  if (!asked || !epoch) {
+    return null;
+  }
+  const used = count(p.records_used);
+  const cohort = count(p.cohort_size);
+  const within = epoch === 1 && used !== null && cohort ? Math.min(used / cohort, 1) : 0;
+  return Math.min((epoch - 1 + within) / asked, 1);
+}
+
+/** "1:23 elapsed, ETA 0:40" for a running job (elapsed since it was submitted); a held
+ * job's training is over, so elapsed only; '' when the edge gave no time. */
+export function timingText(job: unknown, now: number = Date.now()): string {
+  const j = (typeof job === 'object' && job !== null ? job : {}) as Partial<JobStatus>;
+  const since = typeof j.submitted === 'string' ? Date.parse(j.submitted) : NaN;
+  if (!Number.isFinite(since) || (j.state !== 'running' && j.state !== 'held')) {
+    return '';
+  }
+  const elapsed = Math.max((now - since) / 1000, 0);
+  if (j.state === 'held') {
+    return `${clock(elapsed)} elapsed`;
+  }
+  const done = doneFraction(j.progress, j.epochs_asked);
+  const eta = done !== null && done >= 0.01 ? clock((elapsed * (1 - done)) / done) : '?';
+  return `${clock(elapsed)} elapsed, ETA ${eta}`;
 }
 
 /** A held job's state in words: "held: checks running (1/3)", "held for review (0/2 approvals)". */
@@ -231,11 +280,11 @@ export function costText(cost: unknown, state: string): string {
 
 /** One job as the panel lists it; anything malformed in the JSON shows as "?". A job
  * whose edge stopped answering is shown as last seen, never as still "running". */
-export function jobRow(job: unknown): JobRow {
+export function jobRow(job: unknown, now: number = Date.now()): JobRow {
   const j = (typeof job === 'object' && job !== null ? job : {}) as Partial<JobStatus> & { edge_unreachable?: unknown };
   const id = text(j.job_id);
   const edgeState = text(j.state, 'unknown');
-  let detail = progressText(j.progress, j.epochs_asked);
+  let detail = [progressText(j.progress, j.epochs_asked), timingText(j, now)].filter(p => p.length > 0).join('; ');
   const refusal = edgeState === 'denied' || edgeState === 'refused' || edgeState === 'cancelled';
   if (refusal && Array.isArray(j.reasons) && j.reasons.length > 0) {
     detail = j.reasons.filter(r => typeof r === 'string').join('; ');
@@ -256,7 +305,9 @@ export function jobRow(job: unknown): JobRow {
     privacy: privacyText(j.progress),
     canCancel: CANCELLABLE_STATES.includes(edgeState),
     canVerify: edgeState === 'completed',
-    cost: costText(j.cost, edgeState)
+    cost: costText(j.cost, edgeState),
+    chart: edgeState === 'completed' ? 'released' : PENDING_STATES.includes(edgeState) ? 'pending' : 'none',
+    epochsAsked: count(j.epochs_asked)
   };
   return j.edge_unreachable === true ? unreachable(row, 'edge') : row;
 }
@@ -268,7 +319,7 @@ export function unreachable(row: JobRow, who: 'edge' | 'server'): JobRow {
     return row;
   }
   return { ...row, state: 'unreachable', stateText: `${who} unreachable (last seen: ${row.state})`,
-    canCancel: false, canVerify: false };
+    canCancel: false, canVerify: false, chart: 'none' };
 }
 
 /** Newest first, as the server sends them; jobs without an id are dropped. */
@@ -277,7 +328,7 @@ export function jobRows(body: unknown): JobRow[] {
   if (!Array.isArray(jobs)) {
     throw new Error('the server answered without a job list');
   }
-  return jobs.map(jobRow).filter(row => row.id !== '?');
+  return jobs.map(job => jobRow(job)).filter(row => row.id !== '?');
 }
 
 /** "edge north unreachable: cannot reach the edge at ...", for each edge the server could

@@ -1,6 +1,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { requestAPI } from './api';
+import { ChartLayout, RELEASED_AFTER_CHECKS, chartLayout, lossCurve } from './chart';
 import { EdgeRow, edgeRows } from './edges';
 import { JobRow, Verdict, jobRows, unreachable, unreachableEdges, verdict } from './model';
 
@@ -9,8 +10,11 @@ const POLL_MS = 5000;
 /**
  * The "Rapha jobs" side panel: every job the server extension knows, across edges, with
  * its state and progress; cancel a running job; check a completed job's receipt against
- * the edge key pinned in the server's configuration. Below, the configured edges: what
- * each attests with, offers and lets a job import (its signed environment listing).
+ * the edge key pinned in the server's configuration. While a job runs or is held the
+ * panel shows progress only (the counts the meter releases: epoch k/N, records, elapsed,
+ * ETA): no metric value leaves the edge before the output checks release it. Once the job
+ * completed, its released loss curve is drawn with labelled axes. Below, the configured
+ * edges: what each attests with, offers and lets a job import (its environment listing).
  */
 export class JobsPanel extends Widget {
   private edges: HTMLElement;
@@ -18,6 +22,7 @@ export class JobsPanel extends Widget {
   private status: HTMLElement;
   private timer: number | null = null;
   private reports = new Map<string, HTMLElement>();
+  private charts = new Map<string, HTMLElement>();
   private rows: JobRow[] = [];
 
   constructor() {
@@ -133,12 +138,44 @@ export class JobsPanel extends Widget {
     if (row.canVerify) {
       actions.append(this.button('Verify receipt', 'jp-RaphaJobs-verify', () => this.verify(row.id)));
     }
-    item.append(title, detail, ...(row.cost ? [cost] : []), ...(row.privacy ? [privacy] : []), actions);
+    item.append(title, detail, ...(row.cost ? [cost] : []), ...(row.privacy ? [privacy] : []));
+    if (row.chart === 'pending') {
+      const pending = document.createElement('div');
+      pending.className = 'jp-RaphaJobs-chart-pending';
+      pending.textContent = RELEASED_AFTER_CHECKS;
+      item.append(pending);
+    } else if (row.chart === 'released') {
+      item.append(this.chart(row));
+    }
+    item.append(actions);
     const kept = this.reports.get(row.id);
     if (kept) {
       item.append(kept); // a verification shown stays across refreshes
     }
     return item;
+  }
+
+  /** The released loss curve of a completed job, fetched once and kept across refreshes. */
+  private chart(row: JobRow): HTMLElement {
+    const kept = this.charts.get(row.id);
+    if (kept) {
+      return kept;
+    }
+    const block = document.createElement('div');
+    block.className = 'jp-RaphaJobs-chart';
+    this.charts.set(row.id, block);
+    void requestAPI(`jobs/${row.id}/metrics`).then(
+      metrics => {
+        const curve = lossCurve(metrics, row.epochsAsked);
+        if (curve) {
+          block.append(...chartNodes(chartLayout(curve)));
+        }
+      },
+      (error: Error) => {
+        block.classList.add('jp-mod-error');
+        block.textContent = `Loss not shown: ${error.message}`;
+      });
+    return block;
   }
 
   private button(label: string, className: string, action: () => Promise<void>): HTMLButtonElement {
@@ -232,4 +269,47 @@ function reportNodes(result: Verdict): HTMLElement[] {
   }
   nodes.push(table);
   return nodes;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const AXIS = '#57606a';
+
+function svg(tag: string, attributes: Record<string, string | number>, text?: string): SVGElement {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    element.setAttribute(name, String(value));
+  }
+  if (text !== undefined) {
+    element.textContent = text; // never markup: names and numbers come from the edge
+  }
+  return element;
+}
+
+/** The layout as an SVG chart (axes, ticks, titles, the curve) and its caption. */
+function chartNodes(layout: ChartLayout): Element[] {
+  const { width, height, left, right, top, bottom } = layout;
+  const root = svg('svg', { class: 'jp-RaphaJobs-loss', width, height, viewBox: `0 0 ${width} ${height}`,
+    role: 'img', 'aria-label': layout.caption, 'font-size': 10, 'font-family': 'sans-serif' });
+  root.append(svg('line', { class: 'x-axis', x1: left, y1: bottom, x2: right, y2: bottom, stroke: AXIS }),
+    svg('line', { class: 'y-axis', x1: left, y1: top, x2: left, y2: bottom, stroke: AXIS }));
+  for (const tick of layout.xTicks) {
+    root.append(svg('line', { x1: tick.at, y1: bottom, x2: tick.at, y2: bottom + 4, stroke: AXIS }),
+      svg('text', { class: 'x-tick', x: tick.at, y: bottom + 14, 'text-anchor': 'middle', fill: AXIS }, tick.label));
+  }
+  for (const tick of layout.yTicks) {
+    root.append(svg('line', { x1: left - 4, y1: tick.at, x2: left, y2: tick.at, stroke: AXIS }),
+      svg('text', { class: 'y-tick', x: left - 6, y: tick.at + 3, 'text-anchor': 'end', fill: AXIS }, tick.label));
+  }
+  const middle = top + (bottom - top) / 2;
+  root.append(
+    svg('text', { class: 'x-label', x: left + (right - left) / 2, y: height - 4, 'text-anchor': 'middle', fill: AXIS },
+      layout.xLabel),
+    svg('text', { class: 'y-label', x: 10, y: middle, 'text-anchor': 'middle', fill: AXIS,
+      transform: `rotate(-90 10 ${middle})` }, layout.yLabel),
+    svg('polyline', { fill: 'none', stroke: '#0969da', 'stroke-width': 1.5, points: layout.points }),
+    svg('circle', { cx: layout.last[0], cy: layout.last[1], r: 2.5, fill: '#0969da' }));
+  const caption = document.createElement('div');
+  caption.className = 'jp-RaphaJobs-chart-caption';
+  caption.textContent = layout.caption;
+  return [root, caption];
 }

@@ -48,6 +48,8 @@ def edge(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("artifacts")
     key = init_edge(root / "edge", researcher=create_key(root / "me.pem"))
+    with open(root / "edge" / "edge.toml", "a") as config:  # room for this file's small artifacts only
+        config.write("\n[artifacts]\nmax_stored_mib = 1\n")
     running = start_edge(root / "edge")
     try:
         yield running, key, root
@@ -224,3 +226,38 @@ def test_an_upload_over_the_route_limit_is_refused_from_its_length(edge):
         answer = connection.recv(4096).decode(errors="replace")
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert "at most" in answer
+
+
+def test_an_upload_past_the_researchers_quota_is_refused_naming_the_limit(edge, tmp_path):
+    running, key, _ = edge
+    big = tmp_path / "big.safetensors"
+    save_file({"w": torch.zeros(300_000)}, str(big))  # 1.1 MiB, past the 1 MiB this edge keeps
+    with pytest.raises(BadInput) as refused:
+        EdgeClient(running.url, key).upload_artifact(str(big), file_sha256(big), big.stat().st_size)
+    shown = refused.value.diagnostics()
+    assert "past the 1 MiB it keeps per researcher (artifacts.max_stored_mib)" in shown, shown
+    assert "artifacts.keep_unused_days" in shown
+    assert not (running.config / "state" / "artifacts" / key.key_id / file_sha256(big)).exists()
+    assert not list((running.config / "state" / "artifacts" / ".incoming").glob("*.part"))
+
+
+def test_an_expired_artifact_is_pruned_at_the_next_upload_and_audited(edge, tmp_path):
+    import os
+
+    running, key, _ = edge
+    client = EdgeClient(running.url, key)
+    old, new = tmp_path / "old.safetensors", tmp_path / "new.safetensors"
+    save_file({"w": torch.ones(3)}, str(old))
+    save_file({"w": torch.ones(5)}, str(new))
+    client.upload_artifact(str(old), file_sha256(old), old.stat().st_size)
+    stored = running.config / "state" / "artifacts" / key.key_id / file_sha256(old)
+    month_ago = time.time() - 31 * 86400  # past the default 30 days
+    os.utime(stored, (month_ago, month_ago))
+    client.upload_artifact(str(new), file_sha256(new), new.stat().st_size)
+    assert not stored.exists()
+    assert (stored.parent / file_sha256(new)).is_file()
+    import sqlite3
+
+    with sqlite3.connect(f"file:{running.config / 'state' / 'edge.sqlite'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT detail FROM audit WHERE event='artifact.prune'").fetchall()
+    assert any(f"{key.key_id}/{file_sha256(old)}" in json.loads(row[0])["artifacts"] for row in rows)

@@ -10,6 +10,7 @@ import pytest
 
 from edge_kernel.data.registry import DatasetRegistry, parse_dataset
 from jupyter_rapha.protocol.keys import PrivateKey
+from tests.extension.server_session import jupyter  # noqa: F401 (a fixture: a real jupyter server)
 from tests.harness import init_edge, start_edge
 
 # The pytest-jupyter plugin is registered in tests/conftest.py (pytest allows it only there).

@@ -178,6 +178,13 @@ def test_the_side_panel_lists_jobs_and_verifies_a_receipt_in_a_browser(lab):
         title = browser.wait_for(f"document.querySelector('{row} .jp-RaphaJobs-title')?.textContent")
         assert "synthetic-cxr @ north" in title and "completed" in title
         assert browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-cancel') === null")
+        # the released loss, drawn with both axes titled (one value, from the one epoch asked)
+        axes = browser.wait_for(f"(() => {{ const s = document.querySelector('{row} svg.jp-RaphaJobs-loss');"
+                                " return s && [...s.querySelectorAll('text.x-label, text.y-label')]"
+                                ".map(t => t.textContent).join('|'); })()")
+        assert axes == "epoch|loss", axes
+        caption = browser.evaluate(f"document.querySelector('{row} .jp-RaphaJobs-chart-caption')?.textContent")
+        assert caption == "loss: 1 → 1 over 1 epoch (released)", caption
         browser.click(f"{row} .jp-RaphaJobs-verify")
         verdict = browser.wait_for(f"document.querySelector('{row} .jp-RaphaJobs-verdict')?.textContent")
         # the demo edge attests with the software stand-in: the receipt widget's words and orange
@@ -203,6 +210,10 @@ def test_the_side_panel_lists_jobs_and_verifies_a_receipt_in_a_browser(lab):
         [long_job] = submitted.json()["jobs"]
         long_row = f"#jupyter-rapha-jobs [data-job-id=\"{long_job['job_id']}\"]"
         browser.click("#jupyter-rapha-jobs .jp-RaphaJobs-refresh")
+        # while it runs no value has left the edge: progress only, and the chart says why
+        pending = browser.wait_for(f"document.querySelector('{long_row} .jp-RaphaJobs-chart-pending')?.textContent")
+        assert pending == "loss is released after the output checks"
+        assert browser.evaluate(f"document.querySelector('{long_row} svg') === null")
         browser.click(f"{long_row} .jp-RaphaJobs-cancel")
         state = browser.wait_for(f"(() => {{ const s = document.querySelector('{long_row} .jp-RaphaJobs-state');"
                                  " return s && s.textContent === 'cancelled' ? s.textContent : null; })()")

@@ -101,3 +101,21 @@ def test_widget_in_a_notebook_executed_by_nbclient_and_exported_static(tmp_path)
     assert "class='rapha-receipt'" in static or 'class="rapha-receipt"' in static
     assert "rapha-loss" in static and "polygonscan.com/tx/" + TX in static
     (tmp_path / "receipt.html").write_text(static)
+
+
+def test_the_released_loss_is_drawn_per_epoch_with_labelled_axes():
+    """One value per epoch the job asked for: x is "epoch"; otherwise "step" (one per log call)."""
+    import xml.etree.ElementTree as ET
+
+    def labels(epochs):
+        document = predicate()
+        document["job"]["params"] = {"epochs": epochs}
+        signed = sign_receipt(document, sha256_hex(WEIGHTS), KEY)
+        html = widget(signed)._repr_html_()
+        svg = html[html.index("<svg class='rapha-loss'"):]
+        root = ET.fromstring(svg[:svg.index("</svg>") + 6])
+        return {e.get("class"): e.text for e in root.iter("{http://www.w3.org/2000/svg}text")
+                if e.get("class") in ("x-label", "y-label")}
+
+    assert labels(5) == {"x-label": "epoch", "y-label": "loss"}
+    assert labels(2) == {"x-label": "step", "y-label": "loss"}

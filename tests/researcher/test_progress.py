@@ -102,9 +102,10 @@ def test_the_text_view_prints_each_step_once_and_the_final_values():
         view(event)
     view.finish({"loss": [0.61, 0.42, 0.2816780209541321]})
     lines = stream.getvalue().splitlines()
-    assert [line.split(" | ")[1] for line in lines] == ["queued at the edge"] + ["running"] * 5 + ["completed"]
+    assert [line.split(" | ")[1] for line in lines[:-1]] == ["queued at the edge"] + ["running"] * 5 + ["completed"]
     assert sum("epoch 2/3" in line for line in lines) == 1  # one line per epoch, not per update
-    assert lines[-1].startswith("rapha: job 0b9f0000 at north | completed | epoch 3/3 | records 48/48 | batches 36/36")
+    assert lines[-2].startswith("rapha: job 0b9f0000 at north | completed | epoch 3/3 | records 48/48 | batches 36/36")
+    assert lines[-1] == "rapha: loss █▄▁  0.61 -> 0.2817 over 3 epochs"  # the released curve, in text
 
 
 class TTY(io.StringIO):
@@ -148,6 +149,7 @@ def test_the_widget_shows_numbers_final_values_chart_axes_and_a_readable_text_fo
     assert {label: number.value for label, (_, number) in widget.rows.items()} == \
         {"epoch": "2/3", "records": "48/48", "batches": "23/36"}
     assert widget.rows["epoch"][0].value == pytest.approx(2 / 3) and "running" in widget.header.value
+    assert "loss is released after the output checks" in widget.chart.value and "<svg" not in widget.chart.value
     for event in RECORDED[7:]:
         widget(event)
     widget.finish({"loss": [0.61, 0.42, 0.2816780209541321]})
@@ -156,7 +158,7 @@ def test_the_widget_shows_numbers_final_values_chart_axes_and_a_readable_text_fo
     assert all(bar.value == 1.0 and bar.bar_style == "success" for bar, _ in widget.rows.values())
     assert "completed" in widget.header.value and "loss=0.2817" in widget.footer.value
     labels = tick_labels(widget.chart.value)
-    assert labels["x-label"] == ["step"] and labels["y-label"] == ["loss"]
+    assert labels["x-label"] == ["epoch"] and labels["y-label"] == ["loss"]  # one value per epoch asked
     assert labels["x-tick"] == ["1", "2", "3"] and len(labels["y-tick"]) >= 3
     # what a headless run (nbclient) saves as the display's text: the final line, readable
     assert shown == [widget] and handle.updates == 1
@@ -193,9 +195,12 @@ def test_the_chart_fills_from_released_values_only():
     running.update({"seq": 9, "ts": "2026-12-02T17:02:40Z", "kind": "state", "data": {"state": "held"}})
     assert running.curve() is None and not running.final and running.state_text().startswith("ran; outputs held")
     assert running.eta() is None and "ETA" not in running.line()  # no guess at how long a decision takes
-    # At release the released series is drawn whole, per logged step.
+    # At release the released series is drawn whole: per epoch when it holds one value per
+    # epoch asked (3 here), else per logged step.
     running.set_series({"loss": [0.61, 0.42, 0.28]})
-    assert running.curve() == ("loss", [(1.0, 0.61), (2.0, 0.42), (3.0, 0.28)]) and running.x_label == "step"
+    assert running.curve() == ("loss", [(1.0, 0.61), (2.0, 0.42), (3.0, 0.28)]) and running.x_label == "epoch"
+    running.set_series({"loss": [0.7, 0.61, 0.5, 0.42, 0.3, 0.28]})
+    assert running.x_label == "step"
 
 
 def test_a_job_awaiting_approval_says_so_with_its_count():

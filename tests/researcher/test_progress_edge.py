@@ -71,5 +71,5 @@ def test_the_notebook_widget_follows_a_real_job_to_its_final_values(edge):
     assert {label: number.value for label, (_, number) in widget.rows.items()} == \
         {"epoch": "3/3", "records": "48/48", "batches": "36/36"}
     assert len(result.metrics["loss"]) == 3 and f"loss={result.metrics['loss'][-1]:.4g}" in widget.footer.value
-    assert "x-tick" in widget.chart.value and ">step<" in widget.chart.value
+    assert "x-tick" in widget.chart.value and ">epoch<" in widget.chart.value  # one released value per epoch
     assert updates and " | completed | epoch 3/3 | records 48/48 | " in updates[-1]
