@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::seccomp::Mode;
+
 pub const NOBODY: u32 = 65534;
 
 #[derive(Debug, Default)]
@@ -27,15 +29,17 @@ pub struct ExecOptions {
     /// The process that started us and whose death must end the sandbox (the edge).
     pub parent_pid: Option<i32>,
     pub command: Vec<String>,
+    /// The seccomp variant: `--allow-inet-loopback` for a distributed job's rendezvous.
+    pub socket_mode: Mode,
 }
 
 pub const USAGE: &str = "usage:
   rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
                     [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
                     [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...] [--expose PATH ...]
-                    [--uid UID] [--gid GID] [--parent-pid PID] -- CMD [ARG ...]
-  rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
-  rapha-airgap digest            print the seccomp filter's sha256
+                    [--uid UID] [--gid GID] [--parent-pid PID] [--allow-inet-loopback] -- CMD [ARG ...]
+  rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P] [--inet-loopback]   (run it under exec)
+  rapha-airgap digest [--allow-inet-loopback]   print the seccomp filter's sha256
   rapha-airgap sever --wan IFACE | restore --wan IFACE | status --wan IFACE";
 
 fn number(flag: &str, value: Option<&String>) -> Result<u64, String> {
@@ -64,6 +68,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
         tmp_bytes: 512 << 20,
         parent_pid: None,
         command: Vec::new(),
+        socket_mode: Mode::UnixOnly,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -87,6 +92,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
             "--uid" => opts.uid = id(flag, iter.next())?,
             "--gid" => opts.gid = id(flag, iter.next())?,
             "--parent-pid" => opts.parent_pid = Some(parent_pid(iter.next())?),
+            "--allow-inet-loopback" => opts.socket_mode = Mode::InetLoopback,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -149,6 +155,16 @@ mod tests {
         assert!(parse_exec(&args("--max-cpu 3")).is_err());
         assert!(parse_exec(&args("--parent-pid 1 -- /bin/true")).is_err());
         assert!(parse_exec(&args("--parent-pid x -- /bin/true")).is_err());
+    }
+
+    #[test]
+    fn inet_loopback_only_when_asked() {
+        assert_eq!(parse_exec(&args("-- /bin/true")).unwrap().socket_mode, Mode::UnixOnly);
+        let opts = parse_exec(&args("--allow-inet-loopback -- /bin/true")).unwrap();
+        assert_eq!(opts.socket_mode, Mode::InetLoopback);
+        // after "--" it is the command's argument, not ours
+        let opts = parse_exec(&args("-- /bin/true --allow-inet-loopback")).unwrap();
+        assert_eq!(opts.socket_mode, Mode::UnixOnly);
     }
 
     #[test]

@@ -252,7 +252,7 @@ fn reap_until(command: sys::Pid) -> i32 {
 }
 
 fn command_main(opts: &ExecOptions, report_w: c_int) -> ! {
-    let filter = seccomp::filter();
+    let filter = seccomp::filter_for(opts.socket_mode);
     let argv: Result<Vec<CString>, String> = opts.command.iter().map(|a| sys::cstr(a)).collect();
     let argv = argv.unwrap_or_else(|m| fail(report_w, &m, EXIT_SETUP));
     if let Err(message) = seal(opts, &filter) {
