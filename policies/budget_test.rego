@@ -28,3 +28,7 @@ test_obligations_carry_limits if {
 	d.obligations.max_seconds == 600
 	d.obligations.dp_required == false
 }
+
+test_processes_above_the_ceiling_denied if {
+	refuses(object.union(good, {"job": object.union(good.job, {"processes": 9}), "airgap": {"sealed": true, "socket_filter": "inet-loopback"}}), "9 job processes requested; at most 8")
+}

@@ -203,6 +203,10 @@ class Rapha:
         self._points = 0
         self.saved = False
         self.artifacts: dict[str, str] = {}  # name -> staged safetensors file (read-only), set by job_main
+        # A distributed job's process (``--processes``): torch.distributed is initialised
+        # before the cell runs; only rank 0's saves and metrics are the job's.
+        self.rank = 0
+        self.world_size = 1
 
     @property
     def epochs(self) -> int:
