@@ -9,8 +9,10 @@ else. It is not trusted: the edge meters each rank's channel and reads only ``ou
 Only rank 0 writes ``out/``; rank N writes ``ranks/N/out``, which the edge never reads.
 When a rank fails, the launcher kills the others at once (a rank blocked in a collective
 would otherwise wait for its peer until the budget ran out) and exits with that rank's
-status; the failed rank's error report (type and line) becomes ``out/error.json`` unless
-rank 0 wrote one. Whatever the launcher leaves, the sandbox's init kills with it.
+status; the error report (type and line) written first, by whichever rank, becomes
+``out/error.json``: a rank whose peer vanished under a collective fails too, later, and
+its report names only the consequence.
+Whatever the launcher leaves, the sandbox's init kills with it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def _wait(ranks: list[subprocess.Popen[bytes]]) -> int:
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             _stop(ranks, running)
-            _take_error(by_pid[pid])
+            _take_first_error(len(ranks))
             return code if code > 0 else 128 - code
     return 0
 
@@ -101,12 +103,19 @@ def _stop(ranks: list[subprocess.Popen[bytes]], running: set[int]) -> None:
             process.wait()
 
 
-def _take_error(rank: int) -> None:
-    """The failed rank's error report stands for the job's, unless rank 0 wrote its own."""
-    report, target = rank_out_dir(rank) / "error.json", Path("out") / "error.json"
-    if rank != 0 and report.is_file() and not target.exists():
-        target.parent.mkdir(exist_ok=True)
-        os.replace(report, target)
+def _take_first_error(world_size: int) -> None:
+    """The earliest error report of any rank stands for the job's."""
+    reports = []
+    for rank in range(world_size):
+        report = rank_out_dir(rank) / "error.json"
+        try:
+            reports.append((report.stat().st_mtime_ns, rank, report))
+        except FileNotFoundError:
+            continue  # this rank wrote none (killed, or it had not failed)
+    if reports:
+        _, rank, first = min(reports)
+        if rank != 0:
+            os.replace(first, Path("out") / "error.json")
 
 
 if __name__ == "__main__":

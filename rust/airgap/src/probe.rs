@@ -138,6 +138,49 @@ fn udp_own_loopback(target: &str, addr: &[u8], payload: &[u8]) -> Outcome {
     }
 }
 
+/// NETLINK_ROUTE where the distributed filter allows it (interface listings): the probe
+/// asks the kernel to add an address to `lo` and counts it blocked only when that change
+/// is refused (EPERM: the job has no CAP_NET_ADMIN), never when the socket merely opens.
+fn netlink_route_change(target: &str) -> Outcome {
+    let fd = match new_socket(sys::AF_NETLINK, sys::SOCK_RAW, 0) {
+        Ok(fd) => fd,
+        Err(errno) => return blocked(target, errno),
+    };
+    // nlmsghdr (RTM_NEWADDR, REQUEST|ACK|EXCL|CREATE), ifaddrmsg (AF_INET /8 on ifindex 1),
+    // rtattr IFA_LOCAL 10.0.0.1
+    let mut request = Vec::with_capacity(32);
+    request.extend_from_slice(&32u32.to_ne_bytes());
+    request.extend_from_slice(&20u16.to_ne_bytes());
+    request.extend_from_slice(&(0x1u16 | 0x4 | 0x200 | 0x400).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[sys::AF_INET as u8, 8, 0, 0]);
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&8u16.to_ne_bytes());
+    request.extend_from_slice(&2u16.to_ne_bytes());
+    request.extend_from_slice(&[10, 0, 0, 1]);
+    let timeout: [i64; 2] = [1, 0];
+    let mut answer = [0u8; 256];
+    let received = unsafe {
+        sys::setsockopt(fd, 1, 20, timeout.as_ptr() as *const _, 16); // SOL_SOCKET, SO_RCVTIMEO
+        let kernel = [sys::AF_NETLINK as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        if sys::sendto(fd, request.as_ptr() as *const _, request.len(), 0, kernel.as_ptr() as *const _, 12) < 0 {
+            -1
+        } else {
+            sys::recv(fd, answer.as_mut_ptr() as *mut _, answer.len(), 0)
+        }
+    };
+    unsafe { sys::close(fd) };
+    // an NLMSG_ERROR (type 2) reply carries the negated errno after the 16-byte header
+    let kind = u16::from_ne_bytes([answer[4], answer[5]]);
+    let error = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
+    if received >= 20 && kind == 2 && error == -sys::EPERM {
+        Outcome { target: target.into(), blocked: true, detail: "blocked: socket created, changes refused with EPERM".into() }
+    } else {
+        open(target, "a change to the job's interfaces was not refused")
+    }
+}
+
 fn socket_only(target: &str, domain: c_int, kind: c_int, protocol: c_int) -> Outcome {
     match new_socket(domain, kind, protocol) {
         Ok(fd) => {
@@ -203,7 +246,12 @@ fn run_probes(ports: &Ports, sealed: bool, mode: seccomp::Mode) -> Vec<(&'static
         ("raw_icmp6", socket_only("AF_INET6/SOCK_RAW/ICMPV6", sys::AF_INET6, sys::SOCK_RAW, 58)),
         ("icmp_datagram", socket_only("AF_INET/SOCK_DGRAM/ICMP", sys::AF_INET, sys::SOCK_DGRAM, 1)),
         ("packet", socket_only("AF_PACKET/SOCK_RAW", sys::AF_PACKET, sys::SOCK_RAW, 0x0300)),
-        ("netlink_route", socket_only("AF_NETLINK/NETLINK_ROUTE", sys::AF_NETLINK, sys::SOCK_RAW, 0)),
+        ("netlink_route", if mode == seccomp::Mode::InetLoopback {
+            netlink_route_change("AF_NETLINK/NETLINK_ROUTE")
+        } else {
+            socket_only("AF_NETLINK/NETLINK_ROUTE", sys::AF_NETLINK, sys::SOCK_RAW, 0)
+        }),
+        ("netlink_sock_diag", socket_only("AF_NETLINK/NETLINK_SOCK_DIAG", sys::AF_NETLINK, sys::SOCK_RAW, 4)),
         ("io_uring", syscall_refused("io_uring_setup", unsafe { sys::syscall(sys::nr::IO_URING_SETUP, 1u32, [0u8; 120].as_mut_ptr()) })),
         ("unshare_net", syscall_refused("unshare(CLONE_NEWUSER|CLONE_NEWNET)", unsafe { sys::unshare(sys::CLONE_NEWUSER | sys::CLONE_NEWNET) } as i64)),
     ];

@@ -15,10 +15,14 @@
 //!
 //! A second variant, for distributed jobs (`exec --allow-inet-loopback`), also lets
 //! `socket()` create AF_INET and AF_INET6 stream and datagram sockets with the default,
-//! TCP or UDP protocol: what the gloo and NCCL rendezvous on loopback needs. Raw, packet,
-//! netlink and every other family stay refused, `socketpair` stays AF_UNIX only, and the
-//! job's network namespace still holds nothing but its own `lo`, so such a socket reaches
-//! only the job's other processes. Each variant has its own digest.
+//! TCP or UDP protocol: what the gloo and NCCL rendezvous on loopback needs, and
+//! AF_NETLINK with NETLINK_ROUTE alone, because both libraries list the interfaces
+//! (`getifaddrs`, which glibc implements over NETLINK_ROUTE). In the job's empty network
+//! namespace that lists `lo` only, and every change it could ask for needs CAP_NET_ADMIN,
+//! which the job does not have (the probe checks that an address change is refused). Raw,
+//! packet, every other netlink protocol and every other family stay refused, `socketpair`
+//! stays AF_UNIX only, and the namespace holds nothing but its own `lo`, so such a socket
+//! reaches only the job's other processes. Each variant has its own digest.
 
 use crate::sha256;
 use crate::sys;
@@ -59,6 +63,7 @@ const OFFSET_ARG2_LOW: u32 = 32;
 const SOCK_TYPE_MASK: u32 = 0xf;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+const NETLINK_ROUTE: u32 = 0;
 
 /// Which sockets the job may create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,9 +138,10 @@ enum Target {
     InetCheck,
     TypeCheck,
     ProtocolCheck,
+    NetlinkCheck,
 }
 
-const LABELS: usize = 10;
+const LABELS: usize = 11;
 
 enum Op {
     Load(u32),
@@ -188,14 +194,19 @@ fn program(mode: Mode) -> Vec<Op> {
 
 /// socket(domain, type, protocol) in the distributed variant: AF_UNIX as always; AF_INET
 /// or AF_INET6 only as SOCK_STREAM or SOCK_DGRAM with protocol 0, TCP or UDP (no raw
-/// socket, no ICMP datagram socket, no SCTP); anything else refused.
+/// socket, no ICMP datagram socket, no SCTP); AF_NETLINK only for NETLINK_ROUTE (the
+/// interface listing); anything else refused.
 fn inet_checks(ops: &mut Vec<Op>) {
     use Target::*;
     ops.push(Op::Label(InetCheck));
     ops.push(Op::Load(OFFSET_ARG0_LOW));
     ops.push(Op::Jump(JEQ_K, sys::AF_UNIX as u32, Allow, Next));
     ops.push(Op::Jump(JEQ_K, sys::AF_INET as u32, TypeCheck, Next));
-    ops.push(Op::Jump(JEQ_K, sys::AF_INET6 as u32, TypeCheck, Deny));
+    ops.push(Op::Jump(JEQ_K, sys::AF_INET6 as u32, TypeCheck, Next));
+    ops.push(Op::Jump(JEQ_K, sys::AF_NETLINK as u32, NetlinkCheck, Deny));
+    ops.push(Op::Label(NetlinkCheck));
+    ops.push(Op::Load(OFFSET_ARG2_LOW));
+    ops.push(Op::Jump(JEQ_K, NETLINK_ROUTE, Allow, Deny));
     ops.push(Op::Label(TypeCheck));
     ops.push(Op::Load(OFFSET_ARG1_LOW));
     ops.push(Op::And(SOCK_TYPE_MASK));
@@ -381,8 +392,13 @@ mod tests {
             assert_eq!(socket(mode, domain, 5, 0), DENY, "SOCK_SEQPACKET");
             assert_eq!(socket(mode, domain, 10, 0), DENY, "SOCK_PACKET");
         }
-        for (domain, kind, protocol) in [(sys::AF_NETLINK, sys::SOCK_RAW, 0), (sys::AF_NETLINK, sys::SOCK_DGRAM, 0),
-                                         (sys::AF_PACKET, sys::SOCK_RAW, 0x0300), (sys::AF_PACKET, sys::SOCK_DGRAM, 0),
+        // the interface listing of getifaddrs, and no other netlink protocol
+        assert_eq!(socket(mode, sys::AF_NETLINK, sys::SOCK_RAW | sys::SOCK_CLOEXEC, 0), RET_ALLOW);
+        assert_eq!(socket(mode, sys::AF_NETLINK, sys::SOCK_DGRAM, 0), RET_ALLOW);
+        for protocol in [4, 9, 12, 15, 16] {  // SOCK_DIAG, AUDIT, NETFILTER, KOBJECT_UEVENT, GENERIC
+            assert_eq!(socket(mode, sys::AF_NETLINK, sys::SOCK_RAW, protocol), DENY, "netlink {protocol}");
+        }
+        for (domain, kind, protocol) in [(sys::AF_PACKET, sys::SOCK_RAW, 0x0300), (sys::AF_PACKET, sys::SOCK_DGRAM, 0),
                                          (38, 5, 0), (0, 0, 0)] {
             assert_eq!(socket(mode, domain, kind, protocol), DENY, "domain {domain}");
         }
