@@ -96,6 +96,9 @@ class LocalRuntime:
     weights: bytes | None = None
     records_seen: set[int] = field(default_factory=set)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> the checked local safetensors file
+    # A local dry run is one process, rank 0 of 1, whatever --processes asks of the edge.
+    rank: int = 0
+    world_size: int = 1
 
     def artifact(self, name: str) -> dict[str, Any]:
         """The state dict of ``--artifact NAME=PATH``, as the edge's ``rapha.artifact`` gives it."""
