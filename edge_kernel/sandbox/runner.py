@@ -209,7 +209,7 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
                 process_file.unlink(missing_ok=True)
             if feeder is not None:
                 feeder.close()  # a broker waiting on a decoder wakes with a fault, then stops
-            for parent, thread in zip(parents, threads):
+            for parent, thread in zip(parents, threads, strict=True):
                 _stop_broker(parent, thread)
         if private and status == "completed" and broker.fault is None and not broker.job_misbehaved:
             status, trained = _train(spec, workdir, source, broker, settings, privacy, max_epochs,

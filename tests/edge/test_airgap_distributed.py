@@ -12,7 +12,11 @@ import subprocess
 from pathlib import Path
 
 from edge_kernel.sandbox.airgap import self_check
-from tests.edge.test_airgap import Edge, airgap_binary, edge, heard, refused, root, tcp_listener  # noqa: F401
+from tests.edge import test_airgap as base
+from tests.edge.test_airgap import Edge, heard, refused, root
+
+# the same fixtures as the air-gap's own tests: its binary, a stand-in edge layout, a host listener
+airgap_binary, edge, tcp_listener = base.airgap_binary, base.edge, base.tcp_listener
 
 RENDEZVOUS = """
 import os, socket
