@@ -6,7 +6,7 @@ Two ranks per job, small cells: each job costs three Python processes that impor
 
 from __future__ import annotations
 
-import os
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec
 
 pytestmark = pytest.mark.slow
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the air-gap needs root")
+needs_root = pytest.mark.needs_root  # the air-gap builds namespaces
 
 DDP_CELL = '''
 import hashlib
@@ -91,3 +91,26 @@ def test_a_failing_rank_ends_the_job_with_its_error(synth_folder, synth_entry, s
     assert outcome.status == "failed" and outcome.exit_code == 1
     assert outcome.error is not None and (outcome.error["type"], outcome.error["line"]) == ("ValueError", 5)
     assert "reached" not in outcome.metrics
+
+
+NCCL_CELL = '''
+import torch
+import torch.distributed as dist
+
+assert dist.get_backend() == "nccl"
+value = torch.full((4,), float(rapha.rank + 1), device="cuda")
+dist.all_reduce(value)
+rapha.log(reduced=float(value[0]))
+'''
+
+
+@needs_root
+@pytest.mark.needs_gpu
+def test_two_ranks_meet_with_nccl(synth_folder, synth_entry, settings, tmp_path):
+    # The sandbox sees a GPU only where the edge grants it one (sandbox.gpus).
+    if "gpus" not in {f.name for f in fields(settings.sandbox)}:
+        pytest.skip("this edge has no GPU passthrough setting (sandbox.gpus)")
+    settings = replace(settings, sandbox=replace(settings.sandbox, gpus="all"))
+    outcome = _run(NCCL_CELL, synth_entry, synth_folder, tmp_path, settings)
+    assert (outcome.status, outcome.error, outcome.fault) == ("completed", None, None)
+    assert outcome.metrics["reduced"] == [3.0]
