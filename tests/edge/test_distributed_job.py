@@ -6,6 +6,9 @@ Two ranks per job, small cells: each job costs three Python processes that impor
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from dataclasses import fields, replace
 
 import pytest
@@ -14,6 +17,7 @@ from safetensors.torch import load
 
 from edge_kernel.sandbox.runner import run_job
 from tests.edge.conftest_data import HMAC_KEY, SYNTH_RECORDS, make_spec
+from tests.processes import descendants, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +90,19 @@ def test_two_ranks_train_with_gloo_on_disjoint_shards_counted_once(synth_folder,
 
 
 @needs_root
-def test_a_failing_rank_ends_the_job_with_its_error(synth_folder, synth_entry, settings, tmp_path):
-    outcome = _run(FAILING_CELL, synth_entry, synth_folder, tmp_path, settings, max_seconds=60)
-    assert outcome.status == "failed" and outcome.exit_code == 1
+def test_a_failing_rank_ends_the_job_with_its_error_and_nothing_left_behind(synth_folder, synth_entry, settings,
+                                                                           tmp_path):
+    result: list = []
+    job = threading.Thread(target=lambda: result.append(
+        _run(FAILING_CELL, synth_entry, synth_folder, tmp_path, settings, max_seconds=60)))
+    job.start()
+    seen: set = set()
+    while job.is_alive():  # every process below this one while the job runs: sandbox, launcher, ranks
+        seen |= descendants(os.getpid())
+        time.sleep(0.05)
+    outcome = result[0]
+    assert len(seen) >= 5 and survivors(seen) == set()  # warden, init, launcher and both ranks, all gone
+    assert outcome.status == "failed" and outcome.exit_code == 1  # failed, not timed out: rank 0 was stopped
     assert outcome.error is not None and (outcome.error["type"], outcome.error["line"]) == ("ValueError", 5)
     assert "reached" not in outcome.metrics
 
