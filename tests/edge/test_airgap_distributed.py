@@ -11,9 +11,15 @@ import socket
 import subprocess
 from pathlib import Path
 
+from edge_kernel.gates.airgap import AirgapGate
+from edge_kernel.gates.pipeline import GateContext
 from edge_kernel.sandbox.airgap import self_check
+from edge_kernel.settings import load_settings
+from jupyter_rapha.protocol.jobspec import parse_jobspec
 from tests.edge import test_airgap as base
 from tests.edge.test_airgap import Edge, heard, refused, root
+from tests.harness import init_edge
+from tests.protocol.test_jobspec import spec_dict
 
 # the same fixtures as the air-gap's own tests: its binary, a stand-in edge layout, a host listener
 airgap_binary, edge, tcp_listener = base.airgap_binary, base.edge, base.tcp_listener
@@ -75,3 +81,14 @@ def test_with_the_flag_processes_meet_on_the_sandbox_loopback_only(airgap_binary
     assert refused(edge.python(airgap_binary, raw, allow_inet_loopback=True))
     hostname = edge.python(airgap_binary, "import socket; print(socket.gethostname())", allow_inet_loopback=True)
     assert hostname.stdout.strip() == "localhost"
+
+
+@root
+def test_the_gate_takes_a_distributed_jobs_evidence_under_its_filter(airgap_binary: Path, tmp_path: Path) -> None:
+    init_edge(tmp_path / "edge", records=4)
+    settings = load_settings(tmp_path / "edge")
+    for processes, variant in ((1, "unix-only"), (2, "inet-loopback")):
+        ctx = GateContext(parse_jobspec(spec_dict(processes=processes)), "r" * 64, None, None, settings)
+        result = AirgapGate().check(ctx)
+        assert result.outcome == "pass", result.reasons
+        assert result.evidence["socket_filter"] == variant == result.evidence["probe"]["seccomp"]["filter"]
