@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_rapha.protocol.errors import BadInput
+from jupyter_rapha.protocol.jobspec import MAX_JOB_PROCESSES
 
 CONFIG_FILE = "edge.toml"
 
@@ -77,6 +78,10 @@ class SandboxSettings:
     # Where the driver's user-space libraries (libcuda, libnvidia-ml, ...) are; empty: the
     # dynamic loader's cache (ldconfig -p), as the NVIDIA Container Toolkit finds them.
     gpu_library_dirs: tuple[str, ...] = ()
+    # Job processes one job may start under its sandbox (``--processes``, torch.distributed
+    # ranks). Above 1 such a job runs under the seccomp variant that allows TCP on its own
+    # loopback, so the default keeps every job to one process until the hospital opts in.
+    max_processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -298,6 +303,7 @@ def _read_settings(root: Path, data: dict[str, Any]) -> Settings:
     sandbox_settings = replace(sandbox_settings, listed_packages=_names(sandbox, "sandbox.listed_packages",
                                                                         "listed_packages"),
                                gpus=_gpus(sandbox), gpu_library_dirs=_library_dirs(sandbox))
+    sandbox_settings = replace(sandbox_settings, max_processes=_max_processes(sandbox))
     attestation_settings = AttestationSettings(
         backend=_choice(attestation, "attestation.backend", "backend", ("auto", "tdx", "sgx", "unsafe_software"),
                         _ATTESTATION.backend),
@@ -389,6 +395,13 @@ def _typed(table: dict[str, Any], label: str, key: str, kind: type, default: Any
         raise BadInput(f"{label} in {CONFIG_FILE} must be {_KINDS[kind]}, not {given}"
                        f" ({json.dumps(value, default=str)})")
     return value
+
+
+def _max_processes(sandbox: dict[str, Any]) -> int:
+    value = _typed(sandbox, "sandbox.max_processes", "max_processes", int, _SANDBOX.max_processes)
+    if not 1 <= value <= MAX_JOB_PROCESSES:
+        raise BadInput(f"sandbox.max_processes in {CONFIG_FILE} must be 1 to {MAX_JOB_PROCESSES}, not {value}")
+    return int(value)
 
 
 def _names(table: dict[str, Any], label: str, key: str) -> tuple[str, ...]:

@@ -92,6 +92,9 @@ def _run_parser(sub: Any) -> None:
                      help="job parameter the cell reads as rapha.params[K] (repeatable)")
     run.add_argument("--fields", default="", help="comma-separated (default: all in the schema)")
     run.add_argument("--max-seconds", type=int, default=3600, help="time budget of the job (default 3600)")
+    run.add_argument("--processes", type=int, default=1,
+                     help="job processes under one sandbox, ranks of one torch.distributed group (default 1;"
+                          " the edge's sandbox.max_processes caps it)")
     run.add_argument("--max-cost", default="",
                      help="refuse locally, before the cell leaves, when the budget could cost more than this"
                           " (the edge's price per record x --budget, in the edge's currency)")
@@ -269,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
                            params=parse_params([p for group in args.param for p in group]),
                            fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
                            max_seconds=args.max_seconds, artifacts=parse_artifact_args(args.artifact),
-                           includes=read_includes(args.include))
+                           includes=read_includes(args.include), processes=args.processes)
     gateway = in_process(args.edge, load_key(args.key or None))
     _check_cost(gateway.datasets(), request.dataset, request.budget, args.max_cost)
     check_cell(gateway, request, None, _say, run_preflight=not args.no_preflight)

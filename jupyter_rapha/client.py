@@ -402,7 +402,8 @@ def _logged_names(code: str, includes: tuple[IncludedFile, ...]) -> tuple[str, .
 def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], max_records: int,
                  max_seconds: int, params: dict[str, ParamValue], key_id: str,
                  output_policy: OutputPolicy | None = None, cell_first_line: int = 1,
-                 artifacts: tuple[ArtifactEntry, ...] = (), includes: tuple[IncludedFile, ...] = ()) -> JobSpec:
+                 artifacts: tuple[ArtifactEntry, ...] = (), includes: tuple[IncludedFile, ...] = (),
+                 processes: int = 1) -> JobSpec:
     """A fresh job spec: new job id and nonce, created now (UTC). ``cell_first_line``: the
     editor's number of the code's first line (2 under %%rapha_train)."""
     return JobSpec(
@@ -411,4 +412,5 @@ def make_jobspec(code: str, dataset: str, fields: list[str] | tuple[str, ...], m
         fields=tuple(fields), budget=Budget(max_records=max_records, max_seconds=max_seconds),
         output_policy=output_policy or OutputPolicy(metric_names=_logged_names(code, includes)), params=dict(params),
         cell_first_line=cell_first_line, artifacts=tuple(artifacts), includes=tuple(includes),
+        processes=processes,
     )

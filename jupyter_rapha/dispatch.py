@@ -190,7 +190,8 @@ def _job_document(request: Any, offer: dict[str, Any], key_id: str) -> dict[str,
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
                         request.job_params(), key_id, cell_first_line=request.cell_first_line,
                         artifacts=tuple(a.entry() for a in getattr(request, "artifacts", ())),
-                        includes=tuple(getattr(request, "includes", ())))
+                        includes=tuple(getattr(request, "includes", ())),
+                        processes=getattr(request, "processes", 1))
     document = spec.to_dict()
     document.pop("code", None)
     for item in document.get("includes", []):

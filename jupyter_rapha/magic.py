@@ -102,6 +102,9 @@ class RaphaMagics(Magics):
               "under a Jupyter server its extension holds the key")
     @argument("--fields", default="", help="comma-separated fields (default: all in the schema)")
     @argument("--max-seconds", type=int, default=3600, help="time budget of the job")
+    @argument("--processes", type=int, default=1,
+              help="job processes under one sandbox, ranks of one torch.distributed group (rapha.rank, "
+                   "rapha.world_size); the edge's sandbox.max_processes caps it")
     @argument("--schema", default="", help="--local only: dataset schema as JSON instead of the catalog")
     @argument("--seed", type=int, default=0, help="--local only: seed of the synthetic data")
     @argument("--no-preflight", action="store_true",
@@ -133,6 +136,7 @@ class RaphaMagics(Magics):
             fields=[f.strip() for f in args.fields.split(",") if f.strip()] or None,
             max_seconds=args.max_seconds, cell_first_line=CELL_FIRST_LINE,
             artifacts=parse_artifact_args(args.artifact), includes=read_includes(args.include),
+            processes=args.processes,
         )
         if args.local:
             return self._local(args, request, namespace)

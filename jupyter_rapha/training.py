@@ -11,6 +11,7 @@ from .local import make_runtime, run_local
 from .local_includes import included_modules
 from .protocol.contract import JobState
 from .protocol.errors import BadInput, Fault, VerificationError
+from .protocol.jobspec import MAX_JOB_PROCESSES
 from .protocol.keys import load_public_key
 from .inputs import Artifact
 from .protocol.job_inputs import IncludedFile
@@ -39,11 +40,24 @@ class TrainRequest:
     # --artifact (checked files, see inputs.py) and --include (files that travel with the cell)
     artifacts: list[Artifact] = field(default_factory=list)
     includes: tuple[IncludedFile, ...] = ()
+    # --processes: ranks of one torch.distributed group under one sandbox at the edge
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        check_processes(self.processes)
 
     def job_params(self) -> dict[str, Any]:
         if "epochs" in self.params and self.params["epochs"] != self.epochs:
             raise BadInput("give the epochs once: --epochs or --param epochs=..., not both")
         return {**self.params, "epochs": self.epochs}
+
+
+def check_processes(processes: Any) -> int:
+    """--processes, refused here, before anything is signed, when the spec would refuse it."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= MAX_JOB_PROCESSES:
+        raise BadInput(f"--processes must be a whole number from 1 to {MAX_JOB_PROCESSES}, not {processes!r}",
+                       hint="the edge's own limit (sandbox.max_processes) is usually lower; 1 is one process")
+    return processes
 
 
 def parse_params(items: list[str] | None) -> dict[str, str | int | float | bool]:
@@ -98,7 +112,7 @@ def train_remote(client: EdgeClient, request: TrainRequest,
     artifacts = upload_artifacts(client, tuple(a.to_dict() for a in request.artifacts))
     spec = make_jobspec(request.code, request.dataset, fields, request.budget, request.max_seconds,
                         request.job_params(), client.key.key_id, cell_first_line=request.cell_first_line,
-                        artifacts=artifacts, includes=request.includes)
+                        artifacts=artifacts, includes=request.includes, processes=request.processes)
     job_id = client.submit(spec)
     status = client.wait(job_id, poll=poll, timeout=request.max_seconds + WAIT_MARGIN_SECONDS,
                          on_status=on_status)
@@ -158,7 +172,8 @@ def submission_for(request: TrainRequest, site: str | None = None, all_sites: bo
                       params=params, fields=tuple(request.fields) if request.fields else None,
                       max_seconds=request.max_seconds, site=site, all_sites=all_sites,
                       cell_first_line=request.cell_first_line,
-                      artifacts=tuple(a.to_dict() for a in request.artifacts), includes=request.includes)
+                      artifacts=tuple(a.to_dict() for a in request.artifacts), includes=request.includes,
+                      processes=request.processes)
 
 
 def collect(gateway: Gateway, job_id: str, on_event: Callable[[dict[str, Any]], None] | None = None,

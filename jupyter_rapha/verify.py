@@ -271,6 +271,8 @@ def job_inputs(report: Verification) -> dict[str, Any]:
         found["code"] = job["code"]
     if isinstance(job, dict) and isinstance(job.get("artifacts"), list):
         found["artifacts"] = job["artifacts"]
+    if isinstance(job, dict) and "processes" in job:  # the signature check read it as a whole number
+        found["processes"] = job["processes"]
     return found
 
 
@@ -285,6 +287,9 @@ def input_lines(report: Verification) -> list[str]:
         if isinstance(artifact, dict):
             lines.append(f"artifact {artifact.get('name')}: sha256 {artifact.get('sha256')}, "
                          f"{artifact.get('bytes')} bytes")
+    if "processes" in inputs:
+        lines.append(f"processes {inputs['processes']}: ranks of one torch.distributed group under one sandbox, "
+                     "TCP on its own loopback only")
     return lines
 
 

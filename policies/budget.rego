@@ -32,6 +32,12 @@ deny contains sprintf("%d epochs requested; at most %d are allowed", [input.job.
 	input.job.params.epochs > ceilings.max_epochs
 }
 
+# Control: HIPAA 164.308(a)(7) (availability) - a job of several processes (ranks of
+# one torch.distributed group) takes as many cores or GPUs; the hospital caps them.
+deny contains sprintf("%d job processes requested; at most %d are allowed", [input.job.processes, ceilings.max_processes]) if {
+	input.job.processes > ceilings.max_processes
+}
+
 # Obligations the runner enforces on an allowed job.
 obligations["max_epochs"] := ceilings.max_epochs
 

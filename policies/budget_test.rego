@@ -44,3 +44,7 @@ test_gpu_seconds_over_a_datasets_limit_denied if {
 test_no_gpus_no_gpu_seconds if {
 	allows(good) with data.hospital.datasets["synthetic-cxr"].max_gpu_seconds as 0
 }
+
+test_processes_above_the_ceiling_denied if {
+	refuses(object.union(good, {"job": object.union(good.job, {"processes": 9}), "airgap": {"sealed": true, "socket_filter": "inet-loopback"}}), "9 job processes requested; at most 8")
+}

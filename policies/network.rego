@@ -19,6 +19,15 @@ airgap_waived if {
 	"unsafe_no_airgap" in input.edge.unsafe
 }
 
+# Control: NHS DSPT 9.5 - a job of several processes runs under the seccomp variant that
+# allows TCP on its own loopback (its ranks' rendezvous); the air-gap evidence must have
+# been taken under that very variant, and still show every way out blocked.
+deny contains "the job has several processes but the air-gap evidence is not of the filter it runs under" if {
+	input.job.processes > 1
+	airgap_sealed
+	input.airgap.socket_filter != "inet-loopback"
+}
+
 # Control: HIPAA 164.308(a)(1)(ii)(A) (risk analysis); NHS DSPT 9 - any high-severity
 # scanner finding denies. The scan is defence in depth; the sandbox is the guarantee.
 deny contains sprintf("%s: %s", [place(finding), finding.message]) if {

@@ -41,3 +41,13 @@ test_allowlist_finding_allowed_when_hospital_relaxes if {
 test_unknown_scanner_denied if refuses(vary("scan", {"scanner_version": "other/9"}), "no scan report")
 
 test_missing_scan_denied if refuses(object.union(good, {"scan": null}), "no scan report")
+
+distributed := object.union(good, {"job": object.union(good.job, {"processes": 2})})
+
+test_distributed_job_needs_evidence_of_its_filter if {
+	refuses(object.union(distributed, {"airgap": {"sealed": true, "socket_filter": "unix-only"}}), "not of the filter it runs under")
+}
+
+test_distributed_job_allowed_with_evidence_of_its_filter if {
+	allows(object.union(distributed, {"airgap": {"sealed": true, "socket_filter": "inet-loopback"}}))
+}

@@ -8,6 +8,12 @@ knows), counts each record the first time it is handed over, counts it *before* 
 batch leaves, and refuses anything past the budget. Nothing the job sends can change
 the count, widen the cohort or name a record.
 
+A job of several processes (ranks) gets one channel per rank, all served by this one
+broker: one meter, one cohort. Each rank's loaders walk only its own shard of the cohort
+(positions ``rank, rank + W, ...``, cut to the same length for every rank so their epochs
+have as many batches), so the shards are disjoint whatever the ranks ask, and a record is
+counted once across them. The broker answers one request at a time, whichever rank asks.
+
 Before the cohort is drawn, the broker holds back a part of the dataset for the
 membership-inference check (``holdback.py``), with another edge-only seed: those records
 are never in the cohort, so never served, counted, billed or put into the Merkle set.
@@ -37,7 +43,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_SIZE = 4096
 MAX_LOADERS = 16
-MAX_LOT_SIZE = 65536  # a Poisson lot of the largest batch size stays far below this
+MAX_LOT_SIZE = 65536
+MAX_RANKS = 64  # as the job spec's processes  # a Poisson lot of the largest batch size stays far below this
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,11 @@ class Meter:
 class _Loader:
     """One ``rapha.loader(...)``: a walk over the cohort, one epoch at a time."""
 
-    def __init__(self, cohort_size: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, cohort_size: int, batch_size: int, shuffle: bool, seed: int,
+                 positions: np.ndarray | None = None) -> None:
+        # positions: a rank's shard, the cohort positions this loader walks; None: all
+        self.positions = positions
+        cohort_size = cohort_size if positions is None else len(positions)
         self.cohort_size, self.batch_size = cohort_size, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.epoch = -1
@@ -123,6 +134,8 @@ class _Loader:
             return None
         chunk = self.order[self.position:self.position + self.batch_size]
         self.position += len(chunk)
+        if self.positions is not None:
+            chunk = self.positions[chunk]
         indices: list[int] = chunk.tolist()  # Python ints, in one call
         return indices
 
@@ -130,15 +143,26 @@ class _Loader:
         """The next ``count`` records of this epoch, without moving on: prepared ahead."""
         if self.order is None or count <= 0:
             return []
-        ahead: list[int] = self.order[self.position:self.position + count].tolist()
+        chunk = self.order[self.position:self.position + count]
+        ahead: list[int] = (chunk if self.positions is None else self.positions[chunk]).tolist()
         return ahead
+
+
+@dataclass
+class _Rank:
+    """What belongs to one rank's channel: its loaders, its epochs, its shared arena."""
+
+    arena: SharedArena | None
+    loaders: list[_Loader]
+    epochs_started: int = 0
+    shard: np.ndarray | None = None  # cohort positions; None: the whole cohort (one rank)
 
 
 class Broker:
     def __init__(self, source: Source, index: Index, max_records: int, cohort_seed: int,
                  arena: SharedArena | None = None, max_epochs: int | None = None,
                  holdback_size: int = 0, holdback_seed: int = 0, feeder: Feeder | None = None,
-                 private: bool = False) -> None:
+                 private: bool = False, world_size: int = 1) -> None:
         self.source = source
         # Prepares records (in decoder processes, ahead of the job's requests); the broker
         # still counts each batch before it crosses. The caller closes a feeder it passes.
@@ -152,7 +176,6 @@ class Broker:
         self.meter = Meter(max_records)
         # The policy's epoch obligation: past it, a loader's epochs are empty.
         self.max_epochs = max_epochs
-        self.epochs_started = 0
         self.skipped = dict(index.skipped)
         self.index = index
         # Held back first, so that no budget or cohort draw can reach those records.
@@ -160,12 +183,39 @@ class Broker:
         # The cohort: drawn by the edge, fixed for the whole job, never larger than the budget.
         order = np.random.default_rng(cohort_seed).permutation(len(eligible))
         self.cohort: list[RecordRef] = [eligible[int(i)] for i in order[:max_records]]
-        self.arena = arena
-        self.loaders: list[_Loader] = []
+        if not 1 <= world_size <= MAX_RANKS:
+            raise SandboxFault(f"a job has 1 to {MAX_RANKS} processes")
+        self.world_size = world_size
+        self._ranks = [_Rank(arena if r == 0 else None, [], 0, self._shard(r)) for r in range(world_size)]
+        self._answer_lock = threading.Lock()  # ranks' requests, one at a time (the feeder is not shared-safe)
         self.batches_served = 0
         self.trainer_progress: dict[str, int] = {}  # a DP job's step and epoch, as its trainer reports them
         self.fault: Fault | None = None
         self.job_misbehaved = False
+
+    def _shard(self, rank: int) -> np.ndarray | None:
+        if self.world_size == 1:
+            return None
+        per_rank = len(self.cohort) // self.world_size  # equal lengths: no rank waits on a last batch
+        return np.arange(rank, per_rank * self.world_size, self.world_size)
+
+    # Rank 0's state under the names a one-process job always had.
+    @property
+    def arena(self) -> SharedArena | None:
+        return self._ranks[0].arena
+
+    @arena.setter
+    def arena(self, arena: SharedArena | None) -> None:
+        self._ranks[0].arena = arena
+
+    @property
+    def loaders(self) -> list[_Loader]:
+        return self._ranks[0].loaders
+
+    @property
+    def epochs_started(self) -> int:
+        """Passes started, the most any rank started (ranks walk their epochs side by side)."""
+        return max(rank.epochs_started for rank in self._ranks)
 
     def summary(self) -> MeterSummary:
         pseudonyms = self.meter.pseudonyms()
@@ -194,12 +244,16 @@ class Broker:
         # and counts of its own, no record data).
         return {**counts, **self.trainer_progress}
 
-    def serve(self, sock: socket.socket, *, trainer: bool = False) -> None:
+    def serve(self, sock: socket.socket, *, trainer: bool = False, rank: int = 0,
+              arena: SharedArena | None = None) -> None:
         """Answer the job (or, ``trainer``, the edge's DP trainer) until it closes its end;
-        never raises (the runner reads ``fault`` and ``job_misbehaved``)."""
+        never raises (the runner reads ``fault`` and ``job_misbehaved``). ``rank``: which
+        of a distributed job's processes this channel is, with its own ``arena``."""
         channel = Channel(sock, max_payload_bytes=0)  # the job never sends arrays
+        if rank:
+            self._ranks[rank].arena = arena
         try:
-            self._loop(channel, trainer)
+            self._loop(channel, trainer, self._ranks[rank])
         except ChannelError:
             self.job_misbehaved = True
             log.warning("job broke the broker protocol; channel closed")
@@ -211,33 +265,34 @@ class Broker:
         finally:
             channel.close()
 
-    def _loop(self, channel: Channel, trainer: bool = False) -> None:
+    def _loop(self, channel: Channel, trainer: bool, rank: _Rank) -> None:
         while (message := channel.recv()) is not None:
             try:
-                if trainer:
-                    header, arrays = self._lot(message.header)
-                elif self.private:
-                    header, arrays = {"ok": False, "error": LOADER_IN_DP_MODE}, {}
-                else:
-                    header, arrays = self._answer(message.header)
+                with self._answer_lock:
+                    if trainer:
+                        header, arrays = self._lot(message.header)
+                    elif self.private:
+                        header, arrays = {"ok": False, "error": LOADER_IN_DP_MODE}, {}
+                    else:
+                        header, arrays = self._answer(message.header, rank)
             except BudgetDenied:
                 header, arrays = {"ok": False, "error": "budget exhausted"}, {}
             channel.send(header, arrays)
 
-    def _answer(self, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _answer(self, request: dict[str, Any], rank: _Rank) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         op = request.get("op")
         if op == "open":
-            return self._open(request), {}
-        loader = self._loader(request.get("loader"))
+            return self._open(request, rank), {}
+        loader = self._loader(request.get("loader"), rank)
         if loader is None:
             return {"ok": False, "error": "unknown loader"}, {}
         if op == "epoch":
             # Counted across loaders: opening a fresh loader must not buy more passes.
-            self.epochs_started += 1
-            exhausted = self.max_epochs is not None and self.epochs_started > self.max_epochs
+            rank.epochs_started += 1
+            exhausted = self.max_epochs is not None and rank.epochs_started > self.max_epochs
             return {"ok": True, "epoch": loader.start_epoch(exhausted)}, {}
         if op == "next":
-            return self._next(loader, request.get("shm_offset"))
+            return self._next(loader, request.get("shm_offset"), rank.arena)
         return {"ok": False, "error": "unknown request"}, {}
 
     def _lot(self, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -266,26 +321,27 @@ class Broker:
         if len(plain) == len(names):
             self.trainer_progress = plain
 
-    def _open(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _open(self, request: dict[str, Any], rank: _Rank) -> dict[str, Any]:
         batch_size, shuffle, seed = request.get("batch_size"), request.get("shuffle"), request.get("seed")
         if not _plain_int(batch_size, 1, MAX_BATCH_SIZE) or not isinstance(shuffle, bool) \
                 or not _plain_int(seed, 0, 2**63 - 1):
             return {"ok": False, "error": f"loader needs batch_size 1-{MAX_BATCH_SIZE}, shuffle, seed >= 0"}
-        if len(self.loaders) >= MAX_LOADERS:
+        if len(rank.loaders) >= MAX_LOADERS:
             return {"ok": False, "error": f"at most {MAX_LOADERS} loaders per job"}
-        self.loaders.append(_Loader(len(self.cohort), batch_size, shuffle, seed))
-        loader = self.loaders[-1]
+        rank.loaders.append(_Loader(len(self.cohort), batch_size, shuffle, seed, rank.shard))
+        loader = rank.loaders[-1]
         _, batch_bytes = shm_layout(self._layout, batch_size, 0)
-        return {"ok": True, "loader": len(self.loaders) - 1, "batches": loader.batches,
-                "records": len(self.cohort), "batch_bytes": batch_bytes,
-                "shm_bytes": self.arena.size if self.arena else 0}
+        return {"ok": True, "loader": len(rank.loaders) - 1, "batches": loader.batches,
+                "records": loader.cohort_size, "batch_bytes": batch_bytes,
+                "shm_bytes": rank.arena.size if rank.arena else 0}
 
-    def _loader(self, loader_id: Any) -> _Loader | None:
-        if not _plain_int(loader_id, 0, len(self.loaders) - 1):
+    def _loader(self, loader_id: Any, rank: _Rank) -> _Loader | None:
+        if not _plain_int(loader_id, 0, len(rank.loaders) - 1):
             return None
-        return self.loaders[int(loader_id)]
+        return rank.loaders[int(loader_id)]
 
-    def _next(self, loader: _Loader, shm_offset: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _next(self, loader: _Loader, shm_offset: Any = None,
+              arena: SharedArena | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         indices = loader.next_indices()
         if indices is None:
             return {"ok": True, "end": True}, {}
@@ -300,9 +356,9 @@ class Broker:
         self.batches_served += 1
         header: dict[str, Any] = {"ok": True, "end": False, "count": len(refs)}
         layout, size = shm_layout(self._layout, len(refs), shm_offset if _plain_int(shm_offset, 0, 2**62) else 0)
-        if self.arena is not None and _plain_int(shm_offset, 0, self.arena.size - size) and shm_offset % SHM_ALIGN == 0:
+        if arena is not None and _plain_int(shm_offset, 0, arena.size - size) and shm_offset % SHM_ALIGN == 0:
             for item in layout:  # written once, straight into the job's view
-                out = self.arena.array(item["offset"], np.dtype(item["dtype"]), tuple(item["shape"]))
+                out = arena.array(item["offset"], np.dtype(item["dtype"]), tuple(item["shape"]))
                 _fill(out, columns[item["name"]])
             header["shm"] = layout
             return header, {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jupyter_rapha.protocol.errors import RaphaError
 
-from ..sandbox.airgap import find_airgap_binary, self_check
+from ..sandbox.airgap import find_airgap_binary, self_check, socket_filter_name
 from ..sandbox.gpus import job_grant
 from ..sandbox.launch import exposed_paths, hidden_paths
 from .pipeline import GateContext, GateResult
@@ -37,12 +37,16 @@ class AirgapGate:
             binary = find_airgap_binary(settings)
             hidden = hidden_paths(settings)
             gpus = job_grant(settings.sandbox)
+            # A job of several processes runs under the filter that allows TCP on its own
+            # loopback: the evidence is taken under that one, never the stricter one.
+            inet_loopback = ctx.spec.processes > 1
             result = self_check(binary, hidden_paths=hidden, exposed_paths=exposed_paths(hidden),
-                                device_options=gpus.airgap_options())
+                                device_options=gpus.airgap_options(), inet_loopback=inet_loopback)
         except RaphaError as exc:
             return GateResult(self.name, "deny", {"sealed": False, "fault": exc.message}, (exc.diagnostics(),))
         evidence = {"sealed": True, "binary_sha256": _digest(binary), "probe_sha256": result["sha256"],
-                    "probe": result["record"], "gpus": gpus.description()}
+                    "probe": result["record"], "gpus": gpus.description(),
+                    "socket_filter": socket_filter_name(inet_loopback)}
         return GateResult(self.name, "pass", evidence)
 
 

@@ -65,6 +65,7 @@ def build_policy_input(ctx: GateContext) -> dict[str, Any]:
     for item in job.get("includes", []):
         item.pop("code", None)  # judged by its scan, like the cell
     job["mode"] = job_mode(ctx.spec.code)  # read from the signed cell: rapha.fit_private is DP mode
+    job["processes"] = ctx.spec.processes  # always present, so a rule can compare it
     dataset, researcher, settings = ctx.dataset, ctx.researcher, ctx.settings
     return {
         "job": job,

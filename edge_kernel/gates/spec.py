@@ -7,6 +7,8 @@ within the dataset's and the edge's ceilings.
 
 from __future__ import annotations
 
+from jupyter_rapha.protocol.private import MODE_DP, job_mode
+
 from .pipeline import GateContext, GateResult
 
 MAX_JOB_SECONDS = 24 * 3600
@@ -34,6 +36,13 @@ class SpecGate:
                                f"limit of {dataset.max_records}")
         if spec.budget.max_seconds > MAX_JOB_SECONDS:
             reasons.append(f"max_seconds is over the edge's limit of {MAX_JOB_SECONDS}")
+        allowed = ctx.settings.sandbox.max_processes if ctx.settings is not None else 1
+        if spec.processes > allowed:
+            reasons.append(f"the job asks for {spec.processes} processes; this edge allows at most {allowed} "
+                           "(sandbox.max_processes)")
+        if spec.processes > 1 and job_mode(spec.code) == MODE_DP:
+            reasons.append("a differentially private job runs as one process (the edge's trainer); "
+                           "leave out --processes")
         evidence = {"dataset": spec.dataset, "fields": list(spec.fields),
                     "max_records": spec.budget.max_records, "checks": len(reasons) == 0}
         return GateResult(self.name, "deny" if reasons else "pass", evidence, tuple(reasons))

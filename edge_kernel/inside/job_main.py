@@ -12,6 +12,11 @@ hospital's own eyes; it never leaves the edge.
 Nothing here is relied on: the cell can write error.json itself. The edge sanitises the
 report once, as it reads it (``edge_kernel.release.error_report``); this process only
 keeps a record value off the disk in the first place.
+
+A rank of a distributed job (``--rank R --world-size W``, started by ``inside/ranks.py``)
+joins the job's process group before the cell runs (gloo, or NCCL where CUDA is there,
+meeting at ``MASTER_ADDR:MASTER_PORT`` on the job's own loopback); rank 0 writes ``out/``,
+the others ``ranks/R/out``, which the edge never reads.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ..wire.channel import Channel, SharedArena
 from .parent import die_with_parent
 from ..wire.messages import public_message
 from .private import PrivateRapha
+from .ranks import rank_out_dir
 from .runtime import MAX_BATCH_BYTES, Rapha
 
 CELL_FILENAME = "<cell>"
@@ -41,6 +47,7 @@ CELL_FILENAME = "<cell>"
 # more than the batch's header (measured: about 8% of loader throughput on 2 cores).
 WAIT_SPIN_SECONDS = 0.0005
 OUT_DIR = Path("out")
+RENDEZVOUS_SECONDS = 120  # every rank starts within this (imports of torch included)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,27 +57,31 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)  # a shared edge: the job must not take every core
     job = json.loads(Path("job.json").read_text("utf-8"))
     code = Path("cell.py").read_text("utf-8")
-    OUT_DIR.mkdir(exist_ok=True)
+    out_dir = rank_out_dir(args.rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
     sock = socket.socket(fileno=args.fd)
     shared = SharedArena.attach(args.shm_fd) if args.shm_fd is not None else None
     # On one core a polling job would only hold off the broker it waits for.
     spin = WAIT_SPIN_SECONDS if len(os.sched_getaffinity(0)) >= 2 else 0.0
     kind = PrivateRapha if job.get("mode") == "dp" else Rapha
     rapha = kind(Channel(sock, max_payload_bytes=MAX_BATCH_BYTES, spin_seconds=spin), job.get("params", {}),
-                  job.get("schema", {}), OUT_DIR, shared)
+                  job.get("schema", {}), out_dir, shared)
+    rapha.rank, rapha.world_size = args.rank, args.world_size
     _take_inputs(job, rapha)
     rapha.gpus = _granted_gpus(job)
     try:
+        _join_group(args.rank, args.world_size)
         _run_cell(code, rapha)
     except BaseException as exc:  # every failure leaves as type + line, nothing else
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
             return _finish(rapha)
         traceback.print_exc()
-        _write_json(OUT_DIR / "error.json", {"type": public_type_name(exc), "line": cell_line(exc),
+        _write_json(out_dir / "error.json", {"type": public_type_name(exc), "line": cell_line(exc),
                                              "message": public_message(str(exc))})
         return 1
     finally:
         sock.close()
+        _leave_group()
     return _finish(rapha)
 
 
@@ -85,7 +96,32 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shm-fd", type=int, default=None, help="inherited shared arena for batches")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="die with this process, the edge: without the air-gap nothing else ties the job to it")
+    parser.add_argument("--rank", type=int, default=0, help="this process's rank in a distributed job")
+    parser.add_argument("--world-size", type=int, default=1, help="the distributed job's number of processes")
     return parser.parse_args(argv)
+
+
+def _join_group(rank: int, world_size: int) -> None:
+    """The process group of a distributed job, ready before the cell's first line."""
+    if world_size == 1:
+        return
+    import datetime
+
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    address = f"tcp://{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    dist.init_process_group(backend, init_method=address, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=RENDEZVOUS_SECONDS))
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _take_inputs(job: dict[str, Any], rapha: Rapha) -> None:
@@ -103,7 +139,7 @@ def _run_cell(code: str, rapha: Rapha) -> None:
 
 
 def _finish(rapha: Rapha) -> int:
-    _write_json(OUT_DIR / "metrics.json", rapha.metrics)
+    _write_json(rapha.out_dir / "metrics.json", rapha.metrics)
     return 0
 
 

@@ -210,6 +210,10 @@ class Rapha:
     def device(self) -> str:
         """"cuda" when the edge granted GPUs and torch sees one, else "cpu"."""
         return job_device(self.gpus, torch.cuda.is_available())
+        # A distributed job's process (``--processes``): torch.distributed is initialised
+        # before the cell runs; only rank 0's saves and metrics are the job's.
+        self.rank = 0
+        self.world_size = 1
 
     @property
     def epochs(self) -> int:

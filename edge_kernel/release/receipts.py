@@ -51,9 +51,17 @@ def gate_evidence(results: list[GateResult]) -> dict[str, Any]:
                         if key in attestation},
         "policy": {"bundle_sha256": policy.get("bundle_sha256"),
                    "obligations": (policy.get("decision") or {}).get("obligations", {})},
-        "airgap": {key: airgap[key] for key in ("sealed", "binary_sha256", "probe_sha256", "unsafe") if key in airgap},
+        "airgap": {**{key: airgap[key] for key in ("sealed", "binary_sha256", "probe_sha256", "unsafe", "socket_filter")
+                      if key in airgap}, **_filter_digest(airgap)},
         "scan": {"scanner_version": scan.get("scanner_version"), "counts": scan.get("counts", {})},
     }
+
+
+def _filter_digest(airgap: dict[str, Any]) -> dict[str, Any]:
+    """The seccomp filter's digest as the probe measured it, under the job's own variant."""
+    seccomp = (airgap.get("probe") or {}).get("seccomp") or {}
+    digest = seccomp.get("filter_sha256") if isinstance(seccomp, dict) else None
+    return {"filter_sha256": digest} if isinstance(digest, str) else {}
 
 
 def dataset_entry(spec: JobSpec, dataset: Any, meter: Any) -> dict[str, Any]:
@@ -81,6 +89,8 @@ def job_entry(spec: JobSpec, request_sha256: str) -> dict[str, Any]:
         entry["code"] = {"sha256": spec.code_listing_sha256, "files": spec.code_listing()}
     if spec.artifacts:
         entry["artifacts"] = [a.to_dict() for a in spec.artifacts]
+    if spec.processes > 1:  # one process: left out, as every receipt before had it
+        entry["processes"] = spec.processes
     return entry
 
 

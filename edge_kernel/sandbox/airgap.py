@@ -85,6 +85,7 @@ def airgap_command(
     die_with_caller: bool = True,
     private_dev: bool = False,
     device_options: Sequence[str] = (),
+    allow_inet_loopback: bool = False,
 ) -> list[str]:
     """``rapha-airgap exec [limits] ... -- cmd``. The job directory must be writable by
     ``uid``; every hidden path must be absolute.
@@ -95,7 +96,10 @@ def airgap_command(
 
     ``private_dev``: a /dev of the job's own with the standard nodes only, so that no device
     of the host is in view (its GPUs included); ``device_options``: a GPU grant's
-    ``--dev-bind``/``--ro-bind`` (``gpus.GpuGrant``), which implies it."""
+    ``--dev-bind``/``--ro-bind`` (``gpus.GpuGrant``), which implies it.
+
+    ``allow_inet_loopback``: the seccomp variant of a distributed job, whose ranks meet
+    over TCP on the job's own loopback (the namespace stays empty of anything else)."""
     if not cmd:
         raise SandboxFault("no job command to run under the air-gap")
     if uid == 0 or gid == 0:
@@ -110,6 +114,8 @@ def airgap_command(
             "--workdir", str(Path(workdir).resolve())]
     if die_with_caller:
         line += ["--parent-pid", str(os.getpid())]
+    if allow_inet_loopback:
+        line.append("--allow-inet-loopback")
     for fd in keep_fds:
         line += ["--keep-fd", str(int(fd))]
     for flag, paths in (("--hide", hidden_paths), ("--expose", exposed_paths)):
@@ -156,8 +162,9 @@ def host_namespaces() -> dict[str, int]:
     return {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in NAMESPACES}
 
 
-def check_record(record: Any, host: dict[str, int]) -> None:
-    """Raise SandboxFault unless the probe record describes a sealed sandbox."""
+def check_record(record: Any, host: dict[str, int], inet_loopback: bool = False) -> None:
+    """Raise SandboxFault unless the probe record describes a sealed sandbox, with the
+    seccomp variant asked for (``inet_loopback``: a distributed job's)."""
     if not isinstance(record, dict) or not isinstance(record.get("probes"), dict) or not record["probes"]:
         raise SandboxFault("air-gap self-check: malformed probe record")
     opened = sorted(name for name, probe in record["probes"].items()
@@ -170,6 +177,8 @@ def check_record(record: Any, host: dict[str, int]) -> None:
     seccomp = record.get("seccomp")
     if not isinstance(seccomp, dict) or seccomp.get("mode") != "2" or not seccomp.get("filter_sha256"):
         raise SandboxFault("air-gap self-check: no seccomp filter is active")
+    if seccomp.get("filter") != socket_filter_name(inet_loopback) or seccomp.get("filter_matches") is not True:
+        raise SandboxFault("air-gap self-check: the seccomp filter is not the variant the job runs under")
     uid = record.get("uid")
     if record.get("no_new_privs") is not True or not isinstance(uid, list) or not uid or 0 in uid:
         raise SandboxFault("air-gap self-check: the job is not unprivileged")
@@ -177,10 +186,18 @@ def check_record(record: Any, host: dict[str, int]) -> None:
         raise SandboxFault("air-gap self-check: the job's network is not loopback only")
 
 
+def socket_filter_name(inet_loopback: bool) -> str:
+    """The probe record's name of the seccomp variant (``seccomp.filter``)."""
+    return "inet-loopback" if inet_loopback else "unix-only"
+
+
 def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
-               exposed_paths: Sequence[Path] = (), device_options: Sequence[str] = ()) -> dict[str, Any]:
+               exposed_paths: Sequence[Path] = (), device_options: Sequence[str] = (),
+               inet_loopback: bool = False) -> dict[str, Any]:
     """Run ``rapha-airgap probe`` inside a sandbox; return ``{"record", "sha256"}``.
     ``device_options``: the job's GPU binds, so that the probe runs with the devices in view.
+    ``inet_loopback``: built as a distributed job's, AF_INET allowed; the host listeners
+    must hear nothing all the same (the host's 127.0.0.1 is another namespace's).
 
     ``sha256`` is over the exact bytes the probe printed, so the receipt can commit to
     the record as produced.
@@ -195,11 +212,13 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
     try:
         with tempfile.TemporaryDirectory(prefix="rapha-airgap-check-") as workdir:
             os.chmod(workdir, 0o755)
-            cmd = airgap_command(binary, [str(binary), "probe", *listeners.ports()], workdir=Path(workdir),
+            mode = ["--inet-loopback"] if inet_loopback else []
+            cmd = airgap_command(binary, [str(binary), "probe", *listeners.ports(), *mode], workdir=Path(workdir),
                                  max_memory_bytes=1 << 30, max_cpu_seconds=SELF_CHECK_SECONDS,
                                  max_wall_seconds=SELF_CHECK_SECONDS, max_processes=4096,
                                  max_file_bytes=1 << 20, hidden_paths=hidden_paths,
-                                 exposed_paths=exposed_paths, private_dev=True, device_options=device_options)
+                                 exposed_paths=exposed_paths, private_dev=True, device_options=device_options,
+                                 allow_inet_loopback=inet_loopback)
             output = _run_probe(cmd)
         heard = listeners.heard_anything()
     finally:
@@ -210,7 +229,7 @@ def self_check(binary: Path, *, hidden_paths: Sequence[Path] = (),
         record = json.loads(output)
     except ValueError as exc:
         raise SandboxFault("air-gap self-check: the probe record is not JSON") from exc
-    check_record(record, host_namespaces())
+    check_record(record, host_namespaces(), inet_loopback)
     check_devices(record, device_options)
     return {"record": record, "sha256": hashlib.sha256(output).hexdigest()}
 

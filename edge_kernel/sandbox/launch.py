@@ -54,10 +54,11 @@ def wrap_command(cmd: list[str], workdir: Path, spec: JobSpec, keep_fds: tuple[i
         binary, cmd, workdir=workdir, keep_fds=keep_fds,
         max_memory_bytes=GPU_ADDRESS_SPACE_BYTES if gpus.count else MAX_MEMORY_BYTES,
         max_cpu_seconds=spec.budget.max_seconds * 4,  # CPU seconds: several threads, same wall budget
-        max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES,
+        max_wall_seconds=spec.budget.max_seconds + 5, max_processes=MAX_PROCESSES * spec.processes,
         max_file_bytes=spec.output_policy.max_weights_bytes + OUTPUT_SLACK_BYTES,
         hidden_paths=hidden, exposed_paths=exposed_paths(hidden, job_inputs(workdir)),
-        private_dev=True, device_options=gpus.airgap_options())
+        private_dev=True, device_options=gpus.airgap_options(),
+        allow_inet_loopback=spec.processes > 1)  # the ranks' rendezvous, on the job's own loopback
 
 
 def job_inputs(workdir: Path) -> tuple[Path, ...]:

@@ -170,14 +170,17 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
     if private and privacy is None:  # the policy gate refuses this first; never run one unbudgeted (S4)
         raise SandboxFault("a DP job reached the runner without a privacy budget")
     budget = min(spec.budget.max_records, max_records)
+    if private and spec.processes > 1:  # the spec gate refuses this first
+        raise SandboxFault("a DP job runs as one process")
     arena = SharedArena.create()
+    rank_arenas = [SharedArena.create() for _ in range(spec.processes - 1)]  # ranks 1..N-1
     # Both seeds are keyed: the researcher cannot pick a job id that selects records, nor
     # predict which records are held back from it.
     broker = Broker(source, index, budget, derive_seed(hmac_key, "cohort", spec.job_id), arena,
                     max_epochs=max_epochs,
                     holdback_size=holdback.size(len(index.records)) if holdback is not None else 0,
                     holdback_seed=derive_seed(hmac_key, "holdback", spec.job_id), feeder=feeder,
-                    private=private)
+                    private=private, world_size=spec.processes)
     workdir = Path(workdir)
     trained: TrainerResult | None = None
     try:
@@ -186,10 +189,17 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
             feeder.start()  # decoders start beside the job, in the thread that outlives it
         # This thread starts the job and stays with it until it is dead: the parent-death
         # signal that ties the job to the edge follows the thread that forked it.
-        process, parent = _start(spec, workdir, settings, arena)
-        thread = threading.Thread(target=broker.serve, args=(parent,), daemon=True,
-                                  name=f"broker-{spec.job_id[:8]}")
-        thread.start()
+        arenas = [arena, *rank_arenas]
+        if spec.processes == 1:
+            process, parent = _start(spec, workdir, settings, arena)
+            parents = [parent]
+        else:
+            process, parents = _start_ranks(spec, workdir, settings, arenas)
+        threads = [threading.Thread(target=broker.serve, args=(parent,), kwargs={"rank": rank, "arena": arenas[rank]},
+                                    daemon=True, name=f"broker-{spec.job_id[:8]}-{rank}")
+                   for rank, parent in enumerate(parents)]
+        for thread in threads:
+            thread.start()
         try:
             _record(process, process_file)
             status = _supervise(process, spec.budget.max_seconds, cancel, on_progress, broker)
@@ -199,7 +209,8 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
                 process_file.unlink(missing_ok=True)
             if feeder is not None and not private:
                 feeder.close()  # a broker waiting on a decoder wakes with a fault, then stops
-            _stop_broker(parent, thread)
+            for parent, thread in zip(parents, threads, strict=True):
+                _stop_broker(parent, thread)
         if private and status == "completed" and broker.fault is None and not broker.job_misbehaved:
             # A DP job's records go to its trainer only: the decoders start with it (a lot's
             # records decoded in parallel, later epochs from the disk cache), and stop with it.
@@ -214,6 +225,9 @@ def _run_source(spec: JobSpec, source: Source, index: Index, hmac_key: bytes, wo
     finally:
         if arena is not None:
             arena.close()
+        for extra in rank_arenas:
+            if extra is not None:
+                extra.close()
     log.info("job %s ended: %s (exit %s)", spec.job_id, status, process.returncode)
     return _outcome(spec, workdir, status, process.returncode, broker, started, trained)
 
@@ -374,6 +388,39 @@ def _start(spec: JobSpec, workdir: Path, settings: Settings,
     finally:
         child.close()  # only the job holds its end, so its exit reads as end-of-file
     return process, parent
+
+
+def ranks_command(python: str, fds: list[int], shm_fds: list[int], parent_pid: int | None = None) -> list[str]:
+    """The launcher of a distributed job's ranks (``inside/ranks.py``), one socket and one
+    arena per rank."""
+    command = [python, *JOB_PYTHON_FLAGS, "-m", "edge_kernel.inside.ranks", "--fds", ",".join(map(str, fds)),
+               "--shm-fds", ",".join(map(str, shm_fds))]
+    return command + ["--parent-pid", str(parent_pid)] if parent_pid is not None else command
+
+
+def _start_ranks(spec: JobSpec, workdir: Path, settings: Settings,
+                 arenas: list[SharedArena | None]) -> tuple[subprocess.Popen[bytes], list[socket.socket]]:
+    """A distributed job: its launcher under one sandbox, a socketpair per rank."""
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in arenas]
+    python = settings.sandbox.python or sys.executable
+    fds = [child.fileno() for _, child in pairs]
+    # every rank its arena, or none at all (no memfd here: the sockets carry the batches)
+    shm_fds = [arena.fd for arena in arenas if arena is not None] if all(arenas) else []
+    passed = (*fds, *shm_fds)
+    parent_pid = os.getpid() if settings.sandbox.unsafe_no_airgap else None
+    cmd = wrap_command(ranks_command(python, fds, shm_fds, parent_pid), workdir, spec, passed, settings)
+    try:
+        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+            process = subprocess.Popen(cmd, pass_fds=passed, env=job_env(workdir, python), cwd=workdir,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+    except OSError as exc:
+        for parent, _ in pairs:
+            parent.close()
+        raise SandboxFault("the job process could not be started", hint="check sandbox.python") from exc
+    finally:
+        for _, child in pairs:
+            child.close()  # only the ranks hold their ends
+    return process, [parent for parent, _ in pairs]
 
 
 def _record(process: subprocess.Popen[bytes], process_file: Path | None) -> None:

@@ -23,6 +23,9 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 ParamValue = str | int | float | bool
 MAX_EXACT_INT = 2**53  # canonical JSON (RFC 8785) holds integers exactly up to here
 MAX_CELL_FIRST_LINE = 1_000_000
+# Job processes under one sandbox (torch.distributed ranks); the edge's own limit
+# (sandbox.max_processes) is usually far lower.
+MAX_JOB_PROCESSES = 64
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class JobSpec:
     # files that travel with the cell (job_inputs). Empty: left out of the document.
     artifacts: tuple[ArtifactEntry, ...] = ()
     includes: tuple[IncludedFile, ...] = ()
+    # Job processes started under one sandbox, ranks of one torch.distributed group; more
+    # than one asks for the seccomp variant that allows TCP on the job's own loopback.
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,6 +72,8 @@ class JobSpec:
         data["output_policy"]["metric_names"] = list(self.output_policy.metric_names)
         if self.cell_first_line == 1:
             del data["cell_first_line"]  # the default, left out: a cell file's spec reads as it always did
+        if self.processes == 1:
+            del data["processes"]  # one process, left out: the spec reads as it always did
         for key, items in (("artifacts", self.artifacts), ("includes", self.includes)):
             if items:
                 data[key] = [item.to_dict() for item in items]
@@ -94,7 +102,8 @@ def code_digest(code: str) -> str:
 def parse_jobspec(data: Any) -> JobSpec:
     obj = _object(data, "job spec", {
         "version", "job_id", "researcher_key_id", "created", "nonce", "code", "code_sha256",
-        "dataset", "fields", "budget", "output_policy", "params", "cell_first_line", "artifacts", "includes"})
+        "dataset", "fields", "budget", "output_policy", "params", "cell_first_line", "artifacts", "includes",
+        "processes"})
     if obj.get("version") != JOBSPEC_VERSION:
         raise BadInput(f"job spec version must be {JOBSPEC_VERSION}", hint="upgrade jupyter-rapha")
     code = _str(obj, "code", MAX_CODE_BYTES)
@@ -114,6 +123,7 @@ def parse_jobspec(data: Any) -> JobSpec:
         cell_first_line=_int(obj, "cell_first_line", 1, MAX_CELL_FIRST_LINE, 1),
         artifacts=parse_artifacts(obj.get("artifacts", [])),
         includes=parse_includes(obj.get("includes", [])),
+        processes=_int(obj, "processes", 1, MAX_JOB_PROCESSES, 1),
     )
     if code_digest(code) != spec.code_sha256:
         raise BadInput("code_sha256 does not match the code", hint="the cell changed after it was hashed")

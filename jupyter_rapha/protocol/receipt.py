@@ -322,7 +322,21 @@ def _shape_problem(predicate: dict[str, Any]) -> str:
         return "'outputs.weights.bytes' is not a whole number"
     if not (isinstance(metrics, dict) and isinstance(metrics.get("sha256"), str)):
         return "'outputs.metrics.sha256' is not a string"
+    if job_processes(predicate) is None:
+        return "'job.processes' is not a whole number above 1"
     return ""
+
+
+def job_processes(predicate: dict[str, Any]) -> int | None:
+    """The job's process count (``job.processes``, there only for more than one: ranks of
+    one torch.distributed group under one sandbox); 1 without it; None when malformed."""
+    job = predicate.get("job")
+    if not isinstance(job, dict) or "processes" not in job:
+        return 1
+    value = job["processes"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        return None
+    return value
 
 
 def _subject_digest(statement: dict[str, Any]) -> str | None:

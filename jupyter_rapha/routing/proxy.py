@@ -162,7 +162,7 @@ class EdgeProxy(Gateway):
         artifacts = upload_artifacts(self.clients[site], submission.artifacts)
         spec = make_jobspec(submission.code, submission.dataset, fields, submission.budget, submission.max_seconds,
                             submission.job_params(), self.key.key_id, cell_first_line=submission.cell_first_line,
-                            artifacts=artifacts, includes=submission.includes)
+                            artifacts=artifacts, includes=submission.includes, processes=submission.processes)
         job_id = self.clients[site].submit(spec)
         self._job_sites[job_id] = site
         return {"job_id": job_id, "site": site, "state": JobState.SUBMITTED.value}

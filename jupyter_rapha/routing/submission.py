@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.errors import BadInput
+from ..protocol.jobspec import MAX_JOB_PROCESSES
 from ..protocol.job_inputs import ARTIFACT_NAME, MAX_ARTIFACTS, IncludedFile, parse_includes
 
 _KEYS = {"dataset", "code", "budget", "epochs", "params", "fields", "max_seconds", "site", "sites", "cell_first_line",
-         "artifacts", "includes"}
+         "artifacts", "includes", "processes"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CODE_CHARS = 1_000_000
 
@@ -34,6 +35,7 @@ class Submission:
     # proxy uploads the file and refuses it if it no longer has that digest
     artifacts: tuple[dict[str, Any], ...] = ()
     includes: tuple[IncludedFile, ...] = ()
+    processes: int = 1  # ranks of one torch.distributed group under one sandbox
 
     def job_params(self) -> dict[str, Any]:
         return {**self.params, "epochs": self.epochs}
@@ -53,6 +55,8 @@ class Submission:
             body["artifacts"] = [dict(a) for a in self.artifacts]
         if self.includes:
             body["includes"] = [f.to_dict() for f in self.includes]
+        if self.processes != 1:
+            body["processes"] = self.processes
         return body
 
 
@@ -73,7 +77,14 @@ def parse_submission(body: Any) -> Submission:
         params=_params(body.get("params", {})), fields=_fields(body.get("fields")),
         max_seconds=_count(body, "max_seconds", 3600, 1), site=_site(body.get("site")), all_sites=sites == "all",
         cell_first_line=_count(body, "cell_first_line", 1, 1),
-        artifacts=_artifacts(body.get("artifacts", [])), includes=parse_includes(body.get("includes", [])))
+        artifacts=_artifacts(body.get("artifacts", [])), includes=parse_includes(body.get("includes", [])),
+        processes=_processes(body.get("processes", 1)))
+
+
+def _processes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOB_PROCESSES:
+        raise BadInput(f"processes must be a whole number from 1 to {MAX_JOB_PROCESSES}")
+    return value
 
 
 def _artifacts(value: Any) -> tuple[dict[str, Any], ...]:

@@ -145,7 +145,8 @@ def test_probe_outside_a_sandbox_does_not_pass(airgap_binary: Path) -> None:
 
 def test_self_check_rejects_open_or_malformed_records(tmp_path: Path) -> None:
     good = {"probes": {"tcp": {"blocked": True}}, "namespaces": {"net": 1, "mnt": 2, "pid": 3},
-            "seccomp": {"mode": "2", "filter_sha256": "ab"}, "uid": [NOBODY], "no_new_privs": True,
+            "seccomp": {"mode": "2", "filter_sha256": "ab", "filter": "unix-only", "filter_matches": True},
+            "uid": [NOBODY], "no_new_privs": True,
             "interfaces": ["lo"], "all_blocked": True}
     check_record(good, {"net": 10, "mnt": 20, "pid": 30})
     for broken in ({**good, "probes": {"tcp": {"blocked": False}}}, {**good, "probes": {}}, [],
@@ -154,6 +155,14 @@ def test_self_check_rejects_open_or_malformed_records(tmp_path: Path) -> None:
             check_record(broken, {"net": 10, "mnt": 20, "pid": 30})
     with pytest.raises(SandboxFault):  # same namespace as the host
         check_record(good, {"net": 1, "mnt": 20, "pid": 30})
+    # the evidence must be of the filter variant the job runs under, and say it matched
+    with pytest.raises(SandboxFault):
+        check_record(good, {"net": 10, "mnt": 20, "pid": 30}, inet_loopback=True)
+    for seccomp in ({**good["seccomp"], "filter_matches": False}, {**good["seccomp"], "filter": None}):
+        with pytest.raises(SandboxFault):
+            check_record({**good, "seccomp": seccomp}, {"net": 10, "mnt": 20, "pid": 30})
+    distributed = {**good, "seccomp": {**good["seccomp"], "filter": "inet-loopback"}}
+    check_record(distributed, {"net": 10, "mnt": 20, "pid": 30}, inet_loopback=True)
     for body in ("echo not-json", "echo '{\"probes\": {\"x\": {\"blocked\": false}}}'", "exit 3"):
         fake = tmp_path / "fake-airgap"
         fake.write_text(f"#!/bin/sh\n{body}\n")

@@ -28,9 +28,16 @@ fn port(args: &[String], flag: &str, default: u16) -> Result<u16, String> {
     }
 }
 
+/// `--inet-loopback` (probe) and `--allow-inet-loopback` (digest): the distributed
+/// variant of the filter; they take no value.
+fn socket_mode(args: &[String], flag: &str) -> seccomp::Mode {
+    if args.iter().any(|a| a == flag) { seccomp::Mode::InetLoopback } else { seccomp::Mode::UnixOnly }
+}
+
 fn probe(args: &[String]) -> Result<i32, String> {
-    for (i, arg) in args.iter().enumerate() {
-        let is_value = i > 0 && args[i - 1].starts_with("--");
+    let valued: Vec<&String> = args.iter().filter(|a| a.as_str() != "--inet-loopback").collect();
+    for (i, arg) in valued.iter().enumerate() {
+        let is_value = i > 0 && valued[i - 1].starts_with("--");
         if !is_value && !["--tcp-port", "--udp-port", "--dns-port"].contains(&arg.as_str()) {
             return Err(format!("unknown probe option {arg:?}"));
         }
@@ -40,7 +47,7 @@ fn probe(args: &[String]) -> Result<i32, String> {
         udp: port(args, "--udp-port", 9)?,
         dns: port(args, "--dns-port", 53)?,
     };
-    Ok(probe::run(&ports))
+    Ok(probe::run(&ports, socket_mode(args, "--inet-loopback")))
 }
 
 fn dispatch(args: &[String]) -> Result<i32, String> {
@@ -49,7 +56,10 @@ fn dispatch(args: &[String]) -> Result<i32, String> {
         "exec" => Ok(sandbox::run(options::parse_exec(rest)?)),
         "probe" => probe(rest),
         "digest" => {
-            println!("{}", seccomp::digest());
+            if let Some(other) = rest.iter().find(|a| a.as_str() != "--allow-inet-loopback") {
+                return Err(format!("unknown digest option {other:?}"));
+            }
+            println!("{}", seccomp::digest_for(socket_mode(rest, "--allow-inet-loopback")));
             Ok(0)
         }
         "sever" | "restore" | "status" => Ok(wan::run(command, rest)),

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::seccomp::Mode;
+
 pub const NOBODY: u32 = 65534;
 
 #[derive(Debug, Default)]
@@ -33,16 +35,18 @@ pub struct ExecOptions {
     pub dev_binds: Vec<PathBuf>,
     /// Paths bound read-only at their own place; under /proc, bound after the job's proc.
     pub ro_binds: Vec<PathBuf>,
+    /// The seccomp variant: `--allow-inet-loopback` for a distributed job's rendezvous.
+    pub socket_mode: Mode,
 }
 
 pub const USAGE: &str = "usage:
   rapha-airgap exec [--max-memory BYTES] [--max-cpu SECONDS] [--max-wall SECONDS]
                     [--max-processes N] [--max-file-size BYTES] [--max-open-files N]
                     [--tmp-size BYTES] [--keep-fd N ...] [--workdir DIR] [--hide PATH ...] [--expose PATH ...]
-                    [--uid UID] [--gid GID] [--parent-pid PID]
+                    [--uid UID] [--gid GID] [--parent-pid PID] [--allow-inet-loopback]
                     [--private-dev] [--dev-bind CHARDEV ...] [--ro-bind PATH ...] -- CMD [ARG ...]
-  rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P]   (run it under exec)
-  rapha-airgap digest            print the seccomp filter's sha256
+  rapha-airgap probe [--tcp-port P] [--udp-port P] [--dns-port P] [--inet-loopback]   (run it under exec)
+  rapha-airgap digest [--allow-inet-loopback]   print the seccomp filter's sha256
   rapha-airgap sever --wan IFACE | restore --wan IFACE | status --wan IFACE";
 
 fn number(flag: &str, value: Option<&String>) -> Result<u64, String> {
@@ -74,6 +78,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
         private_dev: false,
         dev_binds: Vec::new(),
         ro_binds: Vec::new(),
+        socket_mode: Mode::UnixOnly,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -100,6 +105,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecOptions, String> {
             "--private-dev" => opts.private_dev = true,
             "--dev-bind" => opts.dev_binds.push(path(flag, iter.next())?),
             "--ro-bind" => opts.ro_binds.push(path(flag, iter.next())?),
+            "--allow-inet-loopback" => opts.socket_mode = Mode::InetLoopback,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -166,6 +172,16 @@ mod tests {
         assert!(parse_exec(&args("--max-cpu 3")).is_err());
         assert!(parse_exec(&args("--parent-pid 1 -- /bin/true")).is_err());
         assert!(parse_exec(&args("--parent-pid x -- /bin/true")).is_err());
+    }
+
+    #[test]
+    fn inet_loopback_only_when_asked() {
+        assert_eq!(parse_exec(&args("-- /bin/true")).unwrap().socket_mode, Mode::UnixOnly);
+        let opts = parse_exec(&args("--allow-inet-loopback -- /bin/true")).unwrap();
+        assert_eq!(opts.socket_mode, Mode::InetLoopback);
+        // after "--" it is the command's argument, not ours
+        let opts = parse_exec(&args("-- /bin/true --allow-inet-loopback")).unwrap();
+        assert_eq!(opts.socket_mode, Mode::UnixOnly);
     }
 
     #[test]

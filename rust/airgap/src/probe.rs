@@ -8,9 +8,16 @@
 //! when the process is already sealed (a seccomp filter active and only loopback
 //! visible); otherwise they are reported as not blocked without sending anything, so a
 //! probe run outside a sandbox can neither pass nor emit a packet.
+//!
+//! `--inet-loopback` says the sandbox was built for a distributed job (`exec
+//! --allow-inet-loopback`): the record then names that filter variant and its digest, and
+//! the loopback probes find their sockets created but nothing to reach, because the
+//! host's 127.0.0.1 is another namespace's. Whether AF_INET sockets are in fact allowed
+//! is measured, not taken from the flag (`af_inet`, `seccomp.filter_matches`).
 
 use std::ffi::c_int;
 use std::fs;
+use std::ptr;
 
 use crate::json::{quote, Object};
 use crate::{seccomp, sys};
@@ -102,6 +109,78 @@ fn udp(target: &str, addr: &[u8], payload: &[u8]) -> Outcome {
     }
 }
 
+/// UDP to the loopback when AF_INET sockets are allowed: a datagram to 127.0.0.1 is then
+/// always "sent", so what counts is where it went. On a connected socket the kernel reports
+/// ECONNREFUSED when the loopback it reached had nobody at that port: the sandbox's own,
+/// since the host has a listener there. No answer at all is counted as open.
+fn udp_own_loopback(target: &str, addr: &[u8], payload: &[u8]) -> Outcome {
+    let fd = match new_socket(sys::AF_INET, sys::SOCK_DGRAM, 0) {
+        Ok(fd) => fd,
+        Err(errno) => return blocked(target, errno),
+    };
+    let timeout: [i64; 2] = [1, 0];
+    let mut answer = [0u8; 512];
+    let (sent, received) = unsafe {
+        sys::setsockopt(fd, 1, 20, timeout.as_ptr() as *const _, 16); // SOL_SOCKET, SO_RCVTIMEO
+        let connected = sys::connect(fd, addr.as_ptr() as *const _, addr.len() as u32);
+        let sent = if connected < 0 { -1 } else { sys::sendto(fd, payload.as_ptr() as *const _, payload.len(), 0, ptr::null(), 0) };
+        (sent, if sent < 0 { -1 } else { sys::recv(fd, answer.as_mut_ptr() as *mut _, answer.len(), 0) })
+    };
+    let errno = sys::errno();
+    unsafe { sys::close(fd) };
+    match (sent, received, errno) {
+        (s, _, _) if s < 0 => Outcome { target: target.into(), blocked: true,
+                                        detail: format!("blocked: socket created, send failed with {}", sys::errno_name(errno)) },
+        (_, r, 111) if r < 0 => Outcome { target: target.into(), blocked: true,
+                                          detail: "blocked: reached only the sandbox's own loopback (ECONNREFUSED)".into() },
+        (_, r, _) if r >= 0 => open(target, "answered"),
+        _ => open(target, "datagram sent, no answer"),
+    }
+}
+
+/// NETLINK_ROUTE where the distributed filter allows it (interface listings): the probe
+/// asks the kernel to add an address to `lo` and counts it blocked only when that change
+/// is refused (EPERM: the job has no CAP_NET_ADMIN), never when the socket merely opens.
+fn netlink_route_change(target: &str) -> Outcome {
+    let fd = match new_socket(sys::AF_NETLINK, sys::SOCK_RAW, 0) {
+        Ok(fd) => fd,
+        Err(errno) => return blocked(target, errno),
+    };
+    // nlmsghdr (RTM_NEWADDR, REQUEST|ACK|EXCL|CREATE), ifaddrmsg (AF_INET /8 on ifindex 1),
+    // rtattr IFA_LOCAL 10.0.0.1
+    let mut request = Vec::with_capacity(32);
+    request.extend_from_slice(&32u32.to_ne_bytes());
+    request.extend_from_slice(&20u16.to_ne_bytes());
+    request.extend_from_slice(&(0x1u16 | 0x4 | 0x200 | 0x400).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[sys::AF_INET as u8, 8, 0, 0]);
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&8u16.to_ne_bytes());
+    request.extend_from_slice(&2u16.to_ne_bytes());
+    request.extend_from_slice(&[10, 0, 0, 1]);
+    let timeout: [i64; 2] = [1, 0];
+    let mut answer = [0u8; 256];
+    let received = unsafe {
+        sys::setsockopt(fd, 1, 20, timeout.as_ptr() as *const _, 16); // SOL_SOCKET, SO_RCVTIMEO
+        let kernel = [sys::AF_NETLINK as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        if sys::sendto(fd, request.as_ptr() as *const _, request.len(), 0, kernel.as_ptr() as *const _, 12) < 0 {
+            -1
+        } else {
+            sys::recv(fd, answer.as_mut_ptr() as *mut _, answer.len(), 0)
+        }
+    };
+    unsafe { sys::close(fd) };
+    // an NLMSG_ERROR (type 2) reply carries the negated errno after the 16-byte header
+    let kind = u16::from_ne_bytes([answer[4], answer[5]]);
+    let error = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
+    if received >= 20 && kind == 2 && error == -sys::EPERM {
+        Outcome { target: target.into(), blocked: true, detail: "blocked: socket created, changes refused with EPERM".into() }
+    } else {
+        open(target, "a change to the job's interfaces was not refused")
+    }
+}
+
 fn socket_only(target: &str, domain: c_int, kind: c_int, protocol: c_int) -> Outcome {
     match new_socket(domain, kind, protocol) {
         Ok(fd) => {
@@ -164,8 +243,9 @@ fn namespace(kind: &str) -> String {
     }
 }
 
-fn run_probes(ports: &Ports, sealed: bool) -> Vec<(&'static str, Outcome)> {
+fn run_probes(ports: &Ports, sealed: bool, mode: seccomp::Mode) -> Vec<(&'static str, Outcome)> {
     let lo = [127, 0, 0, 1];
+    let udp = if mode == seccomp::Mode::InetLoopback { udp_own_loopback } else { udp };
     let outside = [192, 0, 2, 1];
     let mut probes = vec![
         ("tcp_host_loopback", tcp(&format!("127.0.0.1:{}", ports.tcp), sys::AF_INET, &sockaddr_v4(lo, ports.tcp))),
@@ -173,8 +253,15 @@ fn run_probes(ports: &Ports, sealed: bool) -> Vec<(&'static str, Outcome)> {
         ("udp_host_loopback", udp(&format!("127.0.0.1:{}", ports.udp), &sockaddr_v4(lo, ports.udp), b"rapha-probe")),
         ("dns_host_resolver", udp(&format!("127.0.0.1:{}", ports.dns), &sockaddr_v4(lo, ports.dns), &dns_query())),
         ("raw_icmp", socket_only("AF_INET/SOCK_RAW/ICMP", sys::AF_INET, sys::SOCK_RAW, 1)),
+        ("raw_icmp6", socket_only("AF_INET6/SOCK_RAW/ICMPV6", sys::AF_INET6, sys::SOCK_RAW, 58)),
+        ("icmp_datagram", socket_only("AF_INET/SOCK_DGRAM/ICMP", sys::AF_INET, sys::SOCK_DGRAM, 1)),
         ("packet", socket_only("AF_PACKET/SOCK_RAW", sys::AF_PACKET, sys::SOCK_RAW, 0x0300)),
-        ("netlink_route", socket_only("AF_NETLINK/NETLINK_ROUTE", sys::AF_NETLINK, sys::SOCK_RAW, 0)),
+        ("netlink_route", if mode == seccomp::Mode::InetLoopback {
+            netlink_route_change("AF_NETLINK/NETLINK_ROUTE")
+        } else {
+            socket_only("AF_NETLINK/NETLINK_ROUTE", sys::AF_NETLINK, sys::SOCK_RAW, 0)
+        }),
+        ("netlink_sock_diag", socket_only("AF_NETLINK/NETLINK_SOCK_DIAG", sys::AF_NETLINK, sys::SOCK_RAW, 4)),
         ("io_uring", syscall_refused("io_uring_setup", unsafe { sys::syscall(sys::nr::IO_URING_SETUP, 1u32, [0u8; 120].as_mut_ptr()) })),
         ("unshare_net", syscall_refused("unshare(CLONE_NEWUSER|CLONE_NEWNET)", unsafe { sys::unshare(sys::CLONE_NEWUSER | sys::CLONE_NEWNET) } as i64)),
     ];
@@ -193,13 +280,15 @@ fn run_probes(ports: &Ports, sealed: bool) -> Vec<(&'static str, Outcome)> {
     probes
 }
 
-pub fn run(ports: &Ports) -> i32 {
+pub fn run(ports: &Ports, mode: seccomp::Mode) -> i32 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let seccomp_mode = status_field(&status, "Seccomp:");
     let interfaces = interfaces();
     let sealed = seccomp_mode == "2" && interfaces == ["lo"];
     let af_unix = socket_only("AF_UNIX/SOCK_STREAM", sys::AF_UNIX, sys::SOCK_STREAM, 0);
-    let probes = run_probes(ports, sealed);
+    let af_inet = socket_only("AF_INET/SOCK_STREAM", sys::AF_INET, sys::SOCK_STREAM, 0);
+    let filter_matches = af_inet.blocked != (mode == seccomp::Mode::InetLoopback);
+    let probes = run_probes(ports, sealed, mode);
     let mut ns = Object::new();
     for kind in ["net", "mnt", "pid", "ipc", "uts", "user", "cgroup"] {
         ns.raw(kind, &namespace(kind));
@@ -212,7 +301,8 @@ pub fn run(ports: &Ports) -> i32 {
     }
     let mut filter = Object::new();
     filter.string("mode", &seccomp_mode).string("filters", &status_field(&status, "Seccomp_filters:"))
-        .string("filter_sha256", &seccomp::digest());
+        .string("filter_sha256", &seccomp::digest_for(mode)).string("filter", mode.name())
+        .raw("filter_matches", &filter_matches.to_string());
     let mut caps = Object::new();
     for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         caps.string(key, &status_field(&status, &format!("{key}:")));
@@ -228,6 +318,7 @@ pub fn run(ports: &Ports) -> i32 {
         .raw("uid", &id_list(&status_field(&status, "Uid:"))).raw("gid", &id_list(&status_field(&status, "Gid:")))
         .raw("groups", &id_list(&status_field(&status, "Groups:"))).raw("capabilities", &caps.finish())
         .raw("sealed", &sealed.to_string()).string("af_unix", &af_unix.detail)
+        .string("af_inet", &af_inet.detail)
         .raw("probes", &outcomes.finish())
         .raw("all_blocked", &probes.iter().all(|(_, o)| o.blocked).to_string());
     println!("{}", record.finish());

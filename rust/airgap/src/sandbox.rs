@@ -218,7 +218,7 @@ fn warden_gone(report_w: c_int) -> bool {
 fn build_namespaces(opts: &ExecOptions) -> Result<(), String> {
     let flags = sys::CLONE_NEWNS | sys::CLONE_NEWNET | sys::CLONE_NEWIPC | sys::CLONE_NEWUTS | sys::CLONE_NEWCGROUP;
     sys::check(unsafe { sys::unshare(flags) } as i64, "new namespaces")?;
-    let hostname = b"rapha-job";
+    let hostname = job_hostname(opts.socket_mode);
     // The hospital's host name stays outside.
     sys::check(unsafe { sys::sethostname(hostname.as_ptr() as *const _, hostname.len()) } as i64, "hostname")?;
     view::build(&view::View {
@@ -231,6 +231,16 @@ fn build_namespaces(opts: &ExecOptions) -> Result<(), String> {
         ro_binds: &opts.ro_binds,
     })?;
     net::loopback_up()
+}
+
+/// A distributed job's name is "localhost", which the host's /etc/hosts resolves to the
+/// loopback: gloo binds to what the host name resolves to, and its fallback (the address of
+/// interface `lo`) needs a netlink socket, which the filter refuses.
+fn job_hostname(mode: seccomp::Mode) -> &'static [u8] {
+    match mode {
+        seccomp::Mode::UnixOnly => b"rapha-job",
+        seccomp::Mode::InetLoopback => b"localhost",
+    }
 }
 
 /// Reap every child (orphans are re-parented to us) until the command itself ends.
@@ -257,7 +267,7 @@ fn reap_until(command: sys::Pid) -> i32 {
 }
 
 fn command_main(opts: &ExecOptions, report_w: c_int) -> ! {
-    let filter = seccomp::filter();
+    let filter = seccomp::filter_for(opts.socket_mode);
     let argv: Result<Vec<CString>, String> = opts.command.iter().map(|a| sys::cstr(a)).collect();
     let argv = argv.unwrap_or_else(|m| fail(report_w, &m, EXIT_SETUP));
     if let Err(message) = seal(opts, &filter) {
