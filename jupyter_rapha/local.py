@@ -102,15 +102,15 @@ class LocalRuntime:
     # Told after each rapha.log: (the metrics of that call, the pass they came in). The
     # dry run's live chart; nothing here reaches an edge.
     on_log: Callable[[dict[str, float], int], None] | None = None
+    # A local dry run is one process, rank 0 of 1, whatever --processes asks of the edge.
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def device(self) -> str:
         """The edge's rule, with this machine's GPUs standing for the granted ones."""
         torch = _torch()
         return job_device(torch.cuda.device_count(), torch.cuda.is_available())
-    # A local dry run is one process, rank 0 of 1, whatever --processes asks of the edge.
-    rank: int = 0
-    world_size: int = 1
 
     def artifact(self, name: str) -> dict[str, Any]:
         """The state dict of ``--artifact NAME=PATH``, as the edge's ``rapha.artifact`` gives it."""

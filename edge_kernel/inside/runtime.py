@@ -205,15 +205,15 @@ class Rapha:
         self.saved = False
         self.artifacts: dict[str, str] = {}  # name -> staged safetensors file (read-only), set by job_main
         self.gpus = 0  # GPUs the edge granted the job (job.json), set by job_main
+        # A distributed job's process (``--processes``): torch.distributed is initialised
+        # before the cell runs; only rank 0's saves and metrics are the job's.
+        self.rank = 0
+        self.world_size = 1
 
     @property
     def device(self) -> str:
         """"cuda" when the edge granted GPUs and torch sees one, else "cpu"."""
         return job_device(self.gpus, torch.cuda.is_available())
-        # A distributed job's process (``--processes``): torch.distributed is initialised
-        # before the cell runs; only rank 0's saves and metrics are the job's.
-        self.rank = 0
-        self.world_size = 1
 
     @property
     def epochs(self) -> int:
