@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         decoder = connection.recv()
         if not isinstance(decoder, FolderDecoder):
             return 2
-        writer = BackgroundWriter() if decoder.store_root is not None else None
+        writer = BackgroundWriter(idle=True) if decoder.store_root is not None else None
         ring = SlotRing(SlotLayout.of(decoder), args.slots, args.ring_fd) if args.ring_fd is not None else None
         while True:
             connection.send(_answer(decoder, connection.recv(), writer, ring))

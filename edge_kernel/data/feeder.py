@@ -224,7 +224,7 @@ class Feeder:
                 raise ConnectionAbortedError("the job ended")  # the broker reads it as a closed channel
             if not self._processes and self._decoder is not None:
                 if self._decoder.store_root is not None and self._writer is None:
-                    self._writer = BackgroundWriter()
+                    self._writer = BackgroundWriter(idle=True)
                 try:
                     for _ in range(self.workers):
                         self._processes.append(DecoderProcess(self._decoder))

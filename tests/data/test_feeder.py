@@ -22,7 +22,7 @@ from edge_kernel.data.decoder_ring import MAX_SLOTS, InSlot, SlotLayout, SlotRin
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.feeder import Feeder, default_workers
 from edge_kernel.data.record_decoder import Prepared
-from edge_kernel.data.record_store import (MAGIC, PARTIAL_SUFFIX, BackgroundWriter, RecordStore, encode_parts,
+from edge_kernel.data.record_store import (MAGIC, PARTIAL_SUFFIX, BackgroundWriter, RecordStore,
                                            read_entry, write_entry)
 from edge_kernel.data.registry import Dataset
 from edge_kernel.data.source import Index
@@ -329,7 +329,7 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
     size = write_entry(tmp_path / "inplace", arrays)
     writer = BackgroundWriter(max_bytes=2 * size)  # the third put waits for the writer's thread
     for name in ("a", "b", "c"):
-        writer.put(tmp_path / name, encode_parts(arrays))
+        assert writer.put(tmp_path / name, arrays) == size
     assert writer.drain(10)
     for name in ("a", "b", "c"):
         assert (tmp_path / name).read_bytes() == (tmp_path / "inplace").read_bytes()
@@ -338,7 +338,7 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
         assert found is not None and not damaged and read == size
         assert found["image"].tobytes() == arrays["image"].tobytes()
     writer.close(10)
-    writer.put(tmp_path / "late", encode_parts(arrays))  # after close: dropped, never half-written
+    assert writer.put(tmp_path / "late", arrays) is None  # after close: dropped, never half-written
     assert not (tmp_path / "late").exists()
     assert not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
 
@@ -346,12 +346,26 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
 def test_a_background_write_that_fails_is_dropped_and_the_rest_written(tmp_path: Path) -> None:
     arrays = {"image": np.ones((1, 4, 4), np.float32)}
     writer = BackgroundWriter()
-    writer.put(tmp_path / "missing-folder" / "x", encode_parts(arrays))  # fails: no such folder
-    writer.put(tmp_path / "y", encode_parts(arrays))
+    writer.put(tmp_path / "missing-folder" / "x", arrays)  # fails: no such folder
+    writer.put(tmp_path / "y", arrays)
     assert writer.drain(10)
     writer.close(10)
     assert not (tmp_path / "missing-folder").exists()
     assert read_entry(tmp_path / "y")[0] is not None
+
+
+def test_an_idle_writer_drops_what_finds_it_behind_and_drain_writes_the_rest(tmp_path: Path) -> None:
+    arrays = {"image": np.arange(12, dtype=np.float32).reshape(1, 3, 4)}
+    size = write_entry(tmp_path / "inplace", arrays)
+    writer = BackgroundWriter(max_bytes=2 * size, idle=True)
+    with writer._changed:  # hold the writer's thread back: the entries wait
+        kept = [writer.put(tmp_path / name, arrays) for name in ("a", "b", "c", "d")]
+    assert kept[:2] == [size, size] and kept[2:] == [None, None] and writer.dropped == 2  # never blocked
+    assert writer.drain(10)
+    writer.close(10)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == (tmp_path / "inplace").read_bytes()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    assert not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
 
 
 def test_decoders_finish_their_cache_writes_when_the_feeder_closes(synth_folder: Path, synth_entry: Dataset,
