@@ -290,7 +290,12 @@ class Broker:
             # Counted across loaders: opening a fresh loader must not buy more passes.
             rank.epochs_started += 1
             exhausted = self.max_epochs is not None and rank.epochs_started > self.max_epochs
-            return {"ok": True, "epoch": loader.start_epoch(exhausted)}, {}
+            epoch = loader.start_epoch(exhausted)
+            # the decoders start on the epoch's first records now, not at its first batch
+            # (prepared, not handed over: nothing is counted until a batch is asked for)
+            if ahead := self.feeder.lookahead(loader.batch_size, self._record_bytes):
+                self.feeder.records([], [self.cohort[i] for i in loader.upcoming(ahead + loader.batch_size)])
+            return {"ok": True, "epoch": epoch}, {}
         if op == "next":
             return self._next(loader, request.get("shm_offset"), rank.arena)
         return {"ok": False, "error": "unknown request"}, {}

@@ -7,6 +7,16 @@ outside the sandbox, started by the broker for one job. It receives a
 It imports only the decoding modules (not the edge's service), so it starts in well
 under a second, and it never runs researcher code.
 
+A decoded record does not travel through the socket: the broker gives each decoder a
+ring of slots in a memfd both map (``decoder_ring.py``), names a free
+slot with each reference, and the decoder writes the record's arrays straight into it and
+answers with a small message. The broker copies the arrays out and frees the slot. Pickling
+a record and pushing it through the socket cost more than a copy, and a decoder whose
+answers waited, a quarter MiB each, in a full socket buffer until the broker wanted them
+could not work ahead of the broker at all (it was blocked in ``write``, measured). A record
+that does not fit its slot (not the declared schema; the broker refuses it) or that was
+asked for without a free slot is answered through the socket as before.
+
 It writes the disk cache's entries in a background thread (``BackgroundWriter``) and
 finishes them when the broker closes its end. It ends with its job (the broker closes
 its end, waits briefly, then kills it), with the edge thread that started it (the
@@ -23,11 +33,14 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from jupyter_rapha.protocol.errors import RaphaError, SandboxFault
 
+from .decoder_ring import InSlot, SlotLayout, SlotRing
 from .record_decoder import FolderDecoder, Prepared
 from .record_store import BackgroundWriter
 from .source import RecordRef
@@ -37,28 +50,34 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 KILL_WAIT_SECONDS = 5.0
 DRAIN_SECONDS = 10.0  # a decoder's last cache writes, at most (the broker's wait is shorter)
-
-
 class DecoderProcess:
     """The edge's handle on one decoder: tasks out, answers back in the same order."""
 
     def __init__(self, decoder: FolderDecoder) -> None:
+        layout = SlotLayout.of(decoder)
+        self.ring = SlotRing(layout, layout.count()) if layout.count() > 0 else None
+        self.free = list(range(self.ring.count)) if self.ring is not None else []  # slots not in use
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        fds = (theirs.fileno(),) + ((self.ring.fd,) if self.ring is not None else ())
         try:
             command = [sys.executable, "-s", "-B", "-m", __name__, "--fd", str(theirs.fileno()),
                        "--edge-pid", str(os.getpid())]
+            if self.ring is not None:
+                command += ["--ring-fd", str(self.ring.fd), "--slots", str(self.ring.count)]
             # the edge's own working directory: a record's location may be relative to it
-            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, env=env)
         except OSError as exc:
             mine.close()
+            if self.ring is not None:
+                self.ring.close()
             raise SandboxFault("a decoder process could not be started") from exc
         finally:
             theirs.close()
         self.connection = Connection(mine.detach())
-        self.in_flight: list[bytes] = []  # pseudonyms asked for, in order
+        self.in_flight: list[tuple[bytes, int | None]] = []  # (pseudonym, slot) asked for, in order
         self.connection.send(decoder)
 
     @property
@@ -66,8 +85,17 @@ class DecoderProcess:
         return self.process.pid
 
     def ask(self, ref: RecordRef) -> None:
-        self.connection.send(ref)
-        self.in_flight.append(ref.pseudonym)
+        """Ask for a record: into a free slot if there is one, else through the socket."""
+        slot = self.free.pop() if self.free else None
+        self.connection.send((ref, slot))
+        self.in_flight.append((ref.pseudonym, slot))
+
+    def ready(self) -> bool:
+        """Whether the oldest task's answer has come (or the process has gone)."""
+        try:
+            return bool(self.connection.poll(0))
+        except (EOFError, OSError) as exc:
+            raise SandboxFault("a decoder process stopped during the job") from exc
 
     def answer(self, timeout: float) -> tuple[bytes, Prepared | str]:
         """The oldest task's answer; raises SandboxFault if the process died or hung."""
@@ -77,7 +105,14 @@ class DecoderProcess:
             found = self.connection.recv()
         except (EOFError, OSError) as exc:
             raise SandboxFault("a decoder process stopped during the job") from exc
-        return self.in_flight.pop(0), found
+        pseudonym, slot = self.in_flight.pop(0)
+        if isinstance(found, InSlot):
+            if slot is None or found.slot != slot or self.ring is None:
+                raise SandboxFault("a decoder process answered out of turn")
+            found = replace(found.prepared, arrays=self.ring.take(slot))
+        if slot is not None:
+            self.free.append(slot)
+        return pseudonym, found
 
     def end(self) -> None:
         """Shut the broker's sending side: the decoder answers what it was asked, finishes
@@ -106,6 +141,8 @@ class DecoderProcess:
         except subprocess.TimeoutExpired:
             log.error("decoder process %d did not end after SIGKILL", self.process.pid)
         self.connection.close()
+        if self.ring is not None:
+            self.ring.close()
 
 
 def _tie_to_edge(edge_pid: int) -> None:
@@ -126,10 +163,25 @@ def _prepare(decoder: FolderDecoder, ref: RecordRef, writer: BackgroundWriter | 
         return "a record could not be decoded"
 
 
+def _answer(decoder: FolderDecoder, request: Any, writer: BackgroundWriter | None,
+            ring: SlotRing | None) -> Prepared | InSlot | str:
+    if not isinstance(request, tuple) or len(request) != 2 or not isinstance(request[0], RecordRef):
+        return "unknown request"
+    ref, slot = request
+    prepared = _prepare(decoder, ref, writer)
+    if ring is None or not isinstance(slot, int) or not 0 <= slot < ring.count or isinstance(prepared, str) \
+            or not ring.layout.fits(prepared.arrays):
+        return prepared  # through the socket; one that is not the schema is refused by the broker
+    ring.put(slot, prepared.arrays)
+    return InSlot(slot, replace(prepared, arrays={}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--edge-pid", type=int, required=True)
+    parser.add_argument("--ring-fd", type=int, default=None)
+    parser.add_argument("--slots", type=int, default=0)
     args = parser.parse_args(argv)
     _tie_to_edge(args.edge_pid)
     connection = Connection(args.fd)
@@ -138,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         decoder = connection.recv()
         if not isinstance(decoder, FolderDecoder):
             return 2
-        writer = BackgroundWriter() if decoder.store_root is not None else None
+        writer = BackgroundWriter(idle=True) if decoder.store_root is not None else None
+        ring = SlotRing(SlotLayout.of(decoder), args.slots, args.ring_fd) if args.ring_fd is not None else None
         while True:
-            ref = connection.recv()
-            connection.send(_prepare(decoder, ref, writer) if isinstance(ref, RecordRef) else "unknown request")
+            connection.send(_answer(decoder, connection.recv(), writer, ring))
     except (EOFError, OSError):
         if writer is not None:  # the broker closed its end: the job is over; finish the cache's writes
             writer.drain(DRAIN_SECONDS)

@@ -10,10 +10,17 @@ each batch (S3) after the feeder returns it and before it crosses, exactly as wi
 pool, so a pool of any size gives the same meter.
 
 Each decoder is a process of its own (``decoder_process.py``), asked for records in
-turn and answering in order. A decoder that dies, hangs past ``DECODE_TIMEOUT_SECONDS``
-or fails makes the batch a ``SandboxFault`` (the job fails); nothing waits for it for
-ever. Decoders end with the job (``close``: at most ``CLOSE_WAIT_SECONDS`` for their
-last cache writes, then killed), die with the edge
+turn and answering in order; it writes each record into a slot of a shared ring
+(``decoder_ring.py``) that the feeder copies it out of. The feeder keeps ``IN_FLIGHT``
+records waiting at each decoder, taken from the front of the window (the batch, then the
+records ahead); while a record of the batch is still being prepared, the broker thread
+prepares the window's last open record itself. So no core idles while a record of the
+window is left to decode, and the broker thread, which also copies and hands over every
+batch, decodes only what share of the window that leaves it (a fixed share left the
+decoder waiting on the broker, measured). A decoder that dies, hangs past
+``DECODE_TIMEOUT_SECONDS`` or fails makes the batch a ``SandboxFault`` (the job fails);
+nothing waits for it for ever. Decoders end with the job (``close``: at most
+``CLOSE_WAIT_SECONDS`` for their last cache writes, then killed), die with the edge
 (parent-death signal), and one whose edge is already gone when it starts exits at once.
 
 A DP job's records go to the edge's trainer, not the job: the runner starts the decoders
@@ -31,6 +38,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -49,7 +57,7 @@ DECODE_TIMEOUT_SECONDS = 300.0
 CLOSE_WAIT_SECONDS = 3.0  # for the decoders' last disk cache writes when the job ends
 AHEAD_PER_WORKER = 4  # records prepared ahead per decoder, beyond the batch asked for
 AHEAD_MAX_BYTES = 256 * 1024 * 1024  # ... and never more than this many bytes of them
-MAX_IN_FLIGHT = 64  # records asked of one decoder ahead of need, at most
+IN_FLIGHT = 8  # records waiting at one decoder: enough that it never idles between answers
 T = TypeVar("T")
 
 
@@ -78,6 +86,8 @@ class Feeder:
         self._writer: BackgroundWriter | None = None
         self._asked: dict[bytes, DecoderProcess] = {}  # pseudonym -> the decoder preparing it
         self._answered: dict[bytes, Prepared | str] = {}  # answers read before they were wanted
+        self._window: deque[RecordRef] = deque()  # the batch and the records ahead, not yet asked for
+        self._done: set[bytes] = set()  # records of this batch already returned
         self._closed = False
         self._lock = threading.Lock()  # close() comes from the runner's thread
         # Edge-side counters for tests and benchmarks; never put into progress or a receipt.
@@ -97,9 +107,11 @@ class Feeder:
         if self.workers == 0:
             found = [self._here(ref) for ref in refs]
         else:
-            self._ask(refs, bounded=False)
-            self._ask(upcoming, bounded=True)
+            self._window = deque(ref for ref in (*refs, *upcoming) if self._open(ref))
+            self._top_up()
             found = [self._collect(ref) for ref in refs]
+            self._window.clear()
+            self._done.clear()
         if self.store is not None:
             self.store.evict()
         return found
@@ -137,7 +149,11 @@ class Feeder:
             return found
         if self._decoder is None:
             return self.source.load(ref)
-        return self._taken(ref, self._decoder.prepare(ref, self._writer))
+        return self._taken(ref, self._prepared_here(ref))
+
+    def _prepared_here(self, ref: RecordRef) -> Prepared:
+        assert self._decoder is not None
+        return self._decoder.prepare(ref, self._writer)
 
     def _taken(self, ref: RecordRef, prepared: Prepared | str) -> dict[str, np.ndarray]:
         if isinstance(prepared, str):
@@ -150,36 +166,52 @@ class Feeder:
         self._memory.put(ref.pseudonym, prepared.arrays)
         return prepared.arrays
 
-    def _ask(self, refs: Sequence[RecordRef], *, bounded: bool) -> None:
-        processes = self._started()
-        for ref in refs:
-            if ref.pseudonym in self._asked or ref.pseudonym in self._answered or self._kept(ref) \
-                    or self._memory.get(ref.pseudonym) is not None:
-                continue
-            process = min(processes, key=lambda p: len(p.in_flight))
-            if bounded and len(process.in_flight) >= MAX_IN_FLIGHT:
-                return
-            self._guarded(process.ask, ref)
-            self._asked[ref.pseudonym] = process
+    def _open(self, ref: RecordRef) -> bool:
+        """Not yet asked of a decoder, prepared, nor in memory."""
+        return ref.pseudonym not in self._asked and ref.pseudonym not in self._answered \
+            and ref.pseudonym not in self._done and self._memory.get(ref.pseudonym) is None
 
-    def _kept(self, ref: RecordRef) -> bool:
-        """One record in ``workers + 1`` (by its pseudonym, a keyed hash: an even share) is
-        decoded by the broker thread while the decoders work on the rest, instead of
-        waiting idle for them: ``workers`` decoders then decode ``workers + 1`` at a time."""
-        return ref.pseudonym[0] % (self.workers + 1) == 0
+    def _top_up(self) -> None:
+        """Ask each decoder for the next open records of the window, in order, until it
+        has ``IN_FLIGHT`` waiting, each into a free slot (an answer through the socket
+        would block its decoder until the broker reads it: a full socket buffer)."""
+        processes = self._started()
+        while self._window:
+            process = min(processes, key=lambda p: len(p.in_flight))
+            if len(process.in_flight) >= IN_FLIGHT or process.ring is not None and not process.free:
+                return
+            ref = self._window.popleft()
+            if self._open(ref):
+                self._guarded(process.ask, ref)
+                self._asked[ref.pseudonym] = process
 
     def _collect(self, ref: RecordRef) -> dict[str, np.ndarray]:
-        if ref.pseudonym in self._answered:
-            return self._taken(ref, self._answered.pop(ref.pseudonym))
-        process = self._asked.get(ref.pseudonym)
-        if process is None:  # the broker's own share, or in memory since an earlier batch
-            return self._here(ref)
-        while True:  # a decoder answers in the order it was asked
+        """A record of the batch. While the decoder preparing it is not done, the broker
+        thread prepares the window's last open record itself (the decoders take the
+        window from its front): no core waits while there is a record to decode, and
+        the broker thread, which also hands the batches over, takes what share is left."""
+        while True:
+            if ref.pseudonym in self._answered:
+                self._done.add(ref.pseudonym)
+                return self._taken(ref, self._answered.pop(ref.pseudonym))
+            process = self._asked.get(ref.pseudonym)
+            if process is None:  # not asked of a decoder, or in memory since an earlier batch
+                self._done.add(ref.pseudonym)
+                return self._here(ref)
+            if not self._guarded(process.ready) and self._steal():
+                continue
             pseudonym, answer = self._guarded(process.answer, DECODE_TIMEOUT_SECONDS)
-            del self._asked[pseudonym]
-            if pseudonym == ref.pseudonym:
-                return self._taken(ref, answer)
+            del self._asked[pseudonym]  # a decoder answers in the order it was asked
             self._answered[pseudonym] = answer
+            self._top_up()
+
+    def _steal(self) -> bool:
+        while self._window:
+            ref = self._window.pop()
+            if self._open(ref):
+                self._answered[ref.pseudonym] = self._prepared_here(ref)
+                return True
+        return False
 
     def _guarded(self, step: Callable[..., T], *args: Any) -> T:
         try:
@@ -197,7 +229,7 @@ class Feeder:
                 raise ConnectionAbortedError("the job ended")  # the broker reads it as a closed channel
             if not self._processes and self._decoder is not None:
                 if self._decoder.store_root is not None and self._writer is None:
-                    self._writer = BackgroundWriter()
+                    self._writer = BackgroundWriter(idle=True)
                 try:
                     for _ in range(self.workers):
                         self._processes.append(DecoderProcess(self._decoder))

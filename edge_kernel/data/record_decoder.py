@@ -23,8 +23,7 @@ import numpy as np
 from jupyter_rapha.protocol.errors import SandboxFault
 
 from . import dicom_record
-from .record_store import (BackgroundWriter, encode_parts, entry_name, parts_size, read_entry, reading_digest,
-                           write_entry)
+from .record_store import BackgroundWriter, entry_name, read_entry, reading_digest, write_entry
 from .registry import FieldSpec
 from .source import RecordRef
 
@@ -70,9 +69,10 @@ class FolderDecoder:
         if name is None or self.store_root is None:
             return Prepared(arrays)
         if writer is not None:
-            parts = encode_parts(arrays)  # hashed now, written by the writer's thread
-            writer.put(self.store_root / name, parts)
-            return Prepared(arrays, name, parts_size(parts), decoded=True, damaged=damaged)
+            queued = writer.put(self.store_root / name, arrays)  # hashed and written by the writer's thread
+            if queued is None:  # dropped: the writer was behind; kept when next decoded
+                return Prepared(arrays, damaged=damaged)
+            return Prepared(arrays, name, queued, decoded=True, damaged=damaged)
         try:
             size = write_entry(self.store_root / name, arrays)
         except OSError:  # a full or failing cache disk costs a later decode, never the job

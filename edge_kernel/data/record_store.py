@@ -135,37 +135,62 @@ def write_parts(path: Path, parts: list[bytes | memoryview]) -> None:
         raise
 
 
-class BackgroundWriter:
-    """Writes encoded entries in a thread of their own, for a decoder process: creating,
-    writing and renaming a file mostly waits on the file system (1.5 ms of wall time per
-    256 KiB entry for 0.3 ms of CPU, measured), time the decoder spends on the next record
-    instead. At most ``max_bytes`` wait; ``put`` blocks beyond that. An entry that cannot
-    be written is dropped (a later decode, never a failed job); ``drain`` waits for the
-    rest, and a process killed first leaves only temporary names (removed when the store
-    next opens), never a half entry under an entry's name."""
+def entry_size(arrays: dict[str, np.ndarray]) -> int:
+    """The bytes of the entry ``encode_parts`` makes of ``arrays``, without hashing them."""
+    header = json.dumps({name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}).encode()
+    return _PREFIX + len(header) + sum(a.nbytes for a in arrays.values())
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._pending: deque[tuple[Path, list[bytes | memoryview], int]] = deque()
+
+WRITER_NICE = 19  # an idle writer's thread: the CPU the decoding does not want
+
+
+class BackgroundWriter:
+    """Hashes and writes entries in a thread of their own, for a decoder process (and the
+    broker thread beside a pool): creating, writing and renaming a file mostly waits on
+    the file system (1.5 ms of wall time per 256 KiB entry for 0.3 ms of CPU, measured),
+    time the decoder spends on the next record instead. At most ``max_bytes`` wait.
+
+    ``idle``: the thread runs at nice ``WRITER_NICE`` and an entry that finds the writer
+    ``max_bytes`` behind is dropped, not waited for: filling the cache never takes a
+    core from the decoding of the epoch being served (an entry cost a quarter of a
+    record's decoding, measured), it uses what the decoding leaves, and a dropped entry
+    is written when the record is next decoded. Otherwise ``put`` blocks beyond
+    ``max_bytes``. An entry that cannot be written is dropped (a later decode, never a
+    failed job); ``drain`` writes the rest, helped by the calling thread (whose
+    priority is not lowered), and a process killed first leaves only temporary names
+    (removed when the store next opens), never a half entry under an entry's name."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, *, idle: bool = False) -> None:
+        self.max_bytes, self.idle = max_bytes, idle
+        self._pending: deque[tuple[Path, dict[str, np.ndarray], int]] = deque()
         self._bytes = 0
-        self._busy = self._closed = False
+        self._busy = 0  # entries being written
+        self._closed = False
+        self.dropped = 0  # entries not kept because the writer was behind
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="record-store-writer", daemon=True)
         self._thread.start()
 
-    def put(self, path: Path, parts: list[bytes | memoryview]) -> None:
-        size = parts_size(parts)
+    def put(self, path: Path, arrays: dict[str, np.ndarray]) -> int | None:
+        """Queue an entry (arrays the caller no longer changes); its size, or None when it
+        was dropped (closed, or an idle writer too far behind)."""
+        size = entry_size(arrays)
         with self._changed:
-            while self._pending and self._bytes + size > self.max_bytes and not self._closed:
+            while not self.idle and self._pending and self._bytes + size > self.max_bytes and not self._closed:
                 self._changed.wait()
-            if self._closed:
-                return
-            self._pending.append((path, parts, size))
+            if self._closed or self.idle and self._pending and self._bytes + size > self.max_bytes:
+                self.dropped += not self._closed
+                return None
+            self._pending.append((path, arrays, size))
             self._bytes += size
             self._changed.notify_all()
+        return size
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every entry put is written (or dropped); False on a timeout."""
+        """Write every entry put (or drop it); False on a timeout. The calling thread
+        writes entries too, so a low-priority writer's backlog is not left to it."""
+        while self._write_one(block=False):
+            pass
         with self._changed:
             return self._changed.wait_for(lambda: not self._pending and not self._busy, timeout)
 
@@ -179,22 +204,33 @@ class BackgroundWriter:
             self._changed.notify_all()
 
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
-                if self._closed:
-                    return
-                path, parts, size = self._pending.popleft()
-                self._busy = True
+        if self.idle:
             try:
-                write_parts(path, parts)
-            except Exception as exc:  # a full or failing cache disk costs a later decode, never the job
-                log.warning("a decoded record could not be kept in the disk cache: %s", type(exc).__name__)
-            finally:
-                with self._changed:
-                    self._bytes -= size
-                    self._busy = False
-                    self._changed.notify_all()
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+            except OSError:
+                pass  # not lowered: the entries are written all the same
+        while self._write_one(block=True):
+            pass
+
+    def _write_one(self, *, block: bool) -> bool:
+        """Write the oldest waiting entry; False when closed (or, not ``block``, none waits)."""
+        with self._changed:
+            if block:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+            if self._closed or not self._pending:
+                return False
+            path, arrays, size = self._pending.popleft()
+            self._busy += 1
+        try:
+            write_parts(path, encode_parts(arrays))
+        except Exception as exc:  # a full or failing cache disk costs a later decode, never the job
+            log.warning("a decoded record could not be kept in the disk cache: %s", type(exc).__name__)
+        finally:
+            with self._changed:
+                self._bytes -= size
+                self._busy -= 1
+                self._changed.notify_all()
+        return True
 
 
 class RecordStore:

@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_kernel.data import decoder_ring
 from edge_kernel.data.broker import Broker
+from edge_kernel.data.decoder_process import _answer
+from edge_kernel.data.decoder_ring import MAX_SLOTS, InSlot, SlotLayout, SlotRing
 from edge_kernel.data.dicom_folder import DicomFolderSource
 from edge_kernel.data.feeder import Feeder, default_workers
-from edge_kernel.data.record_store import (MAGIC, PARTIAL_SUFFIX, BackgroundWriter, RecordStore, encode_parts,
+from edge_kernel.data.record_decoder import Prepared
+from edge_kernel.data.record_store import (MAGIC, PARTIAL_SUFFIX, BackgroundWriter, RecordStore,
                                            read_entry, write_entry)
 from edge_kernel.data.registry import Dataset
 from edge_kernel.data.source import Index
@@ -325,7 +329,7 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
     size = write_entry(tmp_path / "inplace", arrays)
     writer = BackgroundWriter(max_bytes=2 * size)  # the third put waits for the writer's thread
     for name in ("a", "b", "c"):
-        writer.put(tmp_path / name, encode_parts(arrays))
+        assert writer.put(tmp_path / name, arrays) == size
     assert writer.drain(10)
     for name in ("a", "b", "c"):
         assert (tmp_path / name).read_bytes() == (tmp_path / "inplace").read_bytes()
@@ -334,7 +338,7 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
         assert found is not None and not damaged and read == size
         assert found["image"].tobytes() == arrays["image"].tobytes()
     writer.close(10)
-    writer.put(tmp_path / "late", encode_parts(arrays))  # after close: dropped, never half-written
+    assert writer.put(tmp_path / "late", arrays) is None  # after close: dropped, never half-written
     assert not (tmp_path / "late").exists()
     assert not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
 
@@ -342,12 +346,26 @@ def test_background_writes_are_the_entries_written_in_place(tmp_path: Path) -> N
 def test_a_background_write_that_fails_is_dropped_and_the_rest_written(tmp_path: Path) -> None:
     arrays = {"image": np.ones((1, 4, 4), np.float32)}
     writer = BackgroundWriter()
-    writer.put(tmp_path / "missing-folder" / "x", encode_parts(arrays))  # fails: no such folder
-    writer.put(tmp_path / "y", encode_parts(arrays))
+    writer.put(tmp_path / "missing-folder" / "x", arrays)  # fails: no such folder
+    writer.put(tmp_path / "y", arrays)
     assert writer.drain(10)
     writer.close(10)
     assert not (tmp_path / "missing-folder").exists()
     assert read_entry(tmp_path / "y")[0] is not None
+
+
+def test_an_idle_writer_drops_what_finds_it_behind_and_drain_writes_the_rest(tmp_path: Path) -> None:
+    arrays = {"image": np.arange(12, dtype=np.float32).reshape(1, 3, 4)}
+    size = write_entry(tmp_path / "inplace", arrays)
+    writer = BackgroundWriter(max_bytes=2 * size, idle=True)
+    with writer._changed:  # hold the writer's thread back: the entries wait
+        kept = [writer.put(tmp_path / name, arrays) for name in ("a", "b", "c", "d")]
+    assert kept[:2] == [size, size] and kept[2:] == [None, None] and writer.dropped == 2  # never blocked
+    assert writer.drain(10)
+    writer.close(10)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes() == (tmp_path / "inplace").read_bytes()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    assert not list(tmp_path.glob(f"*{PARTIAL_SUFFIX}"))
 
 
 def test_decoders_finish_their_cache_writes_when_the_feeder_closes(synth_folder: Path, synth_entry: Dataset,
@@ -362,3 +380,58 @@ def test_decoders_finish_their_cache_writes_when_the_feeder_closes(synth_folder:
     entries = [p for p in (tmp_path / "records").iterdir()]
     assert len(entries) == 20 and not [p for p in entries if p.name.endswith(PARTIAL_SUFFIX)]
     assert all(read_entry(p)[0] is not None for p in entries)
+
+
+def test_a_decoder_writes_its_records_into_its_slots_and_the_slots_come_back(synth_folder: Path,
+                                                                             synth_entry: Dataset) -> None:
+    source, index = _source(synth_folder, synth_entry)
+    refs = index.records
+    feeder = Feeder(source, workers=1)
+    try:
+        pooled = feeder.records(refs[:12], refs[12:24])
+        (process,) = feeder._processes
+        assert process.ring is not None and process.ring.count == MAX_SLOTS
+        # every answer read so far has freed its slot; only those still asked hold one
+        assert len(process.free) + len(process.in_flight) == process.ring.count
+        assert all(slot is not None for _, slot in process.in_flight)
+    finally:
+        feeder.close()
+    _same(pooled, Feeder(source).records(refs[:12]))  # copies, which outlive the ring
+
+
+def test_a_decoder_answers_in_its_slot_or_through_the_socket(synth_folder: Path, synth_entry: Dataset) -> None:
+    source, index = _source(synth_folder, synth_entry)
+    decoder = source.decoder()
+    assert decoder is not None
+    ref = index.records[0]
+    expected = decoder.prepare(ref).arrays
+    ring = SlotRing(SlotLayout.of(decoder), 2)
+    try:
+        in_slot = _answer(decoder, (ref, 1), None, ring)
+        assert isinstance(in_slot, InSlot) and in_slot.slot == 1 and in_slot.prepared.arrays == {}
+        _same([ring.take(1)], [expected])
+        for no_slot in (None, 2, -1, "1"):  # asked without a (valid) slot: the arrays travel in the answer
+            through = _answer(decoder, (ref, no_slot), None, ring)
+            assert isinstance(through, Prepared)
+            _same([through.arrays], [expected])
+        assert _answer(decoder, ref, None, ring) == "unknown request"
+        assert _answer(decoder, (b"x", 0), None, ring) == "unknown request"
+        odd = dict(expected, image=expected["image"].astype(np.float64))  # not the schema: not in a slot
+        assert not ring.layout.fits(odd) and ring.layout.fits(expected)
+        assert not ring.layout.fits({"image": expected["image"]})
+    finally:
+        ring.close()
+
+
+def test_records_too_large_for_a_ring_travel_through_the_socket(synth_folder: Path, synth_entry: Dataset,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decoder_ring, "RING_BYTES", 100)  # less than one record
+    source, index = _source(synth_folder, synth_entry)
+    feeder = Feeder(source, workers=2)
+    try:
+        pooled = feeder.records(index.records[:10], index.records[10:20])
+        assert all(process.ring is None for process in feeder._processes)
+    finally:
+        feeder.close()
+    _same(pooled, Feeder(source).records(index.records[:10]))
+    assert 10 <= feeder.decoded <= 20  # records ahead may be prepared too, none twice
