@@ -54,7 +54,8 @@ def releaser(tmp_path) -> Releaser:
 
 def run(weights_bytes=None, metrics=None):
     return SimpleNamespace(weights=weights() if weights_bytes is None else weights_bytes,
-                           metrics={"loss": [0.9, 0.4]} if metrics is None else metrics, meter=METER)
+                           metrics={"loss": [0.9, 0.4]} if metrics is None else metrics, meter=METER,
+                           started=TIMES["started"], finished=TIMES["finished"])  # as RunOutcome has them
 
 
 @pytest.mark.parametrize("outcome", [run(weights_bytes=b""), run(weights_bytes=b"not safetensors"),
