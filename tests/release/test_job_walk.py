@@ -128,7 +128,9 @@ def _written_but_not_completed(edge, weights_bytes=None):
     checked = edge.releaser.check(parse_jobspec(spec_dict()), FakeRunner().run(None, None, None, lambda _: None))
     job = edge.store.get(job_id)
     predicate = dict(edge.releaser.predicate(job, parse_jobspec(spec_dict()), [checked.gate],
-                                             SimpleNamespace(meter=METER), checked, {}), disclosure=DISCLOSURE)
+                                             SimpleNamespace(meter=METER, started="2026-12-03T06:00:01Z",
+                                                             finished="2026-12-03T06:00:09Z"),
+                                             checked, {}), disclosure=DISCLOSURE)
     document = edge.releaser.sign(predicate, checked.weights_bytes)
     edge.releaser.write(job_id, Held(weights_bytes or checked.weights_bytes, checked.metrics, predicate), document)
     return job_id
