@@ -576,10 +576,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         print(f"console for edge {settings.edge_id}, signing as {console.identity.name} "
               f"({', '.join(console.identity.roles)}); open (the token works once):\n  {url}", flush=True)
 
-    try:
-        serve(console, args.port, ready)
-    except KeyboardInterrupt:
-        pass
+    serve(console, args.port, ready)  # returns on Ctrl-C or SIGTERM
+    print("console stopped", flush=True)
     return 0
 
 

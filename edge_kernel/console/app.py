@@ -384,9 +384,16 @@ class Console:
 
 
 def serve(console: Console, port: int, on_ready: Callable[[str], Awaitable[None] | None]) -> None:
-    """Listen on 127.0.0.1:``port`` (0: any free port) until interrupted."""
+    """Listen on 127.0.0.1:``port`` (0: any free port) until SIGINT (Ctrl-C) or SIGTERM, then
+    return: the console keeps nothing durable (sessions live in memory, every action is the
+    edge's to audit), so stopping needs only the listener closed."""
+    import signal
+
     from tornado.ioloop import IOLoop
 
+    loop = IOLoop.current()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: loop.add_callback_from_signal(loop.stop))
     server = tornado.httpserver.HTTPServer(console.app(), max_body_size=64 * 1024)
     sockets = tornado.netutil.bind_sockets(port, address="127.0.0.1")
     server.add_sockets(sockets)
@@ -394,6 +401,6 @@ def serve(console: Console, port: int, on_ready: Callable[[str], Awaitable[None]
     assert console.sessions.token is not None
     on_ready(f"http://127.0.0.1:{bound}/login?token={console.sessions.token}")
     try:
-        IOLoop.current().start()
+        loop.start()
     finally:
         server.stop()
