@@ -22,7 +22,9 @@ from jupyter_rapha.protocol.errors import BadInput
 from jupyter_rapha.protocol.keys import PrivateKey
 from jupyter_rapha.protocol.review import check_reason
 
-from .release.commands import read_checker_key
+from .release.commands import admin_client as _client
+from .release.commands import check_same_edge, config_edge_key_id, read_checker_key
+from .release.commands import researcher_of as _who
 
 ROUTE = "/admin/v1/approval"
 AWAITING = "awaiting_approval"
@@ -49,13 +51,12 @@ def cmd_approval_show(args: argparse.Namespace) -> int:
 
 def cmd_approval_decide(args: argparse.Namespace) -> int:
     """approve / reject: every local mistake is refused before the edge is asked."""
-    from .edge import EDGE_KEY_FILE
     from .settings import load_settings
 
     settings = load_settings(args.config)
     key = read_checker_key(Path(args.key))
     reason = check_reason(args.reason)
-    edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
+    edge_key_id = config_edge_key_id(settings)
     answer = send_approval(_client(args), key, edge_key_id, args.job, args.steward, args.decision, reason,
                            request=args.request)
     print(decided_line(answer))
@@ -71,9 +72,7 @@ def send_approval(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, 
         raise BadInput(f"job {shown['job_id']} is {shown['state']}, not awaiting approval: there is nothing to "
                        "decide; nothing was signed")
     subject = shown["subject"]
-    if subject["edge_key_id"] != edge_key_id:
-        raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
-                       f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
+    check_same_edge(subject, edge_key_id)
     if request and not subject["request_sha256"].startswith(request.lower()):
         raise BadInput(f"job {subject['job_id']}'s request is {subject['request_sha256']}, not the {request} "
                        "given with --request; nothing was signed", hint="run 'rapha-edge approval show JOB' again")
@@ -82,13 +81,6 @@ def send_approval(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, 
     answer: dict[str, Any] = client.post(f"{ROUTE}/{subject['job_id']}/decision",
                                          {"steward": steward, "statement": statement})
     return answer
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from .admin import AdminClient
-    from .settings import load_settings
-
-    return AdminClient(load_settings(args.config).state_dir)
 
 
 def decided_line(answer: dict[str, Any]) -> str:
@@ -100,10 +92,6 @@ def decided_line(answer: dict[str, Any]) -> str:
         return f"{head}: approved to run (now {answer['state']}); its gates run again first"
     got, needed = answer.get("approvals", 0), answer.get("approvals_needed", 1)
     return f"{head}: {got} of {needed} approvals; it waits until {needed - got} more data steward(s) approve"
-
-
-def _who(job: dict[str, Any]) -> str:
-    return job.get("researcher") or f"key {job['researcher_key_id'][:12]} (unregistered)"
 
 
 def render_detail(detail: dict[str, Any]) -> str:

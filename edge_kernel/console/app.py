@@ -66,12 +66,11 @@ class Identity:
 
 def console_identity(settings: Settings, key_path: Path) -> Identity:
     """Refuse, before anything listens, a key the registry does not give an admin role."""
-    from ..edge import EDGE_KEY_FILE
-    from ..release.commands import read_checker_key
+    from ..release.commands import config_edge_key_id, read_checker_key
     from ..researchers import ResearcherRegistry
 
     key = read_checker_key(key_path)
-    edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
+    edge_key_id = config_edge_key_id(settings)
     if key.key_id == edge_key_id:
         raise BadInput("--key is the edge's own key: the console signs as a person, with a key registered with "
                        "'rapha-edge researchers add NAME KEY --role data-steward' (or output-checker)")

@@ -14,6 +14,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..release.commands import researcher_of as _who
+
 e = html.escape
 # A form nonce for (action, job id): made by the app, bound to the session, spent once.
 NonceMaker = Callable[[str, str], str]
@@ -241,10 +243,6 @@ def decisions_table(decisions: list[dict[str, Any]], role: str) -> str:
     rows = [[e(str(d.get("decision"))), e(str(d.get(role, ""))), e(str(d.get(f"{role}_key_id", ""))[:12]),
              e(when(d.get("signed_at"))), e(str(d.get("reason", "")))] for d in decisions]
     return "<h2>Decisions</h2>" + table(["Decision", "By", "Key", "Signed", "Reason"], rows, table_id="decisions")
-
-
-def _who(job: dict[str, Any]) -> str:
-    return str(job.get("researcher") or f"key {str(job.get('researcher_key_id', ''))[:12]} (unregistered)")
 
 
 # ---- release reviews ---------------------------------------------------------------------

@@ -43,13 +43,12 @@ def cmd_release_show(args: argparse.Namespace) -> int:
 
 def cmd_release_decide(args: argparse.Namespace) -> int:
     """approve / reject: every local mistake is refused before the edge is asked."""
-    from ..edge import EDGE_KEY_FILE
     from ..settings import load_settings
 
     settings = load_settings(args.config)
     key = read_checker_key(Path(args.key))
     reason = check_reason(args.reason)
-    edge_key_id = PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
+    edge_key_id = config_edge_key_id(settings)
     answer = send_decision(_client(args), key, edge_key_id, args.job, args.checker, args.decision, reason,
                            outputs=args.outputs)
     print(decided_line(answer))
@@ -66,9 +65,7 @@ def send_decision(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, 
                        if shown["state"] in ("completed", "refused") else
                        f"job {shown['job_id']} is {shown['state']}, not held: there is nothing to decide")
     subject = shown["subject"]
-    if subject["edge_key_id"] != edge_key_id:
-        raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
-                       f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
+    check_same_edge(subject, edge_key_id)
     if outputs and not subject["outputs_sha256"].startswith(outputs.lower()):
         raise BadInput(f"job {subject['job_id']} holds outputs {subject['outputs_sha256']}, not the {outputs} "
                        "given with --outputs; nothing was signed", hint="run 'rapha-edge release show JOB' again")
@@ -77,6 +74,21 @@ def send_decision(client: Any, key: PrivateKey, edge_key_id: str, job_ref: str, 
     answer: dict[str, Any] = client.post(f"{ROUTE}/{subject['job_id']}/decision",
                                          {"checker": checker, "statement": statement})
     return answer
+
+
+def config_edge_key_id(settings: Any) -> str:
+    """The key id of this config directory's edge key: what a signed decision names."""
+    from ..edge import EDGE_KEY_FILE
+
+    return PrivateKey.from_pem((settings.keys_dir / EDGE_KEY_FILE).read_bytes()).key_id
+
+
+def check_same_edge(subject: dict[str, Any], edge_key_id: str) -> None:
+    """Refuse to sign for an edge other than this config directory's (another edge answering
+    on the admin socket)."""
+    if subject["edge_key_id"] != edge_key_id:
+        raise BadInput("the edge answering on the admin socket is not the edge of this config directory "
+                       f"(key {subject['edge_key_id']}, not {edge_key_id}); nothing was signed")
 
 
 def read_checker_key(path: Path) -> PrivateKey:
@@ -89,11 +101,15 @@ def read_checker_key(path: Path) -> PrivateKey:
     return PrivateKey.from_pem(path.read_bytes())
 
 
-def _client(args: argparse.Namespace) -> Any:
+def admin_client(args: argparse.Namespace) -> Any:
+    """The running edge's admin socket, for the config directory in ``args.config``."""
     from ..admin import AdminClient
     from ..settings import load_settings
 
     return AdminClient(load_settings(args.config).state_dir)
+
+
+_client = admin_client
 
 
 # ---- what a checker reads --------------------------------------------------------------
@@ -111,8 +127,12 @@ def decided_line(answer: dict[str, Any]) -> str:
             "approve")
 
 
-def _who(job: dict[str, Any]) -> str:
-    return job.get("researcher") or f"key {job['researcher_key_id'][:12]} (unregistered)"
+def researcher_of(job: dict[str, Any]) -> str:
+    """The researcher's registered name, or the key of one the registry no longer lists."""
+    return str(job.get("researcher") or f"key {str(job.get('researcher_key_id', ''))[:12]} (unregistered)")
+
+
+_who = researcher_of
 
 
 def _waits_for(job: dict[str, Any]) -> str:
